@@ -1,0 +1,47 @@
+package vswitch
+
+import "sync"
+
+// smallFrame is the payload capacity of the small buffer class: a full
+// 1500-byte-MTU frame with a VLAN tag fits, which is what almost all traffic
+// is; larger frames take a buffer sized for Config.MaxFrame.
+const smallFrame = 1536
+
+// frame is a queued copy of one frame: the bytes are buf[Headroom:Headroom+n].
+type frame struct {
+	buf []byte
+	n   int
+}
+
+// framePool hands out frame buffers in two size classes so that a queue
+// full of small frames does not pin 64 KiB per entry.
+type framePool struct {
+	small, large sync.Pool
+}
+
+func newFramePool(maxFrame int) *framePool {
+	p := &framePool{}
+	p.small.New = func() any { return &frame{buf: make([]byte, Headroom+smallFrame)} }
+	p.large.New = func() any { return &frame{buf: make([]byte, Headroom+maxFrame)} }
+	return p
+}
+
+// get returns a frame holding a copy of b.
+func (p *framePool) get(b []byte) *frame {
+	var f *frame
+	if len(b) <= smallFrame {
+		f = p.small.Get().(*frame)
+	} else {
+		f = p.large.Get().(*frame)
+	}
+	f.n = copy(f.buf[Headroom:], b)
+	return f
+}
+
+func (p *framePool) put(f *frame) {
+	if len(f.buf) == Headroom+smallFrame {
+		p.small.Put(f)
+	} else {
+		p.large.Put(f)
+	}
+}

@@ -1,0 +1,49 @@
+package vswitch
+
+// Headroom is the number of bytes the switch reserves in front of every
+// frame it hands to Port.WriteFrames, and the offset it passes to
+// Port.ReadFrames. A port may use bufs[i][offset-Headroom:offset] as scratch
+// space: the stream port writes its 4-byte length prefix there so that a
+// frame goes out in one write, and a tap opened with IFF_VNET_HDR can place
+// its 12-byte virtio-net header there.
+const Headroom = 16
+
+// Port is one leg of the switch: a tap device, a VM's socket, the host
+// interface, or an in-process endpoint such as the DHCP responder.
+//
+// The contract follows wireguard-go's tun.Device:
+//
+//   - ReadFrames reads up to len(bufs) frames. Frame i is written into
+//     bufs[i][offset:] and its length stored in sizes[i]; the number of frames
+//     read is returned. The caller owns bufs and sizes, len(bufs) is at most
+//     BatchSize, every buffer has room for offset+MaxFrame bytes, and
+//     offset >= Headroom. ReadFrames blocks until at least one frame is
+//     available or the port fails. It returns an error only when the port can
+//     no longer deliver frames (peer gone, device deleted, Close called); the
+//     switch then removes the port. Per-frame trouble (a malformed frame from
+//     a peer that is otherwise fine) is the port's to count or to turn into
+//     an error that ends the port, never a panic.
+//   - WriteFrames writes the frames bufs[i][offset:] and returns how many were
+//     written. The caller owns bufs; the port must not keep them after it
+//     returns. The port may scribble on bufs[i][offset-Headroom:offset].
+//     WriteFrames may block (the switch calls it from the port's own transmit
+//     goroutine only), but a port should give up on a frame it cannot deliver
+//     rather than block forever. An error for some frames is reported with
+//     n < len(bufs); the switch counts the rest as dropped and carries on.
+//   - BatchSize is the largest batch ReadFrames and WriteFrames handle. It is
+//     constant for the life of the port and at least 1.
+//   - MTU is the largest frame payload (without the 14-byte Ethernet header)
+//     the port expects to carry; the switch uses it for information only.
+//   - Close is idempotent and safe to call concurrently with ReadFrames and
+//     WriteFrames: it unblocks them, and every later call returns an error
+//     matching net.ErrClosed.
+//   - String names the port for logs and statistics, e.g. "tap0" or
+//     "unix:/run/tapswitch/tapswitch.sock#3".
+type Port interface {
+	ReadFrames(bufs [][]byte, sizes []int, offset int) (int, error)
+	WriteFrames(bufs [][]byte, offset int) (int, error)
+	BatchSize() int
+	MTU() int
+	Close() error
+	String() string
+}

@@ -1,0 +1,157 @@
+package vswitch
+
+import (
+	"encoding/json"
+	"sync/atomic"
+	"time"
+)
+
+// DropReason says why the switch discarded a frame. The zero value is not a
+// valid reason.
+type DropReason uint8
+
+// Drop reasons. Ingress reasons are counted on the port the frame came in
+// on; DropQueueFull and DropTxError on the port it was meant to leave by.
+const (
+	_ DropReason = iota
+	// DropTooShort: shorter than an Ethernet header (14 bytes).
+	DropTooShort
+	// DropTooLong: longer than Config.MaxFrame.
+	DropTooLong
+	// DropSrcMulticast: the source MAC has the group bit set, which no
+	// station may send.
+	DropSrcMulticast
+	// DropSamePort: the destination MAC was learned on the ingress port, so
+	// the frame would have to go back out where it came in (hairpin).
+	DropSamePort
+	// DropQueueFull: the egress port's transmit queue was full.
+	DropQueueFull
+	// DropTxError: the egress port failed to write the frame.
+	DropTxError
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	DropTooShort:     "too_short",
+	DropTooLong:      "too_long",
+	DropSrcMulticast: "src_multicast",
+	DropSamePort:     "same_port",
+	DropQueueFull:    "queue_full",
+	DropTxError:      "tx_error",
+}
+
+// String returns the reason's name as used in statistics and metrics.
+func (r DropReason) String() string {
+	if r == 0 || r >= numDropReasons {
+		return "invalid"
+	}
+	return dropNames[r]
+}
+
+// DropReasons lists every valid drop reason in order.
+func DropReasons() []DropReason {
+	rs := make([]DropReason, 0, numDropReasons-1)
+	for r := DropReason(1); r < numDropReasons; r++ {
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// DropCounts holds one counter per drop reason, indexed by DropReason.
+type DropCounts [numDropReasons]uint64
+
+// Total is the sum over all reasons.
+func (d *DropCounts) Total() uint64 {
+	var t uint64
+	for _, v := range d {
+		t += v
+	}
+	return t
+}
+
+// MarshalJSON encodes the counters as an object keyed by reason name.
+func (d DropCounts) MarshalJSON() ([]byte, error) {
+	m := make(map[string]uint64, numDropReasons)
+	for _, r := range DropReasons() {
+		m[r.String()] = d[r]
+	}
+	return json.Marshal(m)
+}
+
+func (d *DropCounts) add(o *DropCounts) {
+	for i := range d {
+		d[i] += o[i]
+	}
+}
+
+// PortStats is a snapshot of one port's counters.
+type PortStats struct {
+	ID       int        `json:"id"`
+	Name     string     `json:"name"`
+	Kind     string     `json:"kind"`
+	Peer     string     `json:"peer,omitempty"`
+	Added    time.Time  `json:"added"`
+	Removed  bool       `json:"removed,omitempty"`
+	RxFrames uint64     `json:"rx_frames"`
+	RxBytes  uint64     `json:"rx_bytes"`
+	TxFrames uint64     `json:"tx_frames"`
+	TxBytes  uint64     `json:"tx_bytes"`
+	Drops    DropCounts `json:"drops"`
+}
+
+// Stats is a snapshot of the whole switch.
+type Stats struct {
+	// Ports lists the live ports in the order they were added.
+	Ports []PortStats `json:"ports"`
+	// Departed lists the most recently removed ports (at most
+	// maxDeparted) with their final counters.
+	Departed []PortStats `json:"departed,omitempty"`
+	// Totals sums the counters of every port the switch ever had.
+	Totals PortStats `json:"totals"`
+	// Forwarded counts frames sent to exactly one port by FDB lookup;
+	// Flooded counts frames sent to every other port.
+	Forwarded uint64   `json:"forwarded"`
+	Flooded   uint64   `json:"flooded"`
+	FDB       FDBStats `json:"fdb"`
+}
+
+// FDBStats describes the forwarding database.
+type FDBStats struct {
+	Size     int           `json:"size"`
+	Max      int           `json:"max"`
+	Learned  uint64        `json:"learned"`
+	Moved    uint64        `json:"moved"`
+	Refused  uint64        `json:"refused"`
+	Expired  uint64        `json:"expired"`
+	Purged   uint64        `json:"purged"`
+	AgeLimit time.Duration `json:"age_limit_ns"`
+}
+
+// portCounters are updated by the port's receive side (rx*, ingress drops)
+// and by transmit sides (tx*, egress drops). The padding keeps the two
+// groups on different cache lines.
+type portCounters struct {
+	rxFrames, rxBytes atomic.Uint64
+	_                 [48]byte
+	txFrames, txBytes atomic.Uint64
+	_                 [48]byte
+	drops             [numDropReasons]atomic.Uint64
+}
+
+func (c *portCounters) snapshot(ps *PortStats) {
+	ps.RxFrames = c.rxFrames.Load()
+	ps.RxBytes = c.rxBytes.Load()
+	ps.TxFrames = c.txFrames.Load()
+	ps.TxBytes = c.txBytes.Load()
+	for i := range c.drops {
+		ps.Drops[i] = c.drops[i].Load()
+	}
+}
+
+func (ps *PortStats) addCounters(o *PortStats) {
+	ps.RxFrames += o.RxFrames
+	ps.RxBytes += o.RxBytes
+	ps.TxFrames += o.TxFrames
+	ps.TxBytes += o.TxBytes
+	ps.Drops.add(&o.Drops)
+}

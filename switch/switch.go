@@ -1,0 +1,504 @@
+package vswitch
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultFDBSize  = 8192
+	DefaultFDBAge   = 300 * time.Second
+	DefaultMaxFrame = 65535
+	DefaultQueueLen = 512
+)
+
+// maxDeparted bounds the removed ports kept in Stats.Departed.
+const maxDeparted = 64
+
+// ErrClosed is returned by AddPort after Close.
+var ErrClosed = errors.New("switch closed")
+
+// Config configures a Switch. The zero value is usable.
+type Config struct {
+	// Logger receives port and FDB events (never one line per frame).
+	// Nil discards them.
+	Logger logrus.FieldLogger
+	// FDBSize bounds the number of learned MAC addresses (default 8192).
+	// When the table is full, new addresses are not learned (their frames
+	// flood) until entries age out; each refusal is counted.
+	FDBSize int
+	// FDBAge is how long a MAC stays learned after its last frame
+	// (default 300 s, as in the Linux bridge).
+	FDBAge time.Duration
+	// MaxFrame is the largest frame, Ethernet header included, that the
+	// switch accepts (default 65535).
+	MaxFrame int
+	// QueueLen is the capacity, in frames, of each port's transmit queue
+	// (default 512).
+	QueueLen int
+	// Now is the clock used for FDB ageing; nil means time.Now. Tests
+	// inject a fake clock to age entries without sleeping.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		c.Logger = l
+	}
+	if c.FDBSize <= 0 {
+		c.FDBSize = DefaultFDBSize
+	}
+	if c.FDBAge <= 0 {
+		c.FDBAge = DefaultFDBAge
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.QueueLen <= 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Switch is a learning Ethernet switch. Create it with New; ports may be
+// added and removed at any time while traffic flows.
+type Switch struct {
+	cfg  Config
+	log  logrus.FieldLogger
+	fdb  *fdb
+	pool *framePool
+
+	// ports is the copy-on-write list of live ports read by every
+	// forwarding decision; mu serialises its writers.
+	ports atomic.Pointer[[]*Attachment]
+	// dhcp, if set, receives every DHCP request (IPv4 UDP to port 67).
+	dhcp atomic.Pointer[Attachment]
+
+	mu       sync.Mutex
+	nextID   int
+	closed   bool
+	departed []PortStats
+	gone     PortStats // counters of every departed port, summed
+
+	forwarded, flooded atomic.Uint64
+
+	wg   sync.WaitGroup
+	done chan struct{}
+}
+
+// New returns a running switch. Call Close to stop it.
+func New(cfg Config) *Switch {
+	cfg.setDefaults()
+	s := &Switch{
+		cfg:  cfg,
+		log:  cfg.Logger,
+		fdb:  newFDB(cfg.FDBSize, cfg.FDBAge),
+		pool: newFramePool(cfg.MaxFrame),
+		done: make(chan struct{}),
+	}
+	s.ports.Store(&[]*Attachment{})
+	s.wg.Add(1)
+	go s.ager()
+	return s
+}
+
+// ager deletes expired FDB entries in the background so that the table's
+// size reflects live addresses.
+func (s *Switch) ager() {
+	defer s.wg.Done()
+	every := min(max(s.cfg.FDBAge/10, time.Second), 30*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.fdb.sweep(s.cfg.Now().UnixNano())
+		}
+	}
+}
+
+// PortConfig describes a port being added.
+type PortConfig struct {
+	// Kind names the transport for statistics: "tap", "stream", "dgram",
+	// "host", "dhcp", "mem", ...
+	Kind string
+	// Peer describes the other end (a socket address, a PID), if any.
+	Peer string
+	// NoReader means the switch starts no receive loop for the port: its
+	// owner delivers received frames with Attachment.Input. Datagram
+	// listeners use this, since one socket read serves many ports.
+	NoReader bool
+	// DHCPServer makes the port the destination of every DHCP request
+	// (IPv4 UDP to port 67) entering the switch, broadcast or unicast,
+	// instead of the port the frame is addressed to. At most one port may
+	// have it.
+	DHCPServer bool
+}
+
+// Attachment is a port as the switch holds it: its queue, its counters and
+// its goroutines. It is returned by AddPort.
+type Attachment struct {
+	s     *Switch
+	port  Port
+	id    int
+	name  string
+	cfg   PortConfig
+	added time.Time
+
+	queue chan *frame
+	c     portCounters
+
+	removed   atomic.Bool
+	closeOnce sync.Once
+	stop      chan struct{} // closed when the port is removed
+	done      chan struct{} // closed when its transmit side has finished
+}
+
+// AddPort attaches p to the switch and starts its receive loop (unless
+// cfg.NoReader) and transmit goroutine. The switch closes p when the port
+// is removed: by Attachment.Close, when ReadFrames fails, or by Switch.Close.
+func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
+	if p.BatchSize() < 1 {
+		return nil, fmt.Errorf("add port %s: batch size %d < 1", p, p.BatchSize())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if cfg.DHCPServer && s.dhcp.Load() != nil {
+		return nil, fmt.Errorf("add port %s: a DHCP server port is already attached", p)
+	}
+	s.nextID++
+	a := &Attachment{
+		s:     s,
+		port:  p,
+		id:    s.nextID,
+		name:  p.String(),
+		cfg:   cfg,
+		added: time.Now(),
+		queue: make(chan *frame, s.cfg.QueueLen),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	old := *s.ports.Load()
+	ports := make([]*Attachment, len(old), len(old)+1)
+	copy(ports, old)
+	ports = append(ports, a)
+	s.ports.Store(&ports)
+	if cfg.DHCPServer {
+		s.dhcp.Store(a)
+	}
+	s.wg.Add(1)
+	go a.txLoop()
+	if !cfg.NoReader {
+		s.wg.Add(1)
+		go a.rxLoop()
+	}
+	s.log.WithFields(logrus.Fields{"port": a.name, "id": a.id, "kind": cfg.Kind, "peer": cfg.Peer}).Info("port added")
+	return a, nil
+}
+
+// ID is the port's number, unique for the life of the switch.
+func (a *Attachment) ID() int { return a.id }
+
+// Name is the port's String() at the time it was added.
+func (a *Attachment) Name() string { return a.name }
+
+// Port returns the attached Port.
+func (a *Attachment) Port() Port { return a.port }
+
+// Done is closed when the port has been removed from the switch and its
+// final counters are in Stats().Departed.
+func (a *Attachment) Done() <-chan struct{} { return a.done }
+
+// Close removes the port from the switch and closes it. It is idempotent
+// and returns at once; the port's goroutines finish in the background.
+func (a *Attachment) Close() error {
+	a.remove(nil)
+	return nil
+}
+
+func (a *Attachment) remove(cause error) {
+	a.closeOnce.Do(func() {
+		s := a.s
+		a.removed.Store(true)
+		s.mu.Lock()
+		old := *s.ports.Load()
+		ports := make([]*Attachment, 0, len(old))
+		for _, p := range old {
+			if p != a {
+				ports = append(ports, p)
+			}
+		}
+		s.ports.Store(&ports)
+		s.dhcp.CompareAndSwap(a, nil)
+		s.mu.Unlock()
+
+		s.fdb.purge(a)
+		if err := a.port.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.WithField("port", a.name).WithError(err).Warn("closing port")
+		}
+		close(a.stop)
+		l := s.log.WithFields(logrus.Fields{"port": a.name, "id": a.id})
+		if cause != nil {
+			l.WithError(cause).Warn("port ended")
+		} else {
+			l.Info("port removed")
+		}
+	})
+}
+
+// Stats returns the port's current counters.
+func (a *Attachment) Stats() PortStats {
+	ps := PortStats{ID: a.id, Name: a.name, Kind: a.cfg.Kind, Peer: a.cfg.Peer, Added: a.added, Removed: a.removed.Load()}
+	a.c.snapshot(&ps)
+	return ps
+}
+
+func (a *Attachment) rxLoop() {
+	defer a.s.wg.Done()
+	n := a.port.BatchSize()
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, Headroom+a.s.cfg.MaxFrame)
+	}
+	sizes := make([]int, n)
+	for {
+		n, err := a.port.ReadFrames(bufs, sizes, Headroom)
+		if n > 0 {
+			a.Input(bufs[:n], sizes[:n], Headroom)
+		}
+		if err != nil {
+			if a.removed.Load() || errors.Is(err, net.ErrClosed) {
+				err = nil
+			}
+			a.remove(err)
+			return
+		}
+	}
+}
+
+func (a *Attachment) txLoop() {
+	s := a.s
+	defer s.wg.Done()
+	defer close(a.done)
+	n := a.port.BatchSize()
+	frames := make([]*frame, 0, n)
+	bufs := make([][]byte, n)
+	for {
+		frames = frames[:0]
+		select {
+		case f := <-a.queue:
+			frames = append(frames, f)
+		case <-a.stop:
+			a.drain()
+			return
+		}
+	fill:
+		for len(frames) < n {
+			select {
+			case f := <-a.queue:
+				frames = append(frames, f)
+			default:
+				break fill
+			}
+		}
+		for i, f := range frames {
+			bufs[i] = f.buf[:Headroom+f.n]
+		}
+		w, _ := a.port.WriteFrames(bufs[:len(frames)], Headroom)
+		var bytes uint64
+		for i, f := range frames {
+			if i < w {
+				bytes += uint64(f.n)
+			}
+			s.pool.put(f)
+			bufs[i] = nil
+		}
+		a.c.txFrames.Add(uint64(w))
+		a.c.txBytes.Add(bytes)
+		if failed := len(frames) - w; failed > 0 {
+			a.c.drops[DropTxError].Add(uint64(failed))
+		}
+	}
+}
+
+// drain returns queued frames to the pool and records the port's final
+// counters once its transmit side has stopped.
+func (a *Attachment) drain() {
+	s := a.s
+	for {
+		select {
+		case f := <-a.queue:
+			s.pool.put(f)
+		default:
+			ps := a.Stats()
+			s.mu.Lock()
+			s.gone.addCounters(&ps)
+			if len(s.departed) == maxDeparted {
+				copy(s.departed, s.departed[1:])
+				s.departed = s.departed[:maxDeparted-1]
+			}
+			s.departed = append(s.departed, ps)
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// enqueue puts a copy of b on a's transmit queue, or counts a drop.
+func (a *Attachment) enqueue(b []byte) {
+	f := a.s.pool.get(b)
+	select {
+	case a.queue <- f:
+	default:
+		a.s.pool.put(f)
+		a.c.drops[DropQueueFull].Add(1)
+	}
+}
+
+// Input forwards frames received on this port: frame i is
+// bufs[i][offset:offset+sizes[i]]. The switch copies what it keeps, so the
+// caller may reuse bufs as soon as Input returns. The receive loop calls
+// it for ordinary ports; owners of NoReader ports call it themselves, from
+// one goroutine at a time per port.
+func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
+	s := a.s
+	if a.removed.Load() {
+		return
+	}
+	now := s.cfg.Now().UnixNano()
+	ports := *s.ports.Load()
+	dhcp := s.dhcp.Load()
+	var rxBytes uint64
+	for i, b := range bufs {
+		fr := b[offset : offset+sizes[i]]
+		rxBytes += uint64(len(fr))
+		if len(fr) < 14 {
+			a.c.drops[DropTooShort].Add(1)
+			continue
+		}
+		if len(fr) > s.cfg.MaxFrame {
+			a.c.drops[DropTooLong].Add(1)
+			continue
+		}
+		src := MAC(fr[6:12])
+		if src.Multicast() {
+			a.c.drops[DropSrcMulticast].Add(1)
+			continue
+		}
+		s.fdb.learn(src, a, now)
+		if dhcp != nil && dhcp != a && isDHCPRequest(fr) {
+			dhcp.enqueue(fr)
+			s.forwarded.Add(1)
+			continue
+		}
+		if dst := MAC(fr[0:6]); !dst.Multicast() {
+			if out := s.fdb.lookup(dst, now); out != nil {
+				if out == a {
+					a.c.drops[DropSamePort].Add(1)
+					continue
+				}
+				out.enqueue(fr)
+				s.forwarded.Add(1)
+				continue
+			}
+		}
+		for _, p := range ports {
+			if p != a {
+				p.enqueue(fr)
+			}
+		}
+		s.flooded.Add(1)
+	}
+	a.c.rxFrames.Add(uint64(len(bufs)))
+	a.c.rxBytes.Add(rxBytes)
+}
+
+// isDHCPRequest reports whether fr is an IPv4 UDP datagram to port 67
+// (untagged, first fragment).
+func isDHCPRequest(fr []byte) bool {
+	if len(fr) < 14+20+8 || fr[12] != 0x08 || fr[13] != 0x00 {
+		return false
+	}
+	ip := fr[14:]
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[0]>>4 != 4 || ihl < 20 || ip[9] != 17 || len(ip) < ihl+8 {
+		return false
+	}
+	if ip[6]&0x1f != 0 || ip[7] != 0 { // a non-first fragment has no UDP header
+		return false
+	}
+	udp := ip[ihl:]
+	return udp[2] == 0 && udp[3] == 67
+}
+
+// Stats returns a snapshot of every counter.
+func (s *Switch) Stats() Stats {
+	ports := *s.ports.Load()
+	st := Stats{
+		Ports:     make([]PortStats, 0, len(ports)),
+		Forwarded: s.forwarded.Load(),
+		Flooded:   s.flooded.Load(),
+		FDB:       s.fdb.stats(),
+	}
+	for _, a := range ports {
+		ps := a.Stats()
+		st.Ports = append(st.Ports, ps)
+		st.Totals.addCounters(&ps)
+	}
+	s.mu.Lock()
+	st.Departed = append([]PortStats(nil), s.departed...)
+	st.Totals.addCounters(&s.gone)
+	s.mu.Unlock()
+	st.Totals.Name = "total"
+	return st
+}
+
+// Ports returns the live ports in the order they were added.
+func (s *Switch) Ports() []*Attachment {
+	return append([]*Attachment(nil), *s.ports.Load()...)
+}
+
+// FDB returns the live FDB entries, ordered by port and MAC.
+func (s *Switch) FDB() []FDBEntry { return s.fdb.entries(s.cfg.Now().UnixNano()) }
+
+// FlushFDB forgets every learned address and returns how many there were.
+func (s *Switch) FlushFDB() int { return s.fdb.flush() }
+
+// ExpireFDB deletes the entries that have aged out and returns how many it
+// deleted. The switch does this by itself periodically.
+func (s *Switch) ExpireFDB() int { return s.fdb.sweep(s.cfg.Now().UnixNano()) }
+
+// Close removes and closes every port and stops the switch, waiting for
+// its goroutines. It is idempotent.
+func (s *Switch) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	s.mu.Unlock()
+	for _, a := range *s.ports.Load() {
+		a.remove(nil)
+	}
+	s.wg.Wait()
+	return nil
+}

@@ -1,0 +1,508 @@
+package vswitch_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const wait = 5 * time.Second
+
+// fakeClock is an injectable clock for ageing tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// rig is a switch with n in-memory ports whose frames are injected
+// synchronously with Attachment.Input, so every forwarding decision has
+// been taken (and the frame queued) when send returns.
+type rig struct {
+	t     *testing.T
+	sw    *vswitch.Switch
+	clock *fakeClock
+	ports []*porttest.Port
+	atts  []*vswitch.Attachment
+}
+
+func newRig(t *testing.T, n int, cfg vswitch.Config) *rig {
+	t.Helper()
+	r := &rig{t: t, clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
+	cfg.Now = r.clock.Now
+	r.sw = vswitch.New(cfg)
+	t.Cleanup(func() { r.sw.Close() })
+	for i := 0; i < n; i++ {
+		r.add(i)
+	}
+	return r
+}
+
+func (r *rig) add(i int) {
+	r.t.Helper()
+	p := porttest.New(porttest.Config{Name: fmt.Sprintf("p%d", i)})
+	a, err := r.sw.AddPort(p, vswitch.PortConfig{Kind: "mem", NoReader: true})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.ports = append(r.ports, p)
+	r.atts = append(r.atts, a)
+}
+
+func (r *rig) send(i int, frame []byte) {
+	buf := make([]byte, vswitch.Headroom+len(frame))
+	copy(buf[vswitch.Headroom:], frame)
+	r.atts[i].Input([][]byte{buf}, []int{len(frame)}, vswitch.Headroom)
+}
+
+// expect asserts that port i receives exactly frame next.
+func (r *rig) expect(i int, frame []byte) {
+	r.t.Helper()
+	got, ok := r.ports[i].Recv(wait)
+	if !ok {
+		r.t.Fatalf("port %d: no frame, want %x", i, frame[:14])
+	}
+	if !bytes.Equal(got, frame) {
+		r.t.Fatalf("port %d: got frame %x, want %x", i, got[:min(len(got), 14)], frame[:14])
+	}
+}
+
+// expectNone asserts that port i has received nothing more, by sending it a
+// unicast marker from another port and checking that the marker comes
+// first (transmit queues are FIFO). Port i's station MAC must be learned.
+func (r *rig) expectNone(i int) {
+	r.t.Helper()
+	from := (i + 1) % len(r.ports)
+	marker := porttest.Frame(porttest.MAC(i), porttest.MAC(from), 0x88b5, []byte("marker"))
+	r.send(from, marker)
+	got, ok := r.ports[i].Recv(wait)
+	if !ok {
+		r.t.Fatalf("port %d: marker not delivered", i)
+	}
+	if !bytes.Equal(got, marker) {
+		r.t.Fatalf("port %d: unexpected frame %x before the marker", i, got[:min(len(got), 14)])
+	}
+}
+
+// learnAll makes every port announce its station MAC with a broadcast and
+// drains the copies.
+func (r *rig) learnAll() {
+	r.t.Helper()
+	for i := range r.ports {
+		f := porttest.Frame(porttest.Broadcast, porttest.MAC(i), 0x88b5, []byte("hello"))
+		r.send(i, f)
+		for j := range r.ports {
+			if j != i {
+				r.expect(j, f)
+			}
+		}
+	}
+}
+
+func TestLearnAndForwardUnicast(t *testing.T) {
+	r := newRig(t, 3, vswitch.Config{})
+	r.learnAll()
+	f := porttest.Frame(porttest.MAC(0), porttest.MAC(1), 0x0800, []byte("to zero"))
+	r.send(1, f)
+	r.expect(0, f)
+	r.expectNone(2)
+	st := r.sw.Stats()
+	if st.Forwarded < 1 || st.FDB.Size != 3 || st.FDB.Learned != 3 {
+		t.Fatalf("forwarded=%d fdb=%+v", st.Forwarded, st.FDB)
+	}
+}
+
+func TestFloodingRules(t *testing.T) {
+	r := newRig(t, 4, vswitch.Config{})
+	r.learnAll()
+	for name, dst := range map[string]vswitch.MAC{
+		"broadcast":       porttest.Broadcast,
+		"multicast":       {0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb},
+		"unknown unicast": porttest.MAC(99),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r.t = t
+			f := porttest.Frame(dst, porttest.MAC(2), 0x0800, []byte(name))
+			r.send(2, f)
+			for _, i := range []int{0, 1, 3} {
+				r.expect(i, f)
+			}
+			r.expectNone(2) // never back out of the ingress port
+		})
+	}
+}
+
+func TestNoHairpin(t *testing.T) {
+	r := newRig(t, 3, vswitch.Config{})
+	r.learnAll()
+	// A second station behind port 0 talks to the first one: both are on
+	// port 0, so the frame goes nowhere.
+	f := porttest.Frame(porttest.MAC(0), porttest.MAC(50), 0x0800, []byte("local"))
+	r.send(0, f)
+	for i := range r.ports {
+		r.expectNone(i)
+	}
+	if d := r.sw.Stats().Ports[0].Drops[vswitch.DropSamePort]; d != 1 {
+		t.Fatalf("same_port drops on port 0 = %d, want 1", d)
+	}
+}
+
+func TestMACMove(t *testing.T) {
+	r := newRig(t, 3, vswitch.Config{})
+	r.learnAll()
+	vm := porttest.MAC(7)
+	r.send(0, porttest.Frame(porttest.Broadcast, vm, 0x0806, nil))
+	r.expect(1, porttest.Frame(porttest.Broadcast, vm, 0x0806, nil))
+	r.expect(2, porttest.Frame(porttest.Broadcast, vm, 0x0806, nil))
+	// The VM migrates to port 2.
+	r.send(2, porttest.Frame(porttest.Broadcast, vm, 0x0806, nil))
+	r.expect(0, porttest.Frame(porttest.Broadcast, vm, 0x0806, nil))
+	r.expect(1, porttest.Frame(porttest.Broadcast, vm, 0x0806, nil))
+	f := porttest.Frame(vm, porttest.MAC(1), 0x0800, []byte("follow"))
+	r.send(1, f)
+	r.expect(2, f)
+	r.expectNone(0)
+	if m := r.sw.Stats().FDB.Moved; m != 1 {
+		t.Fatalf("moved = %d, want 1", m)
+	}
+}
+
+func TestPurgeOnRemove(t *testing.T) {
+	r := newRig(t, 3, vswitch.Config{})
+	r.learnAll()
+	r.atts[1].Close()
+	<-r.atts[1].Done()
+	for _, e := range r.sw.FDB() {
+		if e.MAC == porttest.MAC(1) {
+			t.Fatalf("entry for removed port still present: %+v", e)
+		}
+	}
+	// Frames to the departed MAC flood to the remaining ports.
+	f := porttest.Frame(porttest.MAC(1), porttest.MAC(0), 0x0800, []byte("gone"))
+	r.send(0, f)
+	r.expect(2, f)
+	if st := r.sw.Stats(); st.FDB.Purged != 1 || len(st.Ports) != 2 || len(st.Departed) != 1 {
+		t.Fatalf("purged=%d ports=%d departed=%d", st.FDB.Purged, len(st.Ports), len(st.Departed))
+	}
+}
+
+func TestAging(t *testing.T) {
+	r := newRig(t, 3, vswitch.Config{FDBAge: 300 * time.Second})
+	r.learnAll()
+	f1 := porttest.Frame(porttest.MAC(0), porttest.MAC(1), 0x0800, []byte("young"))
+	f2 := porttest.Frame(porttest.MAC(0), porttest.MAC(1), 0x0800, []byte("aged"))
+
+	r.clock.Advance(299 * time.Second)
+	r.send(1, f1) // known unicast; refreshes MAC(1) only
+	r.expect(0, f1)
+
+	r.clock.Advance(2 * time.Second) // MAC(0) and MAC(2) last seen 301 s ago
+	r.send(1, f2)
+	r.expect(0, f2)
+	r.expect(2, f2) // flooded: MAC(0) has aged out; f1 never reached port 2
+	fdb := r.sw.FDB()
+	if len(fdb) != 1 || fdb[0].MAC != porttest.MAC(1) {
+		t.Fatalf("live FDB = %+v, want only %s", fdb, porttest.MAC(1))
+	}
+	if n := r.sw.ExpireFDB(); n != 2 {
+		t.Fatalf("ExpireFDB removed %d, want 2", n)
+	}
+	if st := r.sw.Stats().FDB; st.Size != 1 || st.Expired != 2 {
+		t.Fatalf("fdb stats %+v", st)
+	}
+}
+
+func TestFDBBound(t *testing.T) {
+	r := newRig(t, 2, vswitch.Config{FDBSize: 4, FDBAge: time.Minute})
+	for n := 10; n < 14; n++ { // fill the table from port 0
+		r.send(0, porttest.Frame(porttest.Broadcast, porttest.MAC(n), 0x0800, nil))
+		r.expect(1, porttest.Frame(porttest.Broadcast, porttest.MAC(n), 0x0800, nil))
+	}
+	// A fifth address is refused but its frame is still forwarded.
+	late := porttest.Frame(porttest.Broadcast, porttest.MAC(20), 0x0800, []byte("late"))
+	r.send(0, late)
+	r.expect(1, late)
+	st := r.sw.Stats().FDB
+	if st.Size != 4 || st.Refused != 1 {
+		t.Fatalf("fdb %+v, want size 4, refused 1", st)
+	}
+	// Frames to the refused address flood (it is unknown): port 0 gets it.
+	to := porttest.Frame(porttest.MAC(20), porttest.MAC(30), 0x0800, []byte("to late"))
+	r.send(1, to)
+	r.expect(0, to)
+	if st := r.sw.Stats().FDB; st.Refused != 2 { // MAC(30) was refused too
+		t.Fatalf("refused = %d, want 2", st.Refused)
+	}
+	// Once the old entries age out, new addresses are learned again.
+	r.clock.Advance(2 * time.Minute)
+	r.send(0, late)
+	r.expect(1, late)
+	if st := r.sw.Stats().FDB; st.Size != 1 || st.Refused != 2 || st.Expired != 4 {
+		t.Fatalf("after ageing: %+v", st)
+	}
+}
+
+// failPort fails every write after the first n frames.
+type failPort struct {
+	*porttest.Port
+	n atomic.Int64
+}
+
+func (p *failPort) WriteFrames(bufs [][]byte, offset int) (int, error) {
+	if p.n.Add(-int64(len(bufs))) < 0 {
+		return 0, errors.New("boom")
+	}
+	return p.Port.WriteFrames(bufs, offset)
+}
+
+func TestDropReasons(t *testing.T) {
+	r := newRig(t, 2, vswitch.Config{MaxFrame: 1000, QueueLen: 4})
+	r.learnAll()
+	a, b := porttest.MAC(0), porttest.MAC(1)
+
+	r.send(0, make([]byte, 13))
+	r.send(0, porttest.Frame(b, a, 0x0800, make([]byte, 1000-14+1)))
+	r.send(0, porttest.Frame(b, vswitch.MAC{0x01, 0, 0x5e, 0, 0, 1}, 0x0800, nil))
+	r.send(0, porttest.Frame(a, a, 0x0800, nil))
+	// An exactly-maximal frame passes.
+	maxed := porttest.Frame(b, a, 0x0800, make([]byte, 1000-14))
+	r.send(0, maxed)
+	r.expect(1, maxed)
+
+	// queue_full: a port that stops reading.
+	r.ports[1].Stall()
+	for range 20 {
+		r.send(0, porttest.Frame(b, a, 0x0800, nil))
+	}
+	// tx_error: a port whose writes fail.
+	fp := &failPort{Port: porttest.New(porttest.Config{Name: "fail"})}
+	fa, err := r.sw.AddPort(fp, vswitch.PortConfig{Kind: "mem", NoReader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fbuf := make([]byte, vswitch.Headroom+60)
+	copy(fbuf[vswitch.Headroom:], porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, nil))
+	fa.Input([][]byte{fbuf}, []int{60}, vswitch.Headroom)
+	r.send(0, porttest.Frame(porttest.MAC(5), a, 0x0800, nil))
+
+	deadline := time.Now().Add(wait)
+	var st vswitch.Stats
+	for time.Now().Before(deadline) {
+		st = r.sw.Stats()
+		if st.Ports[2].Drops[vswitch.DropTxError] == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p0, p1, p2 := st.Ports[0].Drops, st.Ports[1].Drops, st.Ports[2].Drops
+	for _, c := range []struct {
+		got  uint64
+		want uint64
+		what string
+	}{
+		{p0[vswitch.DropTooShort], 1, "too_short on p0"},
+		{p0[vswitch.DropTooLong], 1, "too_long on p0"},
+		{p0[vswitch.DropSrcMulticast], 1, "src_multicast on p0"},
+		{p0[vswitch.DropSamePort], 1, "same_port on p0"},
+		{p2[vswitch.DropTxError], 1, "tx_error on fail"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %d, want %d", c.what, c.got, c.want)
+		}
+	}
+	// The stalled port holds one batch in WriteFrames and QueueLen frames
+	// in its queue; everything beyond is dropped.
+	if p1[vswitch.DropQueueFull] < 20-4-1-4 {
+		t.Errorf("queue_full on p1 = %d, want >= %d", p1[vswitch.DropQueueFull], 20-4-1-4)
+	}
+	if p0.Total() != 4 || st.Ports[0].RxFrames != 1+4+1+20+1 {
+		t.Errorf("p0 drops %d rx %d", p0.Total(), st.Ports[0].RxFrames)
+	}
+	for _, r := range vswitch.DropReasons() {
+		if r.String() == "invalid" {
+			t.Errorf("reason %d has no name", r)
+		}
+	}
+}
+
+// TestStuckPortDoesNotSlowOthers runs eight ports with real receive loops:
+// seven exchange unicast and broadcast traffic in windows no larger than a
+// queue, once with the eighth port reading normally and once with it
+// stalled. The seven must deliver exactly the same frames both times.
+func TestStuckPortDoesNotSlowOthers(t *testing.T) {
+	const (
+		nPorts  = 8
+		windows = 40
+		window  = 64 // frames per sender per window, < QueueLen
+	)
+	run := func(stall bool) (delivered uint64, stuckDrops uint64) {
+		sw := vswitch.New(vswitch.Config{QueueLen: 256})
+		defer sw.Close()
+		ports := make([]*porttest.Port, nPorts)
+		for i := range ports {
+			ports[i] = porttest.New(porttest.Config{Name: fmt.Sprintf("p%d", i), Discard: true})
+			if _, err := sw.AddPort(ports[i], vswitch.PortConfig{Kind: "mem"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if stall {
+			ports[nPorts-1].Stall()
+		}
+		for i := 0; i < nPorts-1; i++ { // learn the seven
+			if err := ports[i].Send(porttest.Frame(porttest.Broadcast, porttest.MAC(i), 0x88b5, nil)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := uint64(nPorts - 2) // each announcement reached the six others
+		want *= nPorts - 1
+		waitDelivered(t, ports[:nPorts-1], want)
+		var wg sync.WaitGroup
+		for w := 0; w < windows; w++ {
+			for i := 0; i < nPorts-1; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					for k := 0; k < window; k++ {
+						dst := porttest.MAC((i + 1 + k%(nPorts-2)) % (nPorts - 1))
+						if k%8 == 0 {
+							dst = porttest.Broadcast // floods to the stuck port too
+						}
+						ports[i].Send(porttest.Frame(dst, porttest.MAC(i), 0x88b5, make([]byte, 100)))
+					}
+				}(i)
+			}
+			wg.Wait()
+			// Each sender sent 56 unicast frames (one receiver each) and 8
+			// broadcasts (six of the seven receive them).
+			want += (nPorts - 1) * (window - window/8 + window/8*(nPorts-2))
+			waitDelivered(t, ports[:nPorts-1], want)
+		}
+		for _, p := range ports[:nPorts-1] {
+			f, _ := p.Written()
+			delivered += f
+		}
+		return delivered, sw.Stats().Ports[nPorts-1].Drops[vswitch.DropQueueFull]
+	}
+	base, baseDrops := run(false)
+	stuck, stuckDrops := run(true)
+	if base != stuck {
+		t.Fatalf("seven ports delivered %d frames with a stuck eighth port, %d without", stuck, base)
+	}
+	if baseDrops != 0 || stuckDrops == 0 {
+		t.Fatalf("stuck port queue_full drops: %d when reading, %d when stuck", baseDrops, stuckDrops)
+	}
+	t.Logf("delivered %d frames in both runs; stuck port dropped %d", base, stuckDrops)
+}
+
+// waitDelivered waits until ports have together accepted want frames.
+func waitDelivered(t *testing.T, ports []*porttest.Port, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		var got uint64
+		for _, p := range ports {
+			f, _ := p.Written()
+			got += f
+		}
+		if got == want {
+			return
+		}
+		if got > want || time.Now().After(deadline) {
+			t.Fatalf("delivered %d frames, want %d", got, want)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+func TestAddRemoveWhileTrafficFlows(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		p := porttest.New(porttest.Config{Name: fmt.Sprintf("steady%d", i), Discard: true})
+		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				dst := porttest.Broadcast
+				if k%2 == 1 {
+					dst = porttest.MAC(1000 + (i+1)%3)
+				}
+				p.Send(porttest.Frame(dst, porttest.MAC(1000+i), 0x88b5, nil))
+			}
+		}(i)
+	}
+	for k := 0; k < 200; k++ {
+		p := porttest.New(porttest.Config{Name: "churn", Discard: true})
+		a, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Send(porttest.Frame(porttest.Broadcast, porttest.MAC(2000+k), 0x88b5, nil))
+		if k%2 == 0 {
+			a.Close()
+		} else {
+			p.Close() // the port ends by itself: the receive loop removes it
+		}
+		<-a.Done()
+	}
+	close(stop)
+	wg.Wait()
+	st := sw.Stats()
+	if len(st.Ports) != 3 || st.Totals.RxFrames == 0 {
+		t.Fatalf("ports=%d rx=%d", len(st.Ports), st.Totals.RxFrames)
+	}
+	for _, e := range sw.FDB() {
+		if e.Port == "churn" {
+			t.Fatalf("FDB entry of a removed port: %+v", e)
+		}
+	}
+}
+
+func TestClosedSwitch(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	p := porttest.New(porttest.Config{})
+	if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	sw.Close()
+	sw.Close()
+	if _, err := p.ReadFrames(make([][]byte, 1), make([]int, 1), 0); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("port not closed by Switch.Close: %v", err)
+	}
+	if _, err := sw.AddPort(porttest.New(porttest.Config{}), vswitch.PortConfig{}); !errors.Is(err, vswitch.ErrClosed) {
+		t.Fatalf("AddPort after Close: %v", err)
+	}
+}
