@@ -1,0 +1,44 @@
+# tapswitch — build, test and benchmark targets. See README.md.
+GO       ?= go
+BIN      ?= bin/tapswitch
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+# Bounded fuzzing per Fuzz target during `make test` (FUZZTIME=0 skips it).
+FUZZTIME ?= 10s
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build test unit fuzz bench lint cross clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tapswitch
+
+# Everything: vet, the whole suite under the race detector (privileged and
+# end-to-end tests included when run as root), then each fuzz target for
+# FUZZTIME.
+test: build
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
+	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
+
+unit:
+	$(GO) test -race -count=1 ./switch/...
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./switch/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+cross:
+	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
+	GOOS=darwin GOARCH=amd64 CGO_ENABLED=0 $(GO) build ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,52 @@
+// Command tapswitch is a virtual Ethernet switch for VM hosts: it joins tap
+// devices, the host's own interface and QEMU / Apple Virtualization VM
+// sockets into one learning L2 segment, with an optional DHCP responder.
+//
+// The command only wires flags and configuration to the constructors of the
+// switch/, backend/, vmnet/ and qemu/ packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "tapswitch:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError carries a child's exit status through cobra (tapswitch qemu).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tapswitch",
+		Short: "A virtual Ethernet switch for QEMU, vz/vfkit and tap devices",
+		Long: `tapswitch joins every kind of virtual NIC on a host — Linux tap devices, the
+host's own interface, QEMU -netdev stream/socket/dgram clients and Apple
+Virtualization (vz, vfkit) datagram sockets — into one learning Ethernet
+segment, with an optional built-in DHCP responder.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newVersionCmd(), newServeCmd())
+	return root
+}
