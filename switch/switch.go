@@ -85,6 +85,11 @@ type Switch struct {
 	ports atomic.Pointer[[]*Attachment]
 	// dhcp, if set, receives every DHCP request (IPv4 UDP to port 67).
 	dhcp atomic.Pointer[Attachment]
+	// captures lists the running captures (nil when there are none);
+	// capMu is read-held while frames are offered to them, so that
+	// Capture.Close can close a capture's channel safely.
+	captures atomic.Pointer[[]*Capture]
+	capMu    sync.RWMutex
 
 	mu       sync.Mutex
 	nextID   int
@@ -385,6 +390,11 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	now := s.cfg.Now().UnixNano()
 	ports := *s.ports.Load()
 	dhcp := s.dhcp.Load()
+	var caps []*Capture
+	if p := s.captures.Load(); p != nil {
+		caps = *p
+		s.capMu.RLock()
+	}
 	var rxBytes uint64
 	for i, b := range bufs {
 		fr := b[offset : offset+sizes[i]]
@@ -403,21 +413,23 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			continue
 		}
 		s.fdb.learn(src, a, now)
+		var out *Attachment // nil: flood
 		if dhcp != nil && dhcp != a && isDHCPRequest(fr) {
-			dhcp.enqueue(fr)
-			s.forwarded.Add(1)
-			continue
-		}
-		if dst := MAC(fr[0:6]); !dst.Multicast() {
-			if out := s.fdb.lookup(dst, now); out != nil {
-				if out == a {
-					a.c.drops[DropSamePort].Add(1)
-					continue
-				}
-				out.enqueue(fr)
-				s.forwarded.Add(1)
+			out = dhcp
+		} else if dst := MAC(fr[0:6]); !dst.Multicast() {
+			out = s.fdb.lookup(dst, now)
+			if out == a {
+				a.c.drops[DropSamePort].Add(1)
 				continue
 			}
+		}
+		for _, c := range caps {
+			c.offer(time.Unix(0, now), fr, a, out)
+		}
+		if out != nil {
+			out.enqueue(fr)
+			s.forwarded.Add(1)
+			continue
 		}
 		for _, p := range ports {
 			if p != a {
@@ -425,6 +437,9 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			}
 		}
 		s.flooded.Add(1)
+	}
+	if caps != nil {
+		s.capMu.RUnlock()
 	}
 	a.c.rxFrames.Add(uint64(len(bufs)))
 	a.c.rxBytes.Add(rxBytes)

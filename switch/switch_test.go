@@ -506,3 +506,33 @@ func TestClosedSwitch(t *testing.T) {
 		t.Fatalf("AddPort after Close: %v", err)
 	}
 }
+
+func TestCapture(t *testing.T) {
+	r := newRig(t, 3, vswitch.Config{})
+	r.learnAll()
+	all := r.sw.StartCapture(vswitch.CaptureConfig{})
+	only2 := r.sw.StartCapture(vswitch.CaptureConfig{Port: r.atts[2].ID()})
+	to1 := porttest.Frame(porttest.MAC(1), porttest.MAC(0), 0x0800, []byte("0->1"))
+	to2 := porttest.Frame(porttest.MAC(2), porttest.MAC(0), 0x0800, []byte("0->2"))
+	bc := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0806, []byte("flood"))
+	for _, f := range [][]byte{to1, to2, bc} {
+		r.send(int(f[11]), f)
+	}
+	all.Close()
+	only2.Close()
+	collect := func(c *vswitch.Capture) (got [][]byte) {
+		for cf := range c.C() {
+			got = append(got, cf.Data)
+		}
+		return got
+	}
+	if got := collect(all); len(got) != 3 || !bytes.Equal(got[0], to1) || !bytes.Equal(got[2], bc) {
+		t.Fatalf("capture of all ports: %d frames", len(got))
+	}
+	if got := collect(only2); len(got) != 2 || !bytes.Equal(got[0], to2) || !bytes.Equal(got[1], bc) {
+		t.Fatalf("capture of port 2: %d frames: %q", len(got), got)
+	}
+	// Closed captures see nothing more, and the switch carries on.
+	r.send(0, to1)
+	r.expect(1, to1)
+}
