@@ -78,6 +78,19 @@ func (d DropCounts) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
+// UnmarshalJSON decodes what MarshalJSON encodes; unknown reasons are
+// ignored so that older clients read newer servers.
+func (d *DropCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for _, r := range DropReasons() {
+		d[r] = m[r.String()]
+	}
+	return nil
+}
+
 func (d *DropCounts) add(o *DropCounts) {
 	for i := range d {
 		d[i] += o[i]

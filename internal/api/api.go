@@ -1,0 +1,55 @@
+// Package api is tapswitch's control API: HTTP with JSON bodies on a unix
+// socket, served by `tapswitch serve` and used by `tapswitch ctl` and
+// `tapswitch capture`.
+//
+//	GET    /v1/ports          []Port: live ports with counters and MACs
+//	POST   /v1/ports          AttachRequest: attach a tap or connect to a QEMU server
+//	DELETE /v1/ports/{id}     detach a port (by ID or name)
+//	GET    /v1/fdb            []vswitch.FDBEntry
+//	POST   /v1/fdb/flush      forget every learned address
+//	GET    /v1/leases         []Lease (404 when DHCP is off)
+//	GET    /v1/stats          vswitch.Stats
+//	GET    /v1/capture?port=  a pcap stream of the frames crossing the switch
+//
+// Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
+package api
+
+import (
+	"net/netip"
+	"time"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// Port is one live port as `ctl ports` shows it.
+type Port struct {
+	vswitch.PortStats
+	// MACs are the addresses learned on the port.
+	MACs []vswitch.MAC `json:"macs"`
+}
+
+// Lease is one DHCP lease as `ctl leases` shows it.
+type Lease struct {
+	MAC      vswitch.MAC `json:"mac"`
+	IP       netip.Addr  `json:"ip"`
+	Expiry   time.Time   `json:"expiry"`
+	Static   bool        `json:"static"`
+	Hostname string      `json:"hostname,omitempty"`
+}
+
+// AttachRequest asks the switch to add a port: exactly one field is set.
+type AttachRequest struct {
+	// Tap is the name of a tap device to open (created if missing).
+	Tap string `json:"tap,omitempty"`
+	// Connect is a stream URL of a QEMU started with server=on.
+	Connect string `json:"connect,omitempty"`
+}
+
+// FlushResult reports how many FDB entries a flush removed.
+type FlushResult struct {
+	Flushed int `json:"flushed"`
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,189 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/tapswitch/tapswitch/internal/pcap"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// Server answers the control API for one switch.
+type Server struct {
+	// Switch is the switch being controlled (required).
+	Switch *vswitch.Switch
+	// Leases returns the DHCP leases; nil when DHCP is off.
+	Leases func() []Lease
+	// Attach adds a port; nil makes POST /v1/ports answer 501.
+	Attach func(ctx context.Context, req AttachRequest) error
+	// Logger receives request errors; nil discards them.
+	Logger logrus.FieldLogger
+}
+
+// ErrBadRequest marks an Attach error caused by the request itself.
+var ErrBadRequest = errors.New("bad request")
+
+// Handler returns the HTTP handler of the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ports", s.ports)
+	mux.HandleFunc("POST /v1/ports", s.attach)
+	mux.HandleFunc("DELETE /v1/ports/{id}", s.detach)
+	mux.HandleFunc("GET /v1/fdb", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.Switch.FDB()) })
+	mux.HandleFunc("POST /v1/fdb/flush", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, FlushResult{Flushed: s.Switch.FlushFDB()})
+	})
+	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, _ *http.Request) {
+		if s.Leases == nil {
+			writeError(w, http.StatusNotFound, "DHCP is not enabled on this switch")
+			return
+		}
+		writeJSON(w, s.Leases())
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.Switch.Stats()) })
+	mux.HandleFunc("GET /v1/capture", s.capture)
+	return mux
+}
+
+// Serve serves the API on ln until ctx ends, then shuts down (giving
+// requests in flight a second) and returns. The caller creates ln with the
+// access rights it wants (mode 0600 for the control socket).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			hs.Close()
+		}
+	}()
+	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("control API: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) ports(w http.ResponseWriter, _ *http.Request) {
+	macs := map[int][]vswitch.MAC{}
+	for _, e := range s.Switch.FDB() {
+		macs[e.PortID] = append(macs[e.PortID], e.MAC)
+	}
+	st := s.Switch.Stats()
+	out := make([]Port, 0, len(st.Ports))
+	for _, ps := range st.Ports {
+		out = append(out, Port{PortStats: ps, MACs: append([]vswitch.MAC{}, macs[ps.ID]...)})
+	}
+	writeJSON(w, out)
+}
+
+func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	if s.Attach == nil {
+		writeError(w, http.StatusNotImplemented, "attaching ports is not supported by this server")
+		return
+	}
+	var req AttachRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "decode request: "+err.Error())
+		return
+	}
+	if (req.Tap == "") == (req.Connect == "") {
+		writeError(w, http.StatusBadRequest, `give exactly one of "tap" and "connect"`)
+		return
+	}
+	if err := s.Attach(r.Context(), req); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, ErrBadRequest) {
+			code = http.StatusBadRequest
+		}
+		writeError(w, code, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+	writeJSON(w, req)
+}
+
+// findPort resolves a port by ID or by name.
+func (s *Server) findPort(key string) *vswitch.Attachment {
+	id, err := strconv.Atoi(key)
+	for _, a := range s.Switch.Ports() {
+		if (err == nil && a.ID() == id) || a.Name() == key {
+			return a
+		}
+	}
+	return nil
+}
+
+func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
+	a := s.findPort(r.PathValue("id"))
+	if a == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no port %q", r.PathValue("id")))
+		return
+	}
+	a.Close()
+	<-a.Done()
+	writeJSON(w, a.Stats())
+}
+
+func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
+	var cfg vswitch.CaptureConfig
+	if p := r.URL.Query().Get("port"); p != "" {
+		a := s.findPort(p)
+		if a == nil {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no port %q", p))
+			return
+		}
+		cfg.Port = a.ID()
+	}
+	c := s.Switch.StartCapture(cfg)
+	defer c.Close()
+	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+	pw, err := pcap.NewWriter(w, 0)
+	if err != nil {
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case f := <-c.C():
+			if err := pw.WriteFrame(f.Time, f.Data); err != nil {
+				return
+			}
+			// Flush when nothing else is waiting, so that a slow trickle
+			// of frames still reaches the reader at once.
+			if flusher != nil && len(c.C()) == 0 {
+				flusher.Flush()
+			}
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(errorBody{Error: msg})
+}
