@@ -1,0 +1,106 @@
+// Package metrics exposes a switch's counters to Prometheus. The collector
+// reads a snapshot at scrape time, so metrics cost nothing between scrapes.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// DHCPStats is what the DHCP responder reports, when it runs.
+type DHCPStats struct {
+	LeasesInUse int
+	PoolSize    int
+}
+
+// Collector is a prometheus.Collector for one switch.
+type Collector struct {
+	sw   *vswitch.Switch
+	dhcp func() DHCPStats
+
+	rxFrames, rxBytes, txFrames, txBytes, drops *prometheus.Desc
+	fdbSize, fdbMax, fdbLearned, fdbRefused     *prometheus.Desc
+	fdbExpired, fdbMoved, forwarded, flooded    *prometheus.Desc
+	portsByKind, leases, pool                   *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// New returns a collector for sw; dhcp may be nil when DHCP is off.
+func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
+	port := []string{"port", "id", "kind"}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("tapswitch_"+name, help, labels, nil)
+	}
+	return &Collector{
+		sw:          sw,
+		dhcp:        dhcp,
+		rxFrames:    d("port_rx_frames_total", "Frames received on the port.", port...),
+		rxBytes:     d("port_rx_bytes_total", "Bytes received on the port.", port...),
+		txFrames:    d("port_tx_frames_total", "Frames sent out of the port.", port...),
+		txBytes:     d("port_tx_bytes_total", "Bytes sent out of the port.", port...),
+		drops:       d("port_drops_total", "Frames dropped on the port, by reason.", append(port, "reason")...),
+		fdbSize:     d("fdb_entries", "MAC addresses in the forwarding database."),
+		fdbMax:      d("fdb_max_entries", "Bound on the forwarding database."),
+		fdbLearned:  d("fdb_learned_total", "MAC addresses learned."),
+		fdbRefused:  d("fdb_refused_total", "MAC addresses not learned because the table was full."),
+		fdbExpired:  d("fdb_expired_total", "MAC addresses aged out of the table (evictions)."),
+		fdbMoved:    d("fdb_moved_total", "MAC addresses that moved to another port."),
+		forwarded:   d("forwarded_frames_total", "Frames sent to one port by FDB lookup."),
+		flooded:     d("flooded_frames_total", "Frames flooded to every other port."),
+		portsByKind: d("ports", "Live ports, by kind.", "kind"),
+		leases:      d("dhcp_leases_in_use", "DHCP leases currently bound."),
+		pool:        d("dhcp_pool_size", "Addresses in the DHCP pool."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.txFrames, c.txBytes, c.drops,
+		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
+		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.sw.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	kinds := map[string]int{}
+	for _, p := range st.Ports {
+		kinds[p.Kind]++
+		l := []string{p.Name, strconv.Itoa(p.ID), p.Kind}
+		counter(c.rxFrames, p.RxFrames, l...)
+		counter(c.rxBytes, p.RxBytes, l...)
+		counter(c.txFrames, p.TxFrames, l...)
+		counter(c.txBytes, p.TxBytes, l...)
+		for _, r := range vswitch.DropReasons() {
+			counter(c.drops, p.Drops[r], append(l, r.String())...)
+		}
+	}
+	for k, n := range kinds {
+		gauge(c.portsByKind, float64(n), k)
+	}
+	gauge(c.fdbSize, float64(st.FDB.Size))
+	gauge(c.fdbMax, float64(st.FDB.Max))
+	counter(c.fdbLearned, st.FDB.Learned)
+	counter(c.fdbRefused, st.FDB.Refused)
+	counter(c.fdbExpired, st.FDB.Expired)
+	counter(c.fdbMoved, st.FDB.Moved)
+	counter(c.forwarded, st.Forwarded)
+	counter(c.flooded, st.Flooded)
+	if c.dhcp != nil {
+		d := c.dhcp()
+		gauge(c.leases, float64(d.LeasesInUse))
+		gauge(c.pool, float64(d.PoolSize))
+	}
+}

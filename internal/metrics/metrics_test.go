@@ -1,0 +1,79 @@
+package metrics_test
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/tapswitch/tapswitch/internal/metrics"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+func TestCollector(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	p1 := porttest.New(porttest.Config{Name: "one"})
+	p2 := porttest.New(porttest.Config{Name: "two"})
+	sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"})
+	sw.AddPort(p2, vswitch.PortConfig{Kind: "mem"})
+	p1.Send(porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0806, nil))
+	p1.Send(make([]byte, 10)) // too short
+	if _, ok := p2.Recv(5 * time.Second); !ok {
+		t.Fatal("no frame")
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(metrics.New(sw, func() metrics.DHCPStats { return metrics.DHCPStats{LeasesInUse: 3, PoolSize: 250} }))
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatalf("parse metrics: %v", err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		t.Helper()
+		f := fams[name]
+		if f == nil {
+			t.Fatalf("metric %s missing", name)
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					continue next
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+		t.Fatalf("metric %s%v missing", name, labels)
+		return 0
+	}
+	if v := value("tapswitch_port_rx_frames_total", map[string]string{"port": "one"}); v != 2 {
+		t.Errorf("rx frames of one = %v, want 2", v)
+	}
+	if v := value("tapswitch_port_tx_frames_total", map[string]string{"port": "two"}); v != 1 {
+		t.Errorf("tx frames of two = %v, want 1", v)
+	}
+	if v := value("tapswitch_port_drops_total", map[string]string{"port": "one", "reason": "too_short"}); v != 1 {
+		t.Errorf("too_short drops = %v, want 1", v)
+	}
+	if v := value("tapswitch_fdb_entries", nil); v != 1 {
+		t.Errorf("fdb entries = %v", v)
+	}
+	if v := value("tapswitch_ports", map[string]string{"kind": "mem"}); v != 2 {
+		t.Errorf("ports = %v", v)
+	}
+	if v := value("tapswitch_dhcp_pool_size", nil); v != 250 {
+		t.Errorf("pool = %v", v)
+	}
+}
