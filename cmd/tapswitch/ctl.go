@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tapswitch/tapswitch/internal/api"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+func newCtlCmd() *cobra.Command {
+	var ctlPath string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ctl",
+		Short: "Inspect and change a running switch",
+		Example: `  tapswitch ctl ports
+  tapswitch ctl fdb --json
+  tapswitch ctl attach --tap tap3
+  tapswitch ctl detach tap3
+  tapswitch ctl flush-fdb`,
+	}
+	cmd.PersistentFlags().StringVar(&ctlPath, "ctl", defaultCtlPath(), "control socket of the running switch")
+	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	client := func() *api.Client { return api.NewClient(ctlPath) }
+
+	// show fetches path into v and prints it as JSON or with table.
+	show := func(cmd *cobra.Command, path string, v any, table func(w io.Writer)) error {
+		if err := client().Do(cmd.Context(), "GET", path, nil, v); err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		if asJSON {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		table(tw)
+		return tw.Flush()
+	}
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "ports",
+		Short: "List ports: kind, peer, MACs, counters, drops",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ports []api.Port
+			return show(cmd, "/v1/ports", &ports, func(w io.Writer) {
+				fmt.Fprintln(w, "ID\tNAME\tKIND\tPEER\tMACS\tRX FRAMES\tRX BYTES\tTX FRAMES\tTX BYTES\tDROPS")
+				for _, p := range ports {
+					macs := make([]string, len(p.MACs))
+					for i, m := range p.MACs {
+						macs[i] = m.String()
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", p.ID, p.Name, p.Kind, dash(p.Peer),
+						dash(strings.Join(macs, ",")), p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, dropSummary(p.Drops))
+				}
+			})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "fdb",
+		Short: "List learned MAC addresses: MAC, port, age",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fdb []vswitch.FDBEntry
+			return show(cmd, "/v1/fdb", &fdb, func(w io.Writer) {
+				fmt.Fprintln(w, "MAC\tPORT\tID\tAGE")
+				for _, e := range fdb {
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", e.MAC, e.Port, e.PortID, e.Age.Truncate(100*time.Millisecond))
+				}
+			})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "leases",
+		Short: "List DHCP leases: MAC, IP, expiry, static",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var leases []api.Lease
+			return show(cmd, "/v1/leases", &leases, func(w io.Writer) {
+				fmt.Fprintln(w, "MAC\tIP\tEXPIRES\tSTATIC\tHOSTNAME")
+				for _, l := range leases {
+					exp := "never"
+					if !l.Static {
+						exp = l.Expiry.Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\n", l.MAC, l.IP, exp, l.Static, dash(l.Hostname))
+				}
+			})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "stats",
+		Short: "Show switch-wide counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st vswitch.Stats
+			return show(cmd, "/v1/stats", &st, func(w io.Writer) {
+				t := st.Totals
+				for _, row := range [][2]any{
+					{"ports", len(st.Ports)},
+					{"ports departed", len(st.Departed)},
+					{"rx frames", t.RxFrames}, {"rx bytes", t.RxBytes},
+					{"tx frames", t.TxFrames}, {"tx bytes", t.TxBytes},
+					{"forwarded", st.Forwarded}, {"flooded", st.Flooded},
+					{"drops", dropSummary(t.Drops)},
+					{"fdb entries", fmt.Sprintf("%d of %d", st.FDB.Size, st.FDB.Max)},
+					{"fdb learned", st.FDB.Learned}, {"fdb moved", st.FDB.Moved},
+					{"fdb refused (full)", st.FDB.Refused}, {"fdb expired", st.FDB.Expired},
+					{"fdb age limit", st.FDB.AgeLimit},
+				} {
+					fmt.Fprintf(w, "%s\t%v\n", row[0], row[1])
+				}
+			})
+		},
+	})
+	var tap, connect string
+	attach := &cobra.Command{
+		Use:   "attach (--tap NAME | --connect URL)",
+		Short: "Attach a tap device or connect to a QEMU stream server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := api.AttachRequest{Tap: tap, Connect: connect}
+			if err := client().Do(cmd.Context(), "POST", "/v1/ports", req, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "attached")
+			return nil
+		},
+	}
+	attach.Flags().StringVar(&tap, "tap", "", "tap device to open (created when missing)")
+	attach.Flags().StringVar(&connect, "connect", "", "stream URL of a QEMU listening with server=on")
+	attach.MarkFlagsOneRequired("tap", "connect")
+	attach.MarkFlagsMutuallyExclusive("tap", "connect")
+	cmd.AddCommand(attach)
+	cmd.AddCommand(&cobra.Command{
+		Use:   "detach PORT",
+		Short: "Detach a port, by ID or name",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ps vswitch.PortStats
+			if err := client().Do(cmd.Context(), "DELETE", "/v1/ports/"+args[0], nil, &ps); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "detached %s (id %d)\n", ps.Name, ps.ID)
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "flush-fdb",
+		Short: "Forget every learned MAC address",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var r api.FlushResult
+			if err := client().Do(cmd.Context(), "POST", "/v1/fdb/flush", nil, &r); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "flushed %d entries\n", r.Flushed)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// dropSummary prints the non-zero drop counters as reason=n,...
+func dropSummary(d vswitch.DropCounts) string {
+	var parts []string
+	for _, r := range vswitch.DropReasons() {
+		if d[r] != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", r, d[r]))
+		}
+	}
+	if parts == nil {
+		return "0"
+	}
+	return strings.Join(parts, ",")
+}
