@@ -1,0 +1,209 @@
+// Package tap is the switch port for tap devices: virtual Ethernet
+// interfaces whose other side is a file descriptor. A VM monitor, a
+// container runtime or the host's own stack sends frames into the tap and
+// tapswitch reads them, one frame per read, through the Port interface of
+// package vswitch.
+//
+// On Linux a tap is opened through /dev/net/tun (TUNSETIFF with
+// IFF_TAP|IFF_NO_PI). Open creates the tap when no device has the name, and
+// attaches to it when it is a persistent tap made beforehand, e.g. by
+// `ip tuntap add NAME mode tap user USER` so that an unprivileged tapswitch
+// may open it. On other systems Open returns an error wrapping
+// errors.ErrUnsupported.
+package tap
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// maxNameLen is the longest interface name Linux accepts: IFNAMSIZ (16)
+// less the terminating NUL. macOS has the same limit.
+const maxNameLen = 15
+
+// Errors returned by Open, ReadFrames and WriteFrames. They are wrapped
+// with the operation, the device name and, where there is one, the errno,
+// so test them with errors.Is. A missing privilege is reported with an
+// error matching fs.ErrPermission whose text says that CAP_NET_ADMIN is
+// missing.
+var (
+	// ErrInvalidName: the name is longer than 15 bytes or contains a
+	// character the kernel refuses ('/', ':' or white space).
+	ErrInvalidName = errors.New("invalid interface name")
+	// ErrNoTunDevice: /dev/net/tun does not exist (the tun module is not
+	// loaded, or a container was started without the device).
+	ErrNoTunDevice = errors.New("/dev/net/tun missing")
+	// ErrNameTaken: a network device that is not a tap already has the name.
+	ErrNameTaken = errors.New("name taken by a device that is not a tap")
+	// ErrBusy: the tap exists and another process (a VM monitor, another
+	// tapswitch) has it open. A tap without multi-queue has one opener.
+	ErrBusy = errors.New("tap in use by another process")
+	// ErrDeviceGone: the tap was deleted while open (`ip link del`, or the
+	// network namespace it had been moved into was removed). ReadFrames
+	// returns it, so the switch removes the port; WriteFrames returns it at
+	// once rather than blocking.
+	ErrDeviceGone = errors.New("tap deleted or its network namespace removed")
+)
+
+// Config configures Open. The zero value opens a new tap named by the
+// kernel ("tap0", "tap1", ...).
+type Config struct {
+	// Name is the interface name, at most 15 bytes. A tap of that name is
+	// created if no device has the name; an existing persistent tap is
+	// attached to. Empty lets the kernel choose a free "tapN" name.
+	Name string
+	// MTU, if not 0, is set on the interface; 0 leaves it as it is (1500
+	// for a new tap). Changing it needs CAP_NET_ADMIN.
+	MTU int
+	// Logger receives open and close events. Nil discards them.
+	Logger logrus.FieldLogger
+}
+
+// Device is an open tap. It implements vswitch.Port: one frame per read and
+// per write (BatchSize 1), whole Ethernet frames without FCS.
+//
+// The file descriptor is non-blocking and served by the Go runtime poller,
+// so Close unblocks a pending ReadFrames. A tap keeps working when it is
+// moved into another network namespace after Open (the descriptor stays
+// valid); when it is deleted, ReadFrames and WriteFrames fail with an error
+// matching ErrDeviceGone.
+type Device struct {
+	f       *os.File
+	name    string
+	mtu     int
+	created bool
+	log     logrus.FieldLogger
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ vswitch.Port = (*Device)(nil)
+
+// Name returns the interface name, as chosen by the kernel if Config.Name
+// was empty.
+func (d *Device) Name() string { return d.name }
+
+// Created reports whether Open created the tap. A tap Open created is
+// removed when the Device is closed; a tap that existed before (a
+// persistent tap) is left in place.
+func (d *Device) Created() bool { return d.created }
+
+// String returns the interface name.
+func (d *Device) String() string { return d.name }
+
+// MTU returns the interface's MTU as it was after Open.
+func (d *Device) MTU() int { return d.mtu }
+
+// BatchSize returns 1: a tap carries one frame per read and per write.
+func (d *Device) BatchSize() int { return 1 }
+
+// ReadFrames blocks until a frame arrives and reads it into
+// bufs[0][offset:], storing its length in sizes[0]. It returns 1, or an
+// error when the device can no longer deliver frames: one matching
+// ErrDeviceGone if the tap was deleted, one matching net.ErrClosed after
+// Close.
+func (d *Device) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := d.readFrame(bufs[0], offset)
+		if err != nil {
+			return 0, d.ioError("read", err)
+		}
+		if n > 0 {
+			sizes[0] = n
+			return 1, nil
+		}
+	}
+}
+
+// WriteFrames writes each frame bufs[i][offset:] with one write and returns
+// how many were written. It stops at the first failure and returns its
+// error: one matching ErrDeviceGone if the tap was deleted, net.ErrClosed
+// after Close; other errors concern that frame only (Linux answers EIO
+// while the interface is down, EINVAL to a frame shorter than an Ethernet
+// header). It does not block: a tap accepts or refuses a frame at once.
+func (d *Device) WriteFrames(bufs [][]byte, offset int) (int, error) {
+	for i, b := range bufs {
+		if err := d.writeFrame(b, offset); err != nil {
+			return i, d.ioError("write", err)
+		}
+	}
+	return len(bufs), nil
+}
+
+// readFrame and writeFrame are the one place where the layout of a frame
+// in the descriptor is known. With IFF_NO_PI it is the bare frame; a
+// future IFF_VNET_HDR mode would put its virtio-net header in
+// b[offset-hdrLen:offset], which vswitch.Headroom leaves free.
+func (d *Device) readFrame(b []byte, offset int) (int, error) {
+	return d.f.Read(b[offset:])
+}
+
+func (d *Device) writeFrame(b []byte, offset int) error {
+	_, err := d.f.Write(b[offset:])
+	return err
+}
+
+// ioError names op and the device in err and maps what the runtime and the
+// kernel return to the documented errors.
+func (d *Device) ioError(op string, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the path is d.name, which the message names anyway
+	}
+	switch {
+	case errors.Is(err, os.ErrClosed):
+		return fmt.Errorf("tap %s: %s: %w", d.name, op, net.ErrClosed)
+	case err == io.EOF || isGone(err):
+		return fmt.Errorf("tap %s: %s: %w (%w)", d.name, op, ErrDeviceGone, err)
+	}
+	return fmt.Errorf("tap %s: %s: %w", d.name, op, err)
+}
+
+// Close closes the descriptor, which removes the tap if Open created it.
+// It unblocks pending reads and writes, and is idempotent; every later
+// ReadFrames and WriteFrames returns an error matching net.ErrClosed.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() {
+		if err := d.f.Close(); err != nil {
+			d.closeErr = fmt.Errorf("tap %s: close: %w", d.name, err)
+		}
+		d.log.WithFields(logrus.Fields{"port": d.name, "created": d.created}).Debug("tap closed")
+	})
+	return d.closeErr
+}
+
+// checkName rejects, before the kernel sees it, a name the kernel would
+// refuse or silently truncate.
+func checkName(name string) error {
+	if len(name) > maxNameLen {
+		return fmt.Errorf("tap %s: %w: %d bytes long, at most %d allowed: choose a shorter name",
+			name, ErrInvalidName, len(name), maxNameLen)
+	}
+	if name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\r\v\f\x00") {
+		return fmt.Errorf("tap %q: %w: must not be \".\" or \"..\" nor contain '/', ':', NUL or white space",
+			name, ErrInvalidName)
+	}
+	return nil
+}
+
+func (c *Config) logger() logrus.FieldLogger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}

@@ -1,0 +1,187 @@
+//go:build linux
+
+package tap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// tunPath is the clone device through which every tap is made or attached.
+const tunPath = "/dev/net/tun"
+
+// openFlags are the TUNSETIFF flags: an Ethernet (layer 2) device whose
+// frames carry no packet-information prefix. IFF_VNET_HDR would be added
+// here, with TUNSETVNETHDRSZ and TUNSETOFFLOAD after TUNSETIFF, and its
+// header handled in readFrame and writeFrame.
+const openFlags = unix.IFF_TAP | unix.IFF_NO_PI
+
+// permHint tells a user without the privilege what to do.
+const permHint = "CAP_NET_ADMIN is missing: run tapswitch as root or with CAP_NET_ADMIN " +
+	"(setcap cap_net_admin+ep, or AmbientCapabilities=CAP_NET_ADMIN), or have root make a " +
+	"persistent tap for this user: ip tuntap add NAME mode tap user USER"
+
+// Open opens the tap cfg.Name, creating it if no device has that name, in
+// the network namespace of the calling thread. See Config and the Err
+// variables for what can go wrong.
+func Open(cfg Config) (*Device, error) {
+	if err := checkName(cfg.Name); err != nil {
+		return nil, err
+	}
+	if cfg.MTU < 0 {
+		return nil, fmt.Errorf("tap %s: MTU %d is negative", cfg.Name, cfg.MTU)
+	}
+	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, openError(cfg.Name, err)
+	}
+	name, created, err := setIff(fd, cfg.Name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// From here on closing fd removes the tap if we created it.
+	mtu, err := setMTU(name, cfg.MTU)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// O_NONBLOCK makes os.NewFile put the descriptor on the runtime
+	// poller, so that Close wakes a blocked Read.
+	d := &Device{
+		f:       os.NewFile(uintptr(fd), name),
+		name:    name,
+		mtu:     mtu,
+		created: created,
+		log:     cfg.logger(),
+	}
+	d.log.WithFields(logrus.Fields{"port": name, "created": created, "mtu": mtu}).Info("tap opened")
+	return d, nil
+}
+
+// setIff binds fd to the tap name (the kernel chooses one if name is
+// empty) and reports the name and whether the kernel created the device.
+// We never set IFF_PERSIST, and a non-persistent tap cannot be attached to
+// while its creator holds it, so a tap that is persistent after TUNSETIFF
+// existed before: this tells created from attached without a race.
+func setIff(fd int, name string) (string, bool, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return "", false, fmt.Errorf("tap %s: %w: %w", name, ErrInvalidName, err)
+	}
+	ifr.SetUint16(openFlags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return "", false, setIffError(name, err)
+	}
+	name = ifr.Name()
+	got, err := unix.NewIfreq("")
+	if err != nil {
+		return "", false, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, got); err != nil {
+		return "", false, fmt.Errorf("tap %s: get flags: %w", name, err)
+	}
+	return name, got.Uint16()&unix.IFF_PERSIST == 0, nil
+}
+
+// setMTU sets the interface's MTU to mtu unless mtu is 0 or already set,
+// and returns the MTU in force.
+func setMTU(name string, mtu int) (int, error) {
+	// Interface ioctls work on a socket of any family; AF_UNIX needs no
+	// IP stack. The socket is in the calling thread's namespace, as is
+	// the tap just opened.
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("tap %s: get MTU: socket: %w", name, err)
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFMTU, ifr); err != nil {
+		return 0, fmt.Errorf("tap %s: get MTU: %w", name, err)
+	}
+	cur := int(ifr.Uint32())
+	if mtu == 0 || mtu == cur {
+		return cur, nil
+	}
+	ifr.SetUint32(uint32(mtu))
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return 0, fmt.Errorf("tap %s: set MTU %d: %w: %s", name, mtu, err, permHint)
+		}
+		return 0, fmt.Errorf("tap %s: set MTU %d (the tap allows 68 to 65521): %w", name, mtu, err)
+	}
+	return mtu, nil
+}
+
+func openError(name string, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+		return fmt.Errorf("tap %s: open %s: %w (%w): load the tun module (modprobe tun), "+
+			"or give the container the device (--device /dev/net/tun)", name, tunPath, ErrNoTunDevice, err)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return fmt.Errorf("tap %s: open %s: %w: %s", name, tunPath, err, permHint)
+	}
+	return fmt.Errorf("tap %s: open %s: %w", name, tunPath, err)
+}
+
+// setIffError explains a failed TUNSETIFF, looking at the device that
+// holds the name when the kernel's errno is ambiguous.
+func setIffError(name string, err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		if l, lerr := netlink.LinkByName(name); lerr == nil && isTap(l) {
+			return fmt.Errorf("tap %s: attach: %w: the tap belongs to another user or group and %s",
+				name, err, permHint)
+		}
+		return fmt.Errorf("tap %s: create: %w: %s", name, err, permHint)
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EBUSY):
+		l, lerr := netlink.LinkByName(name)
+		if lerr != nil {
+			break
+		}
+		if isTap(l) {
+			tt := l.(*netlink.Tuntap)
+			if tt.Flags&netlink.TUNTAP_MULTI_QUEUE != 0 {
+				return fmt.Errorf("tap %s: attach: %w: it is a multi-queue tap, which tapswitch does not open: "+
+					"recreate it without multi_queue", name, err)
+			}
+			return fmt.Errorf("tap %s: attach: %w (%w): close the other user (a VM monitor, "+
+				"another tapswitch) or choose another name", name, ErrBusy, err)
+		}
+		return fmt.Errorf("tap %s: create: %w (%w): it is a %s device: choose another name, "+
+			"or delete that device (ip link del %s)", name, ErrNameTaken, err, describe(l), name)
+	}
+	return fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
+}
+
+func isTap(l netlink.Link) bool {
+	tt, ok := l.(*netlink.Tuntap)
+	return ok && tt.Mode == netlink.TUNTAP_MODE_TAP
+}
+
+// describe names a link's kind as ip(8) would.
+func describe(l netlink.Link) string {
+	if tt, ok := l.(*netlink.Tuntap); ok && tt.Mode == netlink.TUNTAP_MODE_TUN {
+		return "tun (layer 3)"
+	}
+	if t := l.Type(); t != "" && t != "device" {
+		return t
+	}
+	// Devices without rtnl link ops (loopback, hardware NICs) have no kind.
+	return "non-virtual (" + l.Attrs().EncapType + ")"
+}
+
+// isGone reports whether err is what the kernel returns for I/O on a tap
+// whose interface has been deleted: tun detaches the descriptor and
+// answers EBADFD to reads and writes (and EPOLLERR to poll).
+func isGone(err error) bool {
+	return errors.Is(err, unix.EBADFD)
+}

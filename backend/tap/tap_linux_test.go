@@ -1,0 +1,452 @@
+package tap_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+
+	"github.com/tapswitch/tapswitch/backend/tap"
+	"github.com/tapswitch/tapswitch/internal/testnet"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// openIn opens a tap in ns and closes it when the test ends.
+func openIn(t *testing.T, ns *testnet.NS, cfg tap.Config) *tap.Device {
+	t.Helper()
+	d, err := openInErr(ns, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func openInErr(ns *testnet.NS, cfg tap.Config) (d *tap.Device, err error) {
+	err = ns.Do(func() error {
+		d, err = tap.Open(cfg)
+		return err
+	})
+	return d, err
+}
+
+// link returns the device called name in ns, or nil if there is none.
+func link(t *testing.T, ns *testnet.NS, name string) netlink.Link {
+	t.Helper()
+	var l netlink.Link
+	err := ns.Do(func() (err error) {
+		l, err = netlink.LinkByName(name)
+		return err
+	})
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestOpenCreates(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	d := openIn(t, ns, tap.Config{Name: name, MTU: 9000})
+	if d.Name() != name || !d.Created() || d.MTU() != 9000 || d.String() != name || d.BatchSize() != 1 {
+		t.Errorf("got name %q created %v MTU %d String %q BatchSize %d, want %q true 9000 %q 1",
+			d.Name(), d.Created(), d.MTU(), d.String(), d.BatchSize(), name, name)
+	}
+	l := link(t, ns, name)
+	if tt, ok := l.(*netlink.Tuntap); !ok || tt.Mode != netlink.TUNTAP_MODE_TAP || tt.Attrs().MTU != 9000 {
+		t.Fatalf("device %s is %#v, want a tap with MTU 9000", name, l)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if link(t, ns, name) != nil {
+		t.Errorf("tap %s still exists after Close", name)
+	}
+}
+
+func TestOpenAttachesPersistent(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	ns.IP(t, "tuntap", "add", name, "mode", "tap", "user", "65534", "group", "65534")
+	d := openIn(t, ns, tap.Config{Name: name})
+	if d.Created() {
+		t.Error("Created() = true for a tap made by ip tuntap add")
+	}
+	d.Close()
+	if link(t, ns, name) == nil {
+		t.Errorf("persistent tap %s removed by Close", name)
+	}
+}
+
+func TestOpenWithoutCapNetAdmin(t *testing.T) {
+	ns := testnet.NewNS(t)
+	owned := testnet.UniqueName("tap")
+	ns.IP(t, "tuntap", "add", owned, "mode", "tap", "user", fmt.Sprint(os.Geteuid()))
+	foreign := testnet.UniqueName("tap")
+	ns.IP(t, "tuntap", "add", foreign, "mode", "tap", "user", "65534", "group", "65534")
+	fresh := testnet.UniqueName("tap")
+
+	var d *tap.Device
+	var errCreate, errForeign error
+	err := ns.Do(func() (err error) {
+		if err := testnet.DropNetAdmin(); err != nil {
+			return err
+		}
+		_, errCreate = tap.Open(tap.Config{Name: fresh})
+		_, errForeign = tap.Open(tap.Config{Name: foreign})
+		d, err = tap.Open(tap.Config{Name: owned})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attaching to a persistent tap owned by this user without CAP_NET_ADMIN: %v", err)
+	}
+	d.Close()
+	for _, err := range []error{errCreate, errForeign} {
+		if !errors.Is(err, os.ErrPermission) || !strings.Contains(fmt.Sprint(err), "CAP_NET_ADMIN is missing") {
+			t.Errorf("error %v does not match os.ErrPermission nor say CAP_NET_ADMIN is missing", err)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(errForeign), "belongs to another user") {
+		t.Errorf("error %v does not say the tap belongs to another user", errForeign)
+	}
+	if link(t, ns, fresh) != nil {
+		t.Errorf("tap %s created without CAP_NET_ADMIN", fresh)
+	}
+}
+
+func TestOpenNameTaken(t *testing.T) {
+	ns := testnet.NewNS(t)
+	// Not a dummy: not every kernel has the module (this one has not).
+	bridge := testnet.UniqueName("br")
+	ns.IP(t, "link", "add", bridge, "type", "bridge")
+	veth := testnet.UniqueName("veth")
+	ns.IP(t, "link", "add", veth, "type", "veth", "peer", "name", testnet.UniqueName("veth"))
+	tun := testnet.UniqueName("tun")
+	ns.IP(t, "tuntap", "add", tun, "mode", "tun")
+	for name, kind := range map[string]string{bridge: "bridge", veth: "veth", tun: "tun (layer 3)"} {
+		_, err := openInErr(ns, tap.Config{Name: name})
+		if !errors.Is(err, tap.ErrNameTaken) {
+			t.Errorf("Open(%s) = %v, want ErrNameTaken", name, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "a "+kind+" device") || !strings.Contains(msg, "choose another name") {
+			t.Errorf("error %q does not say the device is a %s and what to do", msg, kind)
+		}
+	}
+}
+
+func TestOpenBusy(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	openIn(t, ns, tap.Config{Name: name})
+	_, err := openInErr(ns, tap.Config{Name: name})
+	if !errors.Is(err, tap.ErrBusy) || !strings.Contains(err.Error(), "close the other user") {
+		t.Errorf("second Open(%s) = %v, want ErrBusy saying what to do", name, err)
+	}
+}
+
+// frame returns an Ethernet broadcast frame from src with n bytes of
+// payload, behind off bytes of headroom.
+func frame(off int, src net.HardwareAddr, n int) []byte {
+	b := make([]byte, off+14+n)
+	copy(b[off:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(b[off+6:], src)
+	b[off+12], b[off+13] = 0x88, 0xb5 // local experimental EtherType
+	return b
+}
+
+// TestReadWrite sends a frame through a tap both ways: from the kernel
+// side with a packet socket, and from the Device.
+func TestReadWrite(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	d := openIn(t, ns, tap.Config{Name: name})
+	ns.SetUp(t, name)
+	var sock int
+	err := ns.Do(func() (err error) {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		sock, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(0x88b5)))
+		if err != nil {
+			return err
+		}
+		return unix.Bind(sock, &unix.SockaddrLinklayer{Protocol: htons(0x88b5), Ifindex: ifi.Index})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sock)
+	tv := unix.NsecToTimeval(int64(5 * time.Second))
+	if err := unix.SetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+
+	const off = vswitch.Headroom
+	out := frame(off, net.HardwareAddr{2, 0, 0, 0, 0, 1}, 100)
+	if n, err := d.WriteFrames([][]byte{out}, off); n != 1 || err != nil {
+		t.Fatalf("WriteFrames = %d, %v", n, err)
+	}
+	got := make([]byte, 2000)
+	n, _, err := unix.Recvfrom(sock, got, 0)
+	if err != nil || !bytes.Equal(got[:n], out[off:]) {
+		t.Fatalf("packet socket read %x, %v; want %x", got[:n], err, out[off:])
+	}
+
+	in := frame(0, net.HardwareAddr{2, 0, 0, 0, 0, 2}, 200)
+	if _, err := unix.Write(sock, in); err != nil { // to the interface it is bound to
+		t.Fatal(err)
+	}
+	bufs := [][]byte{make([]byte, off+65535)}
+	sizes := []int{0}
+	for {
+		if n, err := d.ReadFrames(bufs, sizes, off); n != 1 || err != nil {
+			t.Fatalf("ReadFrames = %d, %v", n, err)
+		}
+		// The kernel may send its own frames (IPv6 router solicitations).
+		if bytes.Equal(bufs[0][off:off+sizes[0]], in) {
+			break
+		}
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func TestPendingReadEndsOnCloseTap(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	d := openIn(t, ns, tap.Config{Name: name})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := d.ReadFrames([][]byte{make([]byte, 16+65535)}, []int{0}, 16)
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("pending ReadFrames after Close = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock ReadFrames")
+	}
+}
+
+// TestDeleted checks what a Device reports once its tap is gone, deleted
+// with ip link del or with the namespace it was moved into.
+func TestDeleted(t *testing.T) {
+	for _, how := range []string{"link-del", "netns-del"} {
+		t.Run(how, func(t *testing.T) {
+			home := testnet.NewNS(t)
+			away := testnet.NewNS(t)
+			name := testnet.UniqueName("tap")
+			d := openIn(t, home, tap.Config{Name: name})
+			testnet.MoveLink(t, name, home, away)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := d.ReadFrames([][]byte{make([]byte, 16+65535)}, []int{0}, 16)
+				errc <- err
+			}()
+			if how == "link-del" {
+				away.IP(t, "link", "del", name)
+			} else {
+				away.Delete(t)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, tap.ErrDeviceGone) || !errors.Is(err, unix.EBADFD) {
+					t.Errorf("ReadFrames = %v, want ErrDeviceGone and EBADFD", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("ReadFrames still blocked 10 s after the tap was deleted")
+			}
+			start := time.Now()
+			n, err := d.WriteFrames([][]byte{frame(16, net.HardwareAddr{2, 0, 0, 0, 0, 1}, 50)}, 16)
+			if n != 0 || !errors.Is(err, tap.ErrDeviceGone) || time.Since(start) > time.Second {
+				t.Errorf("WriteFrames = %d, %v after %v, want 0, ErrDeviceGone at once", n, err, time.Since(start))
+			}
+		})
+	}
+}
+
+// segment is a namespace joined to the switch by a tap that was opened in
+// the switch's namespace and then moved into it.
+type segment struct {
+	ns   *testnet.NS
+	dev  *tap.Device
+	att  *vswitch.Attachment
+	addr string // the namespace's address on the segment
+}
+
+// newSwitch returns a switch closed when the test ends, and the namespace
+// where its taps are opened.
+func newSwitch(t *testing.T) (*vswitch.Switch, *testnet.NS) {
+	swNS := testnet.NewNS(t)
+	sw := vswitch.New(vswitch.Config{})
+	t.Cleanup(func() { sw.Close() })
+	return sw, swNS
+}
+
+// addSegments adds n namespaces, with addresses 198.18.net.1, .2, ...
+func addSegments(t *testing.T, sw *vswitch.Switch, swNS *testnet.NS, net, n int) []*segment {
+	t.Helper()
+	segs := make([]*segment, n)
+	for i := range segs {
+		s := &segment{ns: testnet.NewNS(t), addr: fmt.Sprintf("198.18.%d.%d", net, i+1)}
+		name := testnet.UniqueName("tap")
+		s.dev = openIn(t, swNS, tap.Config{Name: name})
+		var err error
+		if s.att, err = sw.AddPort(s.dev, vswitch.PortConfig{Kind: "tap"}); err != nil {
+			t.Fatal(err)
+		}
+		testnet.MoveLink(t, name, swNS, s.ns)
+		s.ns.AddAddr(t, name, s.addr+"/24")
+		s.ns.SetUp(t, name)
+		segs[i] = s
+	}
+	return segs
+}
+
+func TestSwitchTwoTaps(t *testing.T) {
+	sw, swNS := newSwitch(t)
+	segs := addSegments(t, sw, swNS, 1, 2)
+	a, b := segs[0], segs[1]
+	a.ns.Ping(t, b.addr)
+	b.ns.Ping(t, a.addr)
+
+	const size = 64 << 20
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+
+	var ln net.Listener
+	if err := b.ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(b.addr, "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		n   int64
+		sum []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Minute))
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		got <- result{n, h.Sum(nil), err}
+	}()
+	var c net.Conn
+	if err := a.ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.SetDeadline(time.Now().Add(3 * time.Minute))
+	_, werr := c.Write(data)
+	c.Close()
+	r := <-got
+	if werr != nil || r.err != nil {
+		t.Fatalf("transfer: write: %v; read: %v", werr, r.err)
+	}
+	if r.n != size || !bytes.Equal(r.sum, want[:]) {
+		t.Fatalf("received %d bytes with sha256 %x, sent %d with %x", r.n, r.sum, size, want)
+	}
+	t.Logf("64 MiB over TCP through the switch in %v", time.Since(start))
+}
+
+func TestSwitchSurvivesDeletedTaps(t *testing.T) {
+	sw, swNS := newSwitch(t)
+	segs := addSegments(t, sw, swNS, 2, 4)
+	a, b, c, d := segs[0], segs[1], segs[2], segs[3]
+	// Learn every address first, so that what follows is forwarded, not
+	// flooded.
+	a.ns.Ping(t, b.addr)
+	c.ns.Ping(t, d.addr)
+
+	ctx := t.Context()
+	cd := c.ns.Exec(ctx, "ping", "-n", "-q", "-c", "200", "-i", "0.01", "-w", "30", d.addr)
+	var cdOut bytes.Buffer
+	cd.Stdout, cd.Stderr = &cdOut, &cdOut
+	ab := a.ns.Exec(ctx, "ping", "-n", "-q", "-i", "0.01", b.addr)
+	if err := cd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ab.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	// a's tap deleted while a pings b; then b's namespace removed, which
+	// deletes b's tap with it.
+	a.ns.IP(t, "link", "del", a.dev.Name())
+	waitDone(t, a.att)
+	ab.Process.Kill()
+	ab.Wait()
+	b.ns.Delete(t)
+	waitDone(t, b.att)
+
+	if err := cd.Wait(); err != nil {
+		t.Fatalf("ping from %s to %s while other taps were deleted: %v\n%s", c.ns, d.addr, err, cdOut.Bytes())
+	}
+	d.ns.Ping(t, c.addr)
+
+	st := sw.Stats()
+	if len(st.Ports) != 2 {
+		t.Errorf("%d ports left, want 2: %+v", len(st.Ports), st.Ports)
+	}
+	for _, s := range []*segment{a, b} {
+		var found bool
+		for _, ps := range st.Departed {
+			if ps.Name == s.dev.Name() {
+				found = true
+				if !ps.Removed || ps.RxFrames == 0 || ps.TxFrames == 0 {
+					t.Errorf("departed port %s: %+v, want removed with frames counted", ps.Name, ps)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("port %s not in Stats().Departed", s.dev.Name())
+		}
+	}
+}
+
+func waitDone(t *testing.T, a *vswitch.Attachment) {
+	t.Helper()
+	select {
+	case <-a.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("port %s still attached 10 s after its tap was deleted", a.Name())
+	}
+}

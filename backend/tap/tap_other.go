@@ -1,0 +1,20 @@
+//go:build !linux
+
+package tap
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+)
+
+// Open returns an error wrapping errors.ErrUnsupported: taps are
+// implemented on Linux only so far.
+func Open(cfg Config) (*Device, error) {
+	if err := checkName(cfg.Name); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("tap %s: open: %w on %s", cfg.Name, errors.ErrUnsupported, runtime.GOOS)
+}
+
+func isGone(error) bool { return false }
