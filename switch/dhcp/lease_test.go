@@ -1,0 +1,294 @@
+package dhcp
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+// testTable returns a table for cfg (Gateway defaulted), validated as New
+// would.
+func testTable(t *testing.T, cfg Config) *table {
+	t.Helper()
+	if !cfg.Gateway.IsValid() {
+		cfg.Gateway = testGateway
+	}
+	s, err := cfg.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newTable(s.subnet, s.start, s.end, s.excluded, s.static)
+}
+
+func mustOffer(t *testing.T, tb *table, m vswitch.MAC, now time.Time) netip.Addr {
+	t.Helper()
+	ip, ok := tb.offer(m, netip.Addr{}, now, offerHold)
+	if !ok {
+		t.Fatalf("offer to %v: pool exhausted", m)
+	}
+	return ip
+}
+
+func mustBind(t *testing.T, tb *table, m vswitch.MAC, now time.Time) netip.Addr {
+	t.Helper()
+	ip := mustOffer(t, tb, m, now)
+	if r := tb.bind(m, ip, "", now, time.Hour); r == bindRefused {
+		t.Fatalf("bind %v to %v refused", ip, m)
+	}
+	return ip
+}
+
+func TestTableAllocationOrder(t *testing.T) {
+	tb := testTable(t, Config{
+		Range:    Range{ip4("198.18.0.1"), ip4("198.18.0.8")},
+		Reserved: []netip.Addr{ip4("198.18.0.3")},
+		Static:   []StaticLease{{MAC: porttest.MAC(99), IP: ip4("198.18.0.5")}},
+	})
+	// .1 is the gateway, .3 reserved, .5 static.
+	if tb.poolSize != 5 {
+		t.Errorf("pool size %d, want 5", tb.poolSize)
+	}
+	now := newClock().Now()
+	want := []string{"198.18.0.2", "198.18.0.4", "198.18.0.6", "198.18.0.7", "198.18.0.8"}
+	for i, w := range want {
+		if got := mustOffer(t, tb, porttest.MAC(i+1), now); got != ip4(w) {
+			t.Errorf("offer %d: got %v, want %v", i, got, w)
+		}
+	}
+	if _, ok := tb.offer(porttest.MAC(50), netip.Addr{}, now, offerHold); ok {
+		t.Error("offer beyond the pool succeeded")
+	}
+	// The static MAC still gets its address.
+	if got := mustOffer(t, tb, porttest.MAC(99), now); got != ip4("198.18.0.5") {
+		t.Errorf("static offer: got %v", got)
+	}
+}
+
+func TestTableDefaultRange(t *testing.T) {
+	tb := testTable(t, Config{Reserved: []netip.Addr{ip4("198.18.0.2")}})
+	// 254 host addresses less the gateway and one reserved.
+	if tb.poolSize != 252 {
+		t.Errorf("pool size %d, want 252", tb.poolSize)
+	}
+	if got := mustOffer(t, tb, porttest.MAC(1), newClock().Now()); got != ip4("198.18.0.3") {
+		t.Errorf("first offer %v, want 198.18.0.3", got)
+	}
+}
+
+func TestTableStablePerMAC(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.20")}})
+	a, b := porttest.MAC(1), porttest.MAC(2)
+	ipA := mustBind(t, tb, a, clock.Now())
+	ipB := mustBind(t, tb, b, clock.Now())
+	if ipA == ipB {
+		t.Fatal("two MACs got one address")
+	}
+	// Renewal and re-DISCOVER give the same address.
+	if got := mustOffer(t, tb, a, clock.Now()); got != ipA {
+		t.Errorf("re-offer: got %v, want %v", got, ipA)
+	}
+	// Long after expiry the record still holds the address for a...
+	clock.Add(48 * time.Hour)
+	for i := 3; i < 8; i++ {
+		if got := mustOffer(t, tb, porttest.MAC(i), clock.Now()); got == ipA || got == ipB {
+			t.Errorf("expired address %v handed to a new MAC while free ones remain", got)
+		}
+	}
+	// ...and a gets it back.
+	if got := mustOffer(t, tb, a, clock.Now()); got != ipA {
+		t.Errorf("after expiry: got %v, want %v", got, ipA)
+	}
+	if r := tb.bind(a, ipA, "", clock.Now(), time.Hour); r != bindExtended {
+		t.Errorf("rebinding an expired record: %v, want bindExtended", r)
+	}
+}
+
+func TestTableOfferHold(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.10")}})
+	a, b := porttest.MAC(1), porttest.MAC(2)
+	ip := mustOffer(t, tb, a, clock.Now())
+	if _, ok := tb.offer(b, netip.Addr{}, clock.Now(), offerHold); ok {
+		t.Fatal("offered address handed to another MAC within the hold")
+	}
+	clock.Add(offerHold)
+	if got := mustOffer(t, tb, b, clock.Now()); got != ip {
+		t.Errorf("after the offer lapsed: got %v, want %v", got, ip)
+	}
+	// a's REQUEST for it now fails: b holds it.
+	if r := tb.bind(a, ip, "", clock.Now(), time.Hour); r != bindRefused {
+		t.Errorf("bind of an address offered to another: %v", r)
+	}
+}
+
+func TestTableStatic(t *testing.T) {
+	clock := newClock()
+	st := porttest.MAC(7)
+	tb := testTable(t, Config{
+		Range:  Range{ip4("198.18.0.10"), ip4("198.18.0.12")},
+		Static: []StaticLease{{MAC: st, IP: ip4("198.18.0.11")}, {MAC: porttest.MAC(8), IP: ip4("198.18.0.200")}},
+	})
+	if tb.poolSize != 2 {
+		t.Errorf("pool size %d, want 2", tb.poolSize)
+	}
+	for i := 1; i <= 2; i++ {
+		if got := mustBind(t, tb, porttest.MAC(i), clock.Now()); got == ip4("198.18.0.11") {
+			t.Error("static address handed out dynamically")
+		}
+	}
+	if got := mustBind(t, tb, st, clock.Now()); got != ip4("198.18.0.11") {
+		t.Errorf("static MAC got %v", got)
+	}
+	// Outside the range is fine for a static lease.
+	if got := mustBind(t, tb, porttest.MAC(8), clock.Now()); got != ip4("198.18.0.200") {
+		t.Errorf("static MAC outside the range got %v", got)
+	}
+	// A static MAC may not bind another address; nobody may bind a static one.
+	if r := tb.bind(st, ip4("198.18.0.10"), "", clock.Now(), time.Hour); r != bindRefused {
+		t.Errorf("static MAC bound another address: %v", r)
+	}
+	if r := tb.bind(porttest.MAC(9), ip4("198.18.0.200"), "", clock.Now(), time.Hour); r != bindRefused {
+		t.Errorf("another MAC bound a static address: %v", r)
+	}
+	// Static bindings are not lease file material.
+	for _, l := range tb.persistent() {
+		if l.Static {
+			t.Errorf("static lease %v in the persistent set", l)
+		}
+	}
+}
+
+func TestTableDecline(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.11")}})
+	a := porttest.MAC(1)
+	ip := mustBind(t, tb, a, clock.Now())
+	if ok, static := tb.decline(porttest.MAC(2), ip, clock.Now(), DeclineHold); ok || static {
+		t.Error("decline by a MAC that does not hold the address accepted")
+	}
+	if ok, _ := tb.decline(a, ip, clock.Now(), DeclineHold); !ok {
+		t.Fatal("decline refused")
+	}
+	if !tb.dirty {
+		t.Error("decline did not mark the table dirty")
+	}
+	// Nobody, a included, gets the declined address during the hold.
+	if got := mustOffer(t, tb, a, clock.Now()); got == ip {
+		t.Error("declined address offered again at once")
+	}
+	if _, ok := tb.offer(porttest.MAC(3), netip.Addr{}, clock.Now(), offerHold); ok {
+		t.Error("declined address offered to a new MAC")
+	}
+	if r := tb.bind(porttest.MAC(3), ip, "", clock.Now(), time.Hour); r != bindRefused {
+		t.Error("declined address bound")
+	}
+	clock.Add(DeclineHold)
+	if got := mustOffer(t, tb, porttest.MAC(3), clock.Now()); got != ip {
+		t.Errorf("after the hold: got %v, want %v", got, ip)
+	}
+}
+
+func TestTableExhaustion(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.12")}})
+	var ips []netip.Addr
+	for i := 1; i <= 3; i++ {
+		ips = append(ips, mustBind(t, tb, porttest.MAC(i), clock.Now()))
+		clock.Add(time.Minute) // MAC 1's lease expires first
+	}
+	if _, ok := tb.offer(porttest.MAC(4), netip.Addr{}, clock.Now(), offerHold); ok {
+		t.Fatal("offer from an exhausted pool")
+	}
+	clock.Add(58*time.Minute + 30*time.Second) // t=61m30s: MAC 1 and 2 expired, MAC 3 not
+	if got := mustOffer(t, tb, porttest.MAC(4), clock.Now()); got != ips[0] {
+		t.Errorf("exhausted pool: got %v, want the oldest expired %v", got, ips[0])
+	}
+	if tb.byMAC[porttest.MAC(1)] != nil {
+		t.Error("the evicted record is still there")
+	}
+	// MAC 1 comes back: only MAC 2's expired address is left.
+	if got := mustOffer(t, tb, porttest.MAC(1), clock.Now()); got != ips[1] {
+		t.Errorf("got %v, want %v", got, ips[1])
+	}
+	if n := tb.inUse(clock.Now()); n != 1 {
+		t.Errorf("in use %d, want 1", n)
+	}
+}
+
+func TestTableRelease(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.20")}})
+	a, b, c := porttest.MAC(1), porttest.MAC(2), porttest.MAC(3)
+	ipA := mustBind(t, tb, a, clock.Now())
+	mustBind(t, tb, b, clock.Now())
+	if tb.release(a, ip4("198.18.0.19"), clock.Now()) {
+		t.Error("release of an address a does not hold")
+	}
+	tb.dirty = false
+	if !tb.release(a, ipA, clock.Now()) {
+		t.Fatal("release refused")
+	}
+	if !tb.dirty {
+		t.Error("release not marked durable")
+	}
+	// Released: a gets it back if nobody took it...
+	if got := mustOffer(t, tb, a, clock.Now()); got != ipA {
+		t.Errorf("re-offer after release: got %v, want %v", got, ipA)
+	}
+	tb.forgetOffer(a)
+	// ...but it is free: the next new MAC gets it (lowest free).
+	if got := mustBind(t, tb, c, clock.Now()); got != ipA {
+		t.Errorf("released address not reused: got %v, want %v", got, ipA)
+	}
+}
+
+func TestTableRequestedAddress(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.20")}})
+	if got, _ := tb.offer(porttest.MAC(1), ip4("198.18.0.15"), clock.Now(), offerHold); got != ip4("198.18.0.15") {
+		t.Errorf("free requested address not honoured: %v", got)
+	}
+	// Taken, out of range, the gateway: the pool's lowest instead.
+	for _, req := range []string{"198.18.0.15", "198.18.0.30", "198.18.0.1", "10.0.0.1"} {
+		if got, _ := tb.offer(porttest.MAC(2), ip4(req), clock.Now(), offerHold); got != ip4("198.18.0.10") {
+			t.Errorf("requested %s: got %v, want 198.18.0.10", req, got)
+		}
+		tb.forgetOffer(porttest.MAC(2))
+	}
+	// INIT-REBOOT style bind of a free pool address with no record.
+	if r := tb.bind(porttest.MAC(3), ip4("198.18.0.17"), "", clock.Now(), time.Hour); r != bindNew {
+		t.Errorf("bind of a free address: %v", r)
+	}
+	if r := tb.bind(porttest.MAC(4), ip4("198.18.0.17"), "", clock.Now(), time.Hour); r != bindRefused {
+		t.Errorf("bind of a taken address: %v", r)
+	}
+	if r := tb.bind(porttest.MAC(4), ip4("198.18.0.5"), "", clock.Now(), time.Hour); r != bindRefused {
+		t.Errorf("bind outside the range: %v", r)
+	}
+}
+
+func TestTableDurability(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{})
+	a := porttest.MAC(1)
+	ip := mustOffer(t, tb, a, clock.Now())
+	if tb.dirty {
+		t.Error("an offer marked the table dirty")
+	}
+	if r := tb.bind(a, ip, "vm1", clock.Now(), time.Hour); r != bindNew || !tb.dirty {
+		t.Errorf("first bind: %v dirty=%v, want bindNew and dirty", r, tb.dirty)
+	}
+	tb.dirty, tb.lazy = false, false
+	clock.Add(30 * time.Minute)
+	if r := tb.bind(a, ip, "vm1", clock.Now(), time.Hour); r != bindExtended || tb.dirty || !tb.lazy {
+		t.Errorf("renewal: %v dirty=%v lazy=%v, want bindExtended, lazy only", r, tb.dirty, tb.lazy)
+	}
+	ls := tb.persistent()
+	if len(ls) != 1 || ls[0].MAC != a || ls[0].IP != ip || ls[0].Hostname != "vm1" || !ls[0].Expiry.Equal(clock.Now().Add(time.Hour)) {
+		t.Errorf("persistent: %+v", ls)
+	}
+}

@@ -1,0 +1,288 @@
+package dhcp
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// The lease file, version 1, is UTF-8 text, one record per line, every line
+// ending in '\n':
+//
+//	tapswitch-leases 1
+//	# MAC IP EXPIRY STATE HOSTNAME
+//	52:54:00:12:34:56 198.18.0.10 2026-01-02T15:04:05Z bound vm1
+//	52:54:00:ab:cd:ef 198.18.0.11 2026-01-02T14:00:00Z released -
+//	end 2
+//
+// The first line names the format and its version. Lines starting with '#'
+// are comments. A lease line has five fields separated by one space: the
+// client's MAC address, its IPv4 address, the expiry in RFC 3339 UTC (for a
+// released lease: when it was released), the state ("bound" or
+// "released") and the sanitised host name ("-" if none). The last line,
+// "end N", counts the lease lines; a file cut anywhere short of it is
+// detected as truncated. Offers and static leases are not stored: offers
+// are transient and static leases come from the configuration.
+const (
+	leaseFileMagic   = "tapswitch-leases"
+	leaseFileVersion = 1
+)
+
+// LeaseFileError reports a lease file line that could not be used. Its
+// message has the form "PATH:LINE: reason".
+type LeaseFileError struct {
+	Path   string
+	Line   int
+	Reason string
+	// Err is the sentinel behind Reason, if any (ErrLeaseFileVersion).
+	Err error
+}
+
+// Error returns "PATH:LINE: reason".
+func (e *LeaseFileError) Error() string {
+	return fmt.Sprintf("%s:%d: %s", e.Path, e.Line, e.Reason)
+}
+
+// Unwrap returns e.Err.
+func (e *LeaseFileError) Unwrap() error { return e.Err }
+
+// ErrLeaseFileVersion matches the error for a lease file of a version this
+// build does not know, presumably written by a newer tapswitch. New refuses
+// to start rather than overwrite such a file.
+var ErrLeaseFileVersion = errors.New("unsupported lease file version")
+
+// maxLeaseFileErrors bounds the errors reported for one file.
+const maxLeaseFileErrors = 10
+
+// ReadLeaseFile reads the lease file at path. It returns the leases that
+// could be read, in file order, and, if any line was bad or the file was
+// truncated, an error joining one *LeaseFileError per bad line (at most
+// 10). A missing file is an error matching os.ErrNotExist.
+func ReadLeaseFile(path string) ([]Lease, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read lease file: %w", err)
+	}
+	return parseLeaseFile(path, data)
+}
+
+// parseLeaseFile parses a lease file. It never fails outright except on a
+// version mismatch: it returns every lease it could read, and the errors.
+func parseLeaseFile(path string, data []byte) ([]Lease, error) {
+	var (
+		leases []Lease
+		errs   []error
+		count  int // lease lines, good or bad
+		ended  bool
+		macs   = map[vswitch.MAC]bool{}
+		ips    = map[netip.Addr]bool{}
+	)
+	bad := func(line int, format string, args ...any) {
+		if len(errs) < maxLeaseFileErrors {
+			errs = append(errs, &LeaseFileError{Path: path, Line: line, Reason: fmt.Sprintf(format, args...)})
+		}
+	}
+	line := 0
+	for len(data) > 0 {
+		line++
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			bad(line, "truncated line %q", clip(data))
+			break
+		}
+		text := string(data[:i])
+		data = data[i+1:]
+		switch {
+		case line == 1:
+			v, ok := strings.CutPrefix(text, leaseFileMagic+" ")
+			if !ok {
+				bad(line, "not a tapswitch lease file: header %q", clip([]byte(text)))
+				continue
+			}
+			if v != strconv.Itoa(leaseFileVersion) {
+				return nil, &LeaseFileError{Path: path, Line: line, Err: ErrLeaseFileVersion,
+					Reason: fmt.Sprintf("%v %q (this build reads %d)", ErrLeaseFileVersion, v, leaseFileVersion)}
+			}
+		case ended:
+			bad(line, "data after end line")
+		case strings.HasPrefix(text, "#"):
+		case strings.HasPrefix(text, "end "):
+			ended = true
+			n, err := strconv.Atoi(strings.TrimPrefix(text, "end "))
+			if err != nil || n != count {
+				bad(line, "end line %q does not match the %d lease lines read", clip([]byte(text)), count)
+			}
+		default:
+			count++
+			l, err := parseLeaseLine(text)
+			switch {
+			case err != nil:
+				bad(line, "%v", err)
+			case macs[l.MAC]:
+				bad(line, "duplicate MAC %s", l.MAC)
+			case ips[l.IP]:
+				bad(line, "duplicate IP %s", l.IP)
+			default:
+				macs[l.MAC], ips[l.IP] = true, true
+				leases = append(leases, l)
+			}
+		}
+	}
+	if line == 0 {
+		bad(1, "empty file")
+	} else if !ended {
+		bad(line+1, "truncated: no end line")
+	}
+	return leases, errors.Join(errs...)
+}
+
+// parseLeaseLine parses "MAC IP EXPIRY STATE HOSTNAME".
+func parseLeaseLine(s string) (Lease, error) {
+	f := strings.Split(s, " ")
+	if len(f) != 5 {
+		return Lease{}, fmt.Errorf("want 5 fields (MAC IP EXPIRY STATE HOSTNAME), have %d in %q", len(f), clip([]byte(s)))
+	}
+	var l Lease
+	var err error
+	if l.MAC, err = vswitch.ParseMAC(f[0]); err != nil || l.MAC.Multicast() || l.MAC == (vswitch.MAC{}) {
+		return Lease{}, fmt.Errorf("bad MAC %q", clip([]byte(f[0])))
+	}
+	if l.IP, err = netip.ParseAddr(f[1]); err != nil || !l.IP.Is4() {
+		return Lease{}, fmt.Errorf("bad IPv4 address %q", clip([]byte(f[1])))
+	}
+	if l.Expiry, err = time.Parse(time.RFC3339, f[2]); err != nil {
+		return Lease{}, fmt.Errorf("bad expiry %q", clip([]byte(f[2])))
+	}
+	st, ok := parseState(f[3])
+	if !ok || (st != LeaseBound && st != LeaseReleased) {
+		return Lease{}, fmt.Errorf("bad state %q", clip([]byte(f[3])))
+	}
+	l.State = st
+	if f[4] != "-" {
+		if h := sanitizeHostname(f[4]); h != f[4] || h == "" {
+			return Lease{}, fmt.Errorf("bad host name %q", clip([]byte(f[4])))
+		}
+		l.Hostname = f[4]
+	}
+	return l, nil
+}
+
+// clip shortens b for an error message.
+func clip(b []byte) string {
+	const n = 64
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
+// encodeLeaseFile returns the lease file holding ls.
+func encodeLeaseFile(ls []Lease) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %d\n# MAC IP EXPIRY STATE HOSTNAME\n", leaseFileMagic, leaseFileVersion)
+	for _, l := range ls {
+		h := l.Hostname
+		if h == "" {
+			h = "-"
+		}
+		fmt.Fprintf(&b, "%s %s %s %s %s\n", l.MAC, l.IP, l.Expiry.UTC().Format(time.RFC3339), l.State, h)
+	}
+	fmt.Fprintf(&b, "end %d\n", len(ls))
+	return b.Bytes()
+}
+
+// sanitizeHostname keeps what a host name may contain (letters, digits,
+// '-', '_', '.'), at most 253 bytes, so that it is one lease file field.
+func sanitizeHostname(s string) string {
+	b := make([]byte, 0, min(len(s), 253))
+	for i := 0; i < len(s) && len(b) < 253; i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// writeFileAtomic replaces path with data durably: it writes a temporary
+// file in the same directory, fsyncs it, renames it over path and fsyncs
+// the directory, so that a crash leaves either the old or the new file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err = f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: chmod: %w", tmp, err)
+	}
+	if err = f.Sync(); err != nil { // F_FULLFSYNC on darwin
+		return fmt.Errorf("write %s: fsync: %w", tmp, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %s: close: %w", tmp, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: rename: %w", path, err)
+	}
+	if err = syncDir(dir); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
+		// Some file systems (and darwin's F_FULLFSYNC on a directory)
+		// refuse to sync a directory; the rename is as durable as they
+		// make it.
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// keepAside stores data, the content of a lease file that could not be
+// fully read, as PATH.corrupt-TIMESTAMP (with a counter if that exists)
+// and returns the name used.
+func keepAside(path string, data []byte, now time.Time) (string, error) {
+	stamp := now.UTC().Format("20060102T150405Z")
+	name := path + ".corrupt-" + stamp
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(name); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		name = fmt.Sprintf("%s.corrupt-%s-%d", path, stamp, i)
+	}
+	if err := writeFileAtomic(name, data, 0o600); err != nil {
+		return "", fmt.Errorf("keep corrupt lease file aside: %w", err)
+	}
+	return name, nil
+}

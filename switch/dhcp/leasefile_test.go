@@ -1,0 +1,404 @@
+package dhcp
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+// exchange feeds frames to srv as the switch would and returns the
+// replies it queued.
+func exchange(t testing.TB, srv *Server, frames ...[]byte) [][]byte {
+	t.Helper()
+	bufs := make([][]byte, len(frames))
+	for i, f := range frames {
+		bufs[i] = append(make([]byte, vswitch.Headroom), f...)
+	}
+	if n, err := srv.WriteFrames(bufs, vswitch.Headroom); err != nil || n != len(frames) {
+		t.Fatalf("WriteFrames: %d, %v", n, err)
+	}
+	var out [][]byte
+	for {
+		select {
+		case f := <-srv.out:
+			out = append(out, f)
+		default:
+			return out
+		}
+	}
+}
+
+// replies decodes the DHCP replies among frames.
+func replies(t testing.TB, frames [][]byte) []*dhcpv4.DHCPv4 {
+	t.Helper()
+	var ds []*dhcpv4.DHCPv4
+	for _, f := range frames {
+		r, bad := checkFrame(f)
+		if bad != "" {
+			t.Fatalf("malformed reply: %s", bad)
+		}
+		if r.dhcp != nil {
+			ds = append(ds, r.dhcp)
+		}
+	}
+	return ds
+}
+
+// acquire runs DISCOVER/REQUEST for m directly against srv and returns
+// the acknowledged address, or the invalid Addr if no ACK came.
+func acquire(t testing.TB, srv *Server, m vswitch.MAC) netip.Addr {
+	t.Helper()
+	offers := replies(t, exchange(t, srv, bcastFrame(m, newMsg(t, dhcpv4.MessageTypeDiscover, m))))
+	if len(offers) != 1 || offers[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("DISCOVER from %v: got %v", m, offers)
+	}
+	req := newMsg(t, dhcpv4.MessageTypeRequest, m,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offers[0].YourIPAddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier())),
+		dhcpv4.WithOption(dhcpv4.OptHostName("host-"+m.String()[15:])))
+	acks := replies(t, exchange(t, srv, bcastFrame(m, req)))
+	if len(acks) == 0 {
+		return netip.Addr{}
+	}
+	if len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("REQUEST from %v: got %v", m, acks)
+	}
+	return addr4(acks[0].YourIPAddr)
+}
+
+func newFileServer(t *testing.T, path string, clock *fakeClock) *Server {
+	t.Helper()
+	srv, err := New(Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+func sampleLeases() []Lease {
+	exp := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	return []Lease{
+		{MAC: porttest.MAC(1), IP: ip4("198.18.0.2"), Expiry: exp, State: LeaseBound, Hostname: "vm1"},
+		{MAC: porttest.MAC(2), IP: ip4("198.18.0.3"), Expiry: exp.Add(time.Hour), State: LeaseReleased},
+		{MAC: porttest.MAC(3), IP: ip4("198.18.0.7"), Expiry: exp.Add(-time.Hour), State: LeaseBound, Hostname: "a.b-c_d"},
+	}
+}
+
+func TestLeaseFileRoundTrip(t *testing.T) {
+	data := encodeLeaseFile(sampleLeases())
+	got, err := parseLeaseFile("leases", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		got[i].Expiry = got[i].Expiry.UTC()
+	}
+	if !reflect.DeepEqual(got, sampleLeases()) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, sampleLeases())
+	}
+	if want := "tapswitch-leases 1\n"; !bytes.HasPrefix(data, []byte(want)) {
+		t.Errorf("file does not start with %q", want)
+	}
+	if !bytes.Contains(data, []byte("\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z bound vm1\n")) {
+		t.Errorf("unexpected line format:\n%s", data)
+	}
+	empty, err := parseLeaseFile("leases", encodeLeaseFile(nil))
+	if err != nil || len(empty) != 0 {
+		t.Errorf("empty table: %v, %v", empty, err)
+	}
+}
+
+// TestLeaseFileTruncated cuts a valid file at every byte offset: each cut
+// parses without panic to a prefix of the leases, and is reported.
+func TestLeaseFileTruncated(t *testing.T) {
+	want := sampleLeases()
+	data := encodeLeaseFile(want)
+	for n := 0; n < len(data); n++ {
+		got, err := parseLeaseFile("leases", data[:n])
+		if err == nil {
+			t.Fatalf("cut at %d/%d: no error", n, len(data))
+		}
+		var lfe *LeaseFileError
+		if !errors.As(err, &lfe) || !strings.HasPrefix(err.Error(), "leases:") {
+			t.Fatalf("cut at %d: error %q is not a path:line LeaseFileError", n, err)
+		}
+		if len(got) > len(want) {
+			t.Fatalf("cut at %d: %d leases from %d", n, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].MAC != want[i].MAC || got[i].IP != want[i].IP || got[i].State != want[i].State {
+				t.Fatalf("cut at %d: lease %d is %+v, want %+v", n, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// TestLeaseFileTruncatedLoad loads a truncated file through New at every
+// offset: the server starts with the prefix, keeps the cut file aside and
+// rewrites a valid one.
+func TestLeaseFileTruncatedLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes one lease file per byte offset; skipped with -short")
+	}
+	data := encodeLeaseFile(sampleLeases())
+	for n := 0; n < len(data); n++ {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "leases")
+		if err := os.WriteFile(path, data[:n], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		clock := newClock()
+		srv := newFileServer(t, path, clock)
+		if srv.LoadError() == nil {
+			t.Fatalf("cut at %d: no load error", n)
+		}
+		aside, err := filepath.Glob(path + ".corrupt-*")
+		if err != nil || len(aside) != 1 {
+			t.Fatalf("cut at %d: aside copies %v, %v", n, aside, err)
+		}
+		if kept, _ := os.ReadFile(aside[0]); !bytes.Equal(kept, data[:n]) {
+			t.Fatalf("cut at %d: the copy aside differs from the cut file", n)
+		}
+		loaded := srv.Leases()
+		reread, err := ReadLeaseFile(path)
+		if err != nil {
+			t.Fatalf("cut at %d: rewritten file: %v", n, err)
+		}
+		if len(reread) != len(loaded) {
+			t.Fatalf("cut at %d: %d leases loaded, %d rewritten", n, len(loaded), len(reread))
+		}
+		srv.Close()
+	}
+}
+
+func TestLeaseFileGarbageLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leases")
+	lines := strings.SplitAfter(string(encodeLeaseFile(sampleLeases())), "\n")
+	// Line 4 (the second lease) replaced by garbage.
+	lines[3] = "02:00:00:00:00:02 not-an-address 2026-01-02T15:04:05Z bound -\n"
+	corrupt := strings.Join(lines, "")
+	if err := os.WriteFile(path, []byte(corrupt), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	clock := newClock()
+	srv := newFileServer(t, path, clock)
+	defer srv.Close()
+
+	err := srv.LoadError()
+	if err == nil || !strings.Contains(err.Error(), path+":4: bad IPv4 address") {
+		t.Fatalf("load error %q, want %s:4: bad IPv4 address ...", err, path)
+	}
+	aside, _ := filepath.Glob(path + ".corrupt-*")
+	if len(aside) != 1 || !strings.HasSuffix(aside[0], ".corrupt-20260102T030405Z") {
+		t.Fatalf("aside copies: %v", aside)
+	}
+	if kept, _ := os.ReadFile(aside[0]); string(kept) != corrupt {
+		t.Error("the copy aside is not the corrupt file")
+	}
+	// The good lines were loaded, the bad one was skipped.
+	var macs []vswitch.MAC
+	for _, l := range srv.Leases() {
+		macs = append(macs, l.MAC)
+	}
+	if want := []vswitch.MAC{porttest.MAC(1), porttest.MAC(3)}; !reflect.DeepEqual(macs, want) {
+		t.Errorf("loaded %v, want %v", macs, want)
+	}
+	// The file was rewritten clean.
+	if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 2 {
+		t.Errorf("rewritten file: %d leases, %v", len(ls), err)
+	}
+	// A second corrupt load on the same second does not overwrite the first copy.
+	if err := os.WriteFile(path, []byte("junk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv2 := newFileServer(t, path, clock)
+	srv2.Close()
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 2 {
+		t.Errorf("aside copies after a second corrupt load: %v", aside)
+	}
+}
+
+func TestLeaseFileErrors(t *testing.T) {
+	for _, tc := range []struct{ name, file, want string }{
+		{"empty", "", "f:1: empty file"},
+		{"header", "hello\nend 0\n", "f:1: not a tapswitch lease file"},
+		{"fields", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2\nend 1\n", "f:2: want 5 fields"},
+		{"mac", "tapswitch-leases 1\nff:ff:ff:ff:ff:ff 198.18.0.2 2026-01-02T15:04:05Z bound -\nend 1\n", "f:2: bad MAC"},
+		{"expiry", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 yesterday bound -\nend 1\n", "f:2: bad expiry"},
+		{"state", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z offered -\nend 1\n", "f:2: bad state"},
+		{"hostname", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z bound a/b\nend 1\n", "f:2: bad host name"},
+		{"dup", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z bound -\n02:00:00:00:00:01 198.18.0.3 2026-01-02T15:04:05Z bound -\nend 2\n", "f:3: duplicate MAC"},
+		{"count", "tapswitch-leases 1\nend 1\n", "f:2: end line"},
+		{"after end", "tapswitch-leases 1\nend 0\nx\n", "f:3: data after end line"},
+		{"no end", "tapswitch-leases 1\n", "f:2: truncated: no end line"},
+	} {
+		_, err := parseLeaseFile("f", []byte(tc.file))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: error %q, want prefix %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestLeaseFileNewerVersion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases")
+	if err := os.WriteFile(path, []byte("tapswitch-leases 2\nwhatever\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(Config{Gateway: testGateway, LeaseFile: path})
+	if !errors.Is(err, ErrLeaseFileVersion) {
+		t.Fatalf("New: %v, want ErrLeaseFileVersion", err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != "tapswitch-leases 2\nwhatever\n" {
+		t.Error("a newer lease file was modified")
+	}
+}
+
+func TestLeaseFileConflictsDropped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases")
+	if err := os.WriteFile(path, encodeLeaseFile(sampleLeases()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// MAC 1 now has a static lease elsewhere; .7 is reserved.
+	srv, err := New(Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now,
+		Static:   []StaticLease{{MAC: porttest.MAC(1), IP: ip4("198.18.0.100")}},
+		Reserved: []netip.Addr{ip4("198.18.0.7")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if srv.LoadError() != nil {
+		t.Errorf("conflicts reported as corruption: %v", srv.LoadError())
+	}
+	ls, err := ReadLeaseFile(path)
+	if err != nil || len(ls) != 1 || ls[0].MAC != porttest.MAC(2) {
+		t.Errorf("rewritten file: %+v, %v", ls, err)
+	}
+}
+
+// TestLeaseDurableBeforeAck checks that the binding is in the lease file
+// by the time the ACK is queued, survives a restart, and that renewals do
+// not write.
+func TestLeaseDurableBeforeAck(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases")
+	clock := newClock()
+	srv := newFileServer(t, path, clock)
+	a := porttest.MAC(1)
+	writes := srv.Stats().LeaseWrites
+	ip := acquire(t, srv, a)
+	ls, err := ReadLeaseFile(path)
+	if err != nil || len(ls) != 1 || ls[0].MAC != a || ls[0].IP != ip || ls[0].State != LeaseBound || ls[0].Hostname != "host-01" {
+		t.Fatalf("lease file after the ACK: %+v, %v", ls, err)
+	}
+	if got := srv.Stats().LeaseWrites - writes; got != 1 {
+		t.Errorf("%d writes for one new binding, want 1", got)
+	}
+
+	// A renewal extends the expiry lazily: no write...
+	clock.Add(30 * time.Minute)
+	writes = srv.Stats().LeaseWrites
+	renew := newMsg(t, dhcpv4.MessageTypeRequest, a, dhcpv4.WithClientIP(ip.AsSlice()))
+	acks := replies(t, exchange(t, srv, clientFrame(srv.MAC(), a, ip, testGW, renew)))
+	if len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("renewal: %v", acks)
+	}
+	if got := srv.Stats().LeaseWrites; got != writes {
+		t.Errorf("renewal wrote the lease file")
+	}
+	// ...until a frame arrives a minute later...
+	clock.Add(lazyFlush)
+	exchange(t, srv, porttest.Frame(porttest.Broadcast, porttest.MAC(9), 0x88b5, []byte("x")))
+	if got := srv.Stats().LeaseWrites; got != writes+1 {
+		t.Errorf("lazy change not written after %v", lazyFlush)
+	}
+	ls, _ = ReadLeaseFile(path)
+	if want := clock.Now().Add(-lazyFlush).Add(time.Hour); len(ls) != 1 || !ls[0].Expiry.Equal(want) {
+		t.Errorf("lease file expiry %v, want %v", ls, want)
+	}
+	// ...and Close writes what is left.
+	clock.Add(10 * time.Minute)
+	acks = replies(t, exchange(t, srv, clientFrame(srv.MAC(), a, ip, testGW, renew)))
+	if len(acks) != 1 {
+		t.Fatal("second renewal not acknowledged")
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ls, _ = ReadLeaseFile(path)
+	if want := clock.Now().Add(time.Hour); len(ls) != 1 || !ls[0].Expiry.Equal(want) {
+		t.Errorf("lease file expiry after Close %v, want %v", ls, want)
+	}
+
+	// Restart: the same MAC gets the same address, another MAC another.
+	srv = newFileServer(t, path, clock)
+	defer srv.Close()
+	if got := acquire(t, srv, porttest.MAC(2)); got == ip {
+		t.Error("a restarted server gave a bound address to another MAC")
+	}
+	if got := acquire(t, srv, a); got != ip {
+		t.Errorf("after restart: got %v, want %v", got, ip)
+	}
+}
+
+// TestLeaseWriteFailureWithholdsAck: an ACK whose binding cannot be made
+// durable is not sent.
+func TestLeaseWriteFailureWithholdsAck(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "leases")
+	clock := newClock()
+	srv := newFileServer(t, path, clock)
+	defer srv.Close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	a := porttest.MAC(1)
+	if ip := acquire(t, srv, a); ip.IsValid() {
+		t.Fatalf("ACK for %v sent although the lease file cannot be written", ip)
+	}
+	st := srv.Stats()
+	if st.Withheld != 1 || st.LeaseWriteErrors == 0 || st.Acks != 0 {
+		t.Errorf("stats %+v: want 1 withheld ACK and a write error", st)
+	}
+	// A renewal of the not-yet-durable binding is withheld too.
+	renew := newMsg(t, dhcpv4.MessageTypeRequest, a, dhcpv4.WithClientIP(net.IP{198, 18, 0, 2}))
+	if acks := replies(t, exchange(t, srv, clientFrame(srv.MAC(), a, ip4("198.18.0.2"), testGW, renew))); len(acks) != 0 {
+		t.Errorf("renewal of a binding not on disk acknowledged: %v", acks)
+	}
+	// Once the directory is back, the client's retry is acknowledged.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if ip := acquire(t, srv, a); ip != ip4("198.18.0.2") {
+		t.Errorf("retry: got %v", ip)
+	}
+	if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 1 {
+		t.Errorf("lease file: %v, %v", ls, err)
+	}
+}
+
+func TestLeaseFileCreated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases")
+	srv := newFileServer(t, path, newClock())
+	defer srv.Close()
+	if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 0 {
+		t.Errorf("new lease file: %v, %v", ls, err)
+	}
+	if _, err := New(Config{Gateway: testGateway, LeaseFile: filepath.Join(path, "sub", "leases")}); err == nil {
+		t.Error("New with an unwritable lease file path succeeded")
+	}
+}
