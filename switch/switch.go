@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,11 +148,14 @@ type PortConfig struct {
 	// owner delivers received frames with Attachment.Input. Datagram
 	// listeners use this, since one socket read serves many ports.
 	NoReader bool
-	// DHCPServer makes the port the destination of every DHCP request
-	// (IPv4 UDP to port 67) entering the switch, broadcast or unicast,
-	// instead of the port the frame is addressed to. At most one port may
-	// have it.
+	// DHCPServer makes the port the destination of the DHCP requests (IPv4
+	// UDP to port 67) entering the switch that are broadcast or addressed
+	// to the IPv4 address DHCPAddr, whatever their destination MAC: so a
+	// renewal sent to the gateway's address reaches the responder even when
+	// a host interface owns that address. Requests unicast to any other
+	// address are forwarded as usual. At most one port may have it.
 	DHCPServer bool
+	DHCPAddr   netip.Addr
 }
 
 // Attachment is a port as the switch holds it: its queue, its counters and
@@ -289,7 +293,8 @@ func (a *Attachment) rxLoop() {
 			a.Input(bufs[:n], sizes[:n], Headroom)
 		}
 		if err != nil {
-			if a.removed.Load() || errors.Is(err, net.ErrClosed) {
+			// A peer hanging up is a normal end; anything else is logged.
+			if a.removed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 				err = nil
 			}
 			a.remove(err)
@@ -414,9 +419,10 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		}
 		s.fdb.learn(src, a, now)
 		var out *Attachment // nil: flood
-		if dhcp != nil && dhcp != a && isDHCPRequest(fr) {
+		dst := MAC(fr[0:6])
+		if dhcp != nil && dhcp != a && dhcp.wantsDHCP(dst, fr) {
 			out = dhcp
-		} else if dst := MAC(fr[0:6]); !dst.Multicast() {
+		} else if !dst.Multicast() {
 			out = s.fdb.lookup(dst, now)
 			if out == a {
 				a.c.drops[DropSamePort].Add(1)
@@ -445,9 +451,10 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	a.c.rxBytes.Add(rxBytes)
 }
 
-// isDHCPRequest reports whether fr is an IPv4 UDP datagram to port 67
-// (untagged, first fragment).
-func isDHCPRequest(fr []byte) bool {
+// wantsDHCP reports whether the DHCP server port d takes fr, a frame to
+// dst: an IPv4 UDP datagram to port 67 (untagged, first fragment) that is
+// broadcast or addressed to d's DHCPAddr.
+func (d *Attachment) wantsDHCP(dst MAC, fr []byte) bool {
 	if len(fr) < 14+20+8 || fr[12] != 0x08 || fr[13] != 0x00 {
 		return false
 	}
@@ -459,8 +466,10 @@ func isDHCPRequest(fr []byte) bool {
 	if ip[6]&0x1f != 0 || ip[7] != 0 { // a non-first fragment has no UDP header
 		return false
 	}
-	udp := ip[ihl:]
-	return udp[2] == 0 && udp[3] == 67
+	if udp := ip[ihl:]; udp[2] != 0 || udp[3] != 67 {
+		return false
+	}
+	return dst.Multicast() || netip.AddrFrom4([4]byte(ip[16:20])) == d.cfg.DHCPAddr
 }
 
 // Stats returns a snapshot of every counter.

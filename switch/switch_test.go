@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -535,4 +536,50 @@ func TestCapture(t *testing.T) {
 	// Closed captures see nothing more, and the switch carries on.
 	r.send(0, to1)
 	r.expect(1, to1)
+}
+
+// dhcpRequest builds an IPv4 UDP datagram to port 67 for dstIP.
+func dhcpRequest(dst, src vswitch.MAC, dstIP [4]byte) []byte {
+	ip := make([]byte, 20+8+4)
+	ip[0], ip[9] = 0x45, 17
+	copy(ip[16:20], dstIP[:])
+	ip[20+1], ip[20+3] = 68, 67
+	return porttest.Frame(dst, src, 0x0800, ip)
+}
+
+func TestDHCPServerPort(t *testing.T) {
+	r := newRig(t, 3, vswitch.Config{})
+	srv := porttest.New(porttest.Config{Name: "dhcp"})
+	if _, err := r.sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true, DHCPAddr: netip.MustParseAddr("198.18.9.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sw.AddPort(porttest.New(porttest.Config{}), vswitch.PortConfig{DHCPServer: true}); err == nil {
+		t.Fatal("a second DHCP server port was accepted")
+	}
+	r.learnAll()
+	for range r.ports { // the announcements flooded to the server port too
+		if _, ok := srv.Recv(wait); !ok {
+			t.Fatal("announcement not flooded to the server port")
+		}
+	}
+	// A broadcast DISCOVER goes to the server only.
+	disc := dhcpRequest(porttest.Broadcast, porttest.MAC(0), [4]byte{255, 255, 255, 255})
+	r.send(0, disc)
+	if got, ok := srv.Recv(wait); !ok || !bytes.Equal(got, disc) {
+		t.Fatal("broadcast DHCP request not delivered to the server port")
+	}
+	r.expectNone(1)
+	r.expectNone(2)
+	// A renewal to the server's address but another station's MAC (a host
+	// interface owning the gateway address) goes to the server too.
+	renew := dhcpRequest(porttest.MAC(1), porttest.MAC(0), [4]byte{198, 18, 9, 1})
+	r.send(0, renew)
+	if got, ok := srv.Recv(wait); !ok || !bytes.Equal(got, renew) {
+		t.Fatal("renewal to the server address not delivered to the server port")
+	}
+	r.expectNone(1)
+	// A request unicast to another DHCP server is forwarded as usual.
+	other := dhcpRequest(porttest.MAC(2), porttest.MAC(0), [4]byte{198, 18, 9, 2})
+	r.send(0, other)
+	r.expect(2, other)
 }

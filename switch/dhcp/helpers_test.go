@@ -205,7 +205,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	}
 	sw := vswitch.New(vswitch.Config{})
 	t.Cleanup(func() { sw.Close() })
-	if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true}); err != nil {
+	if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true, DHCPAddr: cfg.Gateway.Addr()}); err != nil {
 		t.Fatal(err)
 	}
 	return &env{t: t, sw: sw, srv: srv, clock: clock}

@@ -523,7 +523,7 @@ func TestSwitchAnnounce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true}); err != nil {
+	if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true, DHCPAddr: testGateway.Addr()}); err != nil {
 		t.Fatal(err)
 	}
 	f, ok := p.Recv(10 * time.Second)

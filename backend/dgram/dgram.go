@@ -1,0 +1,711 @@
+// Package dgram connects datagram sockets to the switch: one Ethernet frame
+// per datagram, over unixgram or UDP.
+//
+// That is the wire format of QEMU's `-netdev dgram` (7.2 and later) and
+// `-netdev socket,udp=`, of vfkit, and of Apple Virtualization's
+// VZFileHandleNetworkDeviceAttachment. The switch binds one socket; every
+// distinct source address that sends to it becomes a port of its own
+// (vswitch.PortConfig{NoReader: true}). One read loop demultiplexes
+// datagrams by source address and hands each to its peer's
+// Attachment.Input; each peer's port sends to its own address on the
+// shared socket.
+//
+// Peers come and go without a connection to tell: a peer is removed when it
+// has sent nothing for Config.IdleTimeout, and at once when a send to it
+// fails for good (ECONNREFUSED or ENOENT: its unixgram socket is closed or
+// its file removed). A UDP peer that vanishes gives no such error, since
+// ICMP errors are not reported on an unconnected socket, so for UDP the
+// idle timeout is what reclaims it.
+//
+// The package sits between the socket and the switch (package vswitch)
+// and knows nothing of forwarding.
+package dgram
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/tapswitch/tapswitch/backend/listen"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// PortKind is the PortConfig.Kind of every port this package adds.
+const PortKind = "dgram"
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultIdleTimeout is how long a peer may stay silent before it is
+	// forgotten. It is twice the switch's default FDB age, so a peer is
+	// never dropped while its MAC address could still be learned, and well
+	// above the few minutes between the ARP, neighbour discovery and DHCP
+	// renewal traffic of even an idle guest; yet short enough that UDP
+	// peers that vanished, which give no send error, do not pile up.
+	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultMaxPeers bounds the number of peers, so that datagrams from
+	// many (possibly spoofed) UDP source addresses cannot make unbounded
+	// numbers of ports.
+	DefaultMaxPeers = 1024
+	// DefaultMaxFrame is the longest frame accepted, Ethernet header
+	// included.
+	DefaultMaxFrame = 65535
+	// DefaultSendBuffer and DefaultRecvBuffer are the socket buffer sizes,
+	// after Apple's guidance for VZFileHandleNetworkDeviceAttachment: a
+	// receive buffer of at least 2-4 times the send buffer, with 1 MiB and
+	// 4 MiB the usual values. On Linux, where the values are capped by
+	// net.core.wmem_max and rmem_max, SO_SNDBUFFORCE and SO_RCVBUFFORCE
+	// are tried first (they need CAP_NET_ADMIN).
+	DefaultSendBuffer = 1 << 20
+	DefaultRecvBuffer = 4 << 20
+	// DefaultBatchSize is the peers' ports' batch size.
+	DefaultBatchSize = 32
+)
+
+// Send retries: a send failing with ENOBUFS (macOS under load) or EAGAIN
+// (the peer's receive queue is full; on Linux it holds
+// net.unix.max_dgram_qlen datagrams, 10 by default) is retried after
+// 50, 100 and 200 µs, then the frame and the rest of its batch are
+// dropped. The bound keeps one slow peer from holding its transmit
+// goroutine for long; other peers are never held, since sends do not take
+// the socket's write lock.
+var sendRetryDelays = [...]time.Duration{50 * time.Microsecond, 100 * time.Microsecond, 200 * time.Microsecond}
+
+// MagicVFKit is the 4-byte datagram vfkit sends when it connects, so that
+// the switch learns its address before the guest sends anything. It is
+// consumed, never forwarded.
+var MagicVFKit = []byte("VFKT")
+
+// Config configures a Listener. The zero value is usable.
+type Config struct {
+	// Logger receives peer and listener events (one line per peer joining
+	// or leaving, rate-limited lines for repeated trouble). Nil discards
+	// them.
+	Logger logrus.FieldLogger
+	// IdleTimeout removes a peer that has sent nothing for this long
+	// (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxPeers bounds the number of peers (default DefaultMaxPeers).
+	// Datagrams from further addresses are dropped and counted.
+	MaxPeers int
+	// MaxFrame is the longest frame accepted (default DefaultMaxFrame).
+	MaxFrame int
+	// SendBuffer and RecvBuffer are the socket's SO_SNDBUF and SO_RCVBUF
+	// (defaults DefaultSendBuffer and DefaultRecvBuffer).
+	SendBuffer, RecvBuffer int
+	// BatchSize is each peer port's batch size (default DefaultBatchSize).
+	BatchSize int
+	// Mode is the permission of a unixgram socket file (default 0660:
+	// listen.DefaultMode).
+	Mode os.FileMode
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		c.Logger = l
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = DefaultMaxPeers
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.SendBuffer <= 0 {
+		c.SendBuffer = DefaultSendBuffer
+	}
+	if c.RecvBuffer <= 0 {
+		c.RecvBuffer = DefaultRecvBuffer
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+}
+
+// Stats counts a Listener's datagrams and peers. Frames a peer's port
+// forwarded or dropped are counted by the switch, on that port.
+type Stats struct {
+	// Datagrams counts datagrams received.
+	Datagrams uint64 `json:"datagrams"`
+	// Magic counts vfkit "VFKT" datagrams consumed.
+	Magic uint64 `json:"magic"`
+	// Unbound counts datagrams from unixgram sockets bound to no path,
+	// which cannot be answered and are dropped.
+	Unbound uint64 `json:"unbound"`
+	// Invalid counts datagrams shorter than an Ethernet header from
+	// addresses that are not peers; they make no peer. (From a peer they go
+	// to the switch, which counts them as too_short on the peer's port.)
+	Invalid uint64 `json:"invalid"`
+	// TooLong counts datagrams longer than MaxFrame, dropped.
+	TooLong uint64 `json:"too_long"`
+	// Refused counts datagrams dropped because MaxPeers was reached.
+	Refused uint64 `json:"refused"`
+	// ReadErrors counts failed reads other than the socket closing.
+	ReadErrors uint64 `json:"read_errors"`
+	// SendRetries counts sends retried after ENOBUFS or EAGAIN.
+	SendRetries uint64 `json:"send_retries"`
+	// SendErrors counts frames that could not be sent (the switch counts
+	// them too, as tx_error on the peer's port).
+	SendErrors uint64 `json:"send_errors"`
+	// PeersAdded, PeersExpired and PeersGone count peers learned, removed
+	// for idleness, and removed because their socket was gone.
+	PeersAdded   uint64 `json:"peers_added"`
+	PeersExpired uint64 `json:"peers_expired"`
+	PeersGone    uint64 `json:"peers_gone"`
+	// Peers is the number of current peers.
+	Peers int `json:"peers"`
+	// SendBuffer and RecvBuffer are the socket buffer sizes the system
+	// reports (Linux reports twice the value set, for its bookkeeping).
+	SendBuffer int `json:"send_buffer"`
+	RecvBuffer int `json:"recv_buffer"`
+}
+
+type counters struct {
+	datagrams, magic, unbound, invalid, tooLong, refused, readErrors atomic.Uint64
+	sendRetries, sendErrors, added, expired, gone                    atomic.Uint64
+}
+
+// peerKey identifies a peer: a UDP address or a unixgram path.
+type peerKey struct {
+	ap   netip.AddrPort
+	path string
+}
+
+// Listener is a datagram socket attached to a switch, with one port per
+// peer address.
+type Listener struct {
+	addr listen.Addr
+	conn net.PacketConn
+	udp  *net.UDPConn  // set for udp
+	ux   *net.UnixConn // set for unixgram
+	rc   syscall.RawConn
+	v6   bool // the UDP socket is AF_INET6: send to v4-mapped addresses
+	file *listen.SocketFile
+	sw   *vswitch.Switch
+	cfg  Config
+	log  logrus.FieldLogger
+	lim  listen.Limiter
+
+	sndbuf, rcvbuf int
+
+	c    counters
+	done chan struct{}
+	wg   sync.WaitGroup
+	stop func() bool
+	once sync.Once
+
+	mu     sync.Mutex
+	closed bool
+	peers  map[peerKey]*peer
+}
+
+// Listen parses rawURL (unixgram:///path or udp://host:port, see
+// listen.Parse) and calls ListenAddr.
+func Listen(ctx context.Context, rawURL string, cfg Config, sw *vswitch.Switch) (*Listener, error) {
+	a, err := listen.Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return ListenAddr(ctx, a, cfg, sw)
+}
+
+// ListenAddr binds a datagram socket at a (unixgram or udp) and attaches
+// every peer that sends to it to sw as a port of kind "dgram", whose peer
+// is the sender's address. A unixgram socket file is created as
+// listen.ListenUnixgram describes (stale file replaced, live socket or
+// other file refused, mode set before anyone can send) and removed by
+// Close. The listener runs until ctx is cancelled or Close is called.
+func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Switch) (*Listener, error) {
+	if a.Kind() != listen.KindDgram {
+		return nil, fmt.Errorf("listen %s: not a datagram address (want unixgram:// or udp://)", a)
+	}
+	cfg.setDefaults()
+	l := &Listener{
+		addr:  a,
+		sw:    sw,
+		cfg:   cfg,
+		done:  make(chan struct{}),
+		peers: make(map[peerKey]*peer),
+	}
+	switch a.Network {
+	case "unixgram":
+		c, f, err := listen.ListenUnixgram(a.Address, cfg.Mode)
+		if err != nil {
+			return nil, err
+		}
+		l.conn, l.ux, l.file = c, c, f
+	default:
+		var lc net.ListenConfig
+		pc, err := lc.ListenPacket(ctx, a.Network, a.Address)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+		l.conn, l.udp = pc, pc.(*net.UDPConn)
+		l.addr.Address = pc.LocalAddr().String()
+	}
+	l.log = cfg.Logger.WithField("listener", l.addr.String())
+	fail := func(err error) (*Listener, error) {
+		l.conn.Close()
+		if l.file != nil {
+			l.file.Remove()
+		}
+		return nil, err
+	}
+	rc, err := l.conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return fail(fmt.Errorf("listen %s: %w", l.addr, err))
+	}
+	l.rc = rc
+	if l.udp != nil {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			var sa unix.Sockaddr
+			sa, serr = unix.Getsockname(int(fd))
+			_, l.v6 = sa.(*unix.SockaddrInet6)
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fail(fmt.Errorf("listen %s: getsockname: %w", l.addr, err))
+		}
+	}
+	if err := l.setBuffers(); err != nil {
+		return fail(err)
+	}
+	l.wg.Add(2)
+	go l.readLoop()
+	go l.janitor()
+	l.stop = context.AfterFunc(ctx, func() { l.shutdown() })
+	l.log.WithFields(logrus.Fields{"sndbuf": l.sndbuf, "rcvbuf": l.rcvbuf}).Info("listening")
+	return l, nil
+}
+
+// setBuffers sets and reads back the socket buffer sizes, warning when the
+// system granted less than asked.
+func (l *Listener) setBuffers() error {
+	var serr error
+	err := l.rc.Control(func(fd uintptr) {
+		setBuffer(int(fd), unix.SO_SNDBUF, l.cfg.SendBuffer)
+		setBuffer(int(fd), unix.SO_RCVBUF, l.cfg.RecvBuffer)
+		if l.sndbuf, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF); serr != nil {
+			return
+		}
+		l.rcvbuf, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("listen %s: socket buffers: %w", l.addr, err)
+	}
+	if l.sndbuf < l.cfg.SendBuffer || l.rcvbuf < l.cfg.RecvBuffer {
+		l.log.WithFields(logrus.Fields{
+			"sndbuf": l.sndbuf, "want_sndbuf": l.cfg.SendBuffer,
+			"rcvbuf": l.rcvbuf, "want_rcvbuf": l.cfg.RecvBuffer,
+		}).Warn("socket buffers smaller than asked; raise the system limit (Linux: net.core.wmem_max, rmem_max; macOS: kern.ipc.maxsockbuf)")
+	}
+	return nil
+}
+
+// Addr returns the address the listener is bound to, with the port chosen
+// by the system when a UDP port of 0 was asked for.
+func (l *Listener) Addr() listen.Addr { return l.addr }
+
+// String returns the listener's address in URL form.
+func (l *Listener) String() string { return l.addr.String() }
+
+// Stats returns the listener's counters.
+func (l *Listener) Stats() Stats {
+	l.mu.Lock()
+	n := len(l.peers)
+	l.mu.Unlock()
+	return Stats{
+		Datagrams:    l.c.datagrams.Load(),
+		Magic:        l.c.magic.Load(),
+		Unbound:      l.c.unbound.Load(),
+		Invalid:      l.c.invalid.Load(),
+		TooLong:      l.c.tooLong.Load(),
+		Refused:      l.c.refused.Load(),
+		ReadErrors:   l.c.readErrors.Load(),
+		SendRetries:  l.c.sendRetries.Load(),
+		SendErrors:   l.c.sendErrors.Load(),
+		PeersAdded:   l.c.added.Load(),
+		PeersExpired: l.c.expired.Load(),
+		PeersGone:    l.c.gone.Load(),
+		Peers:        n,
+		SendBuffer:   l.sndbuf,
+		RecvBuffer:   l.rcvbuf,
+	}
+}
+
+// Ports returns the attachments of the current peers.
+func (l *Listener) Ports() []*vswitch.Attachment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*vswitch.Attachment, 0, len(l.peers))
+	for _, p := range l.peers {
+		if a := p.att.Load(); a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// readLoop is the only reader of the socket. It reads one datagram at a
+// time: x/sys offers no recvmmsg, and golang.org/x/net/ipv4's batch reader
+// is not a dependency. Input takes batches, so a batched reader can be
+// dropped in here (grouping consecutive datagrams by peer).
+func (l *Listener) readLoop() {
+	defer l.wg.Done()
+	const off = vswitch.Headroom
+	// One byte beyond MaxFrame tells a frame that is too long from one
+	// that just fits.
+	buf := make([]byte, off+l.cfg.MaxFrame+1)
+	bufs, sizes := [][]byte{buf}, []int{0}
+	for {
+		var (
+			n   int
+			key peerKey
+			err error
+		)
+		if l.udp != nil {
+			n, key.ap, err = l.udp.ReadFromUDPAddrPort(buf[off:])
+			key.ap = netip.AddrPortFrom(key.ap.Addr().Unmap(), key.ap.Port())
+		} else {
+			var ua *net.UnixAddr
+			n, ua, err = l.ux.ReadFromUnix(buf[off:])
+			if ua != nil {
+				key.path = ua.Name
+			}
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.c.readErrors.Add(1)
+			if ok, s := l.lim.Allow(); ok {
+				l.log.WithError(err).WithField("suppressed", s).Warn("read failed")
+			}
+			select {
+			case <-l.done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			continue
+		}
+		l.c.datagrams.Add(1)
+		if l.ux != nil && key.path == "" {
+			l.c.unbound.Add(1)
+			if ok, s := l.lim.Allow(); ok {
+				l.log.WithField("suppressed", s).Warn("datagram from a socket bound to no path dropped: bind the sending socket so that it can be answered")
+			}
+			continue
+		}
+		now := time.Now().UnixNano()
+		dg := buf[off : off+n]
+		if n > l.cfg.MaxFrame {
+			l.c.tooLong.Add(1)
+			if p := l.lookup(key); p != nil {
+				p.lastSeen.Store(now)
+			}
+			continue
+		}
+		if bytes.Equal(dg, MagicVFKit) {
+			l.c.magic.Add(1)
+			l.peer(key, now, true)
+			continue
+		}
+		p := l.peer(key, now, n >= 14)
+		if p == nil {
+			if n < 14 {
+				l.c.invalid.Add(1)
+			}
+			continue
+		}
+		if a := p.att.Load(); a != nil {
+			sizes[0] = n
+			a.Input(bufs, sizes, off)
+		}
+	}
+}
+
+func (l *Listener) lookup(key peerKey) *peer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peers[key]
+}
+
+// peer returns the peer at key, refreshing its idle timer, or, if create,
+// adds it. It returns nil when there is no such peer and none was made.
+func (l *Listener) peer(key peerKey, now int64, create bool) *peer {
+	l.mu.Lock()
+	if p := l.peers[key]; p != nil {
+		l.mu.Unlock()
+		p.lastSeen.Store(now)
+		return p
+	}
+	if !create || l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	if len(l.peers) >= l.cfg.MaxPeers {
+		l.mu.Unlock()
+		l.c.refused.Add(1)
+		if ok, s := l.lim.Allow(); ok {
+			l.log.WithFields(logrus.Fields{"peer": key.String(), "max_peers": l.cfg.MaxPeers, "suppressed": s}).Warn("too many peers; datagram dropped")
+		}
+		return nil
+	}
+	p, err := l.newPeer(key)
+	if err != nil {
+		l.mu.Unlock()
+		if ok, s := l.lim.Allow(); ok {
+			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
+		}
+		return nil
+	}
+	p.lastSeen.Store(now)
+	a, err := l.sw.AddPort(p, vswitch.PortConfig{Kind: PortKind, Peer: key.String(), NoReader: true})
+	if err != nil {
+		l.mu.Unlock()
+		if ok, s := l.lim.Allow(); ok {
+			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
+		}
+		return nil
+	}
+	p.att.Store(a)
+	l.peers[key] = p
+	l.mu.Unlock()
+	l.c.added.Add(1)
+	// A send may have failed for good before att was stored (see kill).
+	if p.dead.Load() {
+		a.Close()
+		return nil
+	}
+	return p
+}
+
+func (k peerKey) String() string {
+	if k.path != "" {
+		return k.path
+	}
+	return k.ap.String()
+}
+
+func (l *Listener) newPeer(key peerKey) (*peer, error) {
+	p := &peer{l: l, key: key, closed: make(chan struct{})}
+	if key.path != "" {
+		p.sa = &unix.SockaddrUnix{Name: key.path}
+		p.name = "unixgram:" + key.path
+		return p, nil
+	}
+	addr := key.ap.Addr()
+	switch {
+	case l.v6:
+		p.sa = &unix.SockaddrInet6{Port: int(key.ap.Port()), Addr: addr.As16()}
+	case addr.Is4():
+		p.sa = &unix.SockaddrInet4{Port: int(key.ap.Port()), Addr: addr.As4()}
+	default:
+		return nil, fmt.Errorf("peer %s: IPv6 address on an IPv4 socket", key.ap)
+	}
+	p.name = "udp:" + key.ap.String()
+	return p, nil
+}
+
+// forget drops p from the peer table, if it is still there.
+func (l *Listener) forget(p *peer) {
+	l.mu.Lock()
+	if l.peers[p.key] == p {
+		delete(l.peers, p.key)
+	}
+	l.mu.Unlock()
+}
+
+// janitor removes peers that have been idle for IdleTimeout.
+func (l *Listener) janitor() {
+	defer l.wg.Done()
+	every := min(max(l.cfg.IdleTimeout/4, 10*time.Millisecond), 30*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+		limit := time.Now().Add(-l.cfg.IdleTimeout).UnixNano()
+		var idle []*peer
+		l.mu.Lock()
+		for k, p := range l.peers {
+			if p.lastSeen.Load() < limit {
+				delete(l.peers, k)
+				idle = append(idle, p)
+			}
+		}
+		l.mu.Unlock()
+		for _, p := range idle {
+			l.c.expired.Add(1)
+			l.log.WithFields(logrus.Fields{"port": p.name, "idle": l.cfg.IdleTimeout}).Info("peer idle; removing")
+			p.kill()
+		}
+	}
+}
+
+// send sends one datagram to sa, retrying briefly on ENOBUFS and EAGAIN.
+// It uses RawConn.Control rather than WriteTo: Go's WriteTo holds the
+// socket's write lock while it waits for a full peer, which would stall
+// every other peer sharing the socket.
+func (l *Listener) send(b []byte, sa unix.Sockaddr) error {
+	for try := 0; ; try++ {
+		var serr error
+		if err := l.rc.Control(func(fd uintptr) { serr = unix.Sendto(int(fd), b, 0, sa) }); err != nil {
+			return err
+		}
+		if serr == nil || try == len(sendRetryDelays) ||
+			!(errors.Is(serr, unix.ENOBUFS) || errors.Is(serr, unix.EAGAIN)) {
+			return serr
+		}
+		l.c.sendRetries.Add(1)
+		time.Sleep(sendRetryDelays[try])
+	}
+}
+
+// Close stops the listener, removes every peer's port from the switch and
+// deletes the unixgram socket file. It is idempotent.
+func (l *Listener) Close() error {
+	l.stop()
+	return l.shutdown()
+}
+
+func (l *Listener) shutdown() error {
+	var err error
+	l.once.Do(func() {
+		close(l.done)
+		if cerr := l.conn.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			err = fmt.Errorf("close listener %s: %w", l.addr, cerr)
+		}
+		l.wg.Wait()
+		l.mu.Lock()
+		l.closed = true
+		peers := l.peers
+		l.peers = map[peerKey]*peer{}
+		l.mu.Unlock()
+		for _, p := range peers {
+			p.kill()
+		}
+		if l.file != nil {
+			if rerr := l.file.Remove(); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		l.log.Info("listener closed")
+	})
+	return err
+}
+
+// peer is the vswitch.Port of one remote address.
+type peer struct {
+	l    *Listener
+	key  peerKey
+	sa   unix.Sockaddr
+	name string
+
+	lastSeen atomic.Int64 // unix nanoseconds of the last datagram
+	att      atomic.Pointer[vswitch.Attachment]
+	dead     atomic.Bool
+
+	closed chan struct{}
+	once   sync.Once
+}
+
+var _ vswitch.Port = (*peer)(nil)
+
+// kill removes the peer's port from the switch. If the port is still being
+// added, Listener.peer sees dead and removes it.
+func (p *peer) kill() {
+	p.dead.Store(true)
+	if a := p.att.Load(); a != nil {
+		a.Close()
+	} else {
+		p.Close()
+	}
+}
+
+// ReadFrames blocks until Close: the listener's read loop delivers the
+// peer's frames with Attachment.Input (the port is added with NoReader).
+func (p *peer) ReadFrames([][]byte, []int, int) (int, error) {
+	<-p.closed
+	return 0, fmt.Errorf("dgram %s: read: %w", p.name, net.ErrClosed)
+}
+
+// WriteFrames sends each frame as one datagram to the peer's address and
+// returns how many were sent. A frame the system has no room for (ENOBUFS,
+// EAGAIN) is retried briefly, then it and the rest of the batch are
+// dropped. A peer whose socket is gone (ECONNREFUSED, ENOENT) is removed.
+// Other errors drop the frame and go on with the next.
+func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
+	select {
+	case <-p.closed:
+		return 0, fmt.Errorf("dgram %s: write: %w", p.name, net.ErrClosed)
+	default:
+	}
+	sent := 0
+	var firstErr error
+	for _, b := range bufs {
+		err := p.l.send(b[offset:], p.sa)
+		if err == nil {
+			sent++
+			continue
+		}
+		p.l.c.sendErrors.Add(1)
+		err = fmt.Errorf("dgram %s: send: %w", p.name, err)
+		switch {
+		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+			p.l.c.gone.Add(1)
+			p.l.log.WithError(err).WithField("port", p.name).Info("peer gone; removing")
+			p.kill()
+			return sent, err
+		case errors.Is(err, net.ErrClosed), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN):
+			p.l.c.sendErrors.Add(uint64(len(bufs) - sent - 1))
+			return sent, err
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return sent, firstErr
+}
+
+// BatchSize returns Config.BatchSize.
+func (p *peer) BatchSize() int { return p.l.cfg.BatchSize }
+
+// MTU returns the largest payload a frame of MaxFrame bytes carries.
+func (p *peer) MTU() int { return p.l.cfg.MaxFrame - 14 }
+
+// String returns "unixgram:PATH" or "udp:HOST:PORT" of the peer.
+func (p *peer) String() string { return p.name }
+
+// Close forgets the peer; the shared socket stays open. It is idempotent.
+func (p *peer) Close() error {
+	p.once.Do(func() {
+		close(p.closed)
+		p.l.forget(p)
+	})
+	return nil
+}

@@ -1,0 +1,486 @@
+package dgram
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
+
+	"github.com/tapswitch/tapswitch/backend/listen"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var bcast = vswitch.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+func mac(n int) vswitch.MAC { return vswitch.MAC{0x02, 0, 0, 0, byte(n >> 8), byte(n)} }
+
+func frame(dst, src vswitch.MAC, payload string) []byte {
+	b := make([]byte, 14+len(payload))
+	copy(b, dst[:])
+	copy(b[6:], src[:])
+	binary.BigEndian.PutUint16(b[12:], 0x88b5)
+	copy(b[14:], payload)
+	return b
+}
+
+func logger() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	if testing.Verbose() {
+		l.SetOutput(os.Stderr)
+		l.SetLevel(logrus.DebugLevel)
+	}
+	return l
+}
+
+// vm is a Go stand-in for a datagram peer (QEMU dgram, vfkit).
+type vm struct {
+	t  *testing.T
+	c  net.PacketConn
+	to net.Addr
+}
+
+func (v *vm) send(b []byte) {
+	v.t.Helper()
+	if _, err := v.c.WriteTo(b, v.to); err != nil {
+		v.t.Fatalf("vm send: %v", err)
+	}
+}
+
+func (v *vm) recv(d time.Duration) ([]byte, error) {
+	v.c.SetReadDeadline(time.Now().Add(d))
+	b := make([]byte, 70000)
+	n, _, err := v.c.ReadFrom(b)
+	return b[:n], err
+}
+
+func (v *vm) expect(want []byte) {
+	v.t.Helper()
+	got, err := v.recv(5 * time.Second)
+	if err != nil {
+		v.t.Fatalf("vm recv: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		v.t.Fatalf("vm got % x, want % x", got, want)
+	}
+}
+
+func (v *vm) expectNothing() {
+	v.t.Helper()
+	if got, err := v.recv(100 * time.Millisecond); err == nil {
+		v.t.Fatalf("vm got unexpected datagram % x", got)
+	}
+}
+
+type env struct {
+	t   *testing.T
+	sw  *vswitch.Switch
+	l   *Listener
+	dir string
+}
+
+func setup(t *testing.T, network string, cfg Config) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir()}
+	e.sw = vswitch.New(vswitch.Config{Logger: logger()})
+	url := "udp://127.0.0.1:0"
+	if network == "unixgram" {
+		url = "unixgram://" + filepath.Join(e.dir, "sw.sock")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logger()
+	}
+	l, err := Listen(context.Background(), url, cfg, e.sw)
+	if err != nil {
+		e.sw.Close()
+		t.Fatal(err)
+	}
+	e.l = l
+	t.Cleanup(func() {
+		l.Close()
+		e.sw.Close()
+	})
+	return e
+}
+
+func (e *env) vm(name string) *vm {
+	e.t.Helper()
+	var c net.PacketConn
+	var to net.Addr
+	var err error
+	if e.l.Addr().Network == "unixgram" {
+		p := filepath.Join(e.dir, name)
+		c, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
+		to = &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"}
+	} else {
+		c, err = net.ListenPacket("udp", "127.0.0.1:0")
+		to, _ = net.ResolveUDPAddr("udp", e.l.Addr().Address)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return &vm{t: e.t, c: c, to: to}
+}
+
+func (e *env) ports() int { return len(e.sw.Ports()) }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func testExchange(t *testing.T, network string) {
+	e := setup(t, network, Config{})
+	a, b := e.vm("a.sock"), e.vm("b.sock")
+
+	f1 := frame(bcast, mac(1), "hello from a")
+	a.send(f1)
+	waitFor(t, "a's port", func() bool { return e.ports() == 1 })
+	// b is not known yet, so the broadcast reached nobody; b announces
+	// itself.
+	f2 := frame(bcast, mac(2), "hello from b")
+	b.send(f2)
+	a.expect(f2)
+	a.send(f1)
+	b.expect(f1)
+	a.expectNothing() // no hairpin
+
+	f3 := frame(mac(2), mac(1), "unicast a->b")
+	a.send(f3)
+	b.expect(f3)
+	f4 := frame(mac(1), mac(2), strings.Repeat("unicast b->a ", 100))
+	b.send(f4)
+	a.expect(f4)
+
+	if got := e.ports(); got != 2 {
+		t.Fatalf("%d ports, want 2", got)
+	}
+	want := map[string]bool{a.c.LocalAddr().String(): true, b.c.LocalAddr().String(): true}
+	for _, ps := range e.sw.Stats().Ports {
+		if ps.Kind != "dgram" || !want[ps.Peer] || ps.Name != network+":"+ps.Peer {
+			t.Errorf("port %q kind %q peer %q; want %s:<peer address>", ps.Name, ps.Kind, ps.Peer, network)
+		}
+	}
+	if st := e.l.Stats(); st.Peers != 2 || st.PeersAdded != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestUnixgramExchange(t *testing.T) { testExchange(t, "unixgram") }
+func TestUDPExchange(t *testing.T)      { testExchange(t, "udp") }
+
+func TestVFKitMagicConsumed(t *testing.T) {
+	for _, network := range []string{"unixgram", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			e := setup(t, network, Config{})
+			a, vf := e.vm("a.sock"), e.vm("vfkit.sock")
+			a.send(frame(bcast, mac(1), "a"))
+			waitFor(t, "a's port", func() bool { return e.ports() == 1 })
+
+			vf.send(MagicVFKit)
+			waitFor(t, "vfkit's port", func() bool { return e.ports() == 2 })
+			a.expectNothing() // the magic is not forwarded
+
+			// The magic alone registered vfkit: it gets a's broadcast.
+			f := frame(bcast, mac(1), "to everyone")
+			a.send(f)
+			vf.expect(f)
+			if st := e.l.Stats(); st.Magic != 1 {
+				t.Fatalf("magic %d, want 1", st.Magic)
+			}
+		})
+	}
+}
+
+func TestIdleExpiry(t *testing.T) {
+	e := setup(t, "udp", Config{IdleTimeout: 300 * time.Millisecond})
+	a, b := e.vm("a"), e.vm("b")
+	a.send(frame(bcast, mac(1), "a"))
+	b.send(frame(bcast, mac(2), "b"))
+	waitFor(t, "two ports", func() bool { return e.ports() == 2 })
+	has := func(v *vm) bool {
+		for _, ps := range e.sw.Stats().Ports {
+			if ps.Peer == v.c.LocalAddr().String() {
+				return true
+			}
+		}
+		return false
+	}
+	// Keep a alive; let b go quiet.
+	deadline := time.Now().Add(10 * time.Second)
+	for has(b) {
+		if time.Now().After(deadline) {
+			t.Fatal("idle peer not removed")
+		}
+		a.send(frame(bcast, mac(1), "still here"))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !has(a) {
+		t.Fatal("busy peer removed")
+	}
+	if n := e.l.Stats().PeersExpired; n < 1 {
+		t.Fatalf("expired %d, want >= 1", n)
+	}
+	for _, en := range e.sw.FDB() {
+		if en.MAC == mac(2) {
+			t.Fatal("expired peer's MAC still in the FDB")
+		}
+	}
+	// b comes back and is learned again.
+	b.send(frame(bcast, mac(2), "back"))
+	waitFor(t, "b again", func() bool { return has(b) })
+}
+
+func TestPeerGone(t *testing.T) {
+	for _, how := range []string{"closed", "removed"} {
+		t.Run(how, func(t *testing.T) {
+			e := setup(t, "unixgram", Config{})
+			a, b := e.vm("a.sock"), e.vm("b.sock")
+			a.send(frame(bcast, mac(1), "a"))
+			b.send(frame(bcast, mac(2), "b"))
+			waitFor(t, "two ports", func() bool { return e.ports() == 2 })
+			a.expect(frame(bcast, mac(2), "b"))
+
+			// a's socket goes: closed with its file left (ECONNREFUSED)
+			// or its file removed too (ENOENT).
+			a.c.Close()
+			if how == "removed" {
+				os.Remove(a.c.LocalAddr().String())
+			}
+			b.send(frame(bcast, mac(2), "anyone there?"))
+			waitFor(t, "a's removal", func() bool { return e.ports() == 1 })
+			if st := e.l.Stats(); st.PeersGone != 1 {
+				t.Fatalf("gone %d, want 1", st.PeersGone)
+			}
+		})
+	}
+}
+
+func TestGarbageDropped(t *testing.T) {
+	e := setup(t, "unixgram", Config{MaxFrame: 2000})
+	a, b, junk := e.vm("a.sock"), e.vm("b.sock"), e.vm("junk.sock")
+	a.send(frame(bcast, mac(1), "a"))
+	b.send(frame(bcast, mac(2), "b"))
+	waitFor(t, "two ports", func() bool { return e.ports() == 2 })
+	a.expect(frame(bcast, mac(2), "b"))
+
+	// From a stranger: short datagrams make no port.
+	junk.send([]byte{})
+	junk.send([]byte{1, 2, 3})
+	junk.send(make([]byte, 13))
+	// From a peer: a short one is counted by the switch on its port.
+	a.send(make([]byte, 5))
+	// Too long, from either.
+	junk.send(make([]byte, 2001))
+	a.send(make([]byte, 2500))
+	// Still fine afterwards.
+	f := frame(mac(2), mac(1), "after the junk")
+	a.send(f)
+	b.expect(f)
+	a.expectNothing()
+	b.expectNothing()
+
+	st := e.l.Stats()
+	if st.Invalid != 3 || st.TooLong != 2 || st.Peers != 2 {
+		t.Fatalf("stats %+v; want invalid 3, too_long 2, peers 2", st)
+	}
+	var short uint64
+	for _, ps := range e.sw.Stats().Ports {
+		short += ps.Drops[vswitch.DropTooShort]
+	}
+	if short != 1 {
+		t.Fatalf("switch counted %d too-short frames, want 1", short)
+	}
+}
+
+func TestUnboundUnixgramDropped(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(frame(bcast, mac(1), "who am I")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "unbound count", func() bool { return e.l.Stats().Unbound == 1 })
+	if e.ports() != 0 {
+		t.Fatal("an unbound sender got a port")
+	}
+}
+
+func TestSocketBuffers(t *testing.T) {
+	for _, network := range []string{"unixgram", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			e := setup(t, network, Config{})
+			st := e.l.Stats()
+			t.Logf("sndbuf %d rcvbuf %d", st.SendBuffer, st.RecvBuffer)
+			if runtime.GOOS == "linux" && os.Geteuid() != 0 {
+				t.Skip("needs root (CAP_NET_ADMIN) for SO_SNDBUFFORCE/SO_RCVBUFFORCE beyond net.core.*mem_max")
+			}
+			if st.SendBuffer < DefaultSendBuffer || st.RecvBuffer < DefaultRecvBuffer || st.RecvBuffer < 4*DefaultSendBuffer {
+				t.Fatalf("buffers %d/%d, want >= %d/%d", st.SendBuffer, st.RecvBuffer, DefaultSendBuffer, DefaultRecvBuffer)
+			}
+			if runtime.GOOS == "linux" && (st.SendBuffer != 2*DefaultSendBuffer || st.RecvBuffer != 2*DefaultRecvBuffer) {
+				t.Fatalf("buffers %d/%d; Linux should report twice %d/%d", st.SendBuffer, st.RecvBuffer, DefaultSendBuffer, DefaultRecvBuffer)
+			}
+		})
+	}
+}
+
+// TestFullPeerDoesNotStallOthers attaches a unixgram peer that never
+// reads: sends to it fail with EAGAIN once its queue is full, are retried
+// briefly and dropped, and the other peers are not held up.
+func TestFullPeerDoesNotStallOthers(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	a, b, stuck := e.vm("a.sock"), e.vm("b.sock"), e.vm("stuck.sock")
+	stuck.send(frame(bcast, mac(3), "I never read"))
+	a.send(frame(bcast, mac(1), "a"))
+	b.send(frame(bcast, mac(2), "b"))
+	waitFor(t, "three ports", func() bool { return e.ports() == 3 })
+	a.expect(frame(bcast, mac(2), "b"))
+
+	start := time.Now()
+	for i := range 500 {
+		f := frame(bcast, mac(1), strings.Repeat("x", 1000)+string(rune('a'+i%26)))
+		a.send(f)
+		b.expect(f)
+	}
+	t.Logf("500 frames through with a full peer in %v; stats %+v", time.Since(start), e.l.Stats())
+	var stuckStats vswitch.PortStats
+	for _, ps := range e.sw.Stats().Ports {
+		if strings.HasSuffix(ps.Peer, "stuck.sock") {
+			stuckStats = ps
+		}
+	}
+	if stuckStats.Drops[vswitch.DropTxError] == 0 {
+		t.Fatalf("full peer counted no tx drops: %+v", stuckStats)
+	}
+	if e.l.Stats().SendRetries == 0 {
+		t.Fatal("no send was retried")
+	}
+}
+
+func TestMaxPeers(t *testing.T) {
+	e := setup(t, "udp", Config{MaxPeers: 2})
+	vms := []*vm{e.vm("1"), e.vm("2"), e.vm("3")}
+	for i, v := range vms {
+		v.send(frame(bcast, mac(i+1), "hi"))
+	}
+	waitFor(t, "refusal", func() bool { return e.l.Stats().Refused == 1 })
+	if e.ports() != 2 {
+		t.Fatalf("%d ports, want 2", e.ports())
+	}
+}
+
+func TestSocketFile(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	path := filepath.Join(t.TempDir(), "vz.sock")
+	// A stale socket file from a previous run.
+	old, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	l, err := Listen(context.Background(), "unixgram://"+path, Config{}, sw)
+	if err != nil {
+		t.Fatalf("Listen over stale socket: %v", err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Perm() != 0o660 || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("socket %v, %v; want a socket with mode 0660", fi.Mode(), err)
+	}
+	if _, err := Listen(context.Background(), "unixgram://"+path, Config{}, sw); !errors.Is(err, listen.ErrInUse) {
+		t.Fatalf("second Listen: %v, want ErrInUse", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file after Close: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestCloseRemovesPeersAndContext(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := Listen(ctx, "udp://127.0.0.1:0", Config{}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	defer c.Close()
+	to, _ := net.ResolveUDPAddr("udp", l.Addr().Address)
+	c.WriteTo(frame(bcast, mac(1), "x"), to)
+	waitFor(t, "peer", func() bool { return len(sw.Ports()) == 1 })
+	cancel()
+	waitFor(t, "peer removal on cancel", func() bool { return len(sw.Ports()) == 0 })
+	l.Close()
+}
+
+func TestListenRejectsStream(t *testing.T) {
+	if _, err := Listen(context.Background(), "tcp://127.0.0.1:0", Config{}, nil); err == nil {
+		t.Fatal("Listen accepted a stream URL")
+	}
+}
+
+func TestUDPIPv6Loopback(t *testing.T) {
+	probe, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	probe.Close()
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	l, err := Listen(context.Background(), "udp://[::1]:0", Config{}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	to, _ := net.ResolveUDPAddr("udp", l.Addr().Address)
+	var vms []*vm
+	for range 2 {
+		c, err := net.ListenPacket("udp6", "[::1]:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		vms = append(vms, &vm{t: t, c: c, to: to})
+	}
+	vms[0].send(frame(bcast, mac(1), "a"))
+	waitFor(t, "first peer", func() bool { return len(sw.Ports()) == 1 })
+	f := frame(bcast, mac(2), "over IPv6")
+	vms[1].send(f)
+	vms[0].expect(f)
+	if p := sw.Stats().Ports[0].Peer; !strings.HasPrefix(p, "[::1]:") {
+		t.Fatalf("peer %q, want [::1]:port", p)
+	}
+}

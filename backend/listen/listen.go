@@ -1,0 +1,112 @@
+// Package listen holds what the socket backends share: the listener URL
+// syntax (unix://, tcp://, unixgram://, udp://), the life cycle of unix
+// socket files (stale file replaced, mode set before anyone can connect,
+// removed on close) and a limiter for log lines about repeated trouble.
+//
+// It sits under backend/stream (QEMU stream framing) and backend/dgram (one
+// frame per datagram); it knows nothing of frames or of the switch.
+package listen
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Kinds of transport, as returned by Addr.Kind.
+const (
+	// KindStream is a byte stream carrying QEMU's length-prefixed frames.
+	KindStream = "stream"
+	// KindDgram is a datagram socket carrying one frame per datagram.
+	KindDgram = "dgram"
+)
+
+// ErrScheme is returned, wrapped, by Parse for a URL whose scheme is not
+// one of unix, tcp, unixgram, udp.
+var ErrScheme = errors.New("unsupported scheme (want unix, tcp, unixgram or udp)")
+
+// Addr is a parsed listener or peer address.
+type Addr struct {
+	// Network is "unix", "tcp", "unixgram" or "udp", as the net package
+	// names them.
+	Network string
+	// Address is a socket file path for unix and unixgram, host:port for
+	// tcp and udp.
+	Address string
+}
+
+// Parse parses a socket URL:
+//
+//	unix:///run/tapswitch.sock     stream over a unix socket (absolute path)
+//	unix:relative/tapswitch.sock   stream over a unix socket (relative path)
+//	tcp://127.0.0.1:5555           stream over TCP; tcp://:5555 is every address
+//	unixgram:///run/vz.sock        datagrams over a unix socket
+//	udp://127.0.0.1:5556           datagrams over UDP
+//
+// Query strings, fragments and user information are rejected so that a
+// typo is not silently ignored.
+func Parse(s string) (Addr, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return Addr{}, fmt.Errorf("parse address %q: %w", s, err)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return Addr{}, fmt.Errorf("parse address %q: query, fragment and user information are not supported", s)
+	}
+	a := Addr{Network: u.Scheme}
+	switch u.Scheme {
+	case "unix", "unixgram":
+		switch {
+		case u.Opaque != "":
+			a.Address = u.Opaque
+		case u.Host != "":
+			return Addr{}, fmt.Errorf("parse address %q: %s URL has host %q; write %s:///absolute/path", s, u.Scheme, u.Host, u.Scheme)
+		default:
+			a.Address = u.Path
+		}
+		if a.Address == "" {
+			return Addr{}, fmt.Errorf("parse address %q: missing socket path", s)
+		}
+	case "tcp", "udp":
+		if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
+			return Addr{}, fmt.Errorf("parse address %q: want %s://host:port", s, u.Scheme)
+		}
+		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
+			return Addr{}, fmt.Errorf("parse address %q: want %s://host:port", s, u.Scheme)
+		}
+		a.Address = u.Host
+	case "":
+		return Addr{}, fmt.Errorf("parse address %q: missing scheme: %w", s, ErrScheme)
+	default:
+		return Addr{}, fmt.Errorf("parse address %q: %q: %w", s, u.Scheme, ErrScheme)
+	}
+	return a, nil
+}
+
+// Kind returns KindStream for unix and tcp, KindDgram for unixgram and udp,
+// and "" for anything else.
+func (a Addr) Kind() string {
+	switch a.Network {
+	case "unix", "tcp":
+		return KindStream
+	case "unixgram", "udp":
+		return KindDgram
+	}
+	return ""
+}
+
+// IsUnix reports whether a names a unix socket file.
+func (a Addr) IsUnix() bool { return a.Network == "unix" || a.Network == "unixgram" }
+
+// String returns a in URL form, which Parse accepts.
+func (a Addr) String() string {
+	if a.IsUnix() {
+		if strings.HasPrefix(a.Address, "/") {
+			return a.Network + "://" + a.Address
+		}
+		return a.Network + ":" + a.Address
+	}
+	return a.Network + "://" + a.Address
+}

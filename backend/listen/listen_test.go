@@ -1,0 +1,214 @@
+package listen
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Addr
+		kind    string
+		wantErr string
+	}{
+		{in: "unix:///run/x.sock", want: Addr{"unix", "/run/x.sock"}, kind: KindStream},
+		{in: "unix:/run/x.sock", want: Addr{"unix", "/run/x.sock"}, kind: KindStream},
+		{in: "unix:rel/x.sock", want: Addr{"unix", "rel/x.sock"}, kind: KindStream},
+		{in: "tcp://127.0.0.1:5555", want: Addr{"tcp", "127.0.0.1:5555"}, kind: KindStream},
+		{in: "tcp://:5555", want: Addr{"tcp", ":5555"}, kind: KindStream},
+		{in: "tcp://[::1]:5555", want: Addr{"tcp", "[::1]:5555"}, kind: KindStream},
+		{in: "unixgram:///run/vz.sock", want: Addr{"unixgram", "/run/vz.sock"}, kind: KindDgram},
+		{in: "udp://127.0.0.1:5556", want: Addr{"udp", "127.0.0.1:5556"}, kind: KindDgram},
+		{in: "udp://127.0.0.1:5556/", want: Addr{"udp", "127.0.0.1:5556"}, kind: KindDgram},
+		{in: "http://x", wantErr: "unsupported scheme"},
+		{in: "/run/x.sock", wantErr: "missing scheme"},
+		{in: "unix://run/x.sock", wantErr: "has host"},
+		{in: "unix://", wantErr: "missing socket path"},
+		{in: "tcp://127.0.0.1", wantErr: "want tcp://host:port"},
+		{in: "tcp://127.0.0.1:", wantErr: "want tcp://host:port"},
+		{in: "udp://h:1/path", wantErr: "want udp://host:port"},
+		{in: "tcp://h:1?x=y", wantErr: "query"},
+		{in: "unix:///x#frag", wantErr: "fragment"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse(%q) = %v, %v; want error containing %q", tt.in, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tt.in, err)
+			}
+			if got != tt.want || got.Kind() != tt.kind {
+				t.Fatalf("Parse(%q) = %+v (kind %q); want %+v (kind %q)", tt.in, got, got.Kind(), tt.want, tt.kind)
+			}
+			again, err := Parse(got.String())
+			if err != nil || again != got {
+				t.Fatalf("Parse(%q.String() = %q) = %+v, %v", tt.in, got.String(), again, err)
+			}
+		})
+	}
+	if _, err := Parse("ftp://x:1"); !errors.Is(err, ErrScheme) {
+		t.Fatalf("Parse(ftp) error %v does not match ErrScheme", err)
+	}
+}
+
+func TestListenUnixModeAndStale(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+
+	// A stale socket file: bound, then closed without unlinking.
+	old, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.SetUnlinkOnClose(false)
+	old.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("stale socket not left behind: %v", err)
+	}
+
+	l, f, err := ListenUnix(path, 0)
+	if err != nil {
+		t.Fatalf("ListenUnix over stale socket: %v", err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != DefaultMode || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("socket mode %v, want socket %v", fi.Mode(), DefaultMode)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Fatalf("directory holds %d entries, want only the socket (temp dir left behind?)", len(entries))
+	}
+
+	// The listener works at the final path.
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial renamed socket: %v", err)
+	}
+	buf := make([]byte, 2)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	c.Close()
+
+	// A live socket is not replaced.
+	if _, _, err := ListenUnix(path, 0); !errors.Is(err, ErrInUse) {
+		t.Fatalf("ListenUnix over live socket: %v, want ErrInUse", err)
+	}
+	if _, _, err := ListenUnixgram(path, 0); !errors.Is(err, ErrInUse) {
+		t.Fatalf("ListenUnixgram over live stream socket: %v, want ErrInUse", err)
+	}
+
+	l.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("closing the listener removed the socket file: %v", err)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file still there after Remove: %v", err)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+}
+
+func TestListenUnixRefusesNonSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ListenUnix(path, 0); !errors.Is(err, ErrNotSocket) {
+		t.Fatalf("ListenUnix over a regular file: %v, want ErrNotSocket", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "keep me" {
+		t.Fatal("regular file was touched")
+	}
+}
+
+func TestRemoveLeavesReplacedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.sock")
+	c, f, err := ListenUnixgram(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fi, _ := os.Lstat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	// Someone else replaces the file; Remove must leave theirs alone.
+	os.Remove(path)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("Remove deleted a file it did not create: %v", err)
+	}
+}
+
+func TestListenUnixLongDirFallsBack(t *testing.T) {
+	// A directory deep enough that the private temp directory's path would
+	// exceed the limit while the final path does not.
+	dir := t.TempDir()
+	for len(dir) < maxSunPath-12 {
+		dir = filepath.Join(dir, "dddddddd")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "s")
+	if len(path) > maxSunPath {
+		t.Skipf("temp dir too deep for this test: %d", len(path))
+	}
+	l, f, err := ListenUnix(path, 0)
+	if err != nil {
+		t.Fatalf("ListenUnix with long path: %v", err)
+	}
+	defer l.Close()
+	defer f.Remove()
+	fi, _ := os.Lstat(path)
+	if fi.Mode().Perm() != DefaultMode {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	l := Limiter{Every: time.Hour}
+	if ok, _ := l.Allow(); !ok {
+		t.Fatal("first event held back")
+	}
+	for range 3 {
+		if ok, _ := l.Allow(); ok {
+			t.Fatal("event within the interval allowed")
+		}
+	}
+	l.last = time.Now().Add(-2 * time.Hour)
+	if ok, n := l.Allow(); !ok || n != 3 {
+		t.Fatalf("Allow after interval = %v, %d; want true, 3", ok, n)
+	}
+}

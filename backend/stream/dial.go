@@ -1,0 +1,126 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/tapswitch/tapswitch/backend/listen"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// Reconnect delays of Dial, by default.
+const (
+	DefaultMinBackoff  = 100 * time.Millisecond
+	DefaultMaxBackoff  = 5 * time.Second
+	DefaultDialTimeout = 5 * time.Second
+)
+
+// DialConfig configures Dial. The zero value is usable.
+type DialConfig struct {
+	// Logger receives connection events: each connect and disconnect, and
+	// the first failure of a run of failed attempts (later ones at debug
+	// level). Nil discards them.
+	Logger logrus.FieldLogger
+	// Conn configures the port. Its Name defaults to the dialled URL and
+	// its Logger to Logger.
+	Conn ConnConfig
+	// MinBackoff and MaxBackoff bound the wait between attempts, which
+	// doubles after each failure (defaults 100 ms and 5 s). The wait goes
+	// back to MinBackoff once a connection has lasted MaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// DialTimeout bounds one connection attempt (default 5 s).
+	DialTimeout time.Duration
+}
+
+// Dial keeps sw connected, as a client, to the stream socket at rawURL
+// (unix:///path or tcp://host:port): typically a QEMU started with
+// `-netdev stream,server=on,...`. The connection is attached as a port of
+// kind "stream"; when it fails or the peer goes away, Dial connects again
+// after an exponential backoff, for as long as ctx lasts.
+//
+// Dial blocks. It returns nil once ctx is cancelled (after removing its
+// port), and an error if rawURL is not a stream URL or the switch is
+// closed.
+func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch) error {
+	a, err := listen.Parse(rawURL)
+	if err != nil {
+		return err
+	}
+	if a.Kind() != listen.KindStream {
+		return fmt.Errorf("connect %s: not a stream address (want unix:// or tcp://)", a)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discard()
+	}
+	if cfg.Conn.Logger == nil {
+		cfg.Conn.Logger = cfg.Logger
+	}
+	if cfg.Conn.Name == "" {
+		cfg.Conn.Name = a.Network + ":" + a.Address
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	log := cfg.Logger.WithField("connect", a.String())
+	d := net.Dialer{Timeout: cfg.DialTimeout}
+	backoff := cfg.MinBackoff
+	failures := 0
+	for {
+		c, err := d.DialContext(ctx, a.Network, a.Address)
+		if err == nil {
+			peer := peerOf(c)
+			if peer == "" {
+				peer = a.String()
+			}
+			conn := NewConn(c, cfg.Conn)
+			att, err := sw.AddPort(conn, vswitch.PortConfig{Kind: PortKind, Peer: peer})
+			if err != nil {
+				conn.Close()
+				return fmt.Errorf("connect %s: %w", a, err)
+			}
+			log.WithField("peer", peer).Info("connected")
+			failures = 0
+			start := time.Now()
+			select {
+			case <-ctx.Done():
+				att.Close()
+				<-att.Done()
+				return nil
+			case <-att.Done():
+			}
+			if time.Since(start) >= cfg.MaxBackoff {
+				backoff = cfg.MinBackoff
+			}
+			log.WithField("retry_in", backoff).Info("disconnected; reconnecting")
+		} else {
+			if ctx.Err() != nil {
+				return nil
+			}
+			l := log.WithError(err).WithField("retry_in", backoff)
+			if failures == 0 {
+				l.Warn("connect failed; retrying")
+			} else {
+				l.Debug("connect failed; retrying")
+			}
+			failures++
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, cfg.MaxBackoff)
+	}
+}

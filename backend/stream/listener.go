@@ -1,0 +1,266 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/tapswitch/tapswitch/backend/listen"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// PortKind is the PortConfig.Kind of every port this package adds.
+const PortKind = "stream"
+
+// Accept retry delays: after a failed Accept (EMFILE, ENFILE, ENOBUFS,
+// ECONNABORTED...) the listener waits, doubling from the first to the
+// last, and tries again; it never gives up while open.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
+// ListenerConfig configures a Listener. The zero value is usable.
+type ListenerConfig struct {
+	// Logger receives listener and client events (one line per client
+	// joining or leaving, rate-limited lines for accept failures). Nil
+	// discards them.
+	Logger logrus.FieldLogger
+	// Conn configures each client's port. Its Name is set per client and
+	// its Logger defaults to Logger.
+	Conn ConnConfig
+	// Mode is the permission of a unix socket file (default 0660:
+	// listen.DefaultMode).
+	Mode os.FileMode
+}
+
+// Listener accepts any number of clients on a unix or TCP stream socket and
+// attaches each one to a switch as its own port. A client that hangs up or
+// sends a malformed stream loses its port (and the switch forgets its MAC
+// addresses); the others carry on.
+type Listener struct {
+	addr listen.Addr
+	ln   net.Listener
+	file *listen.SocketFile // nil for TCP
+	sw   *vswitch.Switch
+	cfg  ListenerConfig
+	log  logrus.FieldLogger
+	lim  listen.Limiter
+
+	seq  atomic.Uint64
+	done chan struct{}
+	wg   sync.WaitGroup
+	stop func() bool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu     sync.Mutex
+	closed bool
+	ports  map[*vswitch.Attachment]struct{}
+}
+
+// Listen parses rawURL (unix:///path or tcp://host:port, see listen.Parse)
+// and calls ListenAddr.
+func Listen(ctx context.Context, rawURL string, cfg ListenerConfig, sw *vswitch.Switch) (*Listener, error) {
+	a, err := listen.Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return ListenAddr(ctx, a, cfg, sw)
+}
+
+// ListenAddr listens on a, a unix or tcp address, and attaches every
+// client that connects to sw as a port of kind "stream". The port's peer is
+// the client's credentials for a unix socket ("pid=123 uid=0 gid=0") and
+// its address for TCP.
+//
+// A unix socket file is created as listen.ListenUnix describes: a stale
+// file is replaced, a live socket or a non-socket file is refused, and the
+// mode is set before anyone can connect.
+//
+// The listener runs until ctx is cancelled or Close is called.
+func ListenAddr(ctx context.Context, a listen.Addr, cfg ListenerConfig, sw *vswitch.Switch) (*Listener, error) {
+	if a.Kind() != listen.KindStream {
+		return nil, fmt.Errorf("listen %s: not a stream address (want unix:// or tcp://)", a)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discard()
+	}
+	if cfg.Conn.Logger == nil {
+		cfg.Conn.Logger = cfg.Logger
+	}
+	l := &Listener{
+		addr:  a,
+		sw:    sw,
+		cfg:   cfg,
+		done:  make(chan struct{}),
+		ports: make(map[*vswitch.Attachment]struct{}),
+	}
+	switch a.Network {
+	case "unix":
+		ln, f, err := listen.ListenUnix(a.Address, cfg.Mode)
+		if err != nil {
+			return nil, err
+		}
+		l.ln, l.file = ln, f
+	default:
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, a.Network, a.Address)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+		l.ln = ln
+		l.addr.Address = ln.Addr().String()
+	}
+	l.log = cfg.Logger.WithField("listener", l.addr.String())
+	l.wg.Add(1)
+	go l.acceptLoop()
+	l.stop = context.AfterFunc(ctx, func() { l.shutdown() })
+	l.log.Info("listening")
+	return l, nil
+}
+
+// Addr returns the address the listener serves, with the port chosen by
+// the system when a TCP port of 0 was asked for.
+func (l *Listener) Addr() listen.Addr { return l.addr }
+
+// String returns the listener's address in URL form.
+func (l *Listener) String() string { return l.addr.String() }
+
+// Ports returns the attachments of the clients currently connected.
+func (l *Listener) Ports() []*vswitch.Attachment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pruneLocked()
+	out := make([]*vswitch.Attachment, 0, len(l.ports))
+	for a := range l.ports {
+		out = append(out, a)
+	}
+	return out
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, acceptRetryMin), acceptRetryMax)
+			if ok, n := l.lim.Allow(); ok {
+				l.log.WithError(err).WithField("suppressed", n).Warn("accept failed; retrying")
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-l.done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		delay = 0
+		l.attach(c)
+	}
+}
+
+func (l *Listener) attach(c net.Conn) {
+	ccfg := l.cfg.Conn
+	peer := peerOf(c)
+	if l.addr.Network == "unix" {
+		ccfg.Name = "unix:" + l.addr.Address + "#" + strconv.FormatUint(l.seq.Add(1), 10)
+	} else {
+		ccfg.Name = "tcp:" + c.RemoteAddr().String() // Go sets TCP_NODELAY
+	}
+	conn := NewConn(c, ccfg)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		conn.Close()
+		return
+	}
+	l.pruneLocked()
+	a, err := l.sw.AddPort(conn, vswitch.PortConfig{Kind: PortKind, Peer: peer})
+	if err != nil {
+		conn.Close()
+		if ok, n := l.lim.Allow(); ok {
+			l.log.WithError(err).WithFields(logrus.Fields{"peer": peer, "suppressed": n}).Warn("cannot attach client")
+		}
+		return
+	}
+	l.ports[a] = struct{}{}
+}
+
+// pruneLocked forgets clients whose ports the switch has removed.
+func (l *Listener) pruneLocked() {
+	for a := range l.ports {
+		select {
+		case <-a.Done():
+			delete(l.ports, a)
+		default:
+		}
+	}
+}
+
+// Close stops accepting, removes every client's port from the switch and
+// deletes the unix socket file. It is idempotent and safe to call
+// concurrently.
+func (l *Listener) Close() error {
+	l.stop()
+	return l.shutdown()
+}
+
+func (l *Listener) shutdown() error {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err := l.ln.Close()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			l.closeErr = fmt.Errorf("close listener %s: %w", l.addr, err)
+		}
+		l.wg.Wait()
+		l.mu.Lock()
+		l.closed = true
+		ports := l.ports
+		l.ports = nil
+		l.mu.Unlock()
+		for a := range ports {
+			a.Close()
+		}
+		if l.file != nil {
+			if err := l.file.Remove(); err != nil && l.closeErr == nil {
+				l.closeErr = err
+			}
+		}
+		l.log.Info("listener closed")
+	})
+	return l.closeErr
+}
+
+// peerOf describes the other end of c: its credentials for a unix socket,
+// its address otherwise.
+func peerOf(c net.Conn) string {
+	if uc, ok := c.(*net.UnixConn); ok {
+		if rc, err := uc.SyscallConn(); err == nil {
+			if s, err := peerCred(rc); err == nil {
+				return s
+			}
+		}
+		return ""
+	}
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}

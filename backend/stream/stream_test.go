@@ -1,0 +1,679 @@
+package stream
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tapswitch/tapswitch/backend/listen"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+// exchange checks that a and b (with MACs ma and mb) reach each other by
+// broadcast and, once learned, by unicast.
+func exchange(t *testing.T, a, b *client, ma, mb vswitch.MAC, tag string) {
+	t.Helper()
+	f1 := frame(bcast, ma, []byte(tag+" hello from a"))
+	a.send(f1)
+	b.expect(f1)
+	f2 := frame(ma, mb, []byte(tag+" unicast b->a"))
+	b.send(f2)
+	a.expect(f2)
+	f3 := frame(mb, ma, bytes.Repeat([]byte(tag+" unicast a->b "), 100))
+	a.send(f3)
+	b.expect(f3)
+}
+
+func TestUnixExchange(t *testing.T) {
+	sw, l, path := setup(t, ListenerConfig{})
+	a := dialClient(t, "unix", path)
+	b := dialClient(t, "unix", path)
+	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	exchange(t, a, b, mac(1), mac(2), "x")
+
+	st := sw.Stats()
+	if st.Forwarded < 2 || st.Flooded < 1 {
+		t.Fatalf("forwarded %d flooded %d; want >= 2 and >= 1", st.Forwarded, st.Flooded)
+	}
+	pid := fmt.Sprintf("pid=%d uid=%d gid=%d", os.Getpid(), os.Getuid(), os.Getgid())
+	for _, ps := range st.Ports {
+		if !strings.HasPrefix(ps.Name, "unix:"+path+"#") {
+			t.Errorf("port name %q, want unix:%s#N", ps.Name, path)
+		}
+		if ps.Peer != pid {
+			t.Errorf("port peer %q, want %q", ps.Peer, pid)
+		}
+		if ps.Kind != "stream" {
+			t.Errorf("port kind %q", ps.Kind)
+		}
+	}
+	if got := len(l.Ports()); got != 2 {
+		t.Fatalf("listener has %d ports, want 2", got)
+	}
+}
+
+func TestTCPExchange(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log})
+	defer sw.Close()
+	l, err := Listen(context.Background(), "tcp://127.0.0.1:0", ListenerConfig{Logger: log}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.Addr().Network != "tcp" || strings.HasSuffix(l.Addr().Address, ":0") {
+		t.Fatalf("listener address %v has no real port", l.Addr())
+	}
+	a := dialClient(t, "tcp", l.Addr().Address)
+	b := dialClient(t, "tcp", l.Addr().Address)
+	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	exchange(t, a, b, mac(1), mac(2), "tcp")
+	for _, ps := range sw.Stats().Ports {
+		if ps.Name != "tcp:"+ps.Peer || !strings.HasPrefix(ps.Peer, "127.0.0.1:") {
+			t.Errorf("port %q peer %q, want tcp:127.0.0.1:N", ps.Name, ps.Peer)
+		}
+	}
+}
+
+func TestClientLeaveRemovesPortAndFDB(t *testing.T) {
+	sw, l, path := setup(t, ListenerConfig{})
+	a := dialClient(t, "unix", path)
+	b := dialClient(t, "unix", path)
+	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	exchange(t, a, b, mac(1), mac(2), "leave")
+	if n := len(sw.FDB()); n != 2 {
+		t.Fatalf("FDB has %d entries, want 2", n)
+	}
+	a.c.Close()
+	waitFor(t, "port removal", func() bool { return streamPorts(sw) == 1 })
+	for _, e := range sw.FDB() {
+		if e.MAC == mac(1) {
+			t.Fatalf("FDB still holds %v of the departed client", e.MAC)
+		}
+	}
+	waitFor(t, "listener forgets client", func() bool { return len(l.Ports()) == 1 })
+}
+
+func TestMalformedClients(t *testing.T) {
+	sw, _, path := setup(t, ListenerConfig{})
+	a := dialClient(t, "unix", path)
+	b := dialClient(t, "unix", path)
+	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	exchange(t, a, b, mac(1), mac(2), "before")
+
+	hdr := func(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
+	random := make([]byte, 4096)
+	rand.New(rand.NewSource(1)).Read(random)
+	cases := []struct {
+		name   string
+		data   []byte
+		hangup bool // the bad client closes its side after writing
+	}{
+		{"length 0", hdr(0), false},
+		{"length 1", append(hdr(1), 0xaa), false},
+		{"length 13", append(hdr(13), make([]byte, 13)...), false},
+		{"length 0xFFFFFFFF", hdr(0xFFFFFFFF), false},
+		{"length 200000", hdr(200000), false},
+		{"good then length 0", append(append(hdr(14), frame(bcast, mac(9), nil)...), hdr(0)...), false},
+		{"truncated then hang-up", append(hdr(100), make([]byte, 50)...), true},
+		{"truncated header then hang-up", []byte{0, 0}, true},
+		{"random bytes then hang-up", random, true},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := dialClient(t, "unix", path)
+			waitFor(t, "bad client's port", func() bool { return streamPorts(sw) == 3 })
+			if _, err := bad.c.Write(tc.data); err != nil {
+				t.Fatal(err)
+			}
+			if tc.hangup {
+				bad.c.(*net.UnixConn).CloseWrite()
+			}
+			// The switch cuts the bad client off...
+			bad.expectHangup()
+			waitFor(t, "bad client's removal", func() bool { return streamPorts(sw) == 2 })
+			// ...and the good ones carry on. The bad client may have
+			// flooded a valid frame first ("good then length 0").
+			for _, c := range []*client{a, b} {
+				c.c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				for {
+					if _, err := c.recv(50 * time.Millisecond); err != nil {
+						break
+					}
+				}
+			}
+			exchange(t, a, b, mac(1), mac(2), fmt.Sprintf("after %d", i))
+		})
+	}
+	if n := len(sw.Stats().Departed); n != len(cases) {
+		t.Fatalf("%d departed ports, want %d", n, len(cases))
+	}
+}
+
+func TestBadLengthError(t *testing.T) {
+	s1, s2 := socketpair(t)
+	c := NewConn(s1, ConnConfig{Name: "pair"})
+	defer c.Close()
+	s2.Write([]byte{0, 0, 0, 13})
+	bufs, sizes := buffers(1, 16+65535)
+	_, err := c.ReadFrames(bufs, sizes, 16)
+	if !errors.Is(err, ErrBadLength) || !strings.Contains(err.Error(), "length 13") {
+		t.Fatalf("ReadFrames: %v, want ErrBadLength naming length 13", err)
+	}
+}
+
+func TestReadBatchNeverBlocksOnPartialFrame(t *testing.T) {
+	s1, s2 := socketpair(t)
+	c := NewConn(s1, ConnConfig{})
+	defer c.Close()
+	var wire []byte
+	for i := range 3 {
+		fr := frame(bcast, mac(i), []byte{byte(i)})
+		wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
+		wire = append(wire, fr...)
+	}
+	// Three whole frames and the first half of a fourth.
+	wire = append(wire, 0, 0, 0, 100, 1, 2, 3)
+	s2.Write(wire)
+	bufs, sizes := buffers(8, 16+65535)
+	n, err := readWithin(c, bufs, sizes, 2*time.Second)
+	if err != nil || n != 3 {
+		t.Fatalf("ReadFrames = %d, %v; want 3 frames", n, err)
+	}
+	for i := range 3 {
+		if sizes[i] != 15 || bufs[i][16+14] != byte(i) {
+			t.Fatalf("frame %d: size %d payload %d", i, sizes[i], bufs[i][16+14])
+		}
+	}
+	// The rest arrives; the fourth frame completes.
+	s2.Write(make([]byte, 97))
+	n, err = readWithin(c, bufs, sizes, 2*time.Second)
+	if err != nil || n != 1 || sizes[0] != 100 {
+		t.Fatalf("ReadFrames = %d, %v (size %d); want the 100-byte frame", n, err, sizes[0])
+	}
+	// A clean hang-up at a frame boundary is io.EOF.
+	s2.Close()
+	if _, err := c.ReadFrames(bufs, sizes, 16); !errors.Is(err, io.EOF) {
+		t.Fatalf("after hang-up: %v, want io.EOF", err)
+	}
+}
+
+func TestCloseUnblocksAndLaterCallsFail(t *testing.T) {
+	s1, _ := socketpair(t)
+	c := NewConn(s1, ConnConfig{})
+	bufs, sizes := buffers(1, 16+65535)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.ReadFrames(bufs, sizes, 16)
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("blocked ReadFrames after Close: %v", err)
+	}
+	if _, err := c.ReadFrames(bufs, sizes, 16); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("ReadFrames after Close: %v", err)
+	}
+	if _, err := c.WriteFrames(bufs, 16); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("WriteFrames after Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestSmallCallerBufferSkipsFrame(t *testing.T) {
+	s1, s2 := socketpair(t)
+	c := NewConn(s1, ConnConfig{})
+	defer c.Close()
+	big := frame(bcast, mac(1), make([]byte, 3000))
+	small := frame(bcast, mac(2), []byte("ok"))
+	var wire []byte
+	for _, fr := range [][]byte{big, small} {
+		wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
+		wire = append(wire, fr...)
+	}
+	s2.Write(wire)
+	bufs, sizes := buffers(4, 16+1500)
+	n, err := readWithin(c, bufs, sizes, 2*time.Second)
+	if err != nil || n != 1 || !bytes.Equal(bufs[0][16:16+sizes[0]], small) {
+		t.Fatalf("ReadFrames = %d, %v; want only the small frame", n, err)
+	}
+	if c.Stats().Discarded != 1 {
+		t.Fatalf("discarded %d, want 1", c.Stats().Discarded)
+	}
+}
+
+// TestWriteTimeoutKeepsFraming writes to a peer that reads slowly, in
+// small pieces, with a short write timeout: WriteFrames must return
+// (dropping frames) rather than block, writes must time out inside frames,
+// and every frame the peer sees must still be whole and in order.
+func TestWriteTimeoutKeepsFraming(t *testing.T) {
+	s1, s2 := socketpair(t)
+	c := NewConn(s1, ConnConfig{WriteTimeout: 3 * time.Millisecond})
+	defer c.Close()
+
+	// The slow peer: 700 bytes every millisecond, kept for parsing.
+	wire := make(chan []byte)
+	go func() {
+		var all []byte
+		buf := make([]byte, 700)
+		for {
+			n, err := s2.Read(buf)
+			all = append(all, buf[:n]...)
+			if err != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		wire <- all
+	}()
+
+	const batches = 200
+	bufs, _ := buffers(8, 16+3000)
+	sent, timeouts, seq := 0, 0, 0
+	for b := 0; b < batches || c.Stats().PartialWrites == 0 && b < 10*batches; b++ {
+		for i := range bufs {
+			fr := frame(bcast, mac(1), make([]byte, 1000+seq%1500))
+			binary.BigEndian.PutUint32(fr[14:], uint32(seq))
+			seq++
+			bufs[i] = bufs[i][:16+copy(bufs[i][16:cap(bufs[i])], fr)]
+		}
+		start := time.Now()
+		w, err := c.WriteFrames(bufs, 16)
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("WriteFrames blocked")
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("WriteFrames: %v", err)
+			}
+			timeouts++
+		}
+		sent += w
+	}
+	// A last write with time to spare flushes any held tail.
+	fin := frame(bcast, mac(1), make([]byte, 1000+seq%1500))
+	binary.BigEndian.PutUint32(fin[14:], uint32(seq))
+	bufs[0] = bufs[0][:16+copy(bufs[0][16:cap(bufs[0])], fin)]
+	c.cfg.WriteTimeout = 10 * time.Second
+	if w, err := c.WriteFrames(bufs[:1], 16); w != 1 || err != nil {
+		t.Fatalf("final WriteFrames = %d, %v", w, err)
+	}
+	sent++
+	c.Close()
+
+	st := c.Stats()
+	t.Logf("sent %d of %d frames; %d timeouts; stats %+v", sent, seq+1, timeouts, st)
+	if timeouts == 0 || st.WriteTimeouts == 0 {
+		t.Fatal("no write timed out")
+	}
+	if st.PartialWrites == 0 {
+		t.Fatal("no write timed out inside a frame; the test did not exercise the held tail")
+	}
+	all := <-wire
+	got, last := 0, -1
+	for len(all) > 0 {
+		if len(all) < 4 {
+			t.Fatalf("%d stray bytes at the end of the stream", len(all))
+		}
+		n := int(binary.BigEndian.Uint32(all))
+		if n < 14 || 4+n > len(all) {
+			t.Fatalf("after %d frames: length %d with %d bytes left: torn stream", got, n, len(all)-4)
+		}
+		fr := all[4 : 4+n]
+		s := int(binary.BigEndian.Uint32(fr[14:]))
+		if s <= last || n != 14+1000+s%1500 {
+			t.Fatalf("frame seq %d (len %d) after %d: torn or reordered stream", s, n, last)
+		}
+		last = s
+		got++
+		all = all[4+n:]
+	}
+	if got != sent {
+		t.Fatalf("peer read %d whole frames, WriteFrames reported %d", got, sent)
+	}
+}
+
+// TestSlowClientDoesNotBlockOthers attaches a client that never reads: the
+// others keep exchanging frames at full rate and the stuck port counts
+// drops.
+func TestSlowClientDoesNotBlockOthers(t *testing.T) {
+	sw, _, path := setup(t, ListenerConfig{Conn: ConnConfig{WriteTimeout: 20 * time.Millisecond}})
+	a := dialClient(t, "unix", path)
+	b := dialClient(t, "unix", path)
+	stuck := dialClient(t, "unix", path)
+	waitFor(t, "three ports", func() bool { return streamPorts(sw) == 3 })
+	stuck.send(frame(bcast, mac(3), []byte("I never read")))
+	a.expect(frame(bcast, mac(3), []byte("I never read")))
+	b.expect(frame(bcast, mac(3), []byte("I never read")))
+
+	const total, window = 3000, 64
+	payload := make([]byte, 1400)
+	start := time.Now()
+	for i := 0; i < total; i += window {
+		for j := i; j < i+window; j++ {
+			binary.BigEndian.PutUint32(payload, uint32(j))
+			a.send(frame(bcast, mac(1), payload))
+		}
+		for j := i; j < i+window; j++ {
+			fr, err := b.recv(5 * time.Second)
+			if err != nil {
+				t.Fatalf("b after %d frames: %v", j, err)
+			}
+			if got := binary.BigEndian.Uint32(fr[14:]); got != uint32(j) {
+				t.Fatalf("b got frame %d, want %d", got, j)
+			}
+		}
+	}
+	t.Logf("%d broadcast frames through with a stuck client in %v", total, time.Since(start))
+	var stuckStats vswitch.PortStats
+	for _, ps := range sw.Stats().Ports {
+		if strings.HasSuffix(ps.Name, "#3") {
+			stuckStats = ps
+		}
+	}
+	drops := stuckStats.Drops[vswitch.DropTxError] + stuckStats.Drops[vswitch.DropQueueFull]
+	if drops == 0 {
+		t.Fatalf("stuck port counted no drops: %+v", stuckStats)
+	}
+	t.Logf("stuck port: tx %d, drops %d", stuckStats.TxFrames, drops)
+}
+
+func TestSocketFileLifecycle(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log})
+	defer sw.Close()
+	path := filepath.Join(t.TempDir(), "life.sock")
+
+	// Stale socket from a previous run.
+	old, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.SetUnlinkOnClose(false)
+	old.Close()
+
+	l, err := Listen(context.Background(), "unix://"+path, ListenerConfig{Logger: log}, sw)
+	if err != nil {
+		t.Fatalf("Listen over stale socket: %v", err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Perm() != 0o660 || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("socket file %v, %v; want a socket with mode 0660", fi.Mode(), err)
+	}
+
+	// A second listener on the same path is refused: this one is live.
+	if _, err := Listen(context.Background(), "unix://"+path, ListenerConfig{Logger: log}, sw); !errors.Is(err, listen.ErrInUse) {
+		t.Fatalf("second Listen: %v, want listen.ErrInUse", err)
+	}
+	c := dialClient(t, "unix", path)
+	waitFor(t, "client port", func() bool { return streamPorts(sw) == 1 })
+
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file after Close: %v", err)
+	}
+	c.expectHangup()
+	waitFor(t, "client port removal", func() bool { return streamPorts(sw) == 0 })
+
+	// A regular file is never removed.
+	os.WriteFile(path, []byte("x"), 0o600)
+	if _, err := Listen(context.Background(), "unix://"+path, ListenerConfig{Logger: log}, sw); !errors.Is(err, listen.ErrNotSocket) {
+		t.Fatalf("Listen over a regular file: %v, want listen.ErrNotSocket", err)
+	}
+}
+
+func TestListenContextCancel(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log})
+	defer sw.Close()
+	path := filepath.Join(t.TempDir(), "ctx.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := Listen(ctx, "unix://"+path, ListenerConfig{Logger: log}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	waitFor(t, "socket removal", func() bool { _, err := os.Lstat(path); return os.IsNotExist(err) })
+	l.Close()
+}
+
+func TestListenRejectsDgram(t *testing.T) {
+	if _, err := Listen(context.Background(), "udp://127.0.0.1:0", ListenerConfig{}, nil); err == nil {
+		t.Fatal("Listen accepted a datagram URL")
+	}
+}
+
+// TestAcceptRetriesOnEMFILE exhausts the file descriptor limit so that
+// Accept fails with EMFILE, then frees descriptors: the listener must
+// still be there and accept the waiting client.
+func TestAcceptRetriesOnEMFILE(t *testing.T) {
+	log, h := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log})
+	defer sw.Close()
+	path := filepath.Join(t.TempDir(), "emfile.sock")
+	l, err := Listen(context.Background(), "unix://"+path, ListenerConfig{Logger: log}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("getrlimit: %v", err)
+	}
+	open := countFDs(t)
+	small := lim
+	small.Cur = uint64(open + 16)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &small); err != nil {
+		t.Skipf("setrlimit: %v", err)
+	}
+	var fill []*os.File
+	restore := func() {
+		for _, f := range fill {
+			f.Close()
+		}
+		fill = nil
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	defer restore()
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		fill = append(fill, f)
+	}
+	// One descriptor for the client's socket; none left for Accept.
+	fill[len(fill)-1].Close()
+	fill = fill[:len(fill)-1]
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial with one descriptor free: %v", err)
+	}
+	defer c.Close()
+	waitFor(t, "accept failure", func() bool { return h.count("accept failed; retrying") > 0 })
+	if streamPorts(sw) != 0 {
+		t.Fatal("client attached although no descriptor was free")
+	}
+	restore()
+	waitFor(t, "client attached after descriptors freed", func() bool { return streamPorts(sw) == 1 })
+}
+
+// TestConnectCycles connects and disconnects 500 clients and checks that
+// neither descriptors nor goroutines leak.
+func TestConnectCycles(t *testing.T) {
+	sw, _, path := setup(t, ListenerConfig{})
+	peer := dialClient(t, "unix", path)
+	waitFor(t, "peer port", func() bool { return streamPorts(sw) == 1 })
+	before := countFDs(t)
+	for i := range 500 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		fr := frame(bcast, mac(100+i), []byte("cycle"))
+		c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(fr))), fr...))
+		if i%2 == 0 {
+			// Half the clients also wait for their frame to go through
+			// (frames of other clients may come first).
+			for {
+				got, err := peer.recv(5 * time.Second)
+				if err != nil {
+					t.Fatalf("cycle %d: %v", i, err)
+				}
+				if bytes.Equal(got, fr) {
+					break
+				}
+			}
+		}
+		c.Close()
+	}
+	waitFor(t, "all cycle ports gone", func() bool { return streamPorts(sw) == 1 })
+	waitFor(t, "descriptors released", func() bool { return countFDs(t) <= before })
+	if d := len(sw.Stats().Departed); d == 0 {
+		t.Fatal("no departed ports recorded")
+	}
+}
+
+// TestDialReconnects runs a Go stand-in for QEMU's `-netdev
+// stream,server=on`: Dial must connect, and connect again after the server
+// goes away and comes back.
+func TestDialReconnects(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log})
+	defer sw.Close()
+	mem := porttest.New(porttest.Config{Name: "mem"})
+	if _, err := sw.AddPort(mem, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "qemu.sock")
+	serve := func() (*net.UnixListener, *client) {
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.SetDeadline(time.Now().Add(10 * time.Second))
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("server accept: %v", err)
+		}
+		return ln, &client{t: t, c: c, r: bufioReader(c)}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Dial(ctx, "unix://"+path, DialConfig{Logger: log, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, sw)
+	}()
+
+	for round := range 3 {
+		ln, srv := serve()
+		waitFor(t, "dialled port", func() bool { return streamPorts(sw) == 1 })
+		fr := frame(bcast, mac(1), []byte(fmt.Sprintf("round %d", round)))
+		srv.send(fr)
+		got, ok := mem.Recv(5 * time.Second)
+		if !ok || !bytes.Equal(got, fr) {
+			t.Fatalf("round %d: mem port got %x, %v", round, got, ok)
+		}
+		back := frame(mac(1), mac(2), []byte("back"))
+		if err := mem.Send(back); err != nil {
+			t.Fatal(err)
+		}
+		srv.expect(back)
+		// The server goes away.
+		ln.Close()
+		srv.c.Close()
+		waitFor(t, "port removal", func() bool { return streamPorts(sw) == 0 })
+		time.Sleep(50 * time.Millisecond) // let a few attempts fail
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Dial returned %v after cancel, want nil", err)
+	}
+}
+
+func TestDialStopsWhenSwitchCloses(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	path := filepath.Join(t.TempDir(), "q.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sw.Close()
+	err = Dial(context.Background(), "unix://"+path, DialConfig{}, sw)
+	if !errors.Is(err, vswitch.ErrClosed) {
+		t.Fatalf("Dial on closed switch: %v", err)
+	}
+}
+
+// helpers
+
+func socketpair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	a, b := socketpairB(t)
+	// Small buffers make a non-reading peer fill up quickly.
+	a.(*net.UnixConn).SetWriteBuffer(16 << 10)
+	b.(*net.UnixConn).SetReadBuffer(16 << 10)
+	return a, b
+}
+
+func socketpairB(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]net.Conn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), fmt.Sprintf("pair%d", i))
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+		t.Cleanup(func() { c.Close() })
+	}
+	return conns[0], conns[1]
+}
+
+func buffers(n, size int) ([][]byte, []int) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	return bufs, make([]int, n)
+}
+
+func readWithin(c *Conn, bufs [][]byte, sizes []int, d time.Duration) (int, error) {
+	c.c.SetReadDeadline(time.Now().Add(d))
+	defer c.c.SetReadDeadline(time.Time{})
+	return c.ReadFrames(bufs, sizes, 16)
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors: %v", err)
+	}
+	return len(ents)
+}
