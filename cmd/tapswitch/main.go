@@ -47,6 +47,6 @@ segment, with an optional built-in DHCP responder.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newServeCmd(), newCtlCmd(), newCaptureCmd())
+	root.AddCommand(newVersionCmd(), newServeCmd(), newCtlCmd(), newCaptureCmd(), newQEMUCmd())
 	return root
 }

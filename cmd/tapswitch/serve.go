@@ -1,18 +1,78 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/tapswitch/tapswitch/backend/dgram"
+	"github.com/tapswitch/tapswitch/backend/listen"
+	"github.com/tapswitch/tapswitch/backend/stream"
+	"github.com/tapswitch/tapswitch/backend/tap"
+	"github.com/tapswitch/tapswitch/internal/api"
+	"github.com/tapswitch/tapswitch/internal/metrics"
+	"github.com/tapswitch/tapswitch/qemu"
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/dhcp"
+	"github.com/tapswitch/tapswitch/vmnet"
 )
 
-// serveOptions holds every flag of tapswitch serve.
+// Defaults of `tapswitch serve` without port flags. 192.168.109.0/24 is
+// clear of lima's 192.168.105.0/24, gvproxy's 192.168.127.0/24 and the
+// ranges vmnet.framework hands out by default (192.168.64.0/24 and up).
+const (
+	defaultGateway    = "192.168.109.1/24"
+	defaultStreamSock = "tapswitch.sock"
+	defaultDgramSock  = "tapswitch-dgram.sock"
+)
+
+// serveOptions holds every flag of tapswitch serve; each flag is also a key
+// of the --config file.
 type serveOptions struct {
+	config string
+
+	taps       []string
+	host       []string
+	hostIfname string
+	hostBridge string
+	mtu        int
+
+	listen      []string
+	connect     []string
+	socketGroup string
+
+	dhcp          bool
+	gateway       string
+	dhcpRange     string
+	dhcpStatic    []string
+	dns           []string
+	domain        string
+	dhcpLeaseFile string
+	dhcpLeaseTime time.Duration
+
+	ctl     string
+	metrics string
+	pidfile string
+
 	logLevel  string
 	logFormat string
 
@@ -27,12 +87,54 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the switch",
-		Args:  cobra.NoArgs,
+		Long: `Run the switch until SIGINT or SIGTERM.
+
+Without --listen, --tap, --connect or --host, serve runs its default setup:
+a stream listener (QEMU -netdev stream, socket_vmnet clients) at
+RUNDIR/` + defaultStreamSock + `, a datagram listener (QEMU -netdev dgram, vfkit,
+vz) at RUNDIR/` + defaultDgramSock + `, the DHCP responder on ` + defaultGateway + `
+and, with CAP_NET_ADMIN, a host interface (` + vmnet.DefaultName + `) holding the gateway
+address. RUNDIR is /run/tapswitch as root, $XDG_RUNTIME_DIR/tapswitch
+otherwise. At start it prints the QEMU and vfkit arguments to connect.
+
+Every flag is also a key of the YAML file given with --config (flags on the
+command line win).`,
+		Example: `  sudo tapswitch serve
+  tapswitch serve --listen unix:///tmp/ts.sock --listen unixgram:///tmp/ts-dgram.sock
+  sudo tapswitch serve --tap tap0 --tap tap1 --host 198.18.0.1/24
+  sudo tapswitch serve --listen unix:///run/vm.sock --dhcp --gateway 198.18.0.1/24 --dhcp-static 52:54:00:00:00:01=198.18.0.10
+  tapswitch serve --config /etc/tapswitch.yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runServe(cmd, &o)
+			if o.config != "" {
+				if err := applyConfigFile(cmd.Flags(), o.config); err != nil {
+					return err
+				}
+			}
+			return runServe(cmd.Context(), cmd, &o)
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "YAML file setting any of these flags (flag names as keys)")
+	f.StringArrayVar(&o.taps, "tap", nil, "attach a tap device by name, creating it if missing (repeatable)")
+	f.StringArrayVar(&o.host, "host", nil, "give the host an interface on the segment with this address, e.g. 198.18.0.1/24 (repeatable)")
+	f.StringVar(&o.hostIfname, "host-ifname", vmnet.DefaultName, "name of the host interface")
+	f.StringVar(&o.hostBridge, "host-bridge", "", "enslave the host interface to this existing bridge instead of giving it an address")
+	f.IntVar(&o.mtu, "mtu", 0, "MTU of the taps and host interface tapswitch creates (0: leave at 1500)")
+	f.StringArrayVar(&o.listen, "listen", nil, "accept VMs at unix:///PATH, tcp://HOST:PORT, unixgram:///PATH or udp://HOST:PORT (repeatable)")
+	f.StringArrayVar(&o.connect, "connect", nil, "connect to a QEMU listening with -netdev stream,server=on at unix:///PATH or tcp://HOST:PORT, reconnecting (repeatable)")
+	f.StringVar(&o.socketGroup, "socket-group", "", "group owning the VM sockets (mode 0660); default: tapswitch's own group")
+	f.BoolVar(&o.dhcp, "dhcp", false, "answer DHCP on the segment (on by default in the default setup)")
+	f.StringVar(&o.gateway, "gateway", "", "gateway address and subnet for DHCP, e.g. 198.18.0.1/24 (default: the first --host address, else "+defaultGateway+")")
+	f.StringVar(&o.dhcpRange, "dhcp-range", "", "dynamic DHCP pool START-END (default: the whole gateway subnet)")
+	f.StringArrayVar(&o.dhcpStatic, "dhcp-static", nil, "static lease MAC=IP (repeatable)")
+	f.StringArrayVar(&o.dns, "dns", nil, "DNS server offered by DHCP (repeatable)")
+	f.StringVar(&o.domain, "domain", "", "domain name offered by DHCP")
+	f.StringVar(&o.dhcpLeaseFile, "dhcp-lease-file", "", "lease file (default: STATEDIR/dhcp-leases-SUBNET, STATEDIR being /var/lib/tapswitch as root)")
+	f.DurationVar(&o.dhcpLeaseTime, "dhcp-lease-time", dhcp.DefaultLeaseTime, "DHCP lease time")
+	f.StringVar(&o.ctl, "ctl", "", "control socket (default RUNDIR/ctl.sock); \"none\" disables the control API")
+	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at this address, e.g. 127.0.0.1:9141")
+	f.StringVar(&o.pidfile, "pidfile", "", "write the process ID to this file")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.IntVar(&o.fdbSize, "fdb-size", vswitch.DefaultFDBSize, "maximum number of learned MAC addresses")
@@ -61,14 +163,184 @@ func newLogger(level, format string) (*logrus.Logger, error) {
 	return l, nil
 }
 
-func runServe(cmd *cobra.Command, o *serveOptions) error {
+// plan is serve's configuration after validation: everything that can be
+// wrong with the flags is found before anything is created.
+type plan struct {
+	defaults    bool
+	hostAddrs   []netip.Prefix
+	listens     []listen.Addr
+	socketGID   int // -1: leave the group alone
+	dhcp        *dhcp.Config
+	ctl         string
+	leaseDir    string
+	defaultHost bool // default setup: try the host interface, fall back without CAP_NET_ADMIN
+}
+
+func (o *serveOptions) plan() (*plan, error) {
+	p := &plan{socketGID: -1, ctl: o.ctl}
+	if o.maxFrame < 14 || o.maxFrame > 65535 {
+		return nil, fmt.Errorf("--max-frame %d: must be between 14 and 65535", o.maxFrame)
+	}
+	if o.fdbSize < 1 || o.queueLen < 1 || o.fdbAge <= 0 {
+		return nil, errors.New("--fdb-size, --fdb-age and --queue-len must be positive")
+	}
+	if o.mtu != 0 && (o.mtu < 68 || o.mtu > o.maxFrame-14) {
+		return nil, fmt.Errorf("--mtu %d: must be between 68 and --max-frame minus 14 (%d)", o.mtu, o.maxFrame-14)
+	}
+	p.defaults = len(o.listen) == 0 && len(o.taps) == 0 && len(o.connect) == 0 && len(o.host) == 0 && o.hostBridge == ""
+	rawListens := o.listen
+	if p.defaults {
+		rawListens = []string{
+			"unix://" + filepath.Join(runDir(), defaultStreamSock),
+			"unixgram://" + filepath.Join(runDir(), defaultDgramSock),
+		}
+		p.defaultHost = true
+	}
+	for _, u := range rawListens {
+		a, err := listen.Parse(u)
+		if err != nil {
+			return nil, fmt.Errorf("--listen: %w", err)
+		}
+		p.listens = append(p.listens, a)
+	}
+	for _, u := range o.connect {
+		a, err := listen.Parse(u)
+		if err != nil {
+			return nil, fmt.Errorf("--connect: %w", err)
+		}
+		if a.Kind() != listen.KindStream {
+			return nil, fmt.Errorf("--connect %s: only stream URLs (unix://, tcp://) can be dialled", u)
+		}
+	}
+	for _, h := range o.host {
+		pfx, err := netip.ParsePrefix(h)
+		if err != nil {
+			return nil, fmt.Errorf("--host %q: want an address with prefix length, e.g. 198.18.0.1/24: %w", h, err)
+		}
+		p.hostAddrs = append(p.hostAddrs, pfx)
+	}
+	if o.hostBridge != "" && len(o.host) > 0 {
+		return nil, errors.New("--host-bridge and --host exclude each other: a bridged host interface has no address of its own (put it on the bridge)")
+	}
+	if o.socketGroup != "" {
+		g, err := lookupGroup(o.socketGroup)
+		if err != nil {
+			return nil, fmt.Errorf("--socket-group: %w", err)
+		}
+		p.socketGID = g
+	}
+	if p.ctl == "" {
+		p.ctl = defaultCtlPath()
+	}
+
+	wantDHCP := o.dhcp || p.defaults
+	if !wantDHCP && (o.dhcpRange != "" || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
+		return nil, errors.New("--dhcp-range, --dhcp-static, --dns, --domain and --dhcp-lease-file need --dhcp")
+	}
+	if !wantDHCP {
+		return p, nil
+	}
+	dc := &dhcp.Config{LeaseTime: o.dhcpLeaseTime, Domain: o.domain, MTU: o.mtu, LeaseFile: o.dhcpLeaseFile}
+	gw := o.gateway
+	switch {
+	case gw != "":
+	case len(p.hostAddrs) > 0:
+		gw = p.hostAddrs[0].String()
+	default:
+		gw = defaultGateway
+	}
+	var err error
+	if dc.Gateway, err = netip.ParsePrefix(gw); err != nil || !dc.Gateway.Addr().Is4() {
+		return nil, fmt.Errorf("--gateway %q: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", gw)
+	}
+	if p.defaults {
+		p.hostAddrs = []netip.Prefix{dc.Gateway}
+	}
+	if o.dhcpRange != "" {
+		if dc.Range, err = dhcp.ParseRange(o.dhcpRange); err != nil {
+			return nil, fmt.Errorf("--dhcp-range: %w", err)
+		}
+	}
+	for _, s := range o.dhcpStatic {
+		sl, err := dhcp.ParseStaticLease(s)
+		if err != nil {
+			return nil, fmt.Errorf("--dhcp-static: %w", err)
+		}
+		dc.Static = append(dc.Static, sl)
+	}
+	for _, s := range o.dns {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return nil, fmt.Errorf("--dns %q: want an IPv4 address", s)
+		}
+		dc.DNS = append(dc.DNS, a)
+	}
+	for _, h := range p.hostAddrs {
+		if h.Addr().Is4() && h.Addr() != dc.Gateway.Addr() {
+			dc.Reserved = append(dc.Reserved, h.Addr())
+		}
+	}
+	if dc.LeaseFile == "" {
+		p.leaseDir = stateDir()
+		dc.LeaseFile = filepath.Join(p.leaseDir, "dhcp-leases-"+strings.ReplaceAll(dc.Gateway.Masked().String(), "/", "_"))
+	}
+	p.dhcp = dc
+	return p, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// cleanup runs undo steps in reverse order.
+type cleanup []func()
+
+func (c *cleanup) add(f func()) { *c = append(*c, f) }
+
+func (c cleanup) run() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err error) {
 	log, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {
 		return err
 	}
-	if o.maxFrame < 14 || o.maxFrame > 65535 {
-		return fmt.Errorf("--max-frame %d: must be between 14 and 65535", o.maxFrame)
+	p, err := o.plan()
+	if err != nil {
+		return err
 	}
+	var undo cleanup
+	defer func() { undo.run() }()
+
+	if o.pidfile != "" {
+		if err := writePidfile(o.pidfile); err != nil {
+			return err
+		}
+		undo.add(func() { os.Remove(o.pidfile) })
+	}
+	for _, a := range p.listens {
+		if a.IsUnix() {
+			if err := os.MkdirAll(filepath.Dir(a.Address), 0o755); err != nil {
+				return fmt.Errorf("--listen %s: %w", a, err)
+			}
+		}
+	}
+	if p.leaseDir != "" {
+		if err := os.MkdirAll(p.leaseDir, 0o700); err != nil {
+			return fmt.Errorf("lease file directory: %w", err)
+		}
+	}
+
 	sw := vswitch.New(vswitch.Config{
 		Logger:   log,
 		FDBSize:  o.fdbSize,
@@ -76,9 +348,230 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 		MaxFrame: o.maxFrame,
 		QueueLen: o.queueLen,
 	})
-	defer sw.Close()
-	log.Info("switch running; stop with SIGINT or SIGTERM")
-	<-cmd.Context().Done()
+	undo.add(func() { sw.Close() })
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+
+	// The host interface first: whether it holds the gateway address
+	// decides whether the DHCP responder answers ARP for it.
+	hostOwnsGateway := false
+	if len(p.hostAddrs) > 0 || o.hostBridge != "" {
+		hi, err := vmnet.Open(vmnet.Config{Name: o.hostIfname, Addrs: p.hostAddrs, MTU: o.mtu, Bridge: o.hostBridge, Logger: log})
+		switch {
+		case err != nil && p.defaultHost && errors.Is(err, fs.ErrPermission):
+			log.WithError(err).Warn("no host interface (needs CAP_NET_ADMIN): guests reach each other and the DHCP responder answers for the gateway, but not the host")
+		case err != nil:
+			return fmt.Errorf("host interface: %w", err)
+		default:
+			if _, err := sw.AddPort(hi, vswitch.PortConfig{Kind: "host"}); err != nil {
+				hi.Close()
+				return err
+			}
+			if p.dhcp != nil {
+				for _, a := range p.hostAddrs {
+					hostOwnsGateway = hostOwnsGateway || a.Addr() == p.dhcp.Gateway.Addr()
+				}
+			}
+		}
+	}
+
+	var srv *dhcp.Server
+	if p.dhcp != nil {
+		p.dhcp.AnswerGateway = !hostOwnsGateway
+		p.dhcp.Logger = log
+		if srv, err = dhcp.New(*p.dhcp); err != nil {
+			return err
+		}
+		if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true, DHCPAddr: p.dhcp.Gateway.Addr()}); err != nil {
+			srv.Close()
+			return err
+		}
+		// Flush lazily kept lease changes before the switch closes the port.
+		undo.add(func() {
+			if err := srv.Flush(); err != nil {
+				log.WithError(err).Error("flushing DHCP leases")
+			}
+		})
+	}
+
+	for _, name := range o.taps {
+		if err := attachTap(sw, name, o.mtu, log); err != nil {
+			return err
+		}
+	}
+
+	var streams []*stream.Listener
+	var dgrams []*dgram.Listener
+	for _, a := range p.listens {
+		switch a.Kind() {
+		case listen.KindStream:
+			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: stream.ConnConfig{MaxFrame: o.maxFrame}}, sw)
+			if err != nil {
+				return err
+			}
+			undo.add(func() { l.Close() })
+			streams = append(streams, l)
+		case listen.KindDgram:
+			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame}, sw)
+			if err != nil {
+				return err
+			}
+			undo.add(func() { l.Close() })
+			dgrams = append(dgrams, l)
+		}
+		if a.IsUnix() && p.socketGID >= 0 {
+			if err := os.Chown(a.Address, -1, p.socketGID); err != nil {
+				return fmt.Errorf("--socket-group: %w", err)
+			}
+		}
+	}
+
+	for _, u := range o.connect {
+		g.Go(func() error {
+			return stream.Dial(gctx, u, stream.DialConfig{Logger: log, Conn: stream.ConnConfig{MaxFrame: o.maxFrame}}, sw)
+		})
+	}
+
+	if p.ctl != "none" {
+		if err := os.MkdirAll(filepath.Dir(p.ctl), 0o755); err != nil {
+			return fmt.Errorf("--ctl: %w", err)
+		}
+		ln, sf, err := listen.ListenUnix(p.ctl, 0o600)
+		if err != nil {
+			return fmt.Errorf("--ctl: %w", err)
+		}
+		undo.add(func() { sf.Remove() })
+		as := &api.Server{Switch: sw, Logger: log, Attach: func(actx context.Context, req api.AttachRequest) error {
+			if req.Tap != "" {
+				return attachTap(sw, req.Tap, o.mtu, log)
+			}
+			a, err := listen.Parse(req.Connect)
+			if err != nil || a.Kind() != listen.KindStream {
+				return fmt.Errorf("%w: connect %q: want unix:///PATH or tcp://HOST:PORT", api.ErrBadRequest, req.Connect)
+			}
+			g.Go(func() error {
+				return stream.Dial(gctx, req.Connect, stream.DialConfig{Logger: log, Conn: stream.ConnConfig{MaxFrame: o.maxFrame}}, sw)
+			})
+			return nil
+		}}
+		if srv != nil {
+			as.Leases = func() []api.Lease { return apiLeases(srv.Leases()) }
+		}
+		g.Go(func() error { return as.Serve(gctx, ln) })
+	}
+
+	if o.metrics != "" {
+		reg := prometheus.NewRegistry()
+		var ds func() metrics.DHCPStats
+		if srv != nil {
+			ds = func() metrics.DHCPStats {
+				st := srv.Stats()
+				return metrics.DHCPStats{LeasesInUse: st.LeasesInUse, PoolSize: st.PoolSize}
+			}
+		}
+		reg.MustRegister(metrics.New(sw, ds), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		ln, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			<-gctx.Done()
+			return hs.Close()
+		})
+		g.Go(func() error {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("--metrics: %w", err)
+			}
+			return nil
+		})
+		log.WithField("addr", ln.Addr().String()).Info("serving metrics")
+	}
+
+	printSummary(cmd, p, streams, dgrams, srv)
+
+	// SIGHUP writes the lease file and logs the switch's counters; the
+	// configuration itself is changed at runtime with tapswitch ctl.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				if srv != nil {
+					if err := srv.Flush(); err != nil {
+						log.WithError(err).Error("flushing DHCP leases")
+					}
+				}
+				st := sw.Stats()
+				log.WithFields(logrus.Fields{"ports": len(st.Ports), "fdb": st.FDB.Size, "rx_frames": st.Totals.RxFrames, "tx_frames": st.Totals.TxFrames, "drops": st.Totals.Drops.Total()}).Info("SIGHUP: leases flushed")
+			}
+		}
+	})
+
+	<-gctx.Done()
 	log.Info("shutting down")
+	cancel()
+	return g.Wait()
+}
+
+// attachTap opens the tap name and adds it to the switch.
+func attachTap(sw *vswitch.Switch, name string, mtu int, log logrus.FieldLogger) error {
+	d, err := tap.Open(tap.Config{Name: name, MTU: mtu, Logger: log})
+	if err != nil {
+		return err
+	}
+	if _, err := sw.AddPort(d, vswitch.PortConfig{Kind: "tap"}); err != nil {
+		d.Close()
+		return err
+	}
 	return nil
+}
+
+func apiLeases(ls []dhcp.Lease) []api.Lease {
+	out := make([]api.Lease, len(ls))
+	for i, l := range ls {
+		out[i] = api.Lease{MAC: l.MAC, IP: l.IP, Expiry: l.Expiry, Static: l.Static, Hostname: l.Hostname}
+	}
+	return out
+}
+
+func writePidfile(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("--pidfile: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("--pidfile: %w", err)
+	}
+	return nil
+}
+
+// printSummary tells the user what was set up and how to connect VMs.
+func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgrams []*dgram.Listener, srv *dhcp.Server) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintln(w, "tapswitch is running.")
+	if p.ctl != "none" {
+		fmt.Fprintf(w, "  control:  tapswitch ctl --ctl %s ports\n", p.ctl)
+	}
+	if p.dhcp != nil {
+		fmt.Fprintf(w, "  DHCP:     gateway %s, %d addresses in the pool\n", p.dhcp.Gateway, srv.Stats().PoolSize)
+	}
+	for _, l := range streams {
+		fmt.Fprintf(w, "\nStream listener %s — connect a QEMU guest with:\n", l.Addr())
+		_ = qemu.PrintNetdev(w, l.Addr().String(), qemu.NetdevOptions{})
+	}
+	for _, l := range dgrams {
+		fmt.Fprintf(w, "\nDatagram listener %s — connect a QEMU guest with:\n", l.Addr())
+		_ = qemu.PrintNetdev(w, l.Addr().String(), qemu.NetdevOptions{ID: "vm1"})
+		if l.Addr().Network == "unixgram" {
+			fmt.Fprintf(w, "# vfkit:\nvfkit ... --device virtio-net,unixSocketPath=%s,mac=%s\n", l.Addr().Address, qemu.RandomMAC())
+		}
+	}
 }
