@@ -1,0 +1,290 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/tapswitch/tapswitch/internal/api"
+	"github.com/tapswitch/tapswitch/internal/testnet"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// linkMAC returns the MAC address of link in ns.
+func linkMAC(t *testing.T, ns *testnet.NS, link string) string {
+	t.Helper()
+	var out []struct {
+		Address string `json:"address"`
+	}
+	if err := json.Unmarshal([]byte(ns.IP(t, "-j", "link", "show", "dev", link)), &out); err != nil || len(out) != 1 {
+		t.Fatalf("ip link show %s: %v", link, err)
+	}
+	return out[0].Address
+}
+
+// tapNet is a switch in its own namespace with two taps moved into two
+// client namespaces, addressed 198.18.N.2 and 198.18.N.3, and a host
+// interface 198.18.N.1 in the switch's namespace.
+type tapNet struct {
+	sw, a, b   *testnet.NS
+	tapA, tapB string
+	host       string
+	d          *daemon
+	ipA, ipB   string
+	hostIP     string
+}
+
+func newTapNet(t *testing.T, subnet int, extra ...string) *tapNet {
+	t.Helper()
+	n := &tapNet{
+		sw: testnet.NewNS(t), a: testnet.NewNS(t), b: testnet.NewNS(t),
+		tapA: testnet.UniqueName("tsa"), tapB: testnet.UniqueName("tsb"), host: testnet.UniqueName("tsh"),
+		hostIP: fmt.Sprintf("198.18.%d.1", subnet), ipA: fmt.Sprintf("198.18.%d.2", subnet), ipB: fmt.Sprintf("198.18.%d.3", subnet),
+	}
+	args := append([]string{"--tap", n.tapA, "--tap", n.tapB, "--host", n.hostIP + "/24", "--host-ifname", n.host}, extra...)
+	n.d = startSwitch(t, n.sw, args...)
+	n.join(t)
+	return n
+}
+
+// join moves the taps into the client namespaces and addresses them.
+func (n *tapNet) join(t *testing.T) {
+	t.Helper()
+	for _, c := range []struct {
+		ns   *testnet.NS
+		link string
+		ip   string
+	}{{n.a, n.tapA, n.ipA}, {n.b, n.tapB, n.ipB}} {
+		waitLink(t, n.sw, c.link)
+		testnet.MoveLink(t, c.link, n.sw, c.ns)
+		c.ns.AddAddr(t, c.link, c.ip+"/24")
+		c.ns.SetUp(t, c.link)
+	}
+}
+
+// TestCLI runs the switch as a user does: from a config file, inspected
+// with ctl in both formats, captured to a pcap file tcpdump reads, scraped
+// for metrics, and stopped with SIGTERM.
+func TestCLI(t *testing.T) {
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Fatalf("tcpdump not found (install tcpdump): %v", err)
+	}
+	swNS, nsA, nsB := testnet.NewNS(t), testnet.NewNS(t), testnet.NewNS(t)
+	tapA, tapB, host := testnet.UniqueName("tsa"), testnet.UniqueName("tsb"), testnet.UniqueName("tsh")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tapswitch.yaml")
+	pidfile := filepath.Join(dir, "tapswitch.pid")
+	stream := filepath.Join(dir, "vm.sock")
+	writeFile(t, cfg, fmt.Sprintf(`# a config file as a user writes it
+tap:
+  - %s
+  - %s
+host: 198.18.21.1/24
+host-ifname: %s
+listen: unix://%s
+metrics: 127.0.0.1:9141
+pidfile: %s
+fdb-age: 120s
+log-level: debug
+`, tapA, tapB, host, stream, pidfile))
+	d := startSwitch(t, swNS, "--config", cfg, "--log-level", "info") // the flag wins over the file
+	n := &tapNet{sw: swNS, a: nsA, b: nsB, tapA: tapA, tapB: tapB, host: host, d: d,
+		hostIP: "198.18.21.1", ipA: "198.18.21.2", ipB: "198.18.21.3"}
+	n.join(t)
+	if strings.Contains(d.Output(), "level=debug") {
+		t.Error("--log-level on the command line did not override the config file")
+	}
+	if b, err := os.ReadFile(pidfile); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(d.cmd.Process.Pid) {
+		t.Errorf("pidfile: %q, %v; pid %d", b, err, d.cmd.Process.Pid)
+	}
+
+	nsA.Ping(t, n.ipB)
+	nsB.Ping(t, n.ipA)
+	nsA.Ping(t, n.hostIP)
+
+	// ctl ports and fdb, as tables and as JSON, list the taps' real MACs.
+	macA, macB := linkMAC(t, nsA, tapA), linkMAC(t, nsB, tapB)
+	table := d.ctl(t, "fdb")
+	for _, want := range []string{"MAC", "PORT", "AGE", macA, macB, tapA, tapB} {
+		if !strings.Contains(table, want) {
+			t.Errorf("ctl fdb lacks %q:\n%s", want, table)
+		}
+	}
+	var fdb []vswitch.FDBEntry
+	mustJSON(t, d.ctl(t, "fdb", "--json"), &fdb)
+	seen := map[string]string{}
+	for _, e := range fdb {
+		seen[e.MAC.String()] = e.Port
+	}
+	if seen[macA] != tapA || seen[macB] != tapB {
+		t.Errorf("ctl fdb --json: %v; want %s on %s and %s on %s", seen, macA, tapA, macB, tapB)
+	}
+	var ports []api.Port
+	mustJSON(t, d.ctl(t, "ports", "--json"), &ports)
+	kinds := map[string]string{}
+	for _, p := range ports {
+		kinds[p.Name] = p.Kind
+		if p.Name == tapA && (p.RxFrames == 0 || p.TxFrames == 0 || len(p.MACs) != 1) {
+			t.Errorf("port %s: %+v", tapA, p)
+		}
+	}
+	if kinds[tapA] != "tap" || kinds[tapB] != "tap" || kinds[host] != "host" {
+		t.Errorf("ctl ports kinds: %v", kinds)
+	}
+	if out := d.ctl(t, "ports"); !strings.Contains(out, "RX FRAMES") || !strings.Contains(out, tapB) {
+		t.Errorf("ctl ports table:\n%s", out)
+	}
+	if out := d.ctl(t, "stats"); !strings.Contains(out, "fdb entries") {
+		t.Errorf("ctl stats:\n%s", out)
+	}
+
+	// capture -c: a pcap file that tcpdump parses, with the ICMP frames.
+	pcapFile := filepath.Join(dir, "icmp.pcap")
+	capture := exec.Command(bin, "capture", "--ctl", d.Ctl, "--port", tapA, "-c", "6", "-w", pcapFile)
+	capOut := &syncBuffer{}
+	capture.Stdout, capture.Stderr = capOut, capOut
+	if err := capture.Start(); err != nil {
+		t.Fatal(err)
+	}
+	capDone := make(chan error, 1)
+	go func() { capDone <- capture.Wait() }()
+	time.Sleep(300 * time.Millisecond) // let the capture start before the pings
+	nsA.Ping(t, n.ipB)
+	nsA.Ping(t, n.ipB)
+	select {
+	case err := <-capDone:
+		if err != nil {
+			t.Fatalf("tapswitch capture: %v\n%s", err, capOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		capture.Process.Kill()
+		t.Fatalf("tapswitch capture -c 6 did not end\n%s", capOut.String())
+	}
+	dumpOut, err := exec.Command("tcpdump", "-n", "-r", pcapFile).Output() // frames on stdout
+	if err != nil {
+		t.Fatalf("tcpdump -r %s: %v", pcapFile, err)
+	}
+	dump := string(dumpOut)
+	if lines := strings.Count(dump, "\n"); lines != 6 {
+		t.Errorf("tcpdump read %d frames, want 6:\n%s", lines, dump)
+	}
+	if !strings.Contains(dump, "ICMP echo request") || !strings.Contains(dump, "ICMP echo reply") || !strings.Contains(dump, n.ipB) {
+		t.Errorf("capture lacks the ICMP exchange:\n%s", dump)
+	}
+
+	// /metrics parses and counts the traffic.
+	text := swNS.Output(t, "busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:9141/metrics")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	var rx float64
+	for _, m := range fams["tapswitch_port_rx_frames_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "port" && l.GetValue() == tapA {
+				rx = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if rx == 0 || fams["tapswitch_fdb_entries"].GetMetric()[0].GetGauge().GetValue() < 2 {
+		t.Errorf("metrics: rx frames of %s = %v, fdb entries %v", tapA, rx, fams["tapswitch_fdb_entries"])
+	}
+
+	// Runtime changes: detach a tap, flush the FDB.
+	if out := d.ctl(t, "detach", tapB); !strings.Contains(out, "detached "+tapB) {
+		t.Errorf("ctl detach: %s", out)
+	}
+	if out := d.ctl(t, "flush-fdb"); !strings.Contains(out, "flushed") {
+		t.Errorf("ctl flush-fdb: %s", out)
+	}
+
+	// SIGTERM leaves no socket, device or pidfile behind.
+	d.Stop(t)
+	if d.err != nil {
+		t.Errorf("tapswitch exited with %v after SIGTERM\n%s", d.err, d.Output())
+	}
+	for _, f := range []string{d.Ctl, stream, pidfile} {
+		if _, err := os.Lstat(f); !os.IsNotExist(err) {
+			t.Errorf("%s left behind (%v)", f, err)
+		}
+	}
+	for _, c := range []struct {
+		ns   *testnet.NS
+		link string
+	}{{nsA, tapA}, {nsB, tapB}, {swNS, host}} {
+		if exec.Command("ip", "-n", c.ns.Name(), "link", "show", "dev", c.link).Run() == nil {
+			t.Errorf("device %s left behind in %s", c.link, c.ns)
+		}
+	}
+}
+
+// TestBadConfig checks that bad configuration files and flags give one
+// clear line, a non-zero exit, and create nothing.
+func TestBadConfig(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	tapName := testnet.UniqueName("tsx")
+	for _, c := range []struct {
+		name, file string
+		args       []string
+		want       string
+	}{
+		{name: "unknown key", file: "tap: [" + tapName + "]\nlisten: unix://" + dir + "/s.sock\nlisen: x\n", want: "cfg.yaml:3: unknown key \"lisen\""},
+		{name: "bad value", file: "tap: [" + tapName + "]\nfdb-size: many\n", want: "cfg.yaml:2: fdb-size:"},
+		{name: "list for a scalar", file: "tap: [" + tapName + "]\nmtu: [1, 2]\n", want: "cfg.yaml:2: mtu: takes one value"},
+		{name: "bad yaml", file: "tap: [" + tapName + "\n", want: "cfg.yaml"},
+		{name: "bad listen flag", args: []string{"--tap", tapName, "--listen", "ftp://x"}, want: "--listen"},
+		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
+		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "need --dhcp"},
+		{name: "unknown flag", args: []string{"--tapp", tapName}, want: "unknown flag: --tapp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"serve", "--ctl", filepath.Join(dir, "ctl.sock")}, c.args...)
+			if c.file != "" {
+				f := filepath.Join(dir, "cfg.yaml")
+				writeFile(t, f, c.file)
+				args = append(args, "--config", f)
+			}
+			out, err := ns.Exec(t.Context(), append([]string{bin}, args...)...).CombinedOutput()
+			if err == nil {
+				t.Fatalf("exit status 0 for %s", c.name)
+			}
+			msg := strings.TrimSpace(string(out))
+			if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, c.want) {
+				t.Errorf("output %q, want one line containing %q", msg, c.want)
+			}
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				if e.Name() != "cfg.yaml" {
+					t.Errorf("%s created", e.Name())
+				}
+			}
+			if exec.Command("ip", "-n", ns.Name(), "link", "show", "dev", tapName).Run() == nil {
+				t.Errorf("tap %s created", tapName)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustJSON(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("decode %q: %v", s, err)
+	}
+}

@@ -1,0 +1,181 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tapswitch/tapswitch/internal/api"
+	"github.com/tapswitch/tapswitch/internal/testnet"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// bin is the tapswitch binary under test, built by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tapswitch-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin = filepath.Join(dir, "tapswitch")
+	build := exec.Command("go", "build", "-race", "-o", bin, "../cmd/tapswitch")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build tapswitch:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// syncBuffer collects a process's output for failure messages.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemon is a `tapswitch serve` process started by a test.
+type daemon struct {
+	cmd    *exec.Cmd
+	Ctl    string // control socket
+	Dir    string // a private directory for its sockets and files
+	out    *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+// startSwitch runs `tapswitch serve --ctl DIR/ctl.sock ARGS...` inside ns
+// (the test's own namespace when ns is nil), waits until its control API
+// answers, and stops it with SIGTERM when the test ends.
+func startSwitch(t *testing.T, ns *testnet.NS, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{Dir: t.TempDir(), out: &syncBuffer{}, exited: make(chan struct{})}
+	d.Ctl = filepath.Join(d.Dir, "ctl.sock")
+	argv := append([]string{bin, "serve", "--ctl", d.Ctl, "--log-level", "debug"}, args...)
+	if ns != nil {
+		// ip netns exec execs the command, so the PID is the switch's.
+		argv = append([]string{"ip", "netns", "exec", ns.Name()}, argv...)
+	}
+	d.cmd = exec.Command(argv[0], argv[1:]...)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		d.Stop(t)
+		if t.Failed() {
+			t.Logf("tapswitch output:\n%s", d.out.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st vswitch.Stats
+		err := api.NewClient(d.Ctl).Do(t.Context(), "GET", "/v1/stats", nil, &st)
+		if err == nil {
+			return d
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("tapswitch serve exited: %v\n%s", d.err, d.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tapswitch serve did not answer on %s: %v\n%s", d.Ctl, err, d.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits for the process to exit (SIGKILL after 10
+// s); it returns how long the shutdown took.
+func (d *daemon) Stop(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	select {
+	case <-d.exited:
+		return 0
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("tapswitch did not stop within 10 s of SIGTERM; killing pid %d", d.cmd.Process.Pid)
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+	return time.Since(start)
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (d *daemon) Kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// Output returns what the process has logged so far.
+func (d *daemon) Output() string { return d.out.String() }
+
+// ctl runs `tapswitch ctl --ctl SOCK ARGS...` and returns its output.
+func (d *daemon) ctl(t *testing.T, args ...string) string {
+	t.Helper()
+	return run(t, bin, append([]string{"ctl", "--ctl", d.Ctl}, args...)...)
+}
+
+// api returns a client of the daemon's control API.
+func (d *daemon) api() *api.Client { return api.NewClient(d.Ctl) }
+
+// run runs a command and fails the test if it fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// waitLink waits until link exists in ns (nil: the test's namespace).
+func waitLink(t *testing.T, ns *testnet.NS, link string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		args := []string{"link", "show", "dev", link}
+		if ns != nil {
+			args = append([]string{"-n", ns.Name()}, args...)
+		}
+		if exec.Command("ip", args...).Run() == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("link %s did not appear in %v", link, ns)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
