@@ -288,3 +288,25 @@ func mustJSON(t *testing.T, s string, v any) {
 		t.Fatalf("decode %q: %v", s, err)
 	}
 }
+
+// TestServeTapsAndHost joins two taps and the host interface through the
+// binary, then attaches a third tap at runtime with ctl.
+func TestServeTapsAndHost(t *testing.T) {
+	n := newTapNet(t, 22)
+	n.a.Ping(t, n.ipB)
+	n.b.Ping(t, n.ipA)
+	n.a.Ping(t, n.hostIP)
+	n.sw.Ping(t, n.ipB) // from the host interface's side
+
+	c := testnet.NewNS(t)
+	tapC := testnet.UniqueName("tsc")
+	if out := n.d.ctl(t, "attach", "--tap", tapC); !strings.Contains(out, "attached") {
+		t.Fatalf("ctl attach: %s", out)
+	}
+	waitLink(t, n.sw, tapC)
+	testnet.MoveLink(t, tapC, n.sw, c)
+	c.AddAddr(t, tapC, "198.18.22.4/24")
+	c.SetUp(t, tapC)
+	c.Ping(t, n.ipA)
+	c.Ping(t, n.hostIP)
+}
