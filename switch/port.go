@@ -47,3 +47,20 @@ type Port interface {
 	Close() error
 	String() string
 }
+
+// DirectWriter is implemented by ports that can take a frame at once,
+// without waiting: a tap accepts or refuses a frame immediately, a datagram
+// socket either has room for a datagram or not. When such a port's
+// transmit queue is empty, the switch writes to it straight from the
+// receiving goroutine, saving a copy and a goroutine hand-off per frame
+// (this is what keeps an idle path's latency low); otherwise the frame is
+// queued as usual.
+type DirectWriter interface {
+	// WriteFrameNow writes the frame buf[offset:] if it can do so without
+	// waiting or retrying, under the rules of Port.WriteFrames. It returns
+	// true when it is done with the frame (written, or failed with err),
+	// and false with a nil error, having written nothing, when the port
+	// would have to wait: the switch then queues the frame. The switch
+	// never calls it concurrently with WriteFrames or with itself.
+	WriteFrameNow(buf []byte, offset int) (done bool, err error)
+}

@@ -171,6 +171,16 @@ type Attachment struct {
 	queue chan *frame
 	c     portCounters
 
+	// direct is the port's DirectWriter, if it is one. wmu serialises
+	// writes to the port: the transmit goroutine holds it around
+	// WriteFrames, a receiving goroutine try-locks it to write directly
+	// and queues the frame when it cannot have it. inflight counts frames
+	// queued but not yet written: a direct write is tried only when it is
+	// zero, so that it never overtakes a queued frame of the same flow.
+	direct   DirectWriter
+	wmu      sync.Mutex
+	inflight atomic.Int64
+
 	removed   atomic.Bool
 	closeOnce sync.Once
 	stop      chan struct{} // closed when the port is removed
@@ -204,6 +214,7 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	a.direct, _ = p.(DirectWriter)
 	old := *s.ports.Load()
 	ports := make([]*Attachment, len(old), len(old)+1)
 	copy(ports, old)
@@ -331,7 +342,10 @@ func (a *Attachment) txLoop() {
 		for i, f := range frames {
 			bufs[i] = f.buf[:Headroom+f.n]
 		}
+		a.wmu.Lock()
 		w, _ := a.port.WriteFrames(bufs[:len(frames)], Headroom)
+		a.wmu.Unlock()
+		a.inflight.Add(-int64(len(frames)))
 		var bytes uint64
 		for i, f := range frames {
 			if i < w {
@@ -371,12 +385,33 @@ func (a *Attachment) drain() {
 	}
 }
 
-// enqueue puts a copy of b on a's transmit queue, or counts a drop.
-func (a *Attachment) enqueue(b []byte) {
-	f := a.s.pool.get(b)
+// send delivers the frame buf[offset:] to a: written at once when a is a
+// DirectWriter with nothing queued and free to write, else a copy goes on
+// its transmit queue, or a drop is counted. The caller keeps buf.
+func (a *Attachment) send(buf []byte, offset int) {
+	if a.direct != nil && a.inflight.Load() == 0 && a.wmu.TryLock() {
+		if a.inflight.Load() == 0 {
+			done, err := a.direct.WriteFrameNow(buf, offset)
+			a.wmu.Unlock()
+			if done {
+				if err != nil {
+					a.c.drops[DropTxError].Add(1)
+				} else {
+					a.c.txFrames.Add(1)
+					a.c.txBytes.Add(uint64(len(buf) - offset))
+				}
+				return
+			}
+		} else {
+			a.wmu.Unlock()
+		}
+	}
+	f := a.s.pool.get(buf[offset:])
+	a.inflight.Add(1)
 	select {
 	case a.queue <- f:
 	default:
+		a.inflight.Add(-1)
 		a.s.pool.put(f)
 		a.c.drops[DropQueueFull].Add(1)
 	}
@@ -384,7 +419,9 @@ func (a *Attachment) enqueue(b []byte) {
 
 // Input forwards frames received on this port: frame i is
 // bufs[i][offset:offset+sizes[i]]. The switch copies what it keeps, so the
-// caller may reuse bufs as soon as Input returns. The receive loop calls
+// caller may reuse bufs as soon as Input returns; offset must be at least
+// Headroom, since a port written to directly may use the bytes in front of
+// the frame (see DirectWriter). The receive loop calls
 // it for ordinary ports; owners of NoReader ports call it themselves, from
 // one goroutine at a time per port.
 func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
@@ -402,7 +439,8 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	}
 	var rxBytes uint64
 	for i, b := range bufs {
-		fr := b[offset : offset+sizes[i]]
+		b = b[:offset+sizes[i]]
+		fr := b[offset:]
 		rxBytes += uint64(len(fr))
 		if len(fr) < 14 {
 			a.c.drops[DropTooShort].Add(1)
@@ -433,13 +471,13 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			c.offer(time.Unix(0, now), fr, a, out)
 		}
 		if out != nil {
-			out.enqueue(fr)
+			out.send(b, offset)
 			s.forwarded.Add(1)
 			continue
 		}
 		for _, p := range ports {
 			if p != a {
-				p.enqueue(fr)
+				p.send(b, offset)
 			}
 		}
 		s.flooded.Add(1)

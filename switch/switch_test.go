@@ -583,3 +583,54 @@ func TestDHCPServerPort(t *testing.T) {
 	r.send(0, other)
 	r.expect(2, other)
 }
+
+// directPort is an in-memory DirectWriter whose direct writes can be made
+// to "block".
+type directPort struct {
+	*porttest.Port
+	block  atomic.Bool
+	direct atomic.Int64
+}
+
+func (p *directPort) WriteFrameNow(b []byte, offset int) (bool, error) {
+	if p.block.Load() {
+		return false, nil
+	}
+	p.direct.Add(1)
+	_, err := p.Port.WriteFrames([][]byte{b}, offset)
+	return true, err
+}
+
+func TestDirectWrite(t *testing.T) {
+	r := newRig(t, 1, vswitch.Config{})
+	dp := &directPort{Port: porttest.New(porttest.Config{Name: "direct"})}
+	if _, err := r.sw.AddPort(dp, vswitch.PortConfig{Kind: "mem", NoReader: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.ports = append(r.ports, dp.Port)
+	// Idle: the frame is written from the sending goroutine, synchronously.
+	f1 := porttest.Frame(porttest.Broadcast, porttest.MAC(0), 0x0800, []byte("one"))
+	r.send(0, f1)
+	if dp.direct.Load() != 1 {
+		t.Fatalf("direct writes = %d, want 1", dp.direct.Load())
+	}
+	r.expect(1, f1)
+	// Would block: frames are queued, and arrive in order.
+	dp.block.Store(true)
+	var sent [][]byte
+	for i := range 50 {
+		f := porttest.Frame(porttest.Broadcast, porttest.MAC(0), 0x0800, []byte{byte(i)})
+		sent = append(sent, f)
+		r.send(0, f)
+	}
+	dp.block.Store(false)
+	for _, f := range sent {
+		r.expect(1, f)
+	}
+	if dp.direct.Load() != 1 {
+		t.Fatalf("direct writes = %d, want 1", dp.direct.Load())
+	}
+	if st := r.sw.Stats().Ports[1]; st.TxFrames != 51 {
+		t.Fatalf("tx frames = %d, want 51", st.TxFrames)
+	}
+}

@@ -573,10 +573,7 @@ func (l *Listener) janitor() {
 // every other peer sharing the socket.
 func (l *Listener) send(b []byte, sa unix.Sockaddr) error {
 	for try := 0; ; try++ {
-		var serr error
-		if err := l.rc.Control(func(fd uintptr) { serr = unix.Sendto(int(fd), b, 0, sa) }); err != nil {
-			return err
-		}
+		serr := l.sendOnce(b, sa)
 		if serr == nil || try == len(sendRetryDelays) ||
 			!(errors.Is(serr, unix.ENOBUFS) || errors.Is(serr, unix.EAGAIN)) {
 			return serr
@@ -584,6 +581,15 @@ func (l *Listener) send(b []byte, sa unix.Sockaddr) error {
 		l.c.sendRetries.Add(1)
 		time.Sleep(sendRetryDelays[try])
 	}
+}
+
+// sendOnce sends one datagram to sa without waiting.
+func (l *Listener) sendOnce(b []byte, sa unix.Sockaddr) error {
+	var serr error
+	if err := l.rc.Control(func(fd uintptr) { serr = unix.Sendto(int(fd), b, 0, sa) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // Close stops the listener, removes every peer's port from the switch and
@@ -634,7 +640,10 @@ type peer struct {
 	once   sync.Once
 }
 
-var _ vswitch.Port = (*peer)(nil)
+var (
+	_ vswitch.Port         = (*peer)(nil)
+	_ vswitch.DirectWriter = (*peer)(nil)
+)
 
 // kill removes the peer's port from the switch. If the port is still being
 // added, Listener.peer sees dead and removes it.
@@ -673,13 +682,9 @@ func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
 			sent++
 			continue
 		}
-		p.l.c.sendErrors.Add(1)
-		err = fmt.Errorf("dgram %s: send: %w", p.name, err)
+		err = p.sendFailed(err)
 		switch {
-		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
-			p.l.c.gone.Add(1)
-			p.l.log.WithError(err).WithField("port", p.name).Info("peer gone; removing")
-			p.kill()
+		case p.dead.Load():
 			return sent, err
 		case errors.Is(err, net.ErrClosed), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN):
 			p.l.c.sendErrors.Add(uint64(len(bufs) - sent - 1))
@@ -690,6 +695,38 @@ func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	return sent, firstErr
+}
+
+// WriteFrameNow implements vswitch.DirectWriter: one send, without the
+// retries of WriteFrames. When the socket or the peer has no room
+// (ENOBUFS, EAGAIN) the frame is left to the switch's queue.
+func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
+	select {
+	case <-p.closed:
+		return true, fmt.Errorf("dgram %s: write: %w", p.name, net.ErrClosed)
+	default:
+	}
+	err := p.l.sendOnce(b[offset:], p.sa)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN):
+		return false, nil
+	}
+	return true, p.sendFailed(err)
+}
+
+// sendFailed counts a failed send and removes the peer when its socket is
+// gone (ECONNREFUSED, ENOENT, ENOTDIR). It returns err with the peer named.
+func (p *peer) sendFailed(err error) error {
+	p.l.c.sendErrors.Add(1)
+	err = fmt.Errorf("dgram %s: send: %w", p.name, err)
+	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		p.l.c.gone.Add(1)
+		p.l.log.WithError(err).WithField("port", p.name).Info("peer gone; removing")
+		p.kill()
+	}
+	return err
 }
 
 // BatchSize returns Config.BatchSize.
