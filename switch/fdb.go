@@ -57,9 +57,14 @@ func (f *fdb) learn(mac MAC, a *Attachment, now int64) {
 	defer f.mu.Unlock()
 	if e = f.m[mac]; e != nil {
 		if old := e.port.Load(); old != a {
+			if !a.mayLearn(now) {
+				return
+			}
 			if f.live(e, now) {
 				f.moved.Add(1)
 			}
+			old.macs.Add(-1)
+			a.macs.Add(1)
 			e.port.Store(a)
 		}
 		e.seen.Store(now)
@@ -77,6 +82,10 @@ func (f *fdb) learn(mac MAC, a *Attachment, now int64) {
 			return
 		}
 	}
+	if !a.mayLearn(now) {
+		return
+	}
+	a.macs.Add(1)
 	e = &fdbEntry{}
 	e.port.Store(a)
 	e.seen.Store(now)
@@ -107,6 +116,7 @@ func (f *fdb) sweepLocked(now int64) int {
 	n := 0
 	for mac, e := range f.m {
 		if !f.live(e, now) {
+			e.port.Load().macs.Add(-1)
 			delete(f.m, mac)
 			n++
 		}
@@ -121,6 +131,7 @@ func (f *fdb) purge(a *Attachment) {
 	defer f.mu.Unlock()
 	for mac, e := range f.m {
 		if e.port.Load() == a {
+			a.macs.Add(-1)
 			delete(f.m, mac)
 			f.purged.Add(1)
 		}
@@ -132,6 +143,9 @@ func (f *fdb) flush() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := len(f.m)
+	for _, e := range f.m {
+		e.port.Load().macs.Add(-1)
+	}
 	clear(f.m)
 	f.purged.Add(uint64(n))
 	return n

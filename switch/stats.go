@@ -28,6 +28,9 @@ const (
 	DropQueueFull
 	// DropTxError: the egress port failed to write the frame.
 	DropTxError
+	// DropLockedMAC: the ingress port is locked to another source MAC
+	// (PortConfig.LockMAC).
+	DropLockedMAC
 	numDropReasons
 )
 
@@ -38,6 +41,7 @@ var dropNames = [numDropReasons]string{
 	DropSamePort:     "same_port",
 	DropQueueFull:    "queue_full",
 	DropTxError:      "tx_error",
+	DropLockedMAC:    "locked_mac",
 }
 
 // String returns the reason's name as used in statistics and metrics.
@@ -110,6 +114,12 @@ type PortStats struct {
 	TxFrames uint64     `json:"tx_frames"`
 	TxBytes  uint64     `json:"tx_bytes"`
 	Drops    DropCounts `json:"drops"`
+	// MACs is the number of addresses learned on the port; LearnRefused
+	// counts addresses not learned because of the port's MaxMACs or
+	// NewMACRate; LockedMAC is the address a LockMAC port is bound to.
+	MACs         int    `json:"macs_learned"`
+	LearnRefused uint64 `json:"learn_refused"`
+	LockedMAC    *MAC   `json:"locked_mac,omitempty"`
 }
 
 // Stats is a snapshot of the whole switch.
@@ -149,6 +159,7 @@ type portCounters struct {
 	txFrames, txBytes atomic.Uint64
 	_                 [48]byte
 	drops             [numDropReasons]atomic.Uint64
+	learnRefused      atomic.Uint64
 }
 
 func (c *portCounters) snapshot(ps *PortStats) {
@@ -159,6 +170,7 @@ func (c *portCounters) snapshot(ps *PortStats) {
 	for i := range c.drops {
 		ps.Drops[i] = c.drops[i].Load()
 	}
+	ps.LearnRefused = c.learnRefused.Load()
 }
 
 func (ps *PortStats) addCounters(o *PortStats) {
@@ -167,4 +179,5 @@ func (ps *PortStats) addCounters(o *PortStats) {
 	ps.TxFrames += o.TxFrames
 	ps.TxBytes += o.TxBytes
 	ps.Drops.add(&o.Drops)
+	ps.LearnRefused += o.LearnRefused
 }

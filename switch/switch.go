@@ -24,8 +24,13 @@ const (
 // maxDeparted bounds the removed ports kept in Stats.Departed.
 const maxDeparted = 64
 
-// ErrClosed is returned by AddPort after Close.
-var ErrClosed = errors.New("switch closed")
+// Errors returned by AddPort.
+var (
+	// ErrClosed: the switch has been closed.
+	ErrClosed = errors.New("switch closed")
+	// ErrTooManyPorts: the switch has Config.MaxPorts ports already.
+	ErrTooManyPorts = errors.New("too many ports")
+)
 
 // Config configures a Switch. The zero value is usable.
 type Config struct {
@@ -45,6 +50,9 @@ type Config struct {
 	// QueueLen is the capacity, in frames, of each port's transmit queue
 	// (default 512).
 	QueueLen int
+	// MaxPorts, if positive, bounds the number of ports; AddPort fails
+	// with ErrTooManyPorts beyond it.
+	MaxPorts int
 	// Now is the clock used for FDB ageing; nil means time.Now. Tests
 	// inject a fake clock to age entries without sleeping.
 	Now func() time.Time
@@ -156,6 +164,22 @@ type PortConfig struct {
 	// address are forwarded as usual. At most one port may have it.
 	DHCPServer bool
 	DHCPAddr   netip.Addr
+
+	// Security limits, for ports whose peer is not trusted (VMs).
+	//
+	// LockMAC binds the port to one source MAC: LockedMAC if set, else the
+	// first unicast source address the port sends. Frames from any other
+	// source are dropped and counted (DropLockedMAC): a guest can neither
+	// spoof another station nor flood the FDB.
+	LockMAC   bool
+	LockedMAC MAC
+	// MaxMACs, if positive, bounds the addresses learned on the port;
+	// NewMACRate, if positive, bounds how many new addresses per second it
+	// may teach the switch (with a burst of the same size). Frames from an
+	// address refused are still forwarded, as from an unknown station; the
+	// refusals are counted in PortStats.LearnRefused.
+	MaxMACs    int
+	NewMACRate float64
 }
 
 // Attachment is a port as the switch holds it: its queue, its counters and
@@ -181,6 +205,15 @@ type Attachment struct {
 	wmu      sync.Mutex
 	inflight atomic.Int64
 
+	// locked holds the MAC a LockMAC port is bound to, with bit 48 set
+	// once it is bound; only the port's receiving goroutine sets it.
+	locked atomic.Uint64
+	// macs counts the port's FDB entries; tokens and tokensAt are its
+	// new-address budget. All three change under the FDB's write lock.
+	macs     atomic.Int64
+	tokens   float64
+	tokensAt int64
+
 	removed   atomic.Bool
 	closeOnce sync.Once
 	stop      chan struct{} // closed when the port is removed
@@ -199,6 +232,9 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	if n := len(*s.ports.Load()); s.cfg.MaxPorts > 0 && n >= s.cfg.MaxPorts {
+		return nil, fmt.Errorf("add port %s: %w (%d)", p, ErrTooManyPorts, s.cfg.MaxPorts)
+	}
 	if cfg.DHCPServer && s.dhcp.Load() != nil {
 		return nil, fmt.Errorf("add port %s: a DHCP server port is already attached", p)
 	}
@@ -215,6 +251,10 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		done:  make(chan struct{}),
 	}
 	a.direct, _ = p.(DirectWriter)
+	if cfg.LockMAC && cfg.LockedMAC != (MAC{}) {
+		a.locked.Store(macBits(cfg.LockedMAC) | lockedBit)
+	}
+	a.tokens = cfg.NewMACRate
 	old := *s.ports.Load()
 	ports := make([]*Attachment, len(old), len(old)+1)
 	copy(ports, old)
@@ -283,11 +323,54 @@ func (a *Attachment) remove(cause error) {
 	})
 }
 
+const lockedBit = 1 << 48
+
+func macBits(m MAC) uint64 {
+	return uint64(m[0])<<40 | uint64(m[1])<<32 | uint64(m[2])<<24 | uint64(m[3])<<16 | uint64(m[4])<<8 | uint64(m[5])
+}
+
+// allowSource reports whether a LockMAC port may send from src, binding
+// the port to src if it is not bound yet.
+func (a *Attachment) allowSource(src MAC) bool {
+	l := a.locked.Load()
+	if l == 0 {
+		a.locked.Store(macBits(src) | lockedBit)
+		return true
+	}
+	return l == macBits(src)|lockedBit
+}
+
 // Stats returns the port's current counters.
 func (a *Attachment) Stats() PortStats {
-	ps := PortStats{ID: a.id, Name: a.name, Kind: a.cfg.Kind, Peer: a.cfg.Peer, Added: a.added, Removed: a.removed.Load()}
+	ps := PortStats{ID: a.id, Name: a.name, Kind: a.cfg.Kind, Peer: a.cfg.Peer, Added: a.added, Removed: a.removed.Load(),
+		MACs: int(a.macs.Load())}
+	if l := a.locked.Load(); l != 0 {
+		m := MAC{byte(l >> 40), byte(l >> 32), byte(l >> 24), byte(l >> 16), byte(l >> 8), byte(l)}
+		ps.LockedMAC = &m
+	}
 	a.c.snapshot(&ps)
 	return ps
+}
+
+// mayLearn reports whether a may learn one more address at now, taking a
+// token of its new-address budget. Called with the FDB's write lock held.
+func (a *Attachment) mayLearn(now int64) bool {
+	if max := a.cfg.MaxMACs; max > 0 && a.macs.Load() >= int64(max) {
+		a.c.learnRefused.Add(1)
+		return false
+	}
+	if r := a.cfg.NewMACRate; r > 0 {
+		if a.tokensAt != 0 {
+			a.tokens = min(r, a.tokens+r*float64(now-a.tokensAt)/float64(time.Second))
+		}
+		a.tokensAt = now
+		if a.tokens < 1 {
+			a.c.learnRefused.Add(1)
+			return false
+		}
+		a.tokens--
+	}
+	return true
 }
 
 func (a *Attachment) rxLoop() {
@@ -453,6 +536,10 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		src := MAC(fr[6:12])
 		if src.Multicast() {
 			a.c.drops[DropSrcMulticast].Add(1)
+			continue
+		}
+		if a.cfg.LockMAC && !a.allowSource(src) {
+			a.c.drops[DropLockedMAC].Add(1)
 			continue
 		}
 		s.fdb.learn(src, a, now)

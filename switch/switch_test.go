@@ -634,3 +634,74 @@ func TestDirectWrite(t *testing.T) {
 		t.Fatalf("tx frames = %d, want 51", st.TxFrames)
 	}
 }
+
+func TestPortSecurity(t *testing.T) {
+	r := newRig(t, 1, vswitch.Config{MaxPorts: 5})
+	add := func(name string, cfg vswitch.PortConfig) *vswitch.Attachment {
+		t.Helper()
+		p := porttest.New(porttest.Config{Name: name})
+		cfg.Kind, cfg.NoReader = "mem", true
+		a, err := r.sw.AddPort(p, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.ports, r.atts = append(r.ports, p), append(r.atts, a)
+		return a
+	}
+	add("locked", vswitch.PortConfig{LockMAC: true})                             // 1: bound to its first MAC
+	add("fixed", vswitch.PortConfig{LockMAC: true, LockedMAC: porttest.MAC(77)}) // 2
+	add("limited", vswitch.PortConfig{MaxMACs: 2})                               // 3
+	add("rated", vswitch.PortConfig{NewMACRate: 2})                              // 4
+	if _, err := r.sw.AddPort(porttest.New(porttest.Config{}), vswitch.PortConfig{}); !errors.Is(err, vswitch.ErrTooManyPorts) {
+		t.Fatalf("sixth port: %v, want ErrTooManyPorts", err)
+	}
+	bcast := func(src int, payload string) []byte {
+		return porttest.Frame(porttest.Broadcast, porttest.MAC(src), 0x0800, []byte(payload))
+	}
+
+	// The locked ports keep their MAC; spoofed sources are dropped.
+	first := bcast(1, "mine")
+	r.send(1, first)
+	r.expect(0, first)
+	for n := 100; n < 110; n++ {
+		r.send(1, bcast(n, "spoof"))
+	}
+	r.send(2, bcast(2, "not the configured MAC"))
+	ok := bcast(77, "configured")
+	r.send(2, ok)
+	r.expect(0, ok)
+
+	// The limited port teaches two addresses; frames from the others still
+	// flood.
+	for n := 200; n < 205; n++ {
+		f := bcast(n, "limited")
+		r.send(3, f)
+		r.expect(0, f)
+	}
+	// The rated port teaches two addresses at once, two more a second later.
+	for n := 300; n < 305; n++ {
+		r.send(4, bcast(n, "rated"))
+	}
+	r.clock.Advance(time.Second)
+	for n := 305; n < 310; n++ {
+		r.send(4, bcast(n, "rated"))
+	}
+
+	st := r.sw.Stats()
+	p := func(i int) vswitch.PortStats { return st.Ports[i] }
+	if p(1).Drops[vswitch.DropLockedMAC] != 10 || p(1).LockedMAC == nil || *p(1).LockedMAC != porttest.MAC(1) || p(1).MACs != 1 {
+		t.Errorf("locked port: drops %d, bound to %v, %d MACs", p(1).Drops[vswitch.DropLockedMAC], p(1).LockedMAC, p(1).MACs)
+	}
+	if p(2).Drops[vswitch.DropLockedMAC] != 1 || *p(2).LockedMAC != porttest.MAC(77) {
+		t.Errorf("fixed port: drops %d, bound to %v", p(2).Drops[vswitch.DropLockedMAC], p(2).LockedMAC)
+	}
+	if p(3).MACs != 2 || p(3).LearnRefused != 3 {
+		t.Errorf("limited port: %d MACs, %d refused; want 2, 3", p(3).MACs, p(3).LearnRefused)
+	}
+	if p(4).MACs != 4 || p(4).LearnRefused != 6 {
+		t.Errorf("rated port: %d MACs, %d refused; want 4, 6", p(4).MACs, p(4).LearnRefused)
+	}
+	if st.FDB.Size != 1+1+2+4 {
+		t.Errorf("fdb size %d", st.FDB.Size)
+	}
+}
