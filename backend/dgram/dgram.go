@@ -109,6 +109,9 @@ type Config struct {
 	// Mode is the permission of a unixgram socket file (default 0660:
 	// listen.DefaultMode).
 	Mode os.FileMode
+	// Port is the template of each peer's PortConfig (port security
+	// limits); Kind, Peer and NoReader are set by the listener.
+	Port vswitch.PortConfig
 }
 
 func (c *Config) setDefaults() {
@@ -481,7 +484,9 @@ func (l *Listener) peer(key peerKey, now int64, create bool) *peer {
 		return nil
 	}
 	p.lastSeen.Store(now)
-	a, err := l.sw.AddPort(p, vswitch.PortConfig{Kind: PortKind, Peer: key.String(), NoReader: true})
+	pc := l.cfg.Port
+	pc.Kind, pc.Peer, pc.NoReader = PortKind, key.String(), true
+	a, err := l.sw.AddPort(p, pc)
 	if err != nil {
 		l.mu.Unlock()
 		if ok, s := l.lim.Allow(); ok {

@@ -34,6 +34,9 @@ type DialConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds one connection attempt (default 5 s).
 	DialTimeout time.Duration
+	// Port is the template of the port's PortConfig (port security
+	// limits); Kind and Peer are set by Dial.
+	Port vswitch.PortConfig
 }
 
 // Dial keeps sw connected, as a client, to the stream socket at rawURL
@@ -78,12 +81,16 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 	for {
 		c, err := d.DialContext(ctx, a.Network, a.Address)
 		if err == nil {
-			peer := peerOf(c)
-			if peer == "" {
-				peer = a.String()
+			peer := a.String()
+			if uc, ok := c.(*net.UnixConn); ok {
+				if cred, err := unixCred(uc); err == nil {
+					peer = cred.String()
+				}
 			}
 			conn := NewConn(c, cfg.Conn)
-			att, err := sw.AddPort(conn, vswitch.PortConfig{Kind: PortKind, Peer: peer})
+			pc := cfg.Port
+			pc.Kind, pc.Peer = PortKind, peer
+			att, err := sw.AddPort(conn, pc)
 			if err != nil {
 				conn.Close()
 				return fmt.Errorf("connect %s: %w", a, err)

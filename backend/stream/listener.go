@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,33 @@ type ListenerConfig struct {
 	// Mode is the permission of a unix socket file (default 0660:
 	// listen.DefaultMode).
 	Mode os.FileMode
+	// AllowUIDs and AllowGIDs, if either is set, admit to a unix socket
+	// only clients whose user ID is in AllowUIDs or whose (primary) group
+	// ID is in AllowGIDs, as SO_PEERCRED/LOCAL_PEERCRED report them;
+	// others are disconnected at accept and logged. Empty lists admit
+	// everyone the socket file's mode lets connect.
+	AllowUIDs, AllowGIDs []int
+	// Port is the template of each client's PortConfig (port security
+	// limits); Kind and Peer are set by the listener.
+	Port vswitch.PortConfig
+}
+
+// Cred is the identity of the process at the other end of a unix socket.
+type Cred struct {
+	PID, UID, GID int
+}
+
+// String formats c as "pid=P uid=U gid=G", as the port's peer shows it.
+func (c Cred) String() string {
+	return "pid=" + strconv.Itoa(c.PID) + " uid=" + strconv.Itoa(c.UID) + " gid=" + strconv.Itoa(c.GID)
+}
+
+// admits reports whether cfg lets a client with credentials c in.
+func (cfg *ListenerConfig) admits(c Cred) bool {
+	if len(cfg.AllowUIDs) == 0 && len(cfg.AllowGIDs) == 0 {
+		return true
+	}
+	return slices.Contains(cfg.AllowUIDs, c.UID) || slices.Contains(cfg.AllowGIDs, c.GID)
 }
 
 // Listener accepts any number of clients on a unix or TCP stream socket and
@@ -177,7 +205,18 @@ func (l *Listener) acceptLoop() {
 
 func (l *Listener) attach(c net.Conn) {
 	ccfg := l.cfg.Conn
-	peer := peerOf(c)
+	peer := c.RemoteAddr().String()
+	if uc, ok := c.(*net.UnixConn); ok {
+		cred, err := unixCred(uc)
+		if err == nil {
+			peer = cred.String()
+		}
+		if len(l.cfg.AllowUIDs)+len(l.cfg.AllowGIDs) > 0 && (err != nil || !l.cfg.admits(cred)) {
+			c.Close()
+			l.log.WithFields(logrus.Fields{"peer": peer}).WithError(err).Warn("client refused: not in --allow-uid / --allow-gid")
+			return
+		}
+	}
 	if l.addr.Network == "unix" {
 		ccfg.Name = "unix:" + l.addr.Address + "#" + strconv.FormatUint(l.seq.Add(1), 10)
 	} else {
@@ -192,7 +231,9 @@ func (l *Listener) attach(c net.Conn) {
 		return
 	}
 	l.pruneLocked()
-	a, err := l.sw.AddPort(conn, vswitch.PortConfig{Kind: PortKind, Peer: peer})
+	pc := l.cfg.Port
+	pc.Kind, pc.Peer = PortKind, peer
+	a, err := l.sw.AddPort(conn, pc)
 	if err != nil {
 		conn.Close()
 		if ok, n := l.lim.Allow(); ok {
@@ -248,19 +289,11 @@ func (l *Listener) shutdown() error {
 	return l.closeErr
 }
 
-// peerOf describes the other end of c: its credentials for a unix socket,
-// its address otherwise.
-func peerOf(c net.Conn) string {
-	if uc, ok := c.(*net.UnixConn); ok {
-		if rc, err := uc.SyscallConn(); err == nil {
-			if s, err := peerCred(rc); err == nil {
-				return s
-			}
-		}
-		return ""
+// unixCred returns the credentials of the process at the other end of c.
+func unixCred(c *net.UnixConn) (Cred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return Cred{}, err
 	}
-	if a := c.RemoteAddr(); a != nil {
-		return a.String()
-	}
-	return ""
+	return peerCred(rc)
 }

@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peerCred describes the process at the other end of a unix socket from
-// LOCAL_PEERCRED (user and groups) and LOCAL_PEERPID.
-func peerCred(rc syscall.RawConn) (string, error) {
+// peerCred returns the credentials of the process at the other end of a
+// unix socket from LOCAL_PEERCRED (user and groups) and LOCAL_PEERPID.
+func peerCred(rc syscall.RawConn) (Cred, error) {
 	var (
 		cred *unix.Xucred
 		pid  int
@@ -25,11 +25,11 @@ func peerCred(rc syscall.RawConn) (string, error) {
 		err = serr
 	}
 	if err != nil {
-		return "", fmt.Errorf("get LOCAL_PEERCRED: %w", err)
+		return Cred{}, fmt.Errorf("get LOCAL_PEERCRED: %w", err)
 	}
 	gid := -1
 	if cred.Ngroups > 0 {
 		gid = int(cred.Groups[0])
 	}
-	return fmt.Sprintf("pid=%d uid=%d gid=%d", pid, cred.Uid, gid), nil
+	return Cred{PID: pid, UID: int(cred.Uid), GID: gid}, nil
 }

@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peerCred describes the process at the other end of a unix socket from
-// SO_PEERCRED: its credentials when it connected (or listened).
-func peerCred(rc syscall.RawConn) (string, error) {
+// peerCred returns the credentials of the process at the other end of a
+// unix socket from SO_PEERCRED, as they were when it connected.
+func peerCred(rc syscall.RawConn) (Cred, error) {
 	var cred *unix.Ucred
 	var serr error
 	err := rc.Control(func(fd uintptr) {
@@ -19,7 +19,7 @@ func peerCred(rc syscall.RawConn) (string, error) {
 		err = serr
 	}
 	if err != nil {
-		return "", fmt.Errorf("get SO_PEERCRED: %w", err)
+		return Cred{}, fmt.Errorf("get SO_PEERCRED: %w", err)
 	}
-	return fmt.Sprintf("pid=%d uid=%d gid=%d", cred.Pid, cred.Uid, cred.Gid), nil
+	return Cred{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}, nil
 }

@@ -11,6 +11,6 @@ import (
 
 // peerCred is not implemented on this system; the port's peer is then
 // described by its address only.
-func peerCred(syscall.RawConn) (string, error) {
-	return "", fmt.Errorf("peer credentials on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+func peerCred(syscall.RawConn) (Cred, error) {
+	return Cred{}, fmt.Errorf("peer credentials on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 }

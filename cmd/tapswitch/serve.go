@@ -59,6 +59,13 @@ type serveOptions struct {
 	listen      []string
 	connect     []string
 	socketGroup string
+	allowUID    []int
+	allowGID    []int
+
+	lockMAC    bool
+	maxMACs    int
+	newMACRate float64
+	maxPorts   int
 
 	dhcp          bool
 	gateway       string
@@ -124,6 +131,12 @@ command line win).`,
 	f.StringArrayVar(&o.listen, "listen", nil, "accept VMs at unix:///PATH, tcp://HOST:PORT, unixgram:///PATH or udp://HOST:PORT (repeatable)")
 	f.StringArrayVar(&o.connect, "connect", nil, "connect to a QEMU listening with -netdev stream,server=on at unix:///PATH or tcp://HOST:PORT, reconnecting (repeatable)")
 	f.StringVar(&o.socketGroup, "socket-group", "", "group owning the VM sockets (mode 0660); default: tapswitch's own group")
+	f.IntSliceVar(&o.allowUID, "allow-uid", nil, "admit to unix stream sockets only these user IDs (and --allow-gid groups)")
+	f.IntSliceVar(&o.allowGID, "allow-gid", nil, "admit to unix stream sockets only these primary group IDs (and --allow-uid users)")
+	f.BoolVar(&o.lockMAC, "lock-mac", false, "bind each VM port to the first source MAC it uses; drop frames from other MACs")
+	f.IntVar(&o.maxMACs, "max-macs-per-port", 0, "learn at most this many MAC addresses per VM port (0: no limit)")
+	f.Float64Var(&o.newMACRate, "new-mac-rate", 0, "learn at most this many new MAC addresses per second per VM port (0: no limit)")
+	f.IntVar(&o.maxPorts, "max-ports", 0, "accept at most this many ports in all (0: no limit)")
 	f.BoolVar(&o.dhcp, "dhcp", false, "answer DHCP on the segment (on by default in the default setup)")
 	f.StringVar(&o.gateway, "gateway", "", "gateway address and subnet for DHCP, e.g. 198.18.0.1/24 (default: the first --host address, else "+defaultGateway+")")
 	f.StringVar(&o.dhcpRange, "dhcp-range", "", "dynamic DHCP pool START-END (default: the whole gateway subnet)")
@@ -183,6 +196,9 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 	if o.fdbSize < 1 || o.queueLen < 1 || o.fdbAge <= 0 {
 		return nil, errors.New("--fdb-size, --fdb-age and --queue-len must be positive")
+	}
+	if o.maxMACs < 0 || o.newMACRate < 0 || o.maxPorts < 0 {
+		return nil, errors.New("--max-macs-per-port, --new-mac-rate and --max-ports must not be negative")
 	}
 	if o.mtu != 0 && (o.mtu < 68 || o.mtu > o.maxFrame-14) {
 		return nil, fmt.Errorf("--mtu %d: must be between 68 and --max-frame minus 14 (%d)", o.mtu, o.maxFrame-14)
@@ -347,7 +363,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		FDBAge:   o.fdbAge,
 		MaxFrame: o.maxFrame,
 		QueueLen: o.queueLen,
+		MaxPorts: o.maxPorts,
 	})
+	// VM ports (listeners and --connect) get the port security limits;
+	// taps and the host interface may carry many stations legitimately.
+	vmPort := vswitch.PortConfig{LockMAC: o.lockMAC, MaxMACs: o.maxMACs, NewMACRate: o.newMACRate}
+	streamConn := stream.ConnConfig{MaxFrame: o.maxFrame}
+	dial := stream.DialConfig{Logger: log, Conn: streamConn, Port: vmPort}
 	undo.add(func() { sw.Close() })
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -407,14 +429,15 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	for _, a := range p.listens {
 		switch a.Kind() {
 		case listen.KindStream:
-			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: stream.ConnConfig{MaxFrame: o.maxFrame}}, sw)
+			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: streamConn, Port: vmPort,
+				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
 				return err
 			}
 			undo.add(func() { l.Close() })
 			streams = append(streams, l)
 		case listen.KindDgram:
-			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame}, sw)
+			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort}, sw)
 			if err != nil {
 				return err
 			}
@@ -430,7 +453,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 
 	for _, u := range o.connect {
 		g.Go(func() error {
-			return stream.Dial(gctx, u, stream.DialConfig{Logger: log, Conn: stream.ConnConfig{MaxFrame: o.maxFrame}}, sw)
+			return stream.Dial(gctx, u, dial, sw)
 		})
 	}
 
@@ -452,7 +475,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 				return fmt.Errorf("%w: connect %q: want unix:///PATH or tcp://HOST:PORT", api.ErrBadRequest, req.Connect)
 			}
 			g.Go(func() error {
-				return stream.Dial(gctx, req.Connect, stream.DialConfig{Logger: log, Conn: stream.ConnConfig{MaxFrame: o.maxFrame}}, sw)
+				return stream.Dial(gctx, req.Connect, dial, sw)
 			})
 			return nil
 		}}
