@@ -114,10 +114,10 @@ type PortStats struct {
 	TxFrames uint64     `json:"tx_frames"`
 	TxBytes  uint64     `json:"tx_bytes"`
 	Drops    DropCounts `json:"drops"`
-	// MACs is the number of addresses learned on the port; LearnRefused
+	// LearnedMACs is the number of addresses learned on the port; LearnRefused
 	// counts addresses not learned because of the port's MaxMACs or
 	// NewMACRate; LockedMAC is the address a LockMAC port is bound to.
-	MACs         int    `json:"macs_learned"`
+	LearnedMACs  int    `json:"learned_macs"`
 	LearnRefused uint64 `json:"learn_refused"`
 	LockedMAC    *MAC   `json:"locked_mac,omitempty"`
 }

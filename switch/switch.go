@@ -343,7 +343,7 @@ func (a *Attachment) allowSource(src MAC) bool {
 // Stats returns the port's current counters.
 func (a *Attachment) Stats() PortStats {
 	ps := PortStats{ID: a.id, Name: a.name, Kind: a.cfg.Kind, Peer: a.cfg.Peer, Added: a.added, Removed: a.removed.Load(),
-		MACs: int(a.macs.Load())}
+		LearnedMACs: int(a.macs.Load())}
 	if l := a.locked.Load(); l != 0 {
 		m := MAC{byte(l >> 40), byte(l >> 32), byte(l >> 24), byte(l >> 16), byte(l >> 8), byte(l)}
 		ps.LockedMAC = &m

@@ -689,17 +689,17 @@ func TestPortSecurity(t *testing.T) {
 
 	st := r.sw.Stats()
 	p := func(i int) vswitch.PortStats { return st.Ports[i] }
-	if p(1).Drops[vswitch.DropLockedMAC] != 10 || p(1).LockedMAC == nil || *p(1).LockedMAC != porttest.MAC(1) || p(1).MACs != 1 {
-		t.Errorf("locked port: drops %d, bound to %v, %d MACs", p(1).Drops[vswitch.DropLockedMAC], p(1).LockedMAC, p(1).MACs)
+	if p(1).Drops[vswitch.DropLockedMAC] != 10 || p(1).LockedMAC == nil || *p(1).LockedMAC != porttest.MAC(1) || p(1).LearnedMACs != 1 {
+		t.Errorf("locked port: drops %d, bound to %v, %d MACs", p(1).Drops[vswitch.DropLockedMAC], p(1).LockedMAC, p(1).LearnedMACs)
 	}
 	if p(2).Drops[vswitch.DropLockedMAC] != 1 || *p(2).LockedMAC != porttest.MAC(77) {
 		t.Errorf("fixed port: drops %d, bound to %v", p(2).Drops[vswitch.DropLockedMAC], p(2).LockedMAC)
 	}
-	if p(3).MACs != 2 || p(3).LearnRefused != 3 {
-		t.Errorf("limited port: %d MACs, %d refused; want 2, 3", p(3).MACs, p(3).LearnRefused)
+	if p(3).LearnedMACs != 2 || p(3).LearnRefused != 3 {
+		t.Errorf("limited port: %d MACs, %d refused; want 2, 3", p(3).LearnedMACs, p(3).LearnRefused)
 	}
-	if p(4).MACs != 4 || p(4).LearnRefused != 6 {
-		t.Errorf("rated port: %d MACs, %d refused; want 4, 6", p(4).MACs, p(4).LearnRefused)
+	if p(4).LearnedMACs != 4 || p(4).LearnRefused != 6 {
+		t.Errorf("rated port: %d MACs, %d refused; want 4, 6", p(4).LearnedMACs, p(4).LearnRefused)
 	}
 	if st.FDB.Size != 1+1+2+4 {
 		t.Errorf("fdb size %d", st.FDB.Size)

@@ -31,6 +31,11 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Tests run the binary as an unprivileged user too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	bin = filepath.Join(dir, "tapswitch")
 	build := exec.Command("go", "build", "-race", "-o", bin, "../cmd/tapswitch")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr

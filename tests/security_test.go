@@ -1,0 +1,235 @@
+package tests
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tapswitch/tapswitch/internal/api"
+	"github.com/tapswitch/tapswitch/internal/testnet"
+)
+
+// nobody is the unprivileged identity the access tests connect as.
+const nobody = 65534
+
+// connectAs runs `tapswitch qemu --socket SOCK -- true` as uid nobody with
+// the given groups: it exits 0 only if it could connect.
+func connectAs(t *testing.T, sock string, gid int, groups ...uint32) error {
+	t.Helper()
+	cmd := exec.Command(bin, "qemu", "--socket", sock, "--", "/bin/true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: uint32(gid), Groups: groups}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// TestSocketAccess checks the VM socket's group and mode (a non-member
+// user cannot connect, a member can) and the --allow-uid admission check.
+func TestSocketAccess(t *testing.T) {
+	ns := testnet.NewNS(t)
+	// nobody must be able to reach the socket file's directory, which
+	// t.TempDir's private parent would forbid.
+	dir, err := os.MkdirTemp("", "tapswitch-access-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const group = 4242
+	sock := filepath.Join(dir, "vm.sock")
+	d := startSwitch(t, ns, "--listen", "unix://"+sock, "--socket-group", strconv.Itoa(group))
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o660 || st.Gid != group {
+		t.Fatalf("socket mode %v gid %d, want 0660 gid %d", fi.Mode().Perm(), st.Gid, group)
+	}
+	if ci, err := os.Stat(d.Ctl); err != nil || ci.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket: %v %v, want mode 0600", ci.Mode(), err)
+	}
+	if err := connectAs(t, sock, nobody); err == nil {
+		t.Fatal("a user outside the socket group connected")
+	} else if !strings.Contains(err.Error(), sock) || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("non-member: %v, want permission denied", err)
+	}
+	if err := connectAs(t, sock, nobody, group); err != nil {
+		t.Fatalf("a member of the socket group could not connect: %v", err)
+	}
+	if err := connectAs(t, d.Ctl, nobody, group); err == nil {
+		t.Fatal("a group member connected to the control socket")
+	}
+
+	// --allow-uid 0: the member may open the socket but is refused at
+	// accept, while root is admitted.
+	sock2 := filepath.Join(dir, "vm2.sock")
+	d2 := startSwitch(t, ns, "--listen", "unix://"+sock2, "--socket-group", strconv.Itoa(group), "--allow-uid", "0")
+	if err := connectAs(t, sock2, nobody, group); err != nil {
+		t.Fatalf("tapswitch qemu as a member: %v", err)
+	}
+	c, err := net.Dial("unix", sock2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ports := waitPortsWhere(t, d2, func(ps []api.Port) bool { return len(ps) == 1 })
+	if !strings.Contains(ports[0].Peer, "uid=0") {
+		t.Errorf("admitted port's peer %q, want root's credentials", ports[0].Peer)
+	}
+	if !strings.Contains(d2.Output(), "client refused") {
+		t.Errorf("no log line for the refused client:\n%s", d2.Output())
+	}
+}
+
+// waitPortsWhere polls the daemon's ports until ok accepts them.
+func waitPortsWhere(t *testing.T, d *daemon, ok func([]api.Port) bool) []api.Port {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ps []api.Port
+		if err := d.api().Do(t.Context(), "GET", "/v1/ports", nil, &ps); err != nil {
+			t.Fatal(err)
+		}
+		if ok(ps) {
+			return ps
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ports never reached the expected state: %+v", ps)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// streamClient speaks QEMU's stream framing to a unix socket.
+type streamClient struct {
+	c   net.Conn
+	buf []byte
+}
+
+func dialStream(t *testing.T, path string) *streamClient {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &streamClient{c: c}
+}
+
+// sendBatch writes frames, each prefixed by its length, in one write.
+func (s *streamClient) sendBatch(frames [][]byte) error {
+	s.buf = s.buf[:0]
+	for _, f := range frames {
+		s.buf = binary.BigEndian.AppendUint32(s.buf, uint32(len(f)))
+		s.buf = append(s.buf, f...)
+	}
+	_, err := s.c.Write(s.buf)
+	return err
+}
+
+// vmRSS returns the peak resident set size of process pid, in bytes.
+func vmRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// TestMACFlood sends 300,000 frames from random source MACs through a
+// stream client: the FDB stays at its bound, memory stays bounded, and two
+// taps keep talking; with --lock-mac the flood is dropped at the port.
+func TestMACFlood(t *testing.T) {
+	for _, lock := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lock-mac=%t", lock), func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "vm.sock")
+			extra := []string{"--listen", "unix://" + sock, "--fdb-size", "4096"}
+			if lock {
+				extra = append(extra, "--lock-mac")
+			}
+			n := newTapNet(t, 23, extra...)
+			n.a.Ping(t, n.ipB)
+			cl := dialStream(t, sock)
+			const total, batch = 300000, 100
+			frames := make([][]byte, batch)
+			for i := range frames {
+				frames[i] = make([]byte, 60)
+				copy(frames[i], []byte{0x02, 0, 0x5e, 0, 0, 1}) // to an unknown unicast address
+				frames[i][12], frames[i][13] = 0x88, 0xb5
+			}
+			done := make(chan error, 1)
+			go func() {
+				for sent := 0; sent < total; sent += batch {
+					for _, f := range frames {
+						rand.Read(f[6:12])
+						f[6] &^= 1 // unicast source
+					}
+					if err := cl.sendBatch(frames); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			n.a.Ping(t, n.ipB) // known ports keep talking during the flood
+			if err := <-done; err != nil {
+				t.Fatalf("flood: %v", err)
+			}
+			n.b.Ping(t, n.ipA)
+			ports := waitPortsWhere(t, n.d, func(ps []api.Port) bool {
+				for _, p := range ps {
+					if p.Kind == "stream" && p.RxFrames == total {
+						return true
+					}
+				}
+				return false
+			})
+			var fdb struct {
+				FDB struct {
+					Size    int    `json:"size"`
+					Refused uint64 `json:"refused"`
+				} `json:"fdb"`
+			}
+			mustJSON(t, n.d.ctl(t, "stats", "--json"), &fdb)
+			rss := vmRSS(t, n.d.cmd.Process.Pid)
+			t.Logf("fdb size %d, refused %d, peak RSS %d MiB", fdb.FDB.Size, fdb.FDB.Refused, rss>>20)
+			if rss > 256<<20 {
+				t.Errorf("peak RSS %d MiB > 256 MiB", rss>>20)
+			}
+			for _, p := range ports {
+				if p.Kind != "stream" {
+					continue
+				}
+				if lock {
+					if p.Drops.Total() != total-1 || p.LearnedMACs != 1 {
+						t.Errorf("locked port: %d drops, %d MACs; want %d, 1", p.Drops.Total(), p.LearnedMACs, total-1)
+					}
+				} else if fdb.FDB.Size != 4096 || fdb.FDB.Refused == 0 {
+					t.Errorf("fdb size %d refused %d, want 4096 and refusals", fdb.FDB.Size, fdb.FDB.Refused)
+				}
+			}
+		})
+	}
+}
