@@ -28,6 +28,9 @@ func Open(cfg Config) (*Interface, error) {
 		cfg.Name = DefaultName
 	}
 	name := cfg.Name
+	if err := checkLinux(cfg); err != nil {
+		return nil, err
+	}
 	if len(cfg.Addrs) > 0 && cfg.Bridge != "" {
 		return nil, fmt.Errorf("host interface %s: both addresses and bridge %s given: "+
 			"put the addresses on the bridge instead", name, cfg.Bridge)

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin
 
 package vmnet
 
@@ -9,7 +9,7 @@ import (
 )
 
 // Open returns an error wrapping errors.ErrUnsupported: the host interface
-// is implemented on Linux only so far.
+// is implemented on Linux (a tap) and macOS (vmnet.framework) only.
 func Open(cfg Config) (*Interface, error) {
 	return nil, fmt.Errorf("host interface %s: open: %w on %s", cfg.Name, errors.ErrUnsupported, runtime.GOOS)
 }

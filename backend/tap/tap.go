@@ -8,8 +8,12 @@
 // IFF_TAP|IFF_NO_PI). Open creates the tap when no device has the name, and
 // attaches to it when it is a persistent tap made beforehand, e.g. by
 // `ip tuntap add NAME mode tap user USER` so that an unprivileged tapswitch
-// may open it. On other systems Open returns an error wrapping
-// errors.ErrUnsupported.
+// may open it.
+//
+// On macOS a tap is a tuntaposx device, /dev/tap0 to /dev/tap15: opening
+// /dev/tapN makes the interface tapN, which lasts while the device is open
+// (Config.Name picks one; empty takes the first free). On other systems
+// Open returns an error wrapping errors.ErrUnsupported.
 package tap
 
 import (
@@ -18,6 +22,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -25,6 +30,10 @@ import (
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
+
+// maxDarwinTaps is how many devices tuntaposx makes: /dev/tap0 to
+// /dev/tap15.
+const maxDarwinTaps = 16
 
 // maxNameLen is the longest interface name Linux accepts: IFNAMSIZ (16)
 // less the terminating NUL. macOS has the same limit.
@@ -42,10 +51,15 @@ var (
 	// ErrNoTunDevice: /dev/net/tun does not exist (the tun module is not
 	// loaded, or a container was started without the device).
 	ErrNoTunDevice = errors.New("/dev/net/tun missing")
+	// ErrNoTapDevice (macOS): the /dev/tapN device does not exist: the
+	// tuntaposx kernel extension (or a fork of it) is not installed, or N
+	// is beyond the devices it makes.
+	ErrNoTapDevice = errors.New("tuntaposx /dev/tap device missing")
 	// ErrNameTaken: a network device that is not a tap already has the name.
 	ErrNameTaken = errors.New("name taken by a device that is not a tap")
 	// ErrBusy: the tap exists and another process (a VM monitor, another
-	// tapswitch) has it open. A tap without multi-queue has one opener.
+	// tapswitch) has it open. A tap without multi-queue has one opener; a
+	// tuntaposx device has one opener.
 	ErrBusy = errors.New("tap in use by another process")
 	// ErrDeviceGone: the tap was deleted while open (`ip link del`, or the
 	// network namespace it had been moved into was removed). ReadFrames
@@ -55,11 +69,12 @@ var (
 )
 
 // Config configures Open. The zero value opens a new tap named by the
-// kernel ("tap0", "tap1", ...).
+// kernel ("tap0", "tap1", ...), or on macOS the first free /dev/tapN.
 type Config struct {
 	// Name is the interface name, at most 15 bytes. A tap of that name is
 	// created if no device has the name; an existing persistent tap is
-	// attached to. Empty lets the kernel choose a free "tapN" name.
+	// attached to. Empty lets the kernel choose a free "tapN" name. On
+	// macOS it must be "tapN", naming the device /dev/tapN.
 	Name string
 	// MTU, if not 0, is set on the interface; 0 leaves it as it is (1500
 	// for a new tap). Changing it needs CAP_NET_ADMIN.
@@ -71,13 +86,16 @@ type Config struct {
 // Device is an open tap. It implements vswitch.Port: one frame per read and
 // per write (BatchSize 1), whole Ethernet frames without FCS.
 //
-// The file descriptor is non-blocking and served by the Go runtime poller,
-// so Close unblocks a pending ReadFrames. A tap keeps working when it is
-// moved into another network namespace after Open (the descriptor stays
-// valid); when it is deleted, ReadFrames and WriteFrames fail with an error
-// matching ErrDeviceGone.
+// The file descriptor is non-blocking, and Close unblocks a pending
+// ReadFrames: on Linux the descriptor is served by the Go runtime poller;
+// on macOS, whose kqueue takes a tuntaposx device only on terms the
+// runtime's poller does not offer, the reader waits in a kqueue of its own
+// that Close wakes. A tap keeps working when it is moved into another
+// network namespace after Open (the descriptor stays valid); when it is
+// deleted, ReadFrames and WriteFrames fail with an error matching
+// ErrDeviceGone.
 type Device struct {
-	f       *os.File
+	f       devFile
 	name    string
 	mtu     int
 	created bool
@@ -88,6 +106,14 @@ type Device struct {
 }
 
 var _ vswitch.Port = (*Device)(nil)
+
+// devFile is the open device: an *os.File on the runtime poller, or a
+// waitFile. After Close its methods return errors matching os.ErrClosed.
+type devFile interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Close() error
+}
 
 // Name returns the interface name, as chosen by the kernel if Config.Name
 // was empty.
@@ -197,6 +223,16 @@ func checkName(name string) error {
 			name, ErrInvalidName)
 	}
 	return nil
+}
+
+// tapNumber checks that name is "tapN", the only names tuntaposx makes
+// (macOS), and returns N.
+func tapNumber(name string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimPrefix(name, "tap"))
+	if !strings.HasPrefix(name, "tap") || err != nil || n < 0 || strconv.Itoa(n) != name[3:] {
+		return 0, fmt.Errorf("tap %s: %w: tuntaposx devices are named tap0 to tap%d", name, ErrInvalidName, maxDarwinTaps-1)
+	}
+	return n, nil
 }
 
 func (c *Config) logger() logrus.FieldLogger {

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin
 
 package tap
 
@@ -9,7 +9,7 @@ import (
 )
 
 // Open returns an error wrapping errors.ErrUnsupported: taps are
-// implemented on Linux only so far.
+// implemented on Linux and macOS only.
 func Open(cfg Config) (*Device, error) {
 	if err := checkName(cfg.Name); err != nil {
 		return nil, err

@@ -86,3 +86,16 @@ func assertPendingReadEndsOnClose(t *testing.T, d *Device) {
 		t.Errorf("WriteFrames after Close = %d, %v, want 0, net.ErrClosed", n, err)
 	}
 }
+
+func TestTapNumber(t *testing.T) {
+	for name, want := range map[string]int{"tap0": 0, "tap3": 3, "tap15": 15, "tap99": 99} {
+		if n, err := tapNumber(name); n != want || err != nil {
+			t.Errorf("tapNumber(%q) = %d, %v, want %d", name, n, err, want)
+		}
+	}
+	for _, name := range []string{"", "tap", "tap01", "tap-1", "tap+1", "tun0", "tapx", "foo3", "tap1a"} {
+		if _, err := tapNumber(name); !errors.Is(err, ErrInvalidName) || !strings.Contains(err.Error(), "tap0 to tap15") {
+			t.Errorf("tapNumber(%q) = %v, want ErrInvalidName naming tap0 to tap15", name, err)
+		}
+	}
+}

@@ -1,0 +1,1 @@
+int shim_two(int a, int b);

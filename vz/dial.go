@@ -1,0 +1,209 @@
+//go:build unix
+
+package vz
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Hello is the 4-byte datagram Dial sends first, as vfkit does. It tells
+// the switch about the VM at once, before the guest sends a frame, so that
+// broadcasts and replies reach the VM from the start and the port shows in
+// `tapswitch ctl ports`; and it makes the same socket work with gvproxy's
+// vfkit listener, which requires it. The switch consumes it; a datagram
+// listener that does not know it drops it as a runt (an Ethernet frame is
+// at least 14 bytes).
+const Hello = "VFKT"
+
+// Apple's recommended socket buffer sizes for a file-handle attachment:
+// SO_RCVBUF at least twice SO_SNDBUF, four times for best throughput
+// (VZFileHandleNetworkDeviceAttachment.maximumTransmissionUnit).
+const (
+	DefaultSendBuffer    = 1 << 20
+	DefaultReceiveBuffer = 4 << 20
+)
+
+// maxSockPath is the longest unix socket path macOS accepts (sun_path is
+// 104 bytes, NUL included); Linux allows 107.
+const maxSockPath = 103
+
+// Config configures Dial and NewAttachment.
+type Config struct {
+	// Switch is the path of the switch's datagram socket, as given to
+	// `tapswitch serve --listen unixgram://PATH`. Required.
+	Switch string
+	// Local is the path the VM's end of the socket is bound to: the
+	// switch sends the VM's frames there. Empty means a new name in
+	// os.TempDir(). A stale socket file left there by a process that
+	// died is replaced; one in use is an error.
+	Local string
+	// MTU, if not 0, is set on the attachment (macOS 13+): 1500 to 65535.
+	// The switch's listener must carry frames of MTU+14 bytes.
+	MTU int
+	// SendBuffer and ReceiveBuffer are SO_SNDBUF and SO_RCVBUF (default
+	// DefaultSendBuffer and DefaultReceiveBuffer). Apple requires the
+	// receive buffer to be at least twice the send buffer.
+	SendBuffer, ReceiveBuffer int
+	// NoHello leaves out the Hello datagram: the switch then learns the VM
+	// from its first frame.
+	NoHello bool
+}
+
+// Conn is a VM's end of the connection to the switch: a unixgram socket
+// bound to LocalPath and connected to the switch's socket.
+type Conn struct {
+	file  *os.File
+	local string
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// File returns the socket, for VZFileHandleNetworkDeviceAttachment. It is
+// in blocking mode, as Virtualization.framework uses it; the Conn owns it.
+func (c *Conn) File() *os.File { return c.file }
+
+// LocalPath returns the path the socket is bound to.
+func (c *Conn) LocalPath() string { return c.local }
+
+// Close closes the socket and removes its path. Close it only after the
+// VM that uses it has stopped. It is idempotent.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		var errs []error
+		if err := c.file.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("vz %s: close: %w", c.local, err))
+		}
+		if err := os.Remove(c.local); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("vz %s: remove: %w", c.local, err))
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// Dial makes the VM's socket: a unixgram socket with cfg's buffer sizes,
+// bound to cfg.Local, connected to cfg.Switch, that has sent Hello.
+func Dial(cfg Config) (*Conn, error) {
+	if cfg.Switch == "" {
+		return nil, errors.New("vz: no switch socket given (Config.Switch)")
+	}
+	snd, rcv := cfg.SendBuffer, cfg.ReceiveBuffer
+	if snd == 0 {
+		snd = DefaultSendBuffer
+	}
+	if rcv == 0 {
+		rcv = DefaultReceiveBuffer
+	}
+	if snd < 0 || rcv < 2*snd {
+		return nil, fmt.Errorf("vz: receive buffer %d must be at least twice the send buffer %d (Apple's rule)", rcv, snd)
+	}
+	if cfg.MTU != 0 && (cfg.MTU < 1500 || cfg.MTU > 65535) {
+		return nil, fmt.Errorf("vz: MTU %d outside 1500 to 65535", cfg.MTU)
+	}
+	local := cfg.Local
+	if local == "" {
+		var b [6]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("vz: local socket name: %w", err)
+		}
+		local = filepath.Join(os.TempDir(), fmt.Sprintf("tapswitch-vz-%d-%s.sock", os.Getpid(), hex.EncodeToString(b[:])))
+	}
+	for _, p := range []string{local, cfg.Switch} {
+		if len(p) > maxSockPath {
+			return nil, fmt.Errorf("vz: socket path %s is %d bytes long, at most %d allowed: choose a shorter one",
+				p, len(p), maxSockPath)
+		}
+	}
+
+	// macOS has no SOCK_CLOEXEC: hold ForkLock as package net does, so no
+	// child inherits the socket.
+	syscall.ForkLock.RLock()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err == nil {
+		unix.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("vz %s: socket: %w", local, err)
+	}
+	if err := setup(fd, local, cfg, snd, rcv); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &Conn{file: os.NewFile(uintptr(fd), "vz:"+local), local: local}, nil
+}
+
+// setup sizes, binds and connects fd and sends the hello. On error the
+// caller closes fd; setup removes the path it bound.
+func setup(fd int, local string, cfg Config, snd, rcv int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, snd); err != nil {
+		return fmt.Errorf("vz %s: set SO_SNDBUF %d: %w (macOS caps socket buffers at sysctl kern.ipc.maxsockbuf)", local, snd, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcv); err != nil {
+		return fmt.Errorf("vz %s: set SO_RCVBUF %d: %w (macOS caps socket buffers at sysctl kern.ipc.maxsockbuf)", local, rcv, err)
+	}
+	if err := removeStale(local); err != nil {
+		return err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: local}); err != nil {
+		return fmt.Errorf("vz %s: bind: %w", local, err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: cfg.Switch}); err != nil {
+		os.Remove(local)
+		switch {
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ECONNREFUSED):
+			return fmt.Errorf("vz %s: connect to switch %s: %w: is `tapswitch serve --listen unixgram://%[2]s` running?",
+				local, cfg.Switch, err)
+		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+			return fmt.Errorf("vz %s: connect to switch %s: %w: join the socket's group (tapswitch serve --socket-group)",
+				local, cfg.Switch, err)
+		case errors.Is(err, unix.EPROTOTYPE):
+			return fmt.Errorf("vz %s: connect to switch %s: %w: that is a stream socket; listen with unixgram://",
+				local, cfg.Switch, err)
+		}
+		return fmt.Errorf("vz %s: connect to switch %s: %w", local, cfg.Switch, err)
+	}
+	if !cfg.NoHello {
+		if _, err := unix.Write(fd, []byte(Hello)); err != nil {
+			os.Remove(local)
+			return fmt.Errorf("vz %s: send hello to switch %s: %w", local, cfg.Switch, err)
+		}
+	}
+	return nil
+}
+
+// removeStale removes a socket file at path that no process is bound to.
+// Anything else at path is left alone, and bind then reports it.
+func removeStale(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil || st.Mode().Type() != fs.ModeSocket {
+		return nil
+	}
+	probe, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return fmt.Errorf("vz %s: probe stale socket: %w", path, err)
+	}
+	defer unix.Close(probe)
+	err = unix.Connect(probe, &unix.SockaddrUnix{Name: path})
+	if err == nil {
+		return fmt.Errorf("vz %s: bind: %w: another process is bound to it", path, unix.EADDRINUSE)
+	}
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("vz %s: remove stale socket: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,225 @@
+//go:build unix
+
+package vz
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// shortTemp returns a directory whose socket paths fit in sun_path (the
+// test's own temporary directory may be too deep).
+func shortTemp(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "vz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// fakeSwitch binds a unixgram socket as the switch's datagram listener.
+func fakeSwitch(t *testing.T, dir string) (*net.UnixConn, string) {
+	t.Helper()
+	path := filepath.Join(dir, "sw.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, path
+}
+
+func recv(t *testing.T, c *net.UnixConn) ([]byte, *net.UnixAddr) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 70000)
+	n, from, err := c.ReadFromUnix(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b[:n], from
+}
+
+func TestDialHelloAndFrames(t *testing.T) {
+	dir := shortTemp(t)
+	sw, swPath := fakeSwitch(t, dir)
+	local := filepath.Join(dir, "vm.sock")
+	c, err := Dial(Config{Switch: swPath, Local: local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.LocalPath() != local {
+		t.Errorf("LocalPath = %q, want %q", c.LocalPath(), local)
+	}
+
+	hello, from := recv(t, sw)
+	if string(hello) != Hello || from == nil || from.Name != local {
+		t.Fatalf("switch got %q from %v, want %q from %s", hello, from, Hello, local)
+	}
+
+	// Switch to VM: the learned address reaches the socket the VM holds.
+	frame := bytes.Repeat([]byte{0xab}, 1514)
+	if _, err := sw.WriteToUnix(frame, from); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2000)
+	n, err := c.File().Read(got)
+	if err != nil || !bytes.Equal(got[:n], frame) {
+		t.Fatalf("VM read %d bytes, %v; want the 1514-byte frame", n, err)
+	}
+	// VM to switch: one datagram per frame.
+	if _, err := c.File().Write(frame[:60]); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := recv(t, sw); !bytes.Equal(b, frame[:60]) {
+		t.Fatalf("switch got %d bytes, want the 60-byte frame", len(b))
+	}
+
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
+	if _, err := os.Lstat(local); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("local socket still there after Close: %v", err)
+	}
+}
+
+func TestDialNoHelloAndTempPath(t *testing.T) {
+	dir := shortTemp(t)
+	sw, swPath := fakeSwitch(t, dir)
+	t.Setenv("TMPDIR", dir)
+	c, err := Dial(Config{Switch: swPath, NoHello: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if filepath.Dir(c.LocalPath()) != dir || !strings.HasPrefix(filepath.Base(c.LocalPath()), "tapswitch-vz-") {
+		t.Errorf("LocalPath = %q, want tapswitch-vz-* in %s", c.LocalPath(), dir)
+	}
+	if _, err := c.File().Write(make([]byte, 60)); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := recv(t, sw); len(b) != 60 {
+		t.Fatalf("first datagram is %d bytes, want the 60-byte frame (no hello)", len(b))
+	}
+}
+
+func TestDialBuffers(t *testing.T) {
+	dir := shortTemp(t)
+	_, swPath := fakeSwitch(t, dir)
+	c, err := Dial(Config{Switch: swPath, Local: filepath.Join(dir, "vm.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, err := c.File().SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snd, rcv int
+	rc.Control(func(fd uintptr) {
+		snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+		rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	// Linux caps the sizes at net.core.[wr]mem_max and reports twice what
+	// it grants; macOS grants up to kern.ipc.maxsockbuf (8 MiB).
+	wantSnd, wantRcv := DefaultSendBuffer, DefaultReceiveBuffer
+	if runtime.GOOS == "linux" {
+		wantSnd = min(wantSnd, sysctl(t, "/proc/sys/net/core/wmem_max"))
+		wantRcv = min(wantRcv, sysctl(t, "/proc/sys/net/core/rmem_max"))
+	}
+	if snd < wantSnd || rcv < wantRcv {
+		t.Errorf("SO_SNDBUF %d, SO_RCVBUF %d; want at least %d and %d", snd, rcv, wantSnd, wantRcv)
+	}
+}
+
+func sysctl(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestDialStaleAndBusyLocal(t *testing.T) {
+	dir := shortTemp(t)
+	_, swPath := fakeSwitch(t, dir)
+	local := filepath.Join(dir, "vm.sock")
+
+	// A socket file nobody is bound to, as a crashed VM leaves behind.
+	stale, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: local, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.Close()
+	c, err := Dial(Config{Switch: swPath, Local: local})
+	if err != nil {
+		t.Fatalf("Dial over a stale socket: %v", err)
+	}
+	// The same path while c holds it.
+	if _, err := Dial(Config{Switch: swPath, Local: local}); !errors.Is(err, unix.EADDRINUSE) {
+		t.Errorf("Dial on a path in use = %v, want EADDRINUSE", err)
+	}
+	c.Close()
+}
+
+func TestDialErrors(t *testing.T) {
+	dir := shortTemp(t)
+	streamPath := filepath.Join(dir, "stream.sock")
+	l, err := net.Listen("unix", streamPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	long := "/" + strings.Repeat("x", 120)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no switch", Config{}, "no switch socket"},
+		{"missing switch", Config{Switch: filepath.Join(dir, "none.sock"), Local: filepath.Join(dir, "a.sock")}, "is `tapswitch serve"},
+		{"stream switch", Config{Switch: streamPath, Local: filepath.Join(dir, "b.sock")}, "listen with unixgram://"},
+		{"long local", Config{Switch: streamPath, Local: long}, "at most 103"},
+		{"buffers", Config{Switch: streamPath, SendBuffer: 1 << 20, ReceiveBuffer: 1 << 20}, "at least twice"},
+		{"mtu low", Config{Switch: streamPath, MTU: 1000}, "MTU 1000"},
+		{"mtu high", Config{Switch: streamPath, MTU: 70000}, "MTU 70000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Dial(tc.cfg)
+			if err == nil {
+				c.Close()
+				t.Fatalf("Dial succeeded, want an error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Dial error %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	// A failed Dial leaves no socket file behind.
+	for _, n := range []string{"a.sock", "b.sock"} {
+		if _, err := os.Lstat(filepath.Join(dir, n)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind: %v", n, err)
+		}
+	}
+}
