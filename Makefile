@@ -17,7 +17,7 @@ build:
 # Everything: vet, the whole suite under the race detector (privileged and
 # end-to-end tests included when run as root), then each fuzz target for
 # FUZZTIME.
-test: build
+test: build cross
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
 	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
@@ -36,9 +36,16 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# Every package for macOS without cgo, then the cgo darwin packages
+# type-checked with go/types (internal/cgocheck): Apple's SDK is not here.
+DARWIN_VET = ./vmnet/ ./backend/tap/ ./vz/ ./internal/socketvmnet/ ./examples/vz/
 cross:
 	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	GOOS=darwin GOARCH=amd64 CGO_ENABLED=0 $(GO) build ./...
+	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) vet $(DARWIN_VET)
+	GOOS=darwin GOARCH=amd64 CGO_ENABLED=0 $(GO) vet $(DARWIN_VET)
+	$(GO) run ./internal/cgocheck -goos darwin -goarch arm64 ./cmd/tapswitch ./vmnet ./vz ./examples/vz
+	$(GO) run ./internal/cgocheck -goos darwin -goarch amd64 ./cmd/tapswitch ./vmnet ./vz ./examples/vz
 
 clean:
 	rm -rf bin

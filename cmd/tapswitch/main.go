@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,11 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	root := newRootCmd()
+	if filepath.Base(os.Args[0]) == socketVmnetName {
+		root.SetArgs(append([]string{"socket-vmnet"}, os.Args[1:]...))
+	}
+	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		var ee exitError
@@ -47,6 +52,6 @@ segment, with an optional built-in DHCP responder.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newServeCmd(), newCtlCmd(), newCaptureCmd(), newQEMUCmd())
+	root.AddCommand(newVersionCmd(), newServeCmd(), newCtlCmd(), newCaptureCmd(), newQEMUCmd(), newSocketVmnetCmd())
 	return root
 }

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,10 @@ type serveOptions struct {
 	hostIfname string
 	hostBridge string
 	mtu        int
+	// macOS: the vmnet.framework host interface.
+	hostMode        string
+	hostInterfaceID string
+	hostNetworkID   string
 
 	listen      []string
 	connect     []string
@@ -127,6 +132,9 @@ command line win).`,
 	f.StringArrayVar(&o.host, "host", nil, "give the host an interface on the segment with this address, e.g. 198.18.0.1/24 (repeatable)")
 	f.StringVar(&o.hostIfname, "host-ifname", vmnet.DefaultName, "name of the host interface")
 	f.StringVar(&o.hostBridge, "host-bridge", "", "enslave the host interface to this existing bridge instead of giving it an address")
+	f.StringVar(&o.hostMode, "host-mode", "", "macOS: give the host a vmnet.framework interface in this mode: shared, host or bridged (--host-bridge names the physical interface); vmnet then serves DHCP for --gateway/--dhcp-range itself")
+	f.StringVar(&o.hostInterfaceID, "host-interface-id", "", "macOS: vmnet interface UUID, for a stable MAC address")
+	f.StringVar(&o.hostNetworkID, "host-network-id", "", "macOS: vmnet network UUID of an isolated host-mode network")
 	f.IntVar(&o.mtu, "mtu", 0, "MTU of the taps and host interface tapswitch creates (0: leave at 1500)")
 	f.StringArrayVar(&o.listen, "listen", nil, "accept VMs at unix:///PATH, tcp://HOST:PORT, unixgram:///PATH or udp://HOST:PORT (repeatable)")
 	f.StringArrayVar(&o.connect, "connect", nil, "connect to a QEMU listening with -netdev stream,server=on at unix:///PATH or tcp://HOST:PORT, reconnecting (repeatable)")
@@ -180,6 +188,7 @@ func newLogger(level, format string) (*logrus.Logger, error) {
 // wrong with the flags is found before anything is created.
 type plan struct {
 	defaults    bool
+	host        *vmnet.Config // nil: no host interface
 	hostAddrs   []netip.Prefix
 	listens     []listen.Addr
 	socketGID   int // -1: leave the group alone
@@ -203,7 +212,7 @@ func (o *serveOptions) plan() (*plan, error) {
 	if o.mtu != 0 && (o.mtu < 68 || o.mtu > o.maxFrame-14) {
 		return nil, fmt.Errorf("--mtu %d: must be between 68 and --max-frame minus 14 (%d)", o.mtu, o.maxFrame-14)
 	}
-	p.defaults = len(o.listen) == 0 && len(o.taps) == 0 && len(o.connect) == 0 && len(o.host) == 0 && o.hostBridge == ""
+	p.defaults = len(o.listen) == 0 && len(o.taps) == 0 && len(o.connect) == 0 && len(o.host) == 0 && o.hostBridge == "" && o.hostMode == ""
 	rawListens := o.listen
 	if p.defaults {
 		rawListens = []string{
@@ -235,6 +244,19 @@ func (o *serveOptions) plan() (*plan, error) {
 		}
 		p.hostAddrs = append(p.hostAddrs, pfx)
 	}
+	vmnetMode := o.hostMode
+	if vmnetMode == "" && p.defaults && runtime.GOOS == "darwin" {
+		vmnetMode = "shared" // macOS's host leg is vmnet, which serves DHCP
+	}
+	if vmnetMode != "" {
+		if err := p.planVmnet(o, vmnetMode); err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	if o.hostInterfaceID != "" || o.hostNetworkID != "" {
+		return nil, errors.New("--host-interface-id and --host-network-id need --host-mode (macOS)")
+	}
 	if o.hostBridge != "" && len(o.host) > 0 {
 		return nil, errors.New("--host-bridge and --host exclude each other: a bridged host interface has no address of its own (put it on the bridge)")
 	}
@@ -253,7 +275,11 @@ func (o *serveOptions) plan() (*plan, error) {
 	if !wantDHCP && (o.dhcpRange != "" || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
 		return nil, errors.New("--dhcp-range, --dhcp-static, --dns, --domain and --dhcp-lease-file need --dhcp")
 	}
+	if len(p.hostAddrs) > 0 || o.hostBridge != "" {
+		p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu, Bridge: o.hostBridge}
+	}
 	if !wantDHCP {
+		p.setHostAddrs()
 		return p, nil
 	}
 	dc := &dhcp.Config{LeaseTime: o.dhcpLeaseTime, Domain: o.domain, MTU: o.mtu, LeaseFile: o.dhcpLeaseFile}
@@ -271,6 +297,7 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 	if p.defaults {
 		p.hostAddrs = []netip.Prefix{dc.Gateway}
+		p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu}
 	}
 	if o.dhcpRange != "" {
 		if dc.Range, err = dhcp.ParseRange(o.dhcpRange); err != nil {
@@ -301,7 +328,72 @@ func (o *serveOptions) plan() (*plan, error) {
 		dc.LeaseFile = filepath.Join(p.leaseDir, "dhcp-leases-"+strings.ReplaceAll(dc.Gateway.Masked().String(), "/", "_"))
 	}
 	p.dhcp = dc
+	p.setHostAddrs()
 	return p, nil
+}
+
+func (p *plan) setHostAddrs() {
+	if p.host != nil {
+		p.host.Addrs = p.hostAddrs
+	}
+}
+
+// planVmnet plans a vmnet.framework host interface (macOS): --gateway is
+// its start address and subnet, the end of --dhcp-range the end of the
+// pool macOS's DHCP server hands out.
+func (p *plan) planVmnet(o *serveOptions, modeName string) error {
+	if runtime.GOOS != "darwin" {
+		return fmt.Errorf("--host-mode %s: vmnet.framework exists only on macOS; on Linux use --host CIDR or --host-bridge BR", modeName)
+	}
+	if o.dhcp || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "" {
+		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain and --dhcp-lease-file options")
+	}
+	mode, err := vmnet.ParseMode(modeName)
+	if err != nil {
+		return fmt.Errorf("--host-mode: %w", err)
+	}
+	hc := &vmnet.Config{Mode: mode, Bridge: o.hostBridge, MTU: o.mtu}
+	gw := o.gateway
+	if gw == "" && p.defaults {
+		gw = defaultGateway
+	}
+	if gw != "" {
+		pfx, err := netip.ParsePrefix(gw)
+		if err != nil || !pfx.Addr().Is4() {
+			return fmt.Errorf("--gateway %q: want an IPv4 address with prefix length, e.g. 192.168.105.1/24", gw)
+		}
+		hc.StartAddr, hc.Mask = pfx.Addr(), net.CIDRMask(pfx.Bits(), 32)
+	}
+	if o.dhcpRange != "" {
+		r, err := dhcp.ParseRange(o.dhcpRange)
+		if err != nil {
+			return fmt.Errorf("--dhcp-range: %w", err)
+		}
+		if !hc.StartAddr.IsValid() || r.Start != hc.StartAddr.Next() {
+			return errors.New("--dhcp-range with --host-mode must start right after the --gateway address (vmnet's pool follows its start address)")
+		}
+		hc.EndAddr = r.End
+	}
+	if o.hostInterfaceID != "" {
+		if hc.InterfaceID, err = vmnet.ParseUUID(o.hostInterfaceID); err != nil {
+			return fmt.Errorf("--host-interface-id: %w", err)
+		}
+	}
+	if o.hostNetworkID != "" {
+		if hc.NetworkID, err = vmnet.ParseUUID(o.hostNetworkID); err != nil {
+			return fmt.Errorf("--host-network-id: %w", err)
+		}
+	}
+	for _, h := range o.host {
+		pfx, err := netip.ParsePrefix(h)
+		if err != nil {
+			return fmt.Errorf("--host %q: %w", h, err)
+		}
+		hc.Addrs = append(hc.Addrs, pfx)
+	}
+	p.host = hc
+	p.defaultHost = p.defaults
+	return nil
 }
 
 func lookupGroup(name string) (int, error) {
@@ -379,11 +471,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	// The host interface first: whether it holds the gateway address
 	// decides whether the DHCP responder answers ARP for it.
 	hostOwnsGateway := false
-	if len(p.hostAddrs) > 0 || o.hostBridge != "" {
-		hi, err := vmnet.Open(vmnet.Config{Name: o.hostIfname, Addrs: p.hostAddrs, MTU: o.mtu, Bridge: o.hostBridge, Logger: log})
+	if p.host != nil {
+		hc := *p.host
+		hc.Logger = log
+		hi, err := vmnet.Open(hc)
 		switch {
 		case err != nil && p.defaultHost && errors.Is(err, fs.ErrPermission):
-			log.WithError(err).Warn("no host interface (needs CAP_NET_ADMIN): guests reach each other and the DHCP responder answers for the gateway, but not the host")
+			log.WithError(err).Warn("no host interface (needs CAP_NET_ADMIN on Linux, root on macOS): guests reach each other, but not the host")
 		case err != nil:
 			return fmt.Errorf("host interface: %w", err)
 		default:
