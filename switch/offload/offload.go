@@ -128,8 +128,9 @@ func (h Hdr) Offloaded() bool {
 	return h.GSOType != GSONone || h.Flags&NeedsCsum != 0
 }
 
-// Errors returned by Segment, SegmentCount and Checksum, always wrapped
-// with the detail; test with errors.Is. None is allocated per call.
+// Errors returned by Segment, SegmentCount and Checksum; test with
+// errors.Is. ErrMalformed and ErrUnsupported come wrapped with the detail.
+// No error is allocated per call.
 var (
 	// ErrMalformed reports a frame or header that contradicts itself or
 	// the protocols: bad lengths, a fragment, GSOSize 0, checksum offsets

@@ -1,0 +1,285 @@
+package offload
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+const (
+	ethHdrLen  = 14
+	vlanTagLen = 4
+	ipv4MinLen = 20
+	ipv6HdrLen = 40
+	tcpMinLen  = 20
+
+	etherTypeIPv4   = 0x0800
+	etherTypeIPv6   = 0x86dd
+	etherTypeVLAN   = 0x8100 // 802.1Q
+	etherTypeQinQ   = 0x88a8 // 802.1ad service tag
+	protoTCP        = 6
+	tcpCsumOffset   = 16
+	tcpFlagsOffset  = 13
+	tcpFlagFIN      = 0x01
+	tcpFlagPSH      = 0x08
+	tcpFlagCWR      = 0x80
+	ipv4FlagMF      = 0x2000
+	ipv4FragOffMask = 0x1fff
+	maxIPLen        = 0xffff
+)
+
+// The errors of Segment and SegmentCount, built once so that rejecting a
+// frame costs no allocation.
+var (
+	errNotGSO       = wrap(ErrMalformed, "segment: gso type none")
+	errGSOType      = wrap(ErrMalformed, "segment: unknown gso type")
+	errUDPGSO       = wrap(ErrUnsupported, "segment: udp gso")
+	errGSOSize      = wrap(ErrMalformed, "segment: gso_size 0")
+	errHdrLen       = wrap(ErrMalformed, "segment: hdr_len beyond the frame")
+	errShortEth     = wrap(ErrMalformed, "segment: frame shorter than its ethernet header")
+	errTwoTags      = wrap(ErrUnsupported, "segment: more than one vlan tag")
+	errEtherType    = wrap(ErrMalformed, "segment: ethertype does not match the gso type")
+	errShortIP      = wrap(ErrMalformed, "segment: frame shorter than its ip header")
+	errIPVersion    = wrap(ErrMalformed, "segment: ip version does not match the ethertype")
+	errIPv4HdrLen   = wrap(ErrMalformed, "segment: ipv4 header length below 20")
+	errIPv4Fragment = wrap(ErrMalformed, "segment: ipv4 fragment")
+	errNotTCP       = wrap(ErrMalformed, "segment: ip protocol is not tcp")
+	errIPv6NextHdr  = wrap(ErrUnsupported, "segment: ipv6 next header is not tcp (extension headers)")
+	errShortTCP     = wrap(ErrMalformed, "segment: frame shorter than its tcp header")
+	errTCPHdrLen    = wrap(ErrMalformed, "segment: tcp data offset below 5")
+	errCsumStart    = wrap(ErrMalformed, "segment: csum_start/csum_offset do not point at the tcp checksum")
+	errTooLong      = wrap(ErrMalformed, "segment: segment longer than an ip packet can be")
+)
+
+func wrap(err error, detail string) error { return fmt.Errorf("%w: %s", err, detail) }
+
+// layout locates the headers of a TCP super-frame.
+type layout struct {
+	ip      int // offset of the IP header
+	tcp     int // offset of the TCP header
+	payload int // offset of the payload, the end of the headers
+	v6      bool
+	n       int // number of segments
+	maxLen  int // length of the longest (first) segment
+}
+
+// parse checks h and the headers of frame and lays out the segmentation.
+// It is the single place that validates, so Segment touches no byte it has
+// not bounds-checked here.
+func parse(h Hdr, frame []byte) (layout, error) {
+	var l layout
+	switch h.GSOType &^ GSOECN {
+	case GSOTCPv4:
+	case GSOTCPv6:
+		l.v6 = true
+	case GSONone:
+		return l, errNotGSO
+	case GSOUDP, GSOUDPL4:
+		return l, errUDPGSO
+	default:
+		return l, errGSOType
+	}
+	if h.GSOSize == 0 {
+		return l, errGSOSize
+	}
+	// hdr_len is only a hint (Linux reports skb_headlen there), but it
+	// can never exceed the frame from an honest sender.
+	if int(h.HdrLen) > len(frame) {
+		return l, errHdrLen
+	}
+
+	be := binary.BigEndian
+	if len(frame) < ethHdrLen {
+		return l, errShortEth
+	}
+	l.ip = ethHdrLen
+	et := be.Uint16(frame[12:])
+	if et == etherTypeVLAN || et == etherTypeQinQ {
+		if len(frame) < ethHdrLen+vlanTagLen {
+			return l, errShortEth
+		}
+		l.ip += vlanTagLen
+		et = be.Uint16(frame[16:])
+		if et == etherTypeVLAN || et == etherTypeQinQ {
+			return l, errTwoTags
+		}
+	}
+
+	if !l.v6 {
+		if et != etherTypeIPv4 {
+			return l, errEtherType
+		}
+		if len(frame) < l.ip+ipv4MinLen {
+			return l, errShortIP
+		}
+		ip := frame[l.ip:]
+		if ip[0]>>4 != 4 {
+			return l, errIPVersion
+		}
+		ihl := int(ip[0]&0x0f) * 4
+		if ihl < ipv4MinLen {
+			return l, errIPv4HdrLen
+		}
+		if len(frame) < l.ip+ihl {
+			return l, errShortIP
+		}
+		if be.Uint16(ip[6:])&(ipv4FlagMF|ipv4FragOffMask) != 0 {
+			return l, errIPv4Fragment
+		}
+		if ip[9] != protoTCP {
+			return l, errNotTCP
+		}
+		l.tcp = l.ip + ihl
+	} else {
+		if et != etherTypeIPv6 {
+			return l, errEtherType
+		}
+		if len(frame) < l.ip+ipv6HdrLen {
+			return l, errShortIP
+		}
+		ip := frame[l.ip:]
+		if ip[0]>>4 != 6 {
+			return l, errIPVersion
+		}
+		if ip[6] != protoTCP {
+			return l, errIPv6NextHdr
+		}
+		l.tcp = l.ip + ipv6HdrLen
+	}
+
+	if len(frame) < l.tcp+tcpMinLen {
+		return l, errShortTCP
+	}
+	doff := int(frame[l.tcp+12]>>4) * 4
+	if doff < tcpMinLen {
+		return l, errTCPHdrLen
+	}
+	l.payload = l.tcp + doff
+	if len(frame) < l.payload {
+		return l, errShortTCP
+	}
+	if h.Flags&NeedsCsum != 0 && (int(h.CsumStart) != l.tcp || h.CsumOffset != tcpCsumOffset) {
+		return l, errCsumStart
+	}
+
+	// Like the kernel (inet_gso_segment, ipv6_gso_segment), the payload is
+	// the rest of the frame whatever the super-frame's IP length fields say.
+	payload, mss := len(frame)-l.payload, int(h.GSOSize)
+	l.n = (payload + mss - 1) / mss
+	if l.n == 0 {
+		l.n = 1 // headers only: one segment, e.g. a lone ACK or FIN
+	}
+	l.maxLen = l.payload + min(payload, mss)
+	ipLen := l.maxLen - l.ip
+	if l.v6 {
+		ipLen -= ipv6HdrLen
+	}
+	if ipLen > maxIPLen {
+		return l, errTooLong
+	}
+	return l, nil
+}
+
+// SegmentCount reports the number of frames Segment makes of frame and the
+// length of the longest of them (every one but the last has that length),
+// so that the caller can size out: len(out) >= n and cap(out[i]) >= maxLen.
+// It returns the error Segment would return for the headers.
+//
+// n is ceil(payload/h.GSOSize), at least 1. A super-frame holds at most a
+// 65535-byte IP packet, so at MSS 1448 n is at most 46.
+func SegmentCount(h Hdr, frame []byte) (n, maxLen int, err error) {
+	l, err := parse(h, frame)
+	if err != nil {
+		return 0, 0, err
+	}
+	return l.n, l.maxLen, nil
+}
+
+// Segment splits frame, a TCP super-frame described by h (GSOType GSOTCPv4
+// or GSOTCPv6, possibly with GSOECN), into ordinary Ethernet frames, one
+// per h.GSOSize bytes of payload, as Linux's tcp_gso_segment does. frame
+// is a whole Ethernet frame, untagged or with one 802.1Q (or 802.1ad) tag,
+// then IPv4 (options allowed, fragments not) or IPv6 (no extension
+// headers), then TCP. Its payload is everything after the TCP header, as
+// for the kernel; the IP length fields of frame are not trusted. h.HdrLen
+// is a hint and is ignored beyond a sanity check; if h has NeedsCsum, its
+// checksum offsets must point at the TCP checksum.
+//
+// Segment writes segment i into out[i][:len] and sets out[i] to that
+// slice, so a caller that wants headroom passes out[i] = buf[off:off]. It
+// needs len(out) >= n and cap(out[i]) >= the segment's length, which
+// SegmentCount reports; it returns n. frame is not modified and may be
+// shared with other readers; out must not overlap it.
+//
+// Each segment has the headers of frame with the IPv4 total length, ID
+// (incremented per segment, wrapping) and header checksum, or the IPv6
+// payload length, rewritten; the TCP sequence number advanced by the
+// payload before it; FIN and PSH kept only on the last segment and CWR
+// only on the first; and a complete TCP checksum. The segments need no
+// offload: send them with a zero header.
+//
+// On error Segment returns 0 and has written nothing. It does not
+// allocate.
+func Segment(h Hdr, frame []byte, out [][]byte) (n int, err error) {
+	l, err := parse(h, frame)
+	if err != nil {
+		return 0, err
+	}
+	if len(out) < l.n {
+		return 0, ErrTooManySegments
+	}
+	mss := int(h.GSOSize)
+	for i := range l.n - 1 {
+		if cap(out[i]) < l.maxLen {
+			return 0, ErrShortBuffer
+		}
+	}
+	if cap(out[l.n-1]) < len(frame)-(l.n-1)*mss {
+		return 0, ErrShortBuffer
+	}
+
+	be := binary.BigEndian
+	hdr := frame[:l.payload]
+	seq := be.Uint32(frame[l.tcp+4:])
+	flags := frame[l.tcp+tcpFlagsOffset]
+	var id uint16
+	var pseudo uint64 // sum of the pseudo-header's addresses and protocol
+	if l.v6 {
+		pseudo = uint64(sum(frame[l.ip+8:l.ip+40], protoTCP))
+	} else {
+		id = be.Uint16(frame[l.ip+4:])
+		pseudo = uint64(sum(frame[l.ip+12:l.ip+20], protoTCP))
+	}
+
+	for i := range l.n {
+		start := l.payload + i*mss
+		end := min(start+mss, len(frame))
+		seg := out[i][:l.payload+end-start]
+		copy(seg, hdr)
+		copy(seg[l.payload:], frame[start:end])
+
+		if l.v6 {
+			be.PutUint16(seg[l.ip+4:], uint16(len(seg)-l.tcp))
+		} else {
+			ip := seg[l.ip:l.tcp]
+			be.PutUint16(ip[2:], uint16(len(seg)-l.ip))
+			be.PutUint16(ip[4:], id+uint16(i))
+			ip[10], ip[11] = 0, 0
+			be.PutUint16(ip[10:], ^sum(ip, 0))
+		}
+
+		tcp := seg[l.tcp:]
+		be.PutUint32(tcp[4:], seq+uint32(i*mss))
+		f := flags
+		if i > 0 {
+			f &^= tcpFlagCWR
+		}
+		if i < l.n-1 {
+			f &^= tcpFlagFIN | tcpFlagPSH
+		}
+		tcp[tcpFlagsOffset] = f
+		tcp[tcpCsumOffset], tcp[tcpCsumOffset+1] = 0, 0
+		be.PutUint16(tcp[tcpCsumOffset:], ^sum(tcp, pseudo+uint64(len(tcp))))
+		out[i] = seg
+	}
+	return l.n, nil
+}
