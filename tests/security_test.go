@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
+	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
 // nobody is the unprivileged identity the access tests connect as.
@@ -231,5 +233,97 @@ func TestMACFlood(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// iperfGbps runs a 64 MiB iperf3 TCP transfer from n.a to n.b and returns
+// the receiver's rate in Gbit/s.
+func iperfGbps(t *testing.T, n *tapNet) float64 {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	srv := n.b.Exec(ctx, "iperf3", "-s", "-1", "-B", n.ipB)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); srv.Wait() }()
+	for range 50 { // until the server listens
+		if out, _ := n.b.Exec(ctx, "ss", "-Hltn", "sport = :5201").Output(); len(out) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, err := n.a.Exec(ctx, "iperf3", "-c", n.ipB, "-n", "64M", "-J").Output()
+	if err != nil {
+		t.Fatalf("iperf3: %v\n%s", err, out)
+	}
+	var r struct {
+		End struct {
+			SumSent struct {
+				Bytes float64 `json:"bytes"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	mustJSON(t, string(out), &r)
+	if r.End.SumSent.Bytes < 64<<20 {
+		t.Fatalf("iperf3 sent %v bytes, want 64 MiB", r.End.SumSent.Bytes)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9
+}
+
+// TestStuckClients: three stream clients that never read must not slow a
+// 64 MiB TCP transfer between two taps under broadcast load.
+func TestStuckClients(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	n := newTapNet(t, 24, "--listen", "unix://"+sock)
+	n.a.Ping(t, n.ipB)
+
+	// Broadcast load from a fourth client, in both runs.
+	loud := dialStream(t, sock)
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		f := make([]byte, 200)
+		copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0x42, 0x42, 0x88, 0xb5})
+		batch := [][]byte{f, f, f, f, f, f, f, f, f, f}
+		tick := time.NewTicker(time.Millisecond) // ~10,000 broadcasts/s
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if loud.sendBatch(batch) != nil {
+					return
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); <-loadDone }()
+
+	base := iperfGbps(t, n)
+	for range 3 { // clients that connect and never read
+		dialStream(t, sock)
+	}
+	waitPortsWhere(t, n.d, func(ps []api.Port) bool { return len(ps) == 7 }) // 2 taps, host, 4 clients
+	stuck := iperfGbps(t, n)
+	base2 := iperfGbps(t, n) // a second baseline, to see the noise
+	base = max(base, base2)
+	ports := waitPortsWhere(t, n.d, func([]api.Port) bool { return true })
+	var drops uint64
+	for _, p := range ports {
+		if p.Kind == "stream" {
+			drops += p.Drops[vswitch.DropQueueFull] // on the clients that never read
+		}
+	}
+	t.Logf("64 MiB transfer: %.2f Gbit/s without stuck clients, %.2f with three; queue_full drops on the clients: %d", base, stuck, drops)
+	if stuck < 0.8*base {
+		t.Errorf("transfer with three stuck clients at %.2f Gbit/s, less than 0.8 × %.2f", stuck, base)
+	}
+	if drops == 0 {
+		t.Error("the stuck clients dropped nothing: the broadcast load did not reach them")
 	}
 }
