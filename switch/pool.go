@@ -1,6 +1,10 @@
 package vswitch
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/tapswitch/tapswitch/switch/offload"
+)
 
 // smallFrame is the payload capacity of the small buffer class: a full
 // 1500-byte-MTU frame with a VLAN tag fits, which is what almost all traffic
@@ -26,15 +30,16 @@ func newFramePool(maxFrame int) *framePool {
 	return p
 }
 
-// get returns a frame holding a copy of b.
-func (p *framePool) get(b []byte) *frame {
+// get returns a frame holding a copy of buf[offset:], and of the
+// virtio-net header in front of it (see OffloadPort).
+func (p *framePool) get(buf []byte, offset int) *frame {
 	var f *frame
-	if len(b) <= smallFrame {
+	if len(buf)-offset <= smallFrame {
 		f = p.small.Get().(*frame)
 	} else {
 		f = p.large.Get().(*frame)
 	}
-	f.n = copy(f.buf[Headroom:], b)
+	f.n = copy(f.buf[Headroom-offload.HdrLen:], buf[offset-offload.HdrLen:]) - offload.HdrLen
 	return f
 }
 

@@ -64,3 +64,20 @@ type DirectWriter interface {
 	// never calls it concurrently with WriteFrames or with itself.
 	WriteFrameNow(buf []byte, offset int) (done bool, err error)
 }
+
+// OffloadPort is implemented by ports that carry TCP segmentation and
+// checksum offloads, as a Linux tap opened with IFF_VNET_HDR does: every
+// frame they read or write is preceded by a virtio-net header
+// (offload.Hdr, offload.HdrLen bytes) in bufs[i][offset-offload.HdrLen:
+// offset], inside the headroom. Frames from such a port may be TCP
+// super-frames of up to 64 KiB (GSO) or carry a partial checksum.
+//
+// The switch passes super-frames whole to other offload ports, with their
+// header, and segments them (completing checksums) for every other port;
+// it completes partial checksums itself. Frames written to an offload port
+// always have a valid header: zero for an ordinary frame.
+type OffloadPort interface {
+	// Offload reports whether the port uses the header. It is constant
+	// for the life of the port.
+	Offload() bool
+}

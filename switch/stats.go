@@ -31,6 +31,9 @@ const (
 	// DropLockedMAC: the ingress port is locked to another source MAC
 	// (PortConfig.LockMAC).
 	DropLockedMAC
+	// DropBadOffload: the frame's virtio-net header (OffloadPort) does not
+	// match the frame, or asks for an offload the switch does not do.
+	DropBadOffload
 	numDropReasons
 )
 
@@ -42,6 +45,7 @@ var dropNames = [numDropReasons]string{
 	DropQueueFull:    "queue_full",
 	DropTxError:      "tx_error",
 	DropLockedMAC:    "locked_mac",
+	DropBadOffload:   "bad_offload",
 }
 
 // String returns the reason's name as used in statistics and metrics.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/tapswitch/tapswitch/switch/offload"
 )
 
 // Defaults for the zero values of Config.
@@ -119,7 +121,7 @@ func New(cfg Config) *Switch {
 		cfg:  cfg,
 		log:  cfg.Logger,
 		fdb:  newFDB(cfg.FDBSize, cfg.FDBAge),
-		pool: newFramePool(cfg.MaxFrame),
+		pool: newFramePool(max(cfg.MaxFrame, maxGSOFrame)),
 		done: make(chan struct{}),
 	}
 	s.ports.Store(&[]*Attachment{})
@@ -205,6 +207,14 @@ type Attachment struct {
 	wmu      sync.Mutex
 	inflight atomic.Int64
 
+	// offload: the port's frames carry a virtio-net header (OffloadPort).
+	// segBufs hold the segments of the super-frame being forwarded, for
+	// ports without offloads, each at Headroom; segOut is the list handed
+	// to offload.Segment. Only the receiving goroutine uses them.
+	offload bool
+	segBufs [][]byte
+	segOut  [][]byte
+
 	// locked holds the MAC a LockMAC port is bound to, with bit 48 set
 	// once it is bound; only the port's receiving goroutine sets it.
 	locked atomic.Uint64
@@ -251,6 +261,9 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		done:  make(chan struct{}),
 	}
 	a.direct, _ = p.(DirectWriter)
+	if op, ok := p.(OffloadPort); ok {
+		a.offload = op.Offload()
+	}
 	if cfg.LockMAC && cfg.LockedMAC != (MAC{}) {
 		a.locked.Store(macBits(cfg.LockedMAC) | lockedBit)
 	}
@@ -377,8 +390,12 @@ func (a *Attachment) rxLoop() {
 	defer a.s.wg.Done()
 	n := a.port.BatchSize()
 	bufs := make([][]byte, n)
+	size := a.s.cfg.MaxFrame
+	if a.offload {
+		size = max(size, maxGSOFrame)
+	}
 	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+a.s.cfg.MaxFrame)
+		bufs[i] = make([]byte, Headroom+size)
 	}
 	sizes := make([]int, n)
 	for {
@@ -489,7 +506,7 @@ func (a *Attachment) send(buf []byte, offset int) {
 			a.wmu.Unlock()
 		}
 	}
-	f := a.s.pool.get(buf[offset:])
+	f := a.s.pool.get(buf, offset)
 	a.inflight.Add(1)
 	select {
 	case a.queue <- f:
@@ -525,13 +542,32 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		b = b[:offset+sizes[i]]
 		fr := b[offset:]
 		rxBytes += uint64(len(fr))
+		// The virtio-net header in front of the frame: read from an
+		// offload port, zeroed otherwise, so that it is valid for any
+		// offload port the frame is written to.
+		hb := b[offset-offload.HdrLen : offset]
+		var h offload.Hdr
+		if a.offload {
+			h = offload.DecodeHdr(hb)
+		} else {
+			clear(hb)
+		}
 		if len(fr) < 14 {
 			a.c.drops[DropTooShort].Add(1)
 			continue
 		}
-		if len(fr) > s.cfg.MaxFrame {
+		if len(fr) > s.cfg.MaxFrame && (h.GSOType == offload.GSONone || len(fr) > maxGSOFrame) {
 			a.c.drops[DropTooLong].Add(1)
 			continue
+		}
+		if h.Flags&offload.NeedsCsum != 0 && h.GSOType == offload.GSONone {
+			// Complete the checksum once, for every port.
+			if offload.Checksum(h, fr) != nil {
+				a.c.drops[DropBadOffload].Add(1)
+				continue
+			}
+			h = offload.Hdr{}
+			clear(hb)
 		}
 		src := MAC(fr[6:12])
 		if src.Multicast() {
@@ -557,6 +593,10 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		for _, c := range caps {
 			c.offer(time.Unix(0, now), fr, a, out)
 		}
+		if h.GSOType != offload.GSONone {
+			a.forwardGSO(h, b, offset, out, ports)
+			continue
+		}
 		if out != nil {
 			out.send(b, offset)
 			s.forwarded.Add(1)
@@ -574,6 +614,68 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	}
 	a.c.rxFrames.Add(uint64(len(bufs)))
 	a.c.rxBytes.Add(rxBytes)
+}
+
+// maxGSOFrame is the largest super-frame an offload port may deliver: a
+// 64 KiB IP packet behind an Ethernet header and one VLAN tag.
+const maxGSOFrame = 65535 + 14 + 4
+
+// segment splits the super-frame fr into a.segBufs and returns them, each
+// with the segment at Headroom; nil (and a counted drop) if fr is bad.
+func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
+	n, maxLen, err := offload.SegmentCount(h, fr)
+	if err != nil {
+		a.c.drops[DropBadOffload].Add(1)
+		return nil
+	}
+	for len(a.segBufs) < n {
+		a.segBufs = append(a.segBufs, nil)
+		a.segOut = append(a.segOut, nil)
+	}
+	for i := range n {
+		if len(a.segBufs[i]) < Headroom+maxLen {
+			a.segBufs[i] = make([]byte, Headroom+max(maxLen, smallFrame))
+		}
+		a.segOut[i] = a.segBufs[i][Headroom:Headroom]
+	}
+	k, err := offload.Segment(h, fr, a.segOut[:n])
+	if err != nil {
+		a.c.drops[DropBadOffload].Add(1)
+		return nil
+	}
+	for i := range k {
+		a.segOut[i] = a.segBufs[i][:Headroom+len(a.segOut[i])]
+	}
+	return a.segOut[:k]
+}
+
+// forwardGSO forwards the TCP super-frame b[offset:] with header h, from
+// a: whole to offload ports, segmented for the others (once, shared by all
+// of them). out is the destination port, nil to flood.
+func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attachment, ports []*Attachment) {
+	var segs [][]byte
+	segmented := false
+	for _, p := range ports {
+		if p == a || (out != nil && p != out) {
+			continue
+		}
+		if p.offload {
+			p.send(b, offset)
+			continue
+		}
+		if !segmented {
+			segmented = true
+			segs = a.segment(h, b[offset:])
+		}
+		for _, seg := range segs {
+			p.send(seg, Headroom)
+		}
+	}
+	if out != nil {
+		a.s.forwarded.Add(1)
+	} else {
+		a.s.flooded.Add(1)
+	}
 }
 
 // wantsDHCP reports whether the DHCP server port d takes fr, a frame to

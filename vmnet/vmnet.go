@@ -167,6 +167,22 @@ func (i *Interface) WriteFrames(bufs [][]byte, offset int) (int, error) {
 	return i.port.WriteFrames(bufs, offset)
 }
 
+// Offload implements vswitch.OffloadPort: on Linux the host interface's
+// tap carries TCP offloads like any other tap.
+func (i *Interface) Offload() bool {
+	o, ok := i.port.(vswitch.OffloadPort)
+	return ok && o.Offload()
+}
+
+// WriteFrameNow implements vswitch.DirectWriter when the underlying port
+// does (a tap); otherwise every frame goes through the switch's queue.
+func (i *Interface) WriteFrameNow(b []byte, offset int) (bool, error) {
+	if d, ok := i.port.(vswitch.DirectWriter); ok {
+		return d.WriteFrameNow(b, offset)
+	}
+	return false, nil
+}
+
 // BatchSize returns the underlying device's batch size.
 func (i *Interface) BatchSize() int { return i.port.BatchSize() }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/offload"
 )
 
 // maxDarwinTaps is how many devices tuntaposx makes: /dev/tap0 to
@@ -81,6 +82,11 @@ type Config struct {
 	MTU int
 	// Logger receives open and close events. Nil discards them.
 	Logger logrus.FieldLogger
+	// NoOffload opens the tap without a virtio-net header (Linux). By
+	// default the tap is opened with IFF_VNET_HDR and TCP segmentation and
+	// checksum offloads, so TCP super-frames of up to 64 KiB cross the
+	// switch whole (see vswitch.OffloadPort). macOS taps have no offloads.
+	NoOffload bool
 }
 
 // Device is an open tap. It implements vswitch.Port: one frame per read and
@@ -99,6 +105,7 @@ type Device struct {
 	name    string
 	mtu     int
 	created bool
+	vnet    bool // frames carry a virtio-net header (IFF_VNET_HDR)
 	log     logrus.FieldLogger
 
 	closeOnce sync.Once
@@ -170,17 +177,31 @@ func (d *Device) WriteFrames(bufs [][]byte, offset int) (int, error) {
 }
 
 // readFrame and writeFrame are the one place where the layout of a frame
-// in the descriptor is known. With IFF_NO_PI it is the bare frame; a
-// future IFF_VNET_HDR mode would put its virtio-net header in
-// b[offset-hdrLen:offset], which vswitch.Headroom leaves free.
+// in the descriptor is known. With IFF_NO_PI it is the bare frame; with
+// IFF_VNET_HDR the virtio-net header comes first, and lives in
+// b[offset-offload.HdrLen:offset], which vswitch.Headroom leaves free.
 func (d *Device) readFrame(b []byte, offset int) (int, error) {
-	return d.f.Read(b[offset:])
+	if !d.vnet {
+		return d.f.Read(b[offset:])
+	}
+	n, err := d.f.Read(b[offset-offload.HdrLen:])
+	if n < offload.HdrLen {
+		return 0, err
+	}
+	return n - offload.HdrLen, err
 }
 
 func (d *Device) writeFrame(b []byte, offset int) error {
+	if d.vnet {
+		offset -= offload.HdrLen
+	}
 	_, err := d.f.Write(b[offset:])
 	return err
 }
+
+// Offload implements vswitch.OffloadPort: it reports whether frames carry
+// a virtio-net header in the offload.HdrLen bytes before them.
+func (d *Device) Offload() bool { return d.vnet }
 
 // ioError names op and the device in err and maps what the runtime and the
 // kernel return to the documented errors.

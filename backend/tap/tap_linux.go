@@ -10,15 +10,17 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tapswitch/tapswitch/switch/offload"
 )
 
 // tunPath is the clone device through which every tap is made or attached.
 const tunPath = "/dev/net/tun"
 
 // openFlags are the TUNSETIFF flags: an Ethernet (layer 2) device whose
-// frames carry no packet-information prefix. IFF_VNET_HDR would be added
-// here, with TUNSETVNETHDRSZ and TUNSETOFFLOAD after TUNSETIFF, and its
-// header handled in readFrame and writeFrame.
+// frames carry no packet-information prefix. Open adds IFF_VNET_HDR unless
+// Config.NoOffload, then sets TUNSETVNETHDRSZ and TUNSETOFFLOAD; the
+// virtio-net header is handled in readFrame and writeFrame.
 const openFlags = unix.IFF_TAP | unix.IFF_NO_PI
 
 // permHint tells a user without the privilege what to do.
@@ -40,10 +42,20 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, openError(cfg.Name, err)
 	}
-	name, created, err := setIff(fd, cfg.Name)
+	flags := uint16(openFlags)
+	if !cfg.NoOffload {
+		flags |= unix.IFF_VNET_HDR
+	}
+	name, created, err := setIff(fd, cfg.Name, flags)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
+	}
+	if !cfg.NoOffload {
+		if err := setOffload(fd, name); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
 	}
 	// From here on closing fd removes the tap if we created it.
 	mtu, err := setMTU(name, cfg.MTU)
@@ -58,9 +70,10 @@ func Open(cfg Config) (*Device, error) {
 		name:    name,
 		mtu:     mtu,
 		created: created,
+		vnet:    !cfg.NoOffload,
 		log:     cfg.logger(),
 	}
-	d.log.WithFields(logrus.Fields{"port": name, "created": created, "mtu": mtu}).Info("tap opened")
+	d.log.WithFields(logrus.Fields{"port": name, "created": created, "mtu": mtu, "offload": d.vnet}).Info("tap opened")
 	return d, nil
 }
 
@@ -69,12 +82,12 @@ func Open(cfg Config) (*Device, error) {
 // We never set IFF_PERSIST, and a non-persistent tap cannot be attached to
 // while its creator holds it, so a tap that is persistent after TUNSETIFF
 // existed before: this tells created from attached without a race.
-func setIff(fd int, name string) (string, bool, error) {
+func setIff(fd int, name string, flags uint16) (string, bool, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return "", false, fmt.Errorf("tap %s: %w: %w", name, ErrInvalidName, err)
 	}
-	ifr.SetUint16(openFlags)
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		return "", false, setIffError(name, err)
 	}
@@ -87,6 +100,24 @@ func setIff(fd int, name string) (string, bool, error) {
 		return "", false, fmt.Errorf("tap %s: get flags: %w", name, err)
 	}
 	return name, got.Uint16()&unix.IFF_PERSIST == 0, nil
+}
+
+// tapOffloads are the offloads tapswitch takes from a tap: frames with a
+// partial checksum (TUN_F_CSUM) and TCP segmentation super-frames over
+// IPv4 and IPv6 (TUN_F_TSO4, TUN_F_TSO6). UDP segmentation is left off:
+// the switch segments TCP only.
+const tapOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+
+// setOffload sets the virtio-net header size and the offloads of a tap
+// opened with IFF_VNET_HDR.
+func setOffload(fd int, name string) error {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, offload.HdrLen); err != nil {
+		return fmt.Errorf("tap %s: set vnet header size: %w", name, err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tapOffloads); err != nil {
+		return fmt.Errorf("tap %s: set offloads: %w", name, err)
+	}
+	return nil
 }
 
 // setMTU sets the interface's MTU to mtu unless mtu is 0 or already set,

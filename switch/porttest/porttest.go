@@ -14,6 +14,7 @@ import (
 	"time"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/offload"
 )
 
 // Config configures a Port. The zero value is usable.
@@ -29,6 +30,9 @@ type Config struct {
 	OutLen int
 	// Discard counts written frames instead of keeping them for Recv.
 	Discard bool
+	// Offload makes the port a vswitch.OffloadPort: frames carry a
+	// virtio-net header (see SendOffload and RecvOffload).
+	Offload bool
 }
 
 // Port is an in-memory vswitch.Port.
@@ -44,7 +48,10 @@ type Port struct {
 	written, writtenBytes atomic.Uint64
 }
 
-var _ vswitch.Port = (*Port)(nil)
+var (
+	_ vswitch.Port        = (*Port)(nil)
+	_ vswitch.OffloadPort = (*Port)(nil)
+)
 
 // New returns an open Port.
 func New(cfg Config) *Port {
@@ -67,6 +74,23 @@ func New(cfg Config) *Port {
 		closed:  make(chan struct{}),
 		stalled: make(chan struct{}, 1),
 	}
+}
+
+// SendOffload hands frame to the switch with the virtio-net header hdr
+// (offload.HdrLen bytes), for a port with Config.Offload. It blocks like
+// Send.
+func (p *Port) SendOffload(hdr, frame []byte) error {
+	return p.Send(append(append([]byte(nil), hdr...), frame...))
+}
+
+// RecvOffload is Recv for a port with Config.Offload: it returns the
+// header the switch wrote in front of the frame, and the frame.
+func (p *Port) RecvOffload(timeout time.Duration) (hdr, frame []byte, ok bool) {
+	f, ok := p.Recv(timeout)
+	if !ok {
+		return nil, nil, false
+	}
+	return f[:offload.HdrLen], f[offload.HdrLen:], true
 }
 
 // Send hands frame to the switch as if it had arrived on the port. It
@@ -120,7 +144,11 @@ func (p *Port) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	n := 0
 	for {
-		sizes[n] = copy(bufs[n][offset:], f)
+		if p.cfg.Offload { // the header goes in front of the frame
+			sizes[n] = copy(bufs[n][offset-offload.HdrLen:], f) - offload.HdrLen
+		} else {
+			sizes[n] = copy(bufs[n][offset:], f)
+		}
 		n++
 		if n == len(bufs) {
 			return n, nil
@@ -146,6 +174,9 @@ func (p *Port) WriteFrames(bufs [][]byte, offset int) (int, error) {
 	}
 	for i, b := range bufs {
 		f := b[offset:]
+		if p.cfg.Offload {
+			f = b[offset-offload.HdrLen:]
+		}
 		if p.cfg.Discard {
 			p.written.Add(1)
 			p.writtenBytes.Add(uint64(len(f)))
@@ -162,6 +193,9 @@ func (p *Port) WriteFrames(bufs [][]byte, offset int) (int, error) {
 	}
 	return len(bufs), nil
 }
+
+// Offload implements vswitch.OffloadPort.
+func (p *Port) Offload() bool { return p.cfg.Offload }
 
 // BatchSize implements vswitch.Port.
 func (p *Port) BatchSize() int { return p.cfg.BatchSize }

@@ -1,0 +1,152 @@
+package vswitch_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/offload"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+// csumAdd adds b to a one's-complement running sum.
+func csumAdd(sum uint32, b []byte) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	return sum
+}
+
+func fold(sum uint32) uint16 {
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return uint16(sum)
+}
+
+// tcpFrame builds an IPv4 TCP frame with payload whose TCP checksum field
+// holds only the pseudo-header sum, as a sender using checksum offload
+// leaves it, and the matching virtio-net header (GSO when mss > 0).
+func tcpFrame(src vswitch.MAC, payload []byte, mss int) (offload.Hdr, []byte) {
+	f := make([]byte, 14+20+20+len(payload))
+	dst := porttest.MAC(99) // unknown: flooded
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	f[12], f[13] = 0x08, 0x00
+	ip := f[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 6
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+20+len(payload)))
+	copy(ip[12:16], []byte{198, 18, 0, 1})
+	copy(ip[16:20], []byte{198, 18, 0, 2})
+	binary.BigEndian.PutUint16(ip[10:], ^fold(csumAdd(0, ip[:20])))
+	tcp := ip[20:]
+	binary.BigEndian.PutUint32(tcp[4:], 1000) // sequence
+	tcp[12], tcp[13] = 5<<4, 0x18            // ACK|PSH
+	copy(tcp[20:], payload)
+	pseudo := csumAdd(0, ip[12:20]) + 6 + uint32(20+len(payload))
+	binary.BigEndian.PutUint16(tcp[16:], fold(pseudo))
+	h := offload.Hdr{Flags: offload.NeedsCsum, HdrLen: 54, CsumStart: 34, CsumOffset: 16}
+	if mss > 0 {
+		h.GSOType, h.GSOSize = offload.GSOTCPv4, uint16(mss)
+	}
+	return h, f
+}
+
+// tcpValid checks the TCP checksum of an IPv4 frame.
+func tcpValid(f []byte) bool {
+	ip := f[14:]
+	l := int(binary.BigEndian.Uint16(ip[2:])) - 20
+	sum := csumAdd(0, ip[12:20]) + 6 + uint32(l)
+	return fold(csumAdd(sum, ip[20:20+l])) == 0xffff
+}
+
+func TestOffloadForwarding(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	in := porttest.New(porttest.Config{Name: "in", Offload: true})
+	off := porttest.New(porttest.Config{Name: "off", Offload: true})
+	plain := porttest.New(porttest.Config{Name: "plain"})
+	for _, p := range []*porttest.Port{in, off, plain} {
+		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payload := make([]byte, 2500)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	h, super := tcpFrame(porttest.MAC(1), payload, 1000)
+	hdr := make([]byte, offload.HdrLen)
+	h.Encode(hdr)
+	if err := in.SendOffload(hdr, super); err != nil {
+		t.Fatal(err)
+	}
+	// The offload port gets the super-frame whole, with its header.
+	gh, gf, ok := off.RecvOffload(5 * time.Second)
+	if !ok || !bytes.Equal(gh, hdr) || !bytes.Equal(gf, super) {
+		t.Fatalf("offload port: header %x, frame of %d bytes, want the super-frame of %d", gh, len(gf), len(super))
+	}
+	// The plain port gets three checksummed segments carrying the payload.
+	var got []byte
+	for i, want := range []int{1000, 1000, 500} {
+		seg, ok := plain.Recv(5 * time.Second)
+		if !ok {
+			t.Fatalf("segment %d missing", i)
+		}
+		if len(seg) != 54+want || !tcpValid(seg) {
+			t.Fatalf("segment %d: %d bytes, checksum ok %t", i, len(seg), tcpValid(seg))
+		}
+		if seq := binary.BigEndian.Uint32(seg[38:]); seq != uint32(1000+1000*i) {
+			t.Errorf("segment %d: sequence %d", i, seq)
+		}
+		got = append(got, seg[54:]...)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("segments do not carry the payload")
+	}
+
+	// A partial checksum is completed once, for every port; offload ports
+	// get a zero header.
+	h, small := tcpFrame(porttest.MAC(1), []byte("ack"), 0)
+	h.Encode(hdr)
+	if err := in.SendOffload(hdr, small); err != nil {
+		t.Fatal(err)
+	}
+	gh, gf, ok = off.RecvOffload(5 * time.Second)
+	if !ok || !bytes.Equal(gh, make([]byte, offload.HdrLen)) || !tcpValid(gf) {
+		t.Fatalf("offload port: header %x, checksum ok %t", gh, ok && tcpValid(gf))
+	}
+	if f, ok := plain.Recv(5 * time.Second); !ok || !tcpValid(f) {
+		t.Fatal("plain port: frame missing or checksum not completed")
+	}
+
+	// A frame from a plain port reaches offload ports with a zero header.
+	_, plainFrame := tcpFrame(porttest.MAC(2), []byte("plain"), 0)
+	if err := plain.Send(plainFrame); err != nil {
+		t.Fatal(err)
+	}
+	gh, _, ok = off.RecvOffload(5 * time.Second)
+	if !ok || !bytes.Equal(gh, make([]byte, offload.HdrLen)) {
+		t.Fatalf("offload port: header %x from a plain port", gh)
+	}
+
+	// A super-frame whose header lies is dropped and counted.
+	bad := h
+	bad.GSOType, bad.GSOSize, bad.CsumStart = offload.GSOTCPv4, 1000, 20
+	bad.Encode(hdr)
+	if err := in.SendOffload(hdr, super); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for sw.Stats().Ports[0].Drops[vswitch.DropBadOffload] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("bad offload header not counted")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
