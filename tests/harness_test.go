@@ -88,12 +88,18 @@ func startSwitch(t *testing.T, ns *testnet.NS, args ...string) *daemon {
 	}
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	// The race detector sleeps a second at exit by default; shutdown
+	// times measured here are the switch's own.
+	d.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() {
 		d.Stop(t)
+		if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
+			t.Error("the race detector found a data race in tapswitch")
+		}
 		if t.Failed() {
 			t.Logf("tapswitch output:\n%s", d.out.String())
 		}

@@ -327,3 +327,50 @@ func TestStuckClients(t *testing.T) {
 		t.Error("the stuck clients dropped nothing: the broadcast load did not reach them")
 	}
 }
+
+// TestShutdownUnderLoad: SIGTERM while a TCP transfer saturates the
+// switch ends it within 2 s, with its leases on disk and nothing left.
+func TestShutdownUnderLoad(t *testing.T) {
+	leases := filepath.Join(t.TempDir(), "leases")
+	n := newTapNet(t, 25, "--dhcp", "--gateway", "198.18.25.1/24", "--dhcp-range", "198.18.25.100-198.18.25.150", "--dhcp-lease-file", leases)
+	n.a.Ping(t, n.ipB)
+	// A lease for a client in namespace b (the script applies nothing).
+	n.b.Run(t, "busybox", "udhcpc", "-i", n.tapB, "-n", "-q", "-t", "5", "-T", "1", "-s", "/bin/true")
+	mac := linkMAC(t, n.b, n.tapB)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	srv := n.b.Exec(ctx, "iperf3", "-s", "-1", "-B", n.ipB)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Wait()
+	for range 50 {
+		if out, _ := n.b.Exec(ctx, "ss", "-Hltn", "sport = :5201").Output(); len(out) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cl := n.a.Exec(ctx, "iperf3", "-c", n.ipB, "-t", "20")
+	if err := cl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Wait()
+	time.Sleep(2 * time.Second) // in full flow
+	took := n.d.Stop(t)
+	cancel()
+	t.Logf("shutdown under load took %v", took)
+	if took > 2*time.Second {
+		t.Errorf("shutdown took %v, more than 2 s", took)
+	}
+	if n.d.err != nil {
+		t.Errorf("exit: %v", n.d.err)
+	}
+	b, err := os.ReadFile(leases)
+	if err != nil || !strings.Contains(string(b), mac+" 198.18.25.1") {
+		t.Errorf("lease of %s not in the lease file (%v):\n%s", mac, err, b)
+	}
+	if _, err := os.Lstat(n.d.Ctl); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind")
+	}
+}

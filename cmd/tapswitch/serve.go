@@ -175,7 +175,7 @@ func newLogger(level, format string) (*logrus.Logger, error) {
 	l.SetLevel(lv)
 	switch format {
 	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "2006-01-02T15:04:05.000Z07:00"})
 	case "json":
 		l.SetFormatter(&logrus.JSONFormatter{})
 	default:

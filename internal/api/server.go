@@ -53,18 +53,17 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Serve serves the API on ln until ctx ends, then shuts down (giving
-// requests in flight a second) and returns. The caller creates ln with the
+// Serve serves the API on ln until ctx ends, then closes every
+// connection and returns. The caller creates ln with the
 // access rights it wants (mode 0600 for the control socket).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
+		// Close, not Shutdown: requests are short, except captures,
+		// which end with the switch anyway; a client's idle or half-open
+		// connection must not delay the daemon's exit.
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := hs.Shutdown(sctx); err != nil {
-			hs.Close()
-		}
+		hs.Close()
 	}()
 	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("control API: %w", err)
