@@ -7,17 +7,25 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test unit fuzz bench lint cross clean
+.PHONY: all build run deps test unit fuzz soak bench lint cross clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tapswitch
 
+# Run the switch with its default setup (see README.md); ARGS adds flags.
+run: build
+	$(BIN) serve $(ARGS)
+
+# The Debian packages the tests use (installed when run as root).
+deps:
+	./tests/deps.sh
+
 # Everything: vet, the whole suite under the race detector (privileged and
 # end-to-end tests included when run as root), then each fuzz target for
 # FUZZTIME.
-test: build cross
+test: deps build cross
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
 	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
@@ -28,12 +36,19 @@ unit:
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
 
+# Clients joining and leaving under traffic for SOAK (10m), with the race
+# detector; not part of `make test`.
+SOAK ?= 10m
+soak:
+	TAPSWITCH_SOAK=$(SOAK) $(GO) test -race -tags soak -run '^TestSoak$$' -count=1 -timeout 30m -v ./tests/
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./switch/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags soak ./tests/
 	$(GO) run $(STATICCHECK) ./...
 
 # Every package for macOS without cgo, then the cgo darwin packages
