@@ -96,17 +96,6 @@ func (c *client) expect(want []byte) {
 	}
 }
 
-func (c *client) expectNothing(d time.Duration) {
-	c.t.Helper()
-	if got, err := c.recv(d); err == nil {
-		c.t.Fatalf("client got unexpected frame % x", got[:min(len(got), 20)])
-	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
-		c.t.Fatalf("client recv: %v", err)
-	}
-	// A timed-out read may have consumed part of a frame; only use
-	// expectNothing where no frame can follow.
-}
-
 // expectHangup waits for the switch to close the connection.
 func (c *client) expectHangup() {
 	c.t.Helper()
