@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +310,63 @@ func TestServeTapsAndHost(t *testing.T) {
 	c.SetUp(t, tapC)
 	c.Ping(t, n.ipA)
 	c.Ping(t, n.hostIP)
+}
+
+// TestReload: SIGHUP re-reads the configuration file, attaches and
+// detaches taps, keeps command-line flags over the file, and says what
+// needs a restart.
+func TestReload(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tapswitch.yaml")
+	tap1, tap2 := testnet.UniqueName("tsr"), testnet.UniqueName("tsr")
+	writeFile(t, cfg, "tap: ["+tap1+"]\nlog-level: info\n")
+	d := startSwitch(t, ns, "--config", cfg)
+	waitLink(t, ns, tap1)
+
+	writeFile(t, cfg, "tap: ["+tap2+"]\nlog-level: debug\nfdb-size: 100\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLink(t, ns, tap2)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.Output(), "configuration reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", d.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var ports []api.Port
+	mustJSON(t, d.ctl(t, "ports", "--json"), &ports)
+	var names []string
+	for _, p := range ports {
+		names = append(names, p.Name)
+	}
+	if len(names) != 1 || names[0] != tap2 {
+		t.Errorf("ports after reload: %v, want only %s", names, tap2)
+	}
+	out := d.Output()
+	for _, want := range []string{"--fdb-size", "after a restart"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	// The harness gives --log-level on the command line, which wins over
+	// the file's, on reload too.
+	if strings.Contains(out, "log level changed") {
+		t.Error("the file's log level overrode the command line's")
+	}
+	// A broken file is reported and changes nothing.
+	writeFile(t, cfg, "tap: ["+tap1+"]\nbogus: 1\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	for !strings.Contains(d.Output(), "configuration not reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("bad reload not reported:\n%s", d.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mustJSON(t, d.ctl(t, "ports", "--json"), &ports)
+	if len(ports) != 1 || ports[0].Name != tap2 {
+		t.Errorf("a bad configuration changed the ports: %+v", ports)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tapswitch/tapswitch/backend/dgram"
@@ -611,11 +613,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 
 	printSummary(cmd, p, streams, dgrams, srv)
 
-	// SIGHUP writes the lease file and logs the switch's counters; the
-	// configuration itself is changed at runtime with tapswitch ctl.
+	// SIGHUP re-reads --config and applies what can change at runtime;
+	// it also writes the lease file.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), connects: append([]string(nil), o.connect...),
+		connect: func(u string) { g.Go(func() error { return stream.Dial(gctx, u, dial, sw) }) }}
 	g.Go(func() error {
 		for {
 			select {
@@ -627,8 +631,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 						log.WithError(err).Error("flushing DHCP leases")
 					}
 				}
-				st := sw.Stats()
-				log.WithFields(logrus.Fields{"ports": len(st.Ports), "fdb": st.FDB.Size, "rx_frames": st.Totals.RxFrames, "tx_frames": st.Totals.TxFrames, "drops": st.Totals.Drops.Total()}).Info("SIGHUP: leases flushed")
+				r.reload()
 			}
 		}
 	})
@@ -691,4 +694,99 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 			fmt.Fprintf(w, "# vfkit:\nvfkit ... --device virtio-net,unixSocketPath=%s,mac=%s\n", l.Addr().Address, qemu.RandomMAC())
 		}
 	}
+}
+
+// reloader applies a changed configuration file on SIGHUP: the log level,
+// taps added or removed, and new --connect URLs take effect at once; any
+// other change is reported as needing a restart.
+type reloader struct {
+	cmd      *cobra.Command
+	o        *serveOptions
+	sw       *vswitch.Switch
+	log      *logrus.Logger
+	taps     []string // the taps in force
+	connects []string // the URLs being dialled
+	connect  func(url string)
+}
+
+func (r *reloader) reload() {
+	if r.o.config == "" {
+		r.log.Info("SIGHUP: leases written; no --config to reload")
+		return
+	}
+	// A fresh flag set with the command line's flags, then the file.
+	fresh := newServeCmd().Flags()
+	var err error
+	r.cmd.Flags().Visit(func(fl *pflag.Flag) {
+		if err != nil {
+			return
+		}
+		if sv, ok := fl.Value.(pflag.SliceValue); ok {
+			err = fresh.Lookup(fl.Name).Value.(pflag.SliceValue).Replace(sv.GetSlice())
+		} else {
+			err = fresh.Set(fl.Name, fl.Value.String())
+		}
+		fresh.Lookup(fl.Name).Changed = true
+	})
+	if err == nil {
+		err = applyConfigFile(fresh, r.o.config)
+	}
+	if err != nil {
+		r.log.WithError(err).Error("SIGHUP: configuration not reloaded")
+		return
+	}
+	var restart []string
+	fresh.VisitAll(func(fl *pflag.Flag) {
+		old := r.cmd.Flags().Lookup(fl.Name)
+		switch fl.Name {
+		case "tap", "connect", "log-level", "config":
+		default:
+			if fl.Value.String() != old.Value.String() {
+				restart = append(restart, "--"+fl.Name)
+			}
+		}
+	})
+	if lv, err := logrus.ParseLevel(fresh.Lookup("log-level").Value.String()); err != nil {
+		r.log.WithError(err).Error("SIGHUP: log level")
+	} else if lv != r.log.GetLevel() {
+		r.log.SetLevel(lv)
+		r.log.WithField("level", lv).Info("SIGHUP: log level changed")
+	}
+	taps, _ := fresh.GetStringArray("tap")
+	for _, name := range taps {
+		if !slices.Contains(r.taps, name) {
+			if err := attachTap(r.sw, name, r.o.mtu, r.log); err != nil {
+				r.log.WithError(err).WithField("port", name).Error("SIGHUP: attaching tap")
+				continue
+			}
+			r.taps = append(r.taps, name)
+		}
+	}
+	r.taps = slices.DeleteFunc(r.taps, func(name string) bool {
+		if slices.Contains(taps, name) {
+			return false
+		}
+		for _, a := range r.sw.Ports() {
+			if a.Name() == name {
+				a.Close()
+			}
+		}
+		r.log.WithField("port", name).Info("SIGHUP: tap detached")
+		return true
+	})
+	connects, _ := fresh.GetStringArray("connect")
+	for _, u := range connects {
+		if !slices.Contains(r.connects, u) {
+			if a, err := listen.Parse(u); err != nil || a.Kind() != listen.KindStream {
+				r.log.WithField("connect", u).Error("SIGHUP: --connect needs a unix:// or tcp:// URL")
+				continue
+			}
+			r.connects = append(r.connects, u)
+			r.connect(u)
+		}
+	}
+	if len(restart) > 0 {
+		r.log.WithField("flags", restart).Warn("SIGHUP: these changes take effect after a restart")
+	}
+	r.log.Info("SIGHUP: configuration reloaded")
 }
