@@ -412,39 +412,47 @@ func (l *Listener) readLoop() {
 			}
 			continue
 		}
-		l.c.datagrams.Add(1)
-		if l.ux != nil && key.path == "" {
-			l.c.unbound.Add(1)
-			if ok, s := l.lim.Allow(); ok {
-				l.log.WithField("suppressed", s).Warn("datagram from a socket bound to no path dropped: bind the sending socket so that it can be answered")
-			}
-			continue
+		l.handle(key, bufs, sizes, n)
+	}
+}
+
+// handle takes one datagram of n bytes from key, held in
+// bufs[0][vswitch.Headroom:]: it registers the peer (VFKT hello, first
+// frame) and hands frames to the peer's port.
+func (l *Listener) handle(key peerKey, bufs [][]byte, sizes []int, n int) {
+	const off = vswitch.Headroom
+	l.c.datagrams.Add(1)
+	if l.ux != nil && key.path == "" {
+		l.c.unbound.Add(1)
+		if ok, s := l.lim.Allow(); ok {
+			l.log.WithField("suppressed", s).Warn("datagram from a socket bound to no path dropped: bind the sending socket so that it can be answered")
 		}
-		now := time.Now().UnixNano()
-		dg := buf[off : off+n]
-		if n > l.cfg.MaxFrame {
-			l.c.tooLong.Add(1)
-			if p := l.lookup(key); p != nil {
-				p.lastSeen.Store(now)
-			}
-			continue
+		return
+	}
+	now := time.Now().UnixNano()
+	dg := bufs[0][off : off+n]
+	if n > l.cfg.MaxFrame {
+		l.c.tooLong.Add(1)
+		if p := l.lookup(key); p != nil {
+			p.lastSeen.Store(now)
 		}
-		if bytes.Equal(dg, MagicVFKit) {
-			l.c.magic.Add(1)
-			l.peer(key, now, true)
-			continue
+		return
+	}
+	if bytes.Equal(dg, MagicVFKit) {
+		l.c.magic.Add(1)
+		l.peer(key, now, true)
+		return
+	}
+	p := l.peer(key, now, n >= 14)
+	if p == nil {
+		if n < 14 {
+			l.c.invalid.Add(1)
 		}
-		p := l.peer(key, now, n >= 14)
-		if p == nil {
-			if n < 14 {
-				l.c.invalid.Add(1)
-			}
-			continue
-		}
-		if a := p.att.Load(); a != nil {
-			sizes[0] = n
-			a.Input(bufs, sizes, off)
-		}
+		return
+	}
+	if a := p.att.Load(); a != nil {
+		sizes[0] = n
+		a.Input(bufs, sizes, off)
 	}
 }
 
