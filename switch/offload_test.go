@@ -46,7 +46,7 @@ func tcpFrame(src vswitch.MAC, payload []byte, mss int) (offload.Hdr, []byte) {
 	binary.BigEndian.PutUint16(ip[10:], ^fold(csumAdd(0, ip[:20])))
 	tcp := ip[20:]
 	binary.BigEndian.PutUint32(tcp[4:], 1000) // sequence
-	tcp[12], tcp[13] = 5<<4, 0x18            // ACK|PSH
+	tcp[12], tcp[13] = 5<<4, 0x18             // ACK|PSH
 	copy(tcp[20:], payload)
 	pseudo := csumAdd(0, ip[12:20]) + 6 + uint32(20+len(payload))
 	binary.BigEndian.PutUint16(tcp[16:], fold(pseudo))

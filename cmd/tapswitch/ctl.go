@@ -81,18 +81,18 @@ func newCtlCmd() *cobra.Command {
 	})
 	cmd.AddCommand(&cobra.Command{
 		Use:   "leases",
-		Short: "List DHCP leases: MAC, IP, expiry, static",
+		Short: "List DHCP leases: MAC, IP, state, expiry, static",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var leases []api.Lease
 			return show(cmd, "/v1/leases", &leases, func(w io.Writer) {
-				fmt.Fprintln(w, "MAC\tIP\tEXPIRES\tSTATIC\tHOSTNAME")
+				fmt.Fprintln(w, "MAC\tIP\tSTATE\tEXPIRES\tSTATIC\tHOSTNAME")
 				for _, l := range leases {
 					exp := "never"
 					if !l.Static {
 						exp = l.Expiry.Local().Format(time.DateTime)
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\n", l.MAC, l.IP, exp, l.Static, dash(l.Hostname))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\t%s\n", l.MAC, l.IP, dash(l.State), exp, l.Static, dash(l.Hostname))
 				}
 			})
 		},

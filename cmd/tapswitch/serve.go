@@ -472,7 +472,6 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 
 	// The host interface first: whether it holds the gateway address
 	// decides whether the DHCP responder answers ARP for it.
-	hostOwnsGateway := false
 	if p.host != nil {
 		hc := *p.host
 		hc.Logger = log
@@ -487,17 +486,23 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 				hi.Close()
 				return err
 			}
-			if p.dhcp != nil {
-				for _, a := range p.hostAddrs {
-					hostOwnsGateway = hostOwnsGateway || a.Addr() == p.dhcp.Gateway.Addr()
-				}
-			}
+
 		}
 	}
 
 	var srv *dhcp.Server
 	if p.dhcp != nil {
-		p.dhcp.AnswerGateway = !hostOwnsGateway
+		// The host's own addresses in the subnet (the host interface's, a
+		// bridge's it is enslaved to) are never leased, and the responder
+		// answers ARP and ping for the gateway only if the host does not
+		// hold it: two answers to one ARP request are a conflict.
+		local := hostAddrsIn(p.dhcp.Gateway.Masked())
+		p.dhcp.AnswerGateway = !slices.Contains(local, p.dhcp.Gateway.Addr())
+		for _, a := range local {
+			if a != p.dhcp.Gateway.Addr() && !slices.Contains(p.dhcp.Reserved, a) {
+				p.dhcp.Reserved = append(p.dhcp.Reserved, a)
+			}
+		}
 		p.dhcp.Logger = log
 		if srv, err = dhcp.New(*p.dhcp); err != nil {
 			return err
@@ -642,6 +647,24 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	return g.Wait()
 }
 
+// hostAddrsIn returns the addresses the interfaces of this network
+// namespace have in subnet.
+func hostAddrsIn(subnet netip.Prefix) []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ia := range addrs {
+		if ipn, ok := ia.(*net.IPNet); ok {
+			if x, ok := netip.AddrFromSlice(ipn.IP); ok && subnet.Contains(x.Unmap()) {
+				out = append(out, x.Unmap())
+			}
+		}
+	}
+	return out
+}
+
 // attachTap opens the tap name and adds it to the switch.
 func attachTap(sw *vswitch.Switch, name string, mtu int, log logrus.FieldLogger) error {
 	d, err := tap.Open(tap.Config{Name: name, MTU: mtu, Logger: log})
@@ -658,7 +681,7 @@ func attachTap(sw *vswitch.Switch, name string, mtu int, log logrus.FieldLogger)
 func apiLeases(ls []dhcp.Lease) []api.Lease {
 	out := make([]api.Lease, len(ls))
 	for i, l := range ls {
-		out[i] = api.Lease{MAC: l.MAC, IP: l.IP, Expiry: l.Expiry, Static: l.Static, Hostname: l.Hostname}
+		out[i] = api.Lease{MAC: l.MAC, IP: l.IP, Expiry: l.Expiry, Static: l.Static, Hostname: l.Hostname, State: l.State.String()}
 	}
 	return out
 }

@@ -35,6 +35,8 @@ type Lease struct {
 	Expiry   time.Time   `json:"expiry"`
 	Static   bool        `json:"static"`
 	Hostname string      `json:"hostname,omitempty"`
+	// State is "offered", "bound", "released" or "static".
+	State string `json:"state"`
 }
 
 // AttachRequest asks the switch to add a port: exactly one field is set.

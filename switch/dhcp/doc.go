@@ -2,9 +2,11 @@
 // vswitch.Port with its own MAC address that leases IPv4 addresses of one
 // subnet to the guests on the segment.
 //
-// The switch hands the responder every DHCP request entering it (the port
-// is added with vswitch.PortConfig.DHCPServer), plus the broadcast and
-// unknown-unicast traffic it floods to every port. WriteFrames answers
+// The switch hands the responder the DHCP requests entering it that are
+// broadcast or addressed to the gateway's IP address, whatever their
+// destination MAC (the port is added with vswitch.PortConfig.DHCPServer
+// and DHCPAddr set to the gateway), plus the broadcast and unknown-unicast
+// traffic it floods to every port and the frames sent to its own MAC. WriteFrames answers
 // each frame synchronously, on the switch's transmit goroutine for the
 // port: there is no goroutine per packet. Replies wait in a bounded queue
 // that ReadFrames drains, so the switch forwards them like any frame, and
