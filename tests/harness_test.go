@@ -79,9 +79,19 @@ type daemon struct {
 // answers, and stops it with SIGTERM when the test ends.
 func startSwitch(t *testing.T, ns *testnet.NS, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{Dir: t.TempDir(), out: &syncBuffer{}, exited: make(chan struct{})}
-	d.Ctl = filepath.Join(d.Dir, "ctl.sock")
-	argv := append([]string{bin, "serve", "--ctl", d.Ctl, "--log-level", "debug"}, args...)
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl.sock")
+	d := startDaemon(t, ns, ctl, append([]string{bin, "serve", "--ctl", ctl, "--log-level", "debug"}, args...)...)
+	d.Dir = dir
+	return d
+}
+
+// startDaemon runs argv (a tapswitch command whose control socket is ctl)
+// inside ns, waits until the control API answers, and stops it with
+// SIGTERM when the test ends.
+func startDaemon(t *testing.T, ns *testnet.NS, ctl string, argv ...string) *daemon {
+	t.Helper()
+	d := &daemon{Ctl: ctl, out: &syncBuffer{}, exited: make(chan struct{})}
 	if ns != nil {
 		// ip netns exec execs the command, so the PID is the switch's.
 		argv = append([]string{"ip", "netns", "exec", ns.Name()}, argv...)

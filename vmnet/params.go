@@ -3,6 +3,7 @@ package vmnet
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -255,6 +256,11 @@ func darwinParams(cfg Config) ([]param, error) {
 	return ps, nil
 }
 
+// ErrNotPrivate is returned, wrapped, by CheckSubnet for a subnet that
+// vmnet refuses because it is not private. It is the last check made, so
+// the subnet is otherwise sound when it is returned.
+var ErrNotPrivate = errors.New("not private (RFC 1918: 10/8, 172.16/12, 192.168/16), as vmnet requires")
+
 // CheckSubnet checks a shared- or host-mode subnet as vmnet wants it
 // (Config.StartAddr, EndAddr and Mask): IPv4, a contiguous mask of /1 to
 // /30, a private (RFC 1918) subnet, the start address neither its network
@@ -283,9 +289,6 @@ func CheckSubnet(start, end netip.Addr, mask net.IPMask) (netip.Addr, error) {
 	if start == network || start == broadcast {
 		return end, fmt.Errorf("start address %v is the network or broadcast address of %v", start, subnet)
 	}
-	if !network.IsPrivate() || !broadcast.IsPrivate() {
-		return end, fmt.Errorf("subnet %v is not private (RFC 1918: 10/8, 172.16/12, 192.168/16), as vmnet requires", subnet)
-	}
 	if !end.IsValid() {
 		end = broadcast.Prev()
 	}
@@ -299,6 +302,9 @@ func CheckSubnet(start, end netip.Addr, mask net.IPMask) (netip.Addr, error) {
 	case !start.Less(end):
 		return end, fmt.Errorf("end address %v does not come after the start address %v "+
 			"(the DHCP pool runs from the address after the start to the end)", end, start)
+	}
+	if !network.IsPrivate() || !broadcast.IsPrivate() {
+		return end, fmt.Errorf("subnet %v: %w", subnet, ErrNotPrivate)
 	}
 	return end, nil
 }

@@ -385,7 +385,9 @@ func (r *raw) options() (Options, error) {
 		if _, bits := mask.Size(); bits == 0 {
 			return Options{}, usageError("--vmnet-mask=%s is not a contiguous mask", r.mask)
 		}
-		if _, err := vmnet.CheckSubnet(o.Gateway, end, mask); err != nil {
+		// A subnet vmnet would refuse as not private is fine on Linux;
+		// on macOS vmnet refuses it when the host interface starts.
+		if _, err := vmnet.CheckSubnet(o.Gateway, end, mask); err != nil && !errors.Is(err, vmnet.ErrNotPrivate) {
 			return Options{}, usageError("--vmnet-gateway=%s --vmnet-dhcp-end=%s --vmnet-mask=%s: %v", o.Gateway, end, m, err)
 		}
 		o.DHCPEnd, o.Mask = end, mask
@@ -406,7 +408,8 @@ var (
 // package comment for the differences). o must come from Parse, without
 // Help or Version.
 func (o Options) ServeArgs(goos string) []string {
-	args := []string{"--listen", listenURL(o.SocketPath), "--socket-group", o.SocketGroup}
+	// The control socket sits beside the VM socket (socket_vmnet has none).
+	args := []string{"--listen", listenURL(o.SocketPath), "--socket-group", o.SocketGroup, "--ctl", CtlPath(o.SocketPath)}
 	if o.PIDFile != "" {
 		args = append(args, "--pidfile", o.PIDFile)
 	}
@@ -459,6 +462,15 @@ func (o Options) ServeArgs(goos string) []string {
 		args = append(args, "--host", gwCIDR, "--gateway", gwCIDR, "--dhcp", "--dhcp-range", dhcpRange)
 	}
 	return args
+}
+
+// CtlPath is where the control socket of a socket_vmnet stand-in serving
+// socketPath lives: beside it, with ".ctl" appended.
+func CtlPath(socketPath string) string {
+	if abs, err := filepath.Abs(socketPath); err == nil {
+		socketPath = abs
+	}
+	return socketPath + ".ctl"
 }
 
 // listenURL returns the unix:// listener URL of a socket path, made
