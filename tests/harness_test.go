@@ -37,6 +37,9 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	bin = filepath.Join(dir, "tapswitch")
+	// The race detector sleeps a second at exit by default: every ctl
+	// call and shutdown would pay it. A data race stops the program.
+	os.Setenv("GORACE", "atexit_sleep_ms=0 halt_on_error=1")
 	build := exec.Command("go", "build", "-race", "-o", bin, "../cmd/tapswitch")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
@@ -98,9 +101,6 @@ func startDaemon(t *testing.T, ns *testnet.NS, ctl string, argv ...string) *daem
 	}
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	// The race detector sleeps a second at exit by default; shutdown
-	// times measured here are the switch's own.
-	d.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

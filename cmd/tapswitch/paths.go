@@ -3,14 +3,19 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 )
 
 // runDir is where tapswitch keeps its sockets and pidfile by default:
-// /run/tapswitch as root, $XDG_RUNTIME_DIR/tapswitch otherwise (falling
-// back to the temporary directory when XDG_RUNTIME_DIR is unset).
+// /run/tapswitch as root (/var/run/tapswitch on macOS, which has no /run),
+// $XDG_RUNTIME_DIR/tapswitch otherwise (falling back to the temporary
+// directory when XDG_RUNTIME_DIR is unset).
 func runDir() string {
 	if os.Geteuid() == 0 {
+		if runtime.GOOS == "darwin" {
+			return "/var/run/tapswitch"
+		}
 		return "/run/tapswitch"
 	}
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
