@@ -140,6 +140,15 @@ type Stats struct {
 	Forwarded uint64   `json:"forwarded"`
 	Flooded   uint64   `json:"flooded"`
 	FDB       FDBStats `json:"fdb"`
+	// Limits are the switch's resource bounds in force.
+	Limits Limits `json:"limits"`
+}
+
+// Limits are the bounds a switch runs with (see Config); zero means none.
+type Limits struct {
+	MaxPorts int `json:"max_ports"`
+	QueueLen int `json:"queue_len"`
+	MaxFrame int `json:"max_frame"`
 }
 
 // FDBStats describes the forwarding database.

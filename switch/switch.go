@@ -707,6 +707,7 @@ func (s *Switch) Stats() Stats {
 		Forwarded: s.forwarded.Load(),
 		Flooded:   s.flooded.Load(),
 		FDB:       s.fdb.stats(),
+		Limits:    Limits{MaxPorts: s.cfg.MaxPorts, QueueLen: s.cfg.QueueLen, MaxFrame: s.cfg.MaxFrame},
 	}
 	for _, a := range ports {
 		ps := a.Stats()

@@ -143,7 +143,7 @@ log-level: debug
 	if out := d.ctl(t, "ports"); !strings.Contains(out, "RX FRAMES") || !strings.Contains(out, tapB) {
 		t.Errorf("ctl ports table:\n%s", out)
 	}
-	if out := d.ctl(t, "stats"); !strings.Contains(out, "fdb entries") {
+	if out := d.ctl(t, "stats"); !strings.Contains(out, "fdb entries") || !strings.Contains(out, "queue length") {
 		t.Errorf("ctl stats:\n%s", out)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -116,6 +117,9 @@ func newCtlCmd() *cobra.Command {
 					{"fdb learned", st.FDB.Learned}, {"fdb moved", st.FDB.Moved},
 					{"fdb refused (full)", st.FDB.Refused}, {"fdb expired", st.FDB.Expired},
 					{"fdb age limit", st.FDB.AgeLimit},
+					{"max ports", limit(st.Limits.MaxPorts)},
+					{"queue length", st.Limits.QueueLen},
+					{"max frame", st.Limits.MaxFrame},
 				} {
 					fmt.Fprintf(w, "%s\t%v\n", row[0], row[1])
 				}
@@ -168,6 +172,14 @@ func newCtlCmd() *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+// limit prints a bound, 0 meaning none.
+func limit(n int) string {
+	if n == 0 {
+		return "none"
+	}
+	return strconv.Itoa(n)
 }
 
 func dash(s string) string {
