@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run deps test unit fuzz soak bench lint cross clean
+.PHONY: all build run deps test unit fuzz soak bench bench-idle bench-mem bench-system lint cross clean
 
 all: build
 
@@ -42,8 +42,22 @@ SOAK ?= 10m
 soak:
 	TAPSWITCH_SOAK=$(SOAK) $(GO) test -race -tags soak -run '^TestSoak$$' -count=1 -timeout 30m -v ./tests/
 
+# Go benchmarks: the switch core, the stream transport and the socket
+# load generator (see docs/performance.md).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./switch/...
+	$(GO) test -run '^$$' -bench . -benchmem ./switch/... ./backend/stream/ ./bench/loadgen/
+
+# Stream and datagram throughput with and without 8 idle clients.
+bench-idle:
+	$(GO) run ./bench/loadgen/cmd/loadgen -rounds 7
+
+# 64 ports and a full FDB: peak RSS.
+bench-mem:
+	$(GO) test -count=1 -run TestMemory64Ports -v ./bench/loadgen/
+
+# Tap to tap against the kernel bridge and vde_switch (root, ~6 minutes).
+bench-system:
+	bench/compare.sh -r HEAD
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

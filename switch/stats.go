@@ -24,7 +24,8 @@ const (
 	// DropSamePort: the destination MAC was learned on the ingress port, so
 	// the frame would have to go back out where it came in (hairpin).
 	DropSamePort
-	// DropQueueFull: the egress port's transmit queue was full.
+	// DropQueueFull: the egress port's transmit queue was full (frames or
+	// bytes).
 	DropQueueFull
 	// DropTxError: the egress port failed to write the frame.
 	DropTxError
@@ -146,9 +147,10 @@ type Stats struct {
 
 // Limits are the bounds a switch runs with (see Config); zero means none.
 type Limits struct {
-	MaxPorts int `json:"max_ports"`
-	QueueLen int `json:"queue_len"`
-	MaxFrame int `json:"max_frame"`
+	MaxPorts   int `json:"max_ports"`
+	QueueLen   int `json:"queue_len"`
+	QueueBytes int `json:"queue_bytes"`
+	MaxFrame   int `json:"max_frame"`
 }
 
 // FDBStats describes the forwarding database.

@@ -21,6 +21,9 @@ const (
 	DefaultFDBAge   = 300 * time.Second
 	DefaultMaxFrame = 65535
 	DefaultQueueLen = 512
+	// DefaultQueueBytes bounds the buffer memory one port's queue may
+	// hold: 64 TCP super-frames, or all of DefaultQueueLen small frames.
+	DefaultQueueBytes = 4 << 20
 )
 
 // maxDeparted bounds the removed ports kept in Stats.Departed.
@@ -52,6 +55,10 @@ type Config struct {
 	// QueueLen is the capacity, in frames, of each port's transmit queue
 	// (default 512).
 	QueueLen int
+	// QueueBytes bounds the buffer memory held by each port's transmit
+	// queue (default 4 MiB), so that a peer that stops reading cannot pin
+	// QueueLen 64 KiB frames; beyond it frames are dropped as queue_full.
+	QueueBytes int
 	// MaxPorts, if positive, bounds the number of ports; AddPort fails
 	// with ErrTooManyPorts beyond it.
 	MaxPorts int
@@ -77,6 +84,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.QueueLen <= 0 {
 		c.QueueLen = DefaultQueueLen
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = DefaultQueueBytes
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -206,6 +216,8 @@ type Attachment struct {
 	direct   DirectWriter
 	wmu      sync.Mutex
 	inflight atomic.Int64
+	// queued is the buffer memory held by the queue (Config.QueueBytes).
+	queued atomic.Int64
 
 	// offload: the port's frames carry a virtio-net header (OffloadPort).
 	// segBufs hold the segments of the super-frame being forwarded, for
@@ -447,13 +459,16 @@ func (a *Attachment) txLoop() {
 		a.wmu.Unlock()
 		a.inflight.Add(-int64(len(frames)))
 		var bytes uint64
+		var held int64
 		for i, f := range frames {
 			if i < w {
 				bytes += uint64(f.n)
 			}
+			held += int64(len(f.buf))
 			s.pool.put(f)
 			bufs[i] = nil
 		}
+		a.queued.Add(-held)
 		a.c.txFrames.Add(uint64(w))
 		a.c.txBytes.Add(bytes)
 		if failed := len(frames) - w; failed > 0 {
@@ -507,11 +522,19 @@ func (a *Attachment) send(buf []byte, offset int) {
 		}
 	}
 	f := a.s.pool.get(buf, offset)
+	size := int64(len(f.buf))
+	if a.queued.Add(size) > int64(a.s.cfg.QueueBytes) {
+		a.queued.Add(-size)
+		a.s.pool.put(f)
+		a.c.drops[DropQueueFull].Add(1)
+		return
+	}
 	a.inflight.Add(1)
 	select {
 	case a.queue <- f:
 	default:
 		a.inflight.Add(-1)
+		a.queued.Add(-size)
 		a.s.pool.put(f)
 		a.c.drops[DropQueueFull].Add(1)
 	}
@@ -707,7 +730,7 @@ func (s *Switch) Stats() Stats {
 		Forwarded: s.forwarded.Load(),
 		Flooded:   s.flooded.Load(),
 		FDB:       s.fdb.stats(),
-		Limits:    Limits{MaxPorts: s.cfg.MaxPorts, QueueLen: s.cfg.QueueLen, MaxFrame: s.cfg.MaxFrame},
+		Limits:    Limits{MaxPorts: s.cfg.MaxPorts, QueueLen: s.cfg.QueueLen, QueueBytes: s.cfg.QueueBytes, MaxFrame: s.cfg.MaxFrame},
 	}
 	for _, a := range ports {
 		ps := a.Stats()

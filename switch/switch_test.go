@@ -705,3 +705,22 @@ func TestPortSecurity(t *testing.T) {
 		t.Errorf("fdb size %d", st.FDB.Size)
 	}
 }
+
+// TestQueueBytes: a port that stops reading holds at most QueueBytes of
+// buffers, whatever the frame count allows.
+func TestQueueBytes(t *testing.T) {
+	r := newRig(t, 2, vswitch.Config{QueueBytes: 200_000, MaxFrame: 65535})
+	r.learnAll()
+	r.ports[1].Stall()
+	big := porttest.Frame(porttest.MAC(1), porttest.MAC(0), 0x0800, make([]byte, 60000))
+	for range 10 {
+		r.send(0, big)
+	}
+	// 200,000 bytes hold three 64 KiB buffers: the rest is dropped.
+	if d := r.sw.Stats().Ports[1].Drops[vswitch.DropQueueFull]; d != 7 {
+		t.Fatalf("queue_full drops = %d, want 7", d)
+	}
+	if l := r.sw.Stats().Limits; l.QueueBytes != 200_000 || l.QueueLen != vswitch.DefaultQueueLen {
+		t.Fatalf("limits %+v", l)
+	}
+}

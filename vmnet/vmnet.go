@@ -102,6 +102,9 @@ type Config struct {
 
 	// Logger receives configuration events. Nil discards them.
 	Logger logrus.FieldLogger
+	// NoOffload opens the Linux host interface's tap without TCP offloads
+	// (see tap.Config.NoOffload); macOS ignores it.
+	NoOffload bool
 }
 
 // Interface is an open host interface. It implements vswitch.Port: frames

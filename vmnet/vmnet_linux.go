@@ -60,7 +60,7 @@ func Open(cfg Config) (*Interface, error) {
 			return nil, err
 		}
 	}
-	dev, err := tap.Open(tap.Config{Name: name, MTU: cfg.MTU, Logger: log})
+	dev, err := tap.Open(tap.Config{Name: name, MTU: cfg.MTU, Logger: log, NoOffload: cfg.NoOffload})
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("host interface: %w", err)

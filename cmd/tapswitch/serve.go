@@ -90,10 +90,12 @@ type serveOptions struct {
 	logLevel  string
 	logFormat string
 
-	fdbSize  int
-	fdbAge   time.Duration
-	maxFrame int
-	queueLen int
+	fdbSize    int
+	fdbAge     time.Duration
+	maxFrame   int
+	queueLen   int
+	queueBytes int
+	tapOffload bool
 }
 
 func newServeCmd() *cobra.Command {
@@ -164,6 +166,8 @@ command line win).`,
 	f.DurationVar(&o.fdbAge, "fdb-age", vswitch.DefaultFDBAge, "how long a MAC address stays learned after its last frame")
 	f.IntVar(&o.maxFrame, "max-frame", vswitch.DefaultMaxFrame, "largest frame accepted, Ethernet header included")
 	f.IntVar(&o.queueLen, "queue-len", vswitch.DefaultQueueLen, "transmit queue length of each port, in frames")
+	f.IntVar(&o.queueBytes, "queue-bytes", vswitch.DefaultQueueBytes, "buffer memory each port's transmit queue may hold, in bytes")
+	f.BoolVar(&o.tapOffload, "tap-offload", true, "open taps (and the Linux host interface) with TCP segmentation and checksum offloads (IFF_VNET_HDR)")
 	return cmd
 }
 
@@ -205,8 +209,8 @@ func (o *serveOptions) plan() (*plan, error) {
 	if o.maxFrame < 14 || o.maxFrame > 65535 {
 		return nil, fmt.Errorf("--max-frame %d: must be between 14 and 65535", o.maxFrame)
 	}
-	if o.fdbSize < 1 || o.queueLen < 1 || o.fdbAge <= 0 {
-		return nil, errors.New("--fdb-size, --fdb-age and --queue-len must be positive")
+	if o.fdbSize < 1 || o.queueLen < 1 || o.queueBytes < 1 || o.fdbAge <= 0 {
+		return nil, errors.New("--fdb-size, --fdb-age, --queue-len and --queue-bytes must be positive")
 	}
 	if o.maxMACs < 0 || o.newMACRate < 0 || o.maxPorts < 0 {
 		return nil, errors.New("--max-macs-per-port, --new-mac-rate and --max-ports must not be negative")
@@ -452,12 +456,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	}
 
 	sw := vswitch.New(vswitch.Config{
-		Logger:   log,
-		FDBSize:  o.fdbSize,
-		FDBAge:   o.fdbAge,
-		MaxFrame: o.maxFrame,
-		QueueLen: o.queueLen,
-		MaxPorts: o.maxPorts,
+		Logger:     log,
+		FDBSize:    o.fdbSize,
+		FDBAge:     o.fdbAge,
+		MaxFrame:   o.maxFrame,
+		QueueLen:   o.queueLen,
+		QueueBytes: o.queueBytes,
+		MaxPorts:   o.maxPorts,
 	})
 	// VM ports (listeners and --connect) get the port security limits;
 	// taps and the host interface may carry many stations legitimately.
@@ -475,6 +480,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	if p.host != nil {
 		hc := *p.host
 		hc.Logger = log
+		hc.NoOffload = !o.tapOffload
 		hi, err := vmnet.Open(hc)
 		switch {
 		case err != nil && p.defaultHost && errors.Is(err, fs.ErrPermission):
@@ -520,7 +526,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	}
 
 	for _, name := range o.taps {
-		if err := attachTap(sw, name, o.mtu, log); err != nil {
+		if err := attachTap(sw, name, o.mtu, o.tapOffload, log); err != nil {
 			return err
 		}
 	}
@@ -569,7 +575,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		undo.add(func() { sf.Remove() })
 		as := &api.Server{Switch: sw, Logger: log, Attach: func(actx context.Context, req api.AttachRequest) error {
 			if req.Tap != "" {
-				return attachTap(sw, req.Tap, o.mtu, log)
+				return attachTap(sw, req.Tap, o.mtu, o.tapOffload, log)
 			}
 			a, err := listen.Parse(req.Connect)
 			if err != nil || a.Kind() != listen.KindStream {
@@ -666,8 +672,8 @@ func hostAddrsIn(subnet netip.Prefix) []netip.Addr {
 }
 
 // attachTap opens the tap name and adds it to the switch.
-func attachTap(sw *vswitch.Switch, name string, mtu int, log logrus.FieldLogger) error {
-	d, err := tap.Open(tap.Config{Name: name, MTU: mtu, Logger: log})
+func attachTap(sw *vswitch.Switch, name string, mtu int, offload bool, log logrus.FieldLogger) error {
+	d, err := tap.Open(tap.Config{Name: name, MTU: mtu, Logger: log, NoOffload: !offload})
 	if err != nil {
 		return err
 	}
@@ -778,7 +784,7 @@ func (r *reloader) reload() {
 	taps, _ := fresh.GetStringArray("tap")
 	for _, name := range taps {
 		if !slices.Contains(r.taps, name) {
-			if err := attachTap(r.sw, name, r.o.mtu, r.log); err != nil {
+			if err := attachTap(r.sw, name, r.o.mtu, r.o.tapOffload, r.log); err != nil {
 				r.log.WithError(err).WithField("port", name).Error("SIGHUP: attaching tap")
 				continue
 			}
