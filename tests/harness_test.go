@@ -40,6 +40,8 @@ func runTests(m *testing.M) int {
 	// The race detector sleeps a second at exit by default: every ctl
 	// call and shutdown would pay it. A data race stops the program.
 	os.Setenv("GORACE", "atexit_sleep_ms=0 halt_on_error=1")
+	// Lease files the tests do not name go here, not to /var/lib.
+	os.Setenv("TAPSWITCH_STATE_DIR", filepath.Join(dir, "state"))
 	build := exec.Command("go", "build", "-race", "-o", bin, "../cmd/tapswitch")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {

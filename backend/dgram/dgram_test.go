@@ -19,15 +19,12 @@ import (
 
 	"github.com/tapswitch/tapswitch/backend/listen"
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-var bcast = vswitch.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
-func mac(n int) vswitch.MAC { return vswitch.MAC{0x02, 0, 0, 0, byte(n >> 8), byte(n)} }
 
 func frame(dst, src vswitch.MAC, payload string) []byte {
 	b := make([]byte, 14+len(payload))
@@ -155,22 +152,22 @@ func testExchange(t *testing.T, network string) {
 	e := setup(t, network, Config{})
 	a, b := e.vm("a.sock"), e.vm("b.sock")
 
-	f1 := frame(bcast, mac(1), "hello from a")
+	f1 := frame(porttest.Broadcast, porttest.MAC(1), "hello from a")
 	a.send(f1)
 	waitFor(t, "a's port", func() bool { return e.ports() == 1 })
 	// b is not known yet, so the broadcast reached nobody; b announces
 	// itself.
-	f2 := frame(bcast, mac(2), "hello from b")
+	f2 := frame(porttest.Broadcast, porttest.MAC(2), "hello from b")
 	b.send(f2)
 	a.expect(f2)
 	a.send(f1)
 	b.expect(f1)
 	a.expectNothing() // no hairpin
 
-	f3 := frame(mac(2), mac(1), "unicast a->b")
+	f3 := frame(porttest.MAC(2), porttest.MAC(1), "unicast a->b")
 	a.send(f3)
 	b.expect(f3)
-	f4 := frame(mac(1), mac(2), strings.Repeat("unicast b->a ", 100))
+	f4 := frame(porttest.MAC(1), porttest.MAC(2), strings.Repeat("unicast b->a ", 100))
 	b.send(f4)
 	a.expect(f4)
 
@@ -196,7 +193,7 @@ func TestVFKitMagicConsumed(t *testing.T) {
 		t.Run(network, func(t *testing.T) {
 			e := setup(t, network, Config{})
 			a, vf := e.vm("a.sock"), e.vm("vfkit.sock")
-			a.send(frame(bcast, mac(1), "a"))
+			a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 			waitFor(t, "a's port", func() bool { return e.ports() == 1 })
 
 			vf.send(MagicVFKit)
@@ -204,7 +201,7 @@ func TestVFKitMagicConsumed(t *testing.T) {
 			a.expectNothing() // the magic is not forwarded
 
 			// The magic alone registered vfkit: it gets a's broadcast.
-			f := frame(bcast, mac(1), "to everyone")
+			f := frame(porttest.Broadcast, porttest.MAC(1), "to everyone")
 			a.send(f)
 			vf.expect(f)
 			if st := e.l.Stats(); st.Magic != 1 {
@@ -217,8 +214,8 @@ func TestVFKitMagicConsumed(t *testing.T) {
 func TestIdleExpiry(t *testing.T) {
 	e := setup(t, "udp", Config{IdleTimeout: 300 * time.Millisecond})
 	a, b := e.vm("a"), e.vm("b")
-	a.send(frame(bcast, mac(1), "a"))
-	b.send(frame(bcast, mac(2), "b"))
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 	waitFor(t, "two ports", func() bool { return e.ports() == 2 })
 	has := func(v *vm) bool {
 		for _, ps := range e.sw.Stats().Ports {
@@ -234,7 +231,7 @@ func TestIdleExpiry(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("idle peer not removed")
 		}
-		a.send(frame(bcast, mac(1), "still here"))
+		a.send(frame(porttest.Broadcast, porttest.MAC(1), "still here"))
 		time.Sleep(50 * time.Millisecond)
 	}
 	if !has(a) {
@@ -244,12 +241,12 @@ func TestIdleExpiry(t *testing.T) {
 		t.Fatalf("expired %d, want >= 1", n)
 	}
 	for _, en := range e.sw.FDB() {
-		if en.MAC == mac(2) {
+		if en.MAC == porttest.MAC(2) {
 			t.Fatal("expired peer's MAC still in the FDB")
 		}
 	}
 	// b comes back and is learned again.
-	b.send(frame(bcast, mac(2), "back"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "back"))
 	waitFor(t, "b again", func() bool { return has(b) })
 }
 
@@ -258,10 +255,10 @@ func TestPeerGone(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			e := setup(t, "unixgram", Config{})
 			a, b := e.vm("a.sock"), e.vm("b.sock")
-			a.send(frame(bcast, mac(1), "a"))
-			b.send(frame(bcast, mac(2), "b"))
+			a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+			b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 			waitFor(t, "two ports", func() bool { return e.ports() == 2 })
-			a.expect(frame(bcast, mac(2), "b"))
+			a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 
 			// a's socket goes: closed with its file left (ECONNREFUSED)
 			// or its file removed too (ENOENT).
@@ -269,7 +266,7 @@ func TestPeerGone(t *testing.T) {
 			if how == "removed" {
 				os.Remove(a.c.LocalAddr().String())
 			}
-			b.send(frame(bcast, mac(2), "anyone there?"))
+			b.send(frame(porttest.Broadcast, porttest.MAC(2), "anyone there?"))
 			waitFor(t, "a's removal", func() bool { return e.ports() == 1 })
 			if st := e.l.Stats(); st.PeersGone != 1 {
 				t.Fatalf("gone %d, want 1", st.PeersGone)
@@ -281,10 +278,10 @@ func TestPeerGone(t *testing.T) {
 func TestGarbageDropped(t *testing.T) {
 	e := setup(t, "unixgram", Config{MaxFrame: 2000})
 	a, b, junk := e.vm("a.sock"), e.vm("b.sock"), e.vm("junk.sock")
-	a.send(frame(bcast, mac(1), "a"))
-	b.send(frame(bcast, mac(2), "b"))
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 	waitFor(t, "two ports", func() bool { return e.ports() == 2 })
-	a.expect(frame(bcast, mac(2), "b"))
+	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 
 	// From a stranger: short datagrams make no port.
 	junk.send([]byte{})
@@ -296,7 +293,7 @@ func TestGarbageDropped(t *testing.T) {
 	junk.send(make([]byte, 2001))
 	a.send(make([]byte, 2500))
 	// Still fine afterwards.
-	f := frame(mac(2), mac(1), "after the junk")
+	f := frame(porttest.MAC(2), porttest.MAC(1), "after the junk")
 	a.send(f)
 	b.expect(f)
 	a.expectNothing()
@@ -322,7 +319,7 @@ func TestUnboundUnixgramDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Write(frame(bcast, mac(1), "who am I")); err != nil {
+	if _, err := c.Write(frame(porttest.Broadcast, porttest.MAC(1), "who am I")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "unbound count", func() bool { return e.l.Stats().Unbound == 1 })
@@ -356,15 +353,15 @@ func TestSocketBuffers(t *testing.T) {
 func TestFullPeerDoesNotStallOthers(t *testing.T) {
 	e := setup(t, "unixgram", Config{})
 	a, b, stuck := e.vm("a.sock"), e.vm("b.sock"), e.vm("stuck.sock")
-	stuck.send(frame(bcast, mac(3), "I never read"))
-	a.send(frame(bcast, mac(1), "a"))
-	b.send(frame(bcast, mac(2), "b"))
+	stuck.send(frame(porttest.Broadcast, porttest.MAC(3), "I never read"))
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 	waitFor(t, "three ports", func() bool { return e.ports() == 3 })
-	a.expect(frame(bcast, mac(2), "b"))
+	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 
 	start := time.Now()
 	for i := range 500 {
-		f := frame(bcast, mac(1), strings.Repeat("x", 1000)+string(rune('a'+i%26)))
+		f := frame(porttest.Broadcast, porttest.MAC(1), strings.Repeat("x", 1000)+string(rune('a'+i%26)))
 		a.send(f)
 		b.expect(f)
 	}
@@ -387,7 +384,7 @@ func TestMaxPeers(t *testing.T) {
 	e := setup(t, "udp", Config{MaxPeers: 2})
 	vms := []*vm{e.vm("1"), e.vm("2"), e.vm("3")}
 	for i, v := range vms {
-		v.send(frame(bcast, mac(i+1), "hi"))
+		v.send(frame(porttest.Broadcast, porttest.MAC(i+1), "hi"))
 	}
 	waitFor(t, "refusal", func() bool { return e.l.Stats().Refused == 1 })
 	if e.ports() != 2 {
@@ -439,7 +436,7 @@ func TestCloseRemovesPeersAndContext(t *testing.T) {
 	c, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	defer c.Close()
 	to, _ := net.ResolveUDPAddr("udp", l.Addr().Address)
-	c.WriteTo(frame(bcast, mac(1), "x"), to)
+	c.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "x"), to)
 	waitFor(t, "peer", func() bool { return len(sw.Ports()) == 1 })
 	cancel()
 	waitFor(t, "peer removal on cancel", func() bool { return len(sw.Ports()) == 0 })
@@ -475,9 +472,9 @@ func TestUDPIPv6Loopback(t *testing.T) {
 		defer c.Close()
 		vms = append(vms, &vm{t: t, c: c, to: to})
 	}
-	vms[0].send(frame(bcast, mac(1), "a"))
+	vms[0].send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 	waitFor(t, "first peer", func() bool { return len(sw.Ports()) == 1 })
-	f := frame(bcast, mac(2), "over IPv6")
+	f := frame(porttest.Broadcast, porttest.MAC(2), "over IPv6")
 	vms[1].send(f)
 	vms[0].expect(f)
 	if p := sw.Stats().Ports[0].Peer; !strings.HasPrefix(p, "[::1]:") {

@@ -2,6 +2,8 @@ package stream
 
 import (
 	"testing"
+
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 // BenchmarkConn moves 1500-byte frames through a socket pair in batches:
@@ -15,7 +17,7 @@ func BenchmarkConn(b *testing.B) {
 	const batch = 32
 	wbufs, _ := buffers(batch, 16+1500)
 	for i := range wbufs {
-		copy(wbufs[i][16:], frame(bcast, mac(1), make([]byte, 1500-14)))
+		copy(wbufs[i][16:], frame(porttest.Broadcast, porttest.MAC(1), make([]byte, 1500-14)))
 	}
 	rbufs, sizes := buffers(batch, 16+65535)
 	done := make(chan int)

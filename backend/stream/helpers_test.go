@@ -25,10 +25,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-var bcast = vswitch.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
-func mac(n int) vswitch.MAC { return vswitch.MAC{0x02, 0, 0, 0, byte(n >> 8), byte(n)} }
-
 // frame builds an Ethernet frame with the local experimental EtherType.
 func frame(dst, src vswitch.MAC, payload []byte) []byte {
 	b := make([]byte, 14+len(payload))

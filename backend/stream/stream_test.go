@@ -25,7 +25,7 @@ import (
 // broadcast and, once learned, by unicast.
 func exchange(t *testing.T, a, b *client, ma, mb vswitch.MAC, tag string) {
 	t.Helper()
-	f1 := frame(bcast, ma, []byte(tag+" hello from a"))
+	f1 := frame(porttest.Broadcast, ma, []byte(tag+" hello from a"))
 	a.send(f1)
 	b.expect(f1)
 	f2 := frame(ma, mb, []byte(tag+" unicast b->a"))
@@ -41,7 +41,7 @@ func TestUnixExchange(t *testing.T) {
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
 	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, mac(1), mac(2), "x")
+	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "x")
 
 	st := sw.Stats()
 	if st.Forwarded < 2 || st.Flooded < 1 {
@@ -79,7 +79,7 @@ func TestTCPExchange(t *testing.T) {
 	a := dialClient(t, "tcp", l.Addr().Address)
 	b := dialClient(t, "tcp", l.Addr().Address)
 	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, mac(1), mac(2), "tcp")
+	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "tcp")
 	for _, ps := range sw.Stats().Ports {
 		if ps.Name != "tcp:"+ps.Peer || !strings.HasPrefix(ps.Peer, "127.0.0.1:") {
 			t.Errorf("port %q peer %q, want tcp:127.0.0.1:N", ps.Name, ps.Peer)
@@ -92,14 +92,14 @@ func TestClientLeaveRemovesPortAndFDB(t *testing.T) {
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
 	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, mac(1), mac(2), "leave")
+	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "leave")
 	if n := len(sw.FDB()); n != 2 {
 		t.Fatalf("FDB has %d entries, want 2", n)
 	}
 	a.c.Close()
 	waitFor(t, "port removal", func() bool { return streamPorts(sw) == 1 })
 	for _, e := range sw.FDB() {
-		if e.MAC == mac(1) {
+		if e.MAC == porttest.MAC(1) {
 			t.Fatalf("FDB still holds %v of the departed client", e.MAC)
 		}
 	}
@@ -111,7 +111,7 @@ func TestMalformedClients(t *testing.T) {
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
 	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, mac(1), mac(2), "before")
+	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "before")
 
 	hdr := func(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
 	random := make([]byte, 4096)
@@ -126,7 +126,7 @@ func TestMalformedClients(t *testing.T) {
 		{"length 13", append(hdr(13), make([]byte, 13)...), false},
 		{"length 0xFFFFFFFF", hdr(0xFFFFFFFF), false},
 		{"length 200000", hdr(200000), false},
-		{"good then length 0", append(append(hdr(14), frame(bcast, mac(9), nil)...), hdr(0)...), false},
+		{"good then length 0", append(append(hdr(14), frame(porttest.Broadcast, porttest.MAC(9), nil)...), hdr(0)...), false},
 		{"truncated then hang-up", append(hdr(100), make([]byte, 50)...), true},
 		{"truncated header then hang-up", []byte{0, 0}, true},
 		{"random bytes then hang-up", random, true},
@@ -154,7 +154,7 @@ func TestMalformedClients(t *testing.T) {
 					}
 				}
 			}
-			exchange(t, a, b, mac(1), mac(2), fmt.Sprintf("after %d", i))
+			exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), fmt.Sprintf("after %d", i))
 		})
 	}
 	if n := len(sw.Stats().Departed); n != len(cases) {
@@ -180,7 +180,7 @@ func TestReadBatchNeverBlocksOnPartialFrame(t *testing.T) {
 	defer c.Close()
 	var wire []byte
 	for i := range 3 {
-		fr := frame(bcast, mac(i), []byte{byte(i)})
+		fr := frame(porttest.Broadcast, porttest.MAC(i), []byte{byte(i)})
 		wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
 		wire = append(wire, fr...)
 	}
@@ -239,8 +239,8 @@ func TestSmallCallerBufferSkipsFrame(t *testing.T) {
 	s1, s2 := socketpair(t)
 	c := NewConn(s1, ConnConfig{})
 	defer c.Close()
-	big := frame(bcast, mac(1), make([]byte, 3000))
-	small := frame(bcast, mac(2), []byte("ok"))
+	big := frame(porttest.Broadcast, porttest.MAC(1), make([]byte, 3000))
+	small := frame(porttest.Broadcast, porttest.MAC(2), []byte("ok"))
 	var wire []byte
 	for _, fr := range [][]byte{big, small} {
 		wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
@@ -287,7 +287,7 @@ func TestWriteTimeoutKeepsFraming(t *testing.T) {
 	sent, timeouts, seq := 0, 0, 0
 	for b := 0; b < batches || c.Stats().PartialWrites == 0 && b < 10*batches; b++ {
 		for i := range bufs {
-			fr := frame(bcast, mac(1), make([]byte, 1000+seq%1500))
+			fr := frame(porttest.Broadcast, porttest.MAC(1), make([]byte, 1000+seq%1500))
 			binary.BigEndian.PutUint32(fr[14:], uint32(seq))
 			seq++
 			bufs[i] = bufs[i][:16+copy(bufs[i][16:cap(bufs[i])], fr)]
@@ -306,7 +306,7 @@ func TestWriteTimeoutKeepsFraming(t *testing.T) {
 		sent += w
 	}
 	// A last write with time to spare flushes any held tail.
-	fin := frame(bcast, mac(1), make([]byte, 1000+seq%1500))
+	fin := frame(porttest.Broadcast, porttest.MAC(1), make([]byte, 1000+seq%1500))
 	binary.BigEndian.PutUint32(fin[14:], uint32(seq))
 	bufs[0] = bufs[0][:16+copy(bufs[0][16:cap(bufs[0])], fin)]
 	c.cfg.WriteTimeout = 10 * time.Second
@@ -357,9 +357,9 @@ func TestSlowClientDoesNotBlockOthers(t *testing.T) {
 	b := dialClient(t, "unix", path)
 	stuck := dialClient(t, "unix", path)
 	waitFor(t, "three ports", func() bool { return streamPorts(sw) == 3 })
-	stuck.send(frame(bcast, mac(3), []byte("I never read")))
-	a.expect(frame(bcast, mac(3), []byte("I never read")))
-	b.expect(frame(bcast, mac(3), []byte("I never read")))
+	stuck.send(frame(porttest.Broadcast, porttest.MAC(3), []byte("I never read")))
+	a.expect(frame(porttest.Broadcast, porttest.MAC(3), []byte("I never read")))
+	b.expect(frame(porttest.Broadcast, porttest.MAC(3), []byte("I never read")))
 
 	const total, window = 3000, 64
 	payload := make([]byte, 1400)
@@ -367,7 +367,7 @@ func TestSlowClientDoesNotBlockOthers(t *testing.T) {
 	for i := 0; i < total; i += window {
 		for j := i; j < i+window; j++ {
 			binary.BigEndian.PutUint32(payload, uint32(j))
-			a.send(frame(bcast, mac(1), payload))
+			a.send(frame(porttest.Broadcast, porttest.MAC(1), payload))
 		}
 		for j := i; j < i+window; j++ {
 			fr, err := b.recv(5 * time.Second)
@@ -528,7 +528,7 @@ func TestConnectCycles(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cycle %d: %v", i, err)
 		}
-		fr := frame(bcast, mac(100+i), []byte("cycle"))
+		fr := frame(porttest.Broadcast, porttest.MAC(100+i), []byte("cycle"))
 		c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(fr))), fr...))
 		if i%2 == 0 {
 			// Half the clients also wait for their frame to go through
@@ -586,13 +586,13 @@ func TestDialReconnects(t *testing.T) {
 	for round := range 3 {
 		ln, srv := serve()
 		waitFor(t, "dialled port", func() bool { return streamPorts(sw) == 1 })
-		fr := frame(bcast, mac(1), []byte(fmt.Sprintf("round %d", round)))
+		fr := frame(porttest.Broadcast, porttest.MAC(1), []byte(fmt.Sprintf("round %d", round)))
 		srv.send(fr)
 		got, ok := mem.Recv(5 * time.Second)
 		if !ok || !bytes.Equal(got, fr) {
 			t.Fatalf("round %d: mem port got %x, %v", round, got, ok)
 		}
-		back := frame(mac(1), mac(2), []byte("back"))
+		back := frame(porttest.MAC(1), porttest.MAC(2), []byte("back"))
 		if err := mem.Send(back); err != nil {
 			t.Fatal(err)
 		}

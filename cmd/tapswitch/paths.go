@@ -24,9 +24,13 @@ func runDir() string {
 	return filepath.Join(os.TempDir(), "tapswitch-"+strconv.Itoa(os.Geteuid()))
 }
 
-// stateDir is where the DHCP lease file lives by default: /var/lib/tapswitch
-// as root, $XDG_STATE_HOME/tapswitch (or ~/.local/state/tapswitch) otherwise.
+// stateDir is where the DHCP lease file lives by default:
+// $TAPSWITCH_STATE_DIR if set, else /var/lib/tapswitch as root,
+// $XDG_STATE_HOME/tapswitch (or ~/.local/state/tapswitch) otherwise.
 func stateDir() string {
+	if d := os.Getenv("TAPSWITCH_STATE_DIR"); d != "" {
+		return d
+	}
 	if os.Geteuid() == 0 {
 		return "/var/lib/tapswitch"
 	}

@@ -155,7 +155,7 @@ command line win).`,
 	f.StringArrayVar(&o.dhcpStatic, "dhcp-static", nil, "static lease MAC=IP (repeatable)")
 	f.StringArrayVar(&o.dns, "dns", nil, "DNS server offered by DHCP (repeatable)")
 	f.StringVar(&o.domain, "domain", "", "domain name offered by DHCP")
-	f.StringVar(&o.dhcpLeaseFile, "dhcp-lease-file", "", "lease file (default: STATEDIR/dhcp-leases-SUBNET, STATEDIR being /var/lib/tapswitch as root)")
+	f.StringVar(&o.dhcpLeaseFile, "dhcp-lease-file", "", "lease file (default: STATEDIR/dhcp-leases-SUBNET, STATEDIR being $TAPSWITCH_STATE_DIR or /var/lib/tapswitch as root)")
 	f.DurationVar(&o.dhcpLeaseTime, "dhcp-lease-time", dhcp.DefaultLeaseTime, "DHCP lease time")
 	f.StringVar(&o.ctl, "ctl", "", "control socket (default RUNDIR/ctl.sock); \"none\" disables the control API")
 	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at this address, e.g. 127.0.0.1:9141")
