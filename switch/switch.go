@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/tapswitch/tapswitch/internal/logx"
 	"github.com/tapswitch/tapswitch/switch/offload"
 )
 
@@ -68,11 +69,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Logger == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		c.Logger = l
-	}
+	c.Logger = logx.OrDiscard(c.Logger)
 	if c.FDBSize <= 0 {
 		c.FDBSize = DefaultFDBSize
 	}

@@ -5,7 +5,6 @@ package vmnet
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapswitch/tapswitch/backend/tap"
+	"github.com/tapswitch/tapswitch/internal/logx"
 )
 
 const permHint = "CAP_NET_ADMIN is missing: run tapswitch as root or with CAP_NET_ADMIN"
@@ -40,12 +40,7 @@ func Open(cfg Config) (*Interface, error) {
 			return nil, fmt.Errorf("host interface %s: invalid address prefix %v", name, p)
 		}
 	}
-	log := cfg.Logger
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = l
-	}
+	log := logx.OrDiscard(cfg.Logger)
 
 	// The handle's socket stays in this namespace, whichever thread later
 	// uses it, so Close undoes the configuration where it was made.

@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -39,6 +38,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapswitch/tapswitch/backend/listen"
+	"github.com/tapswitch/tapswitch/internal/logx"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -115,11 +115,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Logger == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		c.Logger = l
-	}
+	c.Logger = logx.OrDiscard(c.Logger)
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tapswitch/tapswitch/backend/listen"
+	"github.com/tapswitch/tapswitch/internal/logx"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -56,9 +57,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 	if a.Kind() != listen.KindStream {
 		return fmt.Errorf("connect %s: not a stream address (want unix:// or tcp://)", a)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = discard()
-	}
+	cfg.Logger = logx.OrDiscard(cfg.Logger)
 	if cfg.Conn.Logger == nil {
 		cfg.Conn.Logger = cfg.Logger
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tapswitch/tapswitch/backend/listen"
+	"github.com/tapswitch/tapswitch/internal/logx"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -120,9 +121,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg ListenerConfig, sw *vswi
 	if a.Kind() != listen.KindStream {
 		return nil, fmt.Errorf("listen %s: not a stream address (want unix:// or tcp://)", a)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = discard()
-	}
+	cfg.Logger = logx.OrDiscard(cfg.Logger)
 	if cfg.Conn.Logger == nil {
 		cfg.Conn.Logger = cfg.Logger
 	}

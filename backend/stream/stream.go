@@ -29,6 +29,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/tapswitch/tapswitch/internal/logx"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -101,18 +102,8 @@ func (cfg *ConnConfig) setDefaults(c net.Conn) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = discard()
-	}
+	cfg.Logger = logx.OrDiscard(cfg.Logger)
 }
-
-var discardLogger = func() *logrus.Logger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}()
-
-func discard() logrus.FieldLogger { return discardLogger }
 
 func defaultName(c net.Conn) string {
 	for _, a := range []net.Addr{c.RemoteAddr(), c.LocalAddr()} {

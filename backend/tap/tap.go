@@ -28,6 +28,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/tapswitch/tapswitch/internal/logx"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/offload"
 )
@@ -257,10 +258,5 @@ func tapNumber(name string) (int, error) {
 }
 
 func (c *Config) logger() logrus.FieldLogger {
-	if c.Logger != nil {
-		return c.Logger
-	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
+	return logx.OrDiscard(c.Logger)
 }

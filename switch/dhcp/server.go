@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tapswitch/tapswitch/internal/logx"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -152,13 +152,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dhcp server %v: %w", cfg.Gateway, err)
 	}
-	log := s.Logger
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = l
-	}
-	log = log.WithField("port", "dhcp")
+	log := logx.OrDiscard(s.Logger).WithField("port", "dhcp")
 	srv := &Server{
 		s:      s,
 		log:    log,
