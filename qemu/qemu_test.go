@@ -16,6 +16,7 @@ import (
 	"github.com/tapswitch/tapswitch/backend/listen"
 	"github.com/tapswitch/tapswitch/backend/stream"
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 // TestRealQEMU boots a real QEMU (no disk: SeaBIOS network-boots into the
@@ -161,7 +162,7 @@ func realQEMU(t *testing.T, bin, transport string) {
 	if _, err := other.Write(framed(frame(bcast, peerMAC, "hello guest"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a frame sent to the guest", func() bool { return qport.Stats().TxFrames > 0 })
+	porttest.WaitFor(t, "a frame sent to the guest", func() bool { return qport.Stats().TxFrames > 0 })
 	if d := qport.Stats().Drops[vswitch.DropTxError]; d != 0 {
 		t.Fatalf("%d tx errors towards the guest", d)
 	}

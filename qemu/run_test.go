@@ -19,6 +19,7 @@ import (
 
 	"github.com/tapswitch/tapswitch/backend/stream"
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 const helperEnv = "TAPSWITCH_QEMU_TEST_HELPER"
@@ -127,19 +128,8 @@ func switchWithListener(t *testing.T) (*vswitch.Switch, string, net.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	waitFor(t, "peer port", func() bool { return len(sw.Ports()) == 1 })
+	porttest.WaitFor(t, "peer port", func() bool { return len(sw.Ports()) == 1 })
 	return sw, path, c
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestRunWithSocket(t *testing.T) {
@@ -172,7 +162,7 @@ func TestRunWithSocket(t *testing.T) {
 		t.Fatalf("RunWithSocket = %d, %v; want the child's status 7", rs.code, rs.err)
 	}
 	// The child's exit closed the connection: its port goes.
-	waitFor(t, "child's port removal", func() bool { return len(sw.Ports()) == 1 })
+	porttest.WaitFor(t, "child's port removal", func() bool { return len(sw.Ports()) == 1 })
 }
 
 func TestRunWithSocketSignals(t *testing.T) {

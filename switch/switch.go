@@ -557,11 +557,17 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		caps = *p
 		s.capMu.RLock()
 	}
+	// Counters move before the frames are handed on, so that whoever
+	// receives a frame also sees it counted.
 	var rxBytes uint64
+	for _, n := range sizes[:len(bufs)] {
+		rxBytes += uint64(n)
+	}
+	a.c.rxFrames.Add(uint64(len(bufs)))
+	a.c.rxBytes.Add(rxBytes)
 	for i, b := range bufs {
 		b = b[:offset+sizes[i]]
 		fr := b[offset:]
-		rxBytes += uint64(len(fr))
 		// The virtio-net header in front of the frame: read from an
 		// offload port, zeroed otherwise, so that it is valid for any
 		// offload port the frame is written to.
@@ -618,22 +624,20 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			continue
 		}
 		if out != nil {
-			out.send(b, offset)
 			s.forwarded.Add(1)
+			out.send(b, offset)
 			continue
 		}
+		s.flooded.Add(1)
 		for _, p := range ports {
 			if p != a {
 				p.send(b, offset)
 			}
 		}
-		s.flooded.Add(1)
 	}
 	if caps != nil {
 		s.capMu.RUnlock()
 	}
-	a.c.rxFrames.Add(uint64(len(bufs)))
-	a.c.rxBytes.Add(rxBytes)
 }
 
 // maxGSOFrame is the largest super-frame an offload port may deliver: a
@@ -673,6 +677,11 @@ func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
 // a: whole to offload ports, segmented for the others (once, shared by all
 // of them). out is the destination port, nil to flood.
 func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attachment, ports []*Attachment) {
+	if out != nil {
+		a.s.forwarded.Add(1)
+	} else {
+		a.s.flooded.Add(1)
+	}
 	var segs [][]byte
 	segmented := false
 	for _, p := range ports {
@@ -690,11 +699,6 @@ func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attach
 		for _, seg := range segs {
 			p.send(seg, Headroom)
 		}
-	}
-	if out != nil {
-		a.s.forwarded.Add(1)
-	} else {
-		a.s.flooded.Add(1)
 	}
 }
 

@@ -137,24 +137,13 @@ func (e *env) vm(name string) *vm {
 
 func (e *env) ports() int { return len(e.sw.Ports()) }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func testExchange(t *testing.T, network string) {
 	e := setup(t, network, Config{})
 	a, b := e.vm("a.sock"), e.vm("b.sock")
 
 	f1 := frame(porttest.Broadcast, porttest.MAC(1), "hello from a")
 	a.send(f1)
-	waitFor(t, "a's port", func() bool { return e.ports() == 1 })
+	porttest.WaitFor(t, "a's port", func() bool { return e.ports() == 1 })
 	// b is not known yet, so the broadcast reached nobody; b announces
 	// itself.
 	f2 := frame(porttest.Broadcast, porttest.MAC(2), "hello from b")
@@ -194,10 +183,10 @@ func TestVFKitMagicConsumed(t *testing.T) {
 			e := setup(t, network, Config{})
 			a, vf := e.vm("a.sock"), e.vm("vfkit.sock")
 			a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
-			waitFor(t, "a's port", func() bool { return e.ports() == 1 })
+			porttest.WaitFor(t, "a's port", func() bool { return e.ports() == 1 })
 
 			vf.send(MagicVFKit)
-			waitFor(t, "vfkit's port", func() bool { return e.ports() == 2 })
+			porttest.WaitFor(t, "vfkit's port", func() bool { return e.ports() == 2 })
 			a.expectNothing() // the magic is not forwarded
 
 			// The magic alone registered vfkit: it gets a's broadcast.
@@ -216,7 +205,7 @@ func TestIdleExpiry(t *testing.T) {
 	a, b := e.vm("a"), e.vm("b")
 	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	waitFor(t, "two ports", func() bool { return e.ports() == 2 })
+	porttest.WaitFor(t, "two ports", func() bool { return e.ports() == 2 })
 	has := func(v *vm) bool {
 		for _, ps := range e.sw.Stats().Ports {
 			if ps.Peer == v.c.LocalAddr().String() {
@@ -247,7 +236,7 @@ func TestIdleExpiry(t *testing.T) {
 	}
 	// b comes back and is learned again.
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "back"))
-	waitFor(t, "b again", func() bool { return has(b) })
+	porttest.WaitFor(t, "b again", func() bool { return has(b) })
 }
 
 func TestPeerGone(t *testing.T) {
@@ -257,7 +246,7 @@ func TestPeerGone(t *testing.T) {
 			a, b := e.vm("a.sock"), e.vm("b.sock")
 			a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 			b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-			waitFor(t, "two ports", func() bool { return e.ports() == 2 })
+			porttest.WaitFor(t, "two ports", func() bool { return e.ports() == 2 })
 			a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 
 			// a's socket goes: closed with its file left (ECONNREFUSED)
@@ -267,7 +256,7 @@ func TestPeerGone(t *testing.T) {
 				os.Remove(a.c.LocalAddr().String())
 			}
 			b.send(frame(porttest.Broadcast, porttest.MAC(2), "anyone there?"))
-			waitFor(t, "a's removal", func() bool { return e.ports() == 1 })
+			porttest.WaitFor(t, "a's removal", func() bool { return e.ports() == 1 })
 			if st := e.l.Stats(); st.PeersGone != 1 {
 				t.Fatalf("gone %d, want 1", st.PeersGone)
 			}
@@ -280,7 +269,7 @@ func TestGarbageDropped(t *testing.T) {
 	a, b, junk := e.vm("a.sock"), e.vm("b.sock"), e.vm("junk.sock")
 	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	waitFor(t, "two ports", func() bool { return e.ports() == 2 })
+	porttest.WaitFor(t, "two ports", func() bool { return e.ports() == 2 })
 	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 
 	// From a stranger: short datagrams make no port.
@@ -322,7 +311,7 @@ func TestUnboundUnixgramDropped(t *testing.T) {
 	if _, err := c.Write(frame(porttest.Broadcast, porttest.MAC(1), "who am I")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "unbound count", func() bool { return e.l.Stats().Unbound == 1 })
+	porttest.WaitFor(t, "unbound count", func() bool { return e.l.Stats().Unbound == 1 })
 	if e.ports() != 0 {
 		t.Fatal("an unbound sender got a port")
 	}
@@ -356,7 +345,7 @@ func TestFullPeerDoesNotStallOthers(t *testing.T) {
 	stuck.send(frame(porttest.Broadcast, porttest.MAC(3), "I never read"))
 	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	waitFor(t, "three ports", func() bool { return e.ports() == 3 })
+	porttest.WaitFor(t, "three ports", func() bool { return e.ports() == 3 })
 	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
 
 	start := time.Now()
@@ -386,7 +375,7 @@ func TestMaxPeers(t *testing.T) {
 	for i, v := range vms {
 		v.send(frame(porttest.Broadcast, porttest.MAC(i+1), "hi"))
 	}
-	waitFor(t, "refusal", func() bool { return e.l.Stats().Refused == 1 })
+	porttest.WaitFor(t, "refusal", func() bool { return e.l.Stats().Refused == 1 })
 	if e.ports() != 2 {
 		t.Fatalf("%d ports, want 2", e.ports())
 	}
@@ -437,9 +426,9 @@ func TestCloseRemovesPeersAndContext(t *testing.T) {
 	defer c.Close()
 	to, _ := net.ResolveUDPAddr("udp", l.Addr().Address)
 	c.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "x"), to)
-	waitFor(t, "peer", func() bool { return len(sw.Ports()) == 1 })
+	porttest.WaitFor(t, "peer", func() bool { return len(sw.Ports()) == 1 })
 	cancel()
-	waitFor(t, "peer removal on cancel", func() bool { return len(sw.Ports()) == 0 })
+	porttest.WaitFor(t, "peer removal on cancel", func() bool { return len(sw.Ports()) == 0 })
 	l.Close()
 }
 
@@ -473,7 +462,7 @@ func TestUDPIPv6Loopback(t *testing.T) {
 		vms = append(vms, &vm{t: t, c: c, to: to})
 	}
 	vms[0].send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
-	waitFor(t, "first peer", func() bool { return len(sw.Ports()) == 1 })
+	porttest.WaitFor(t, "first peer", func() bool { return len(sw.Ports()) == 1 })
 	f := frame(porttest.Broadcast, porttest.MAC(2), "over IPv6")
 	vms[1].send(f)
 	vms[0].expect(f)

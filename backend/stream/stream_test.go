@@ -40,7 +40,7 @@ func TestUnixExchange(t *testing.T) {
 	sw, l, path := setup(t, ListenerConfig{})
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
-	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
 	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "x")
 
 	st := sw.Stats()
@@ -78,7 +78,7 @@ func TestTCPExchange(t *testing.T) {
 	}
 	a := dialClient(t, "tcp", l.Addr().Address)
 	b := dialClient(t, "tcp", l.Addr().Address)
-	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
 	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "tcp")
 	for _, ps := range sw.Stats().Ports {
 		if ps.Name != "tcp:"+ps.Peer || !strings.HasPrefix(ps.Peer, "127.0.0.1:") {
@@ -91,26 +91,26 @@ func TestClientLeaveRemovesPortAndFDB(t *testing.T) {
 	sw, l, path := setup(t, ListenerConfig{})
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
-	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
 	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "leave")
 	if n := len(sw.FDB()); n != 2 {
 		t.Fatalf("FDB has %d entries, want 2", n)
 	}
 	a.c.Close()
-	waitFor(t, "port removal", func() bool { return streamPorts(sw) == 1 })
+	porttest.WaitFor(t, "port removal", func() bool { return streamPorts(sw) == 1 })
 	for _, e := range sw.FDB() {
 		if e.MAC == porttest.MAC(1) {
 			t.Fatalf("FDB still holds %v of the departed client", e.MAC)
 		}
 	}
-	waitFor(t, "listener forgets client", func() bool { return len(l.Ports()) == 1 })
+	porttest.WaitFor(t, "listener forgets client", func() bool { return len(l.Ports()) == 1 })
 }
 
 func TestMalformedClients(t *testing.T) {
 	sw, _, path := setup(t, ListenerConfig{})
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
-	waitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
 	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "before")
 
 	hdr := func(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
@@ -134,7 +134,7 @@ func TestMalformedClients(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := dialClient(t, "unix", path)
-			waitFor(t, "bad client's port", func() bool { return streamPorts(sw) == 3 })
+			porttest.WaitFor(t, "bad client's port", func() bool { return streamPorts(sw) == 3 })
 			if _, err := bad.c.Write(tc.data); err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +143,7 @@ func TestMalformedClients(t *testing.T) {
 			}
 			// The switch cuts the bad client off...
 			bad.expectHangup()
-			waitFor(t, "bad client's removal", func() bool { return streamPorts(sw) == 2 })
+			porttest.WaitFor(t, "bad client's removal", func() bool { return streamPorts(sw) == 2 })
 			// ...and the good ones carry on. The bad client may have
 			// flooded a valid frame first ("good then length 0").
 			for _, c := range []*client{a, b} {
@@ -356,7 +356,7 @@ func TestSlowClientDoesNotBlockOthers(t *testing.T) {
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
 	stuck := dialClient(t, "unix", path)
-	waitFor(t, "three ports", func() bool { return streamPorts(sw) == 3 })
+	porttest.WaitFor(t, "three ports", func() bool { return streamPorts(sw) == 3 })
 	stuck.send(frame(porttest.Broadcast, porttest.MAC(3), []byte("I never read")))
 	a.expect(frame(porttest.Broadcast, porttest.MAC(3), []byte("I never read")))
 	b.expect(frame(porttest.Broadcast, porttest.MAC(3), []byte("I never read")))
@@ -421,7 +421,7 @@ func TestSocketFileLifecycle(t *testing.T) {
 		t.Fatalf("second Listen: %v, want listen.ErrInUse", err)
 	}
 	c := dialClient(t, "unix", path)
-	waitFor(t, "client port", func() bool { return streamPorts(sw) == 1 })
+	porttest.WaitFor(t, "client port", func() bool { return streamPorts(sw) == 1 })
 
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -430,7 +430,7 @@ func TestSocketFileLifecycle(t *testing.T) {
 		t.Fatalf("socket file after Close: %v", err)
 	}
 	c.expectHangup()
-	waitFor(t, "client port removal", func() bool { return streamPorts(sw) == 0 })
+	porttest.WaitFor(t, "client port removal", func() bool { return streamPorts(sw) == 0 })
 
 	// A regular file is never removed.
 	os.WriteFile(path, []byte("x"), 0o600)
@@ -450,7 +450,7 @@ func TestListenContextCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	waitFor(t, "socket removal", func() bool { _, err := os.Lstat(path); return os.IsNotExist(err) })
+	porttest.WaitFor(t, "socket removal", func() bool { _, err := os.Lstat(path); return os.IsNotExist(err) })
 	l.Close()
 }
 
@@ -508,12 +508,12 @@ func TestAcceptRetriesOnEMFILE(t *testing.T) {
 		t.Fatalf("dial with one descriptor free: %v", err)
 	}
 	defer c.Close()
-	waitFor(t, "accept failure", func() bool { return h.count("accept failed; retrying") > 0 })
+	porttest.WaitFor(t, "accept failure", func() bool { return h.count("accept failed; retrying") > 0 })
 	if streamPorts(sw) != 0 {
 		t.Fatal("client attached although no descriptor was free")
 	}
 	restore()
-	waitFor(t, "client attached after descriptors freed", func() bool { return streamPorts(sw) == 1 })
+	porttest.WaitFor(t, "client attached after descriptors freed", func() bool { return streamPorts(sw) == 1 })
 }
 
 // TestConnectCycles connects and disconnects 500 clients and checks that
@@ -521,7 +521,7 @@ func TestAcceptRetriesOnEMFILE(t *testing.T) {
 func TestConnectCycles(t *testing.T) {
 	sw, _, path := setup(t, ListenerConfig{})
 	peer := dialClient(t, "unix", path)
-	waitFor(t, "peer port", func() bool { return streamPorts(sw) == 1 })
+	porttest.WaitFor(t, "peer port", func() bool { return streamPorts(sw) == 1 })
 	before := countFDs(t)
 	for i := range 500 {
 		c, err := net.Dial("unix", path)
@@ -545,8 +545,8 @@ func TestConnectCycles(t *testing.T) {
 		}
 		c.Close()
 	}
-	waitFor(t, "all cycle ports gone", func() bool { return streamPorts(sw) == 1 })
-	waitFor(t, "descriptors released", func() bool { return countFDs(t) <= before })
+	porttest.WaitFor(t, "all cycle ports gone", func() bool { return streamPorts(sw) == 1 })
+	porttest.WaitFor(t, "descriptors released", func() bool { return countFDs(t) <= before })
 	if d := len(sw.Stats().Departed); d == 0 {
 		t.Fatal("no departed ports recorded")
 	}
@@ -585,7 +585,7 @@ func TestDialReconnects(t *testing.T) {
 
 	for round := range 3 {
 		ln, srv := serve()
-		waitFor(t, "dialled port", func() bool { return streamPorts(sw) == 1 })
+		porttest.WaitFor(t, "dialled port", func() bool { return streamPorts(sw) == 1 })
 		fr := frame(porttest.Broadcast, porttest.MAC(1), []byte(fmt.Sprintf("round %d", round)))
 		srv.send(fr)
 		got, ok := mem.Recv(5 * time.Second)
@@ -600,7 +600,7 @@ func TestDialReconnects(t *testing.T) {
 		// The server goes away.
 		ln.Close()
 		srv.c.Close()
-		waitFor(t, "port removal", func() bool { return streamPorts(sw) == 0 })
+		porttest.WaitFor(t, "port removal", func() bool { return streamPorts(sw) == 0 })
 		time.Sleep(50 * time.Millisecond) // let a few attempts fail
 	}
 	cancel()

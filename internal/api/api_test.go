@@ -57,6 +57,8 @@ func TestAPI(t *testing.T) {
 	if _, ok := p2.Recv(5 * time.Second); !ok {
 		t.Fatal("frame not forwarded")
 	}
+	// The switch counts a sent frame once the write has returned.
+	porttest.WaitFor(t, "the frame counted as sent", func() bool { return sw.Stats().Totals.TxFrames == 1 })
 
 	var ports []api.Port
 	if err := c.Do(ctx, "GET", "/v1/ports", nil, &ports); err != nil {
