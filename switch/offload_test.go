@@ -110,8 +110,8 @@ func TestOffloadForwarding(t *testing.T) {
 		t.Fatal("segments do not carry the payload")
 	}
 
-	// A partial checksum is completed once, for every port; offload ports
-	// get a zero header.
+	// Flooded, a partial checksum is completed once, for every port;
+	// offload ports get a zero header.
 	h, small := tcpFrame(porttest.MAC(1), []byte("ack"), 0)
 	h.Encode(hdr)
 	if err := in.SendOffload(hdr, small); err != nil {
@@ -133,6 +133,39 @@ func TestOffloadForwarding(t *testing.T) {
 	gh, _, ok = off.RecvOffload(5 * time.Second)
 	if !ok || !bytes.Equal(gh, make([]byte, offload.HdrLen)) {
 		t.Fatalf("offload port: header %x from a plain port", gh)
+	}
+
+	// Unicast, a partial checksum goes to an offload port as it is, header
+	// and all, and is completed for a plain port.
+	if err := off.Send(append(make([]byte, offload.HdrLen), porttest.Frame(porttest.Broadcast, porttest.MAC(3), 0x88b5, nil)...)); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the offload port's MAC learned", func() bool { return len(sw.FDB()) == 3 })
+	for _, p := range []*porttest.Port{in, plain} { // the broadcast
+		if _, ok := p.Recv(5 * time.Second); !ok {
+			t.Fatalf("port %s: broadcast missing", p)
+		}
+	}
+	h, small = tcpFrame(porttest.MAC(1), []byte("to off"), 0)
+	mac := porttest.MAC(3)
+	copy(small[0:6], mac[:])
+	h.Encode(hdr)
+	if err := in.SendOffload(hdr, small); err != nil {
+		t.Fatal(err)
+	}
+	gh, gf, ok = off.RecvOffload(5 * time.Second)
+	if !ok || !bytes.Equal(gh, hdr) || !bytes.Equal(gf, small) {
+		t.Fatalf("offload port: header %x (want %x), frame changed %t", gh, hdr, !bytes.Equal(gf, small))
+	}
+	h, small = tcpFrame(porttest.MAC(1), []byte("to plain"), 0)
+	mac = porttest.MAC(2)
+	copy(small[0:6], mac[:])
+	h.Encode(hdr)
+	if err := in.SendOffload(hdr, small); err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := plain.Recv(5 * time.Second); !ok || !tcpValid(f) {
+		t.Fatal("plain port: unicast frame missing or checksum not completed")
 	}
 
 	// A super-frame whose header lies is dropped and counted.

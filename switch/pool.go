@@ -21,13 +21,22 @@ type frame struct {
 // full of small frames does not pin 64 KiB per entry.
 type framePool struct {
 	small, large sync.Pool
+	maxFrame     int
 }
 
 func newFramePool(maxFrame int) *framePool {
-	p := &framePool{}
+	p := &framePool{maxFrame: maxFrame}
 	p.small.New = func() any { return &frame{buf: make([]byte, Headroom+smallFrame)} }
 	p.large.New = func() any { return &frame{buf: make([]byte, Headroom+maxFrame)} }
 	return p
+}
+
+// size returns the length of the buffer get takes for a frame of n bytes.
+func (p *framePool) size(n int) int {
+	if n <= smallFrame {
+		return Headroom + smallFrame
+	}
+	return Headroom + p.maxFrame
 }
 
 // get returns a frame holding a copy of buf[offset:], and of the

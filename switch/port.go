@@ -73,11 +73,34 @@ type DirectWriter interface {
 // super-frames of up to 64 KiB (GSO) or carry a partial checksum.
 //
 // The switch passes super-frames whole to other offload ports, with their
-// header, and segments them (completing checksums) for every other port;
-// it completes partial checksums itself. Frames written to an offload port
+// header, and segments them (completing checksums) for every other port.
+// A frame with a partial checksum goes to one offload port as it is; when
+// it goes to any other port, or is flooded, the switch completes the
+// checksum. Frames written to an offload port
 // always have a valid header: zero for an ordinary frame.
 type OffloadPort interface {
 	// Offload reports whether the port uses the header. It is constant
 	// for the life of the port.
 	Offload() bool
+}
+
+// Poller is implemented by ports that can be read without waiting, as a
+// tap can. The switch reads such a port under a per-port lock, from its
+// own receive goroutine and, right after it wrote a frame into the port
+// directly, from the goroutine that wrote it: the answer to a frame is
+// often waiting before the write returns (a write into a tap runs the
+// receiving namespace's network stack, which queues its reply at once),
+// and taking it there saves a wakeup and a goroutine hand-off per round
+// trip. Frames of one port are read and forwarded in order either way.
+type Poller interface {
+	// PollFrames reads up to len(bufs) frames that are already waiting,
+	// under the rules of ReadFrames, but never waits: it returns (0, nil)
+	// when there are none. It is called by one goroutine at a time.
+	PollFrames(bufs [][]byte, sizes []int, offset int) (int, error)
+	// WaitFrames calls ready whenever frames may be waiting, waiting in
+	// between, until ready returns true or the port fails (then it returns
+	// the error, under the rules of ReadFrames). ready must poll until
+	// PollFrames finds nothing before it returns false: the port wakes it
+	// again only for frames that arrive after that.
+	WaitFrames(ready func() bool) error
 }

@@ -119,6 +119,10 @@ type PortStats struct {
 	TxFrames uint64     `json:"tx_frames"`
 	TxBytes  uint64     `json:"tx_bytes"`
 	Drops    DropCounts `json:"drops"`
+	// RxAnswers counts frames of a Poller port (a tap) read by the
+	// goroutine that had just written into it (see Poller): answers
+	// forwarded without a wakeup. They are part of RxFrames.
+	RxAnswers uint64 `json:"rx_answers"`
 	// LearnedMACs is the number of addresses learned on the port; LearnRefused
 	// counts addresses not learned because of the port's MaxMACs or
 	// NewMACRate; LockedMAC is the address a LockMAC port is bound to.
@@ -170,7 +174,8 @@ type FDBStats struct {
 // groups on different cache lines.
 type portCounters struct {
 	rxFrames, rxBytes atomic.Uint64
-	_                 [48]byte
+	rxAnswers         atomic.Uint64
+	_                 [40]byte
 	txFrames, txBytes atomic.Uint64
 	_                 [48]byte
 	drops             [numDropReasons]atomic.Uint64
@@ -180,6 +185,7 @@ type portCounters struct {
 func (c *portCounters) snapshot(ps *PortStats) {
 	ps.RxFrames = c.rxFrames.Load()
 	ps.RxBytes = c.rxBytes.Load()
+	ps.RxAnswers = c.rxAnswers.Load()
 	ps.TxFrames = c.txFrames.Load()
 	ps.TxBytes = c.txBytes.Load()
 	for i := range c.drops {
@@ -191,6 +197,7 @@ func (c *portCounters) snapshot(ps *PortStats) {
 func (ps *PortStats) addCounters(o *PortStats) {
 	ps.RxFrames += o.RxFrames
 	ps.RxBytes += o.RxBytes
+	ps.RxAnswers += o.RxAnswers
 	ps.TxFrames += o.TxFrames
 	ps.TxBytes += o.TxBytes
 	ps.Drops.add(&o.Drops)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -224,6 +225,21 @@ type Attachment struct {
 	segBufs [][]byte
 	segOut  [][]byte
 
+	// poller is the port's Poller, if it is one. rxmu serialises its reads
+	// and the forwarding of what they return, into rxBufs and rxSizes:
+	// the receive loop locks it, and a goroutine that has just written to
+	// the port directly try-locks it to forward the answer (pollNow).
+	// pollAfter lists the ports Input wrote to directly, to poll once the
+	// batch is done; pollMisses and pollSkip back off from polling a port
+	// that had nothing to answer (a one-way stream).
+	poller     Poller
+	rxmu       sync.Mutex
+	rxBufs     [][]byte
+	rxSizes    []int
+	pollAfter  []*Attachment
+	pollMisses int
+	pollSkip   atomic.Int32
+
 	// locked holds the MAC a LockMAC port is bound to, with bit 48 set
 	// once it is bound; only the port's receiving goroutine sets it.
 	locked atomic.Uint64
@@ -272,6 +288,10 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	a.direct, _ = p.(DirectWriter)
 	if op, ok := p.(OffloadPort); ok {
 		a.offload = op.Offload()
+	}
+	if !cfg.NoReader {
+		a.poller, _ = p.(Poller)
+		a.rxBufs, a.rxSizes = a.receiveBuffers()
 	}
 	if cfg.LockMAC && cfg.LockedMAC != (MAC{}) {
 		a.locked.Store(macBits(cfg.LockedMAC) | lockedBit)
@@ -395,8 +415,9 @@ func (a *Attachment) mayLearn(now int64) bool {
 	return true
 }
 
-func (a *Attachment) rxLoop() {
-	defer a.s.wg.Done()
+// receiveBuffers returns a batch of receive buffers for the port, each
+// with room for Headroom and the largest frame it may deliver.
+func (a *Attachment) receiveBuffers() ([][]byte, []int) {
 	n := a.port.BatchSize()
 	bufs := make([][]byte, n)
 	size := a.s.cfg.MaxFrame
@@ -406,21 +427,88 @@ func (a *Attachment) rxLoop() {
 	for i := range bufs {
 		bufs[i] = make([]byte, Headroom+size)
 	}
-	sizes := make([]int, n)
+	return bufs, make([]int, n)
+}
+
+func (a *Attachment) rxLoop() {
+	defer a.s.wg.Done()
+	if a.poller != nil {
+		a.pollLoop()
+		return
+	}
+	bufs, sizes := a.rxBufs, a.rxSizes
 	for {
 		n, err := a.port.ReadFrames(bufs, sizes, Headroom)
 		if n > 0 {
 			a.Input(bufs[:n], sizes[:n], Headroom)
 		}
 		if err != nil {
-			// A peer hanging up is a normal end; anything else is logged.
-			if a.removed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
-				err = nil
-			}
-			a.remove(err)
+			a.readFailed(err)
 			return
 		}
 	}
+}
+
+// pollLoop is rxLoop for a Poller port.
+func (a *Attachment) pollLoop() {
+	var rerr error
+	ready := func() bool {
+		for {
+			a.rxmu.Lock()
+			n, err := a.poller.PollFrames(a.rxBufs, a.rxSizes, Headroom)
+			if n > 0 {
+				a.Input(a.rxBufs[:n], a.rxSizes[:n], Headroom)
+			}
+			a.rxmu.Unlock()
+			if err != nil {
+				rerr = err
+				return true
+			}
+			if n == 0 {
+				return false
+			}
+		}
+	}
+	if err := a.poller.WaitFrames(ready); rerr == nil {
+		rerr = err
+	}
+	a.readFailed(rerr)
+}
+
+// readFailed removes the port after its reads failed with err.
+func (a *Attachment) readFailed(err error) {
+	// A peer hanging up is a normal end; anything else is logged.
+	if a.removed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	a.remove(err)
+}
+
+// pollNow forwards the frames waiting on a Poller port that was just
+// written to directly, unless its receive side is busy or it has had
+// nothing waiting lately. A miss makes the next 2^k-1 polls skip (k
+// consecutive misses, at most 10), so a port that only receives costs a
+// failed read once per 1024 frames.
+func (a *Attachment) pollNow() {
+	if a.pollSkip.Load() > 0 {
+		a.pollSkip.Add(-1)
+		return
+	}
+	if a.removed.Load() || !a.rxmu.TryLock() {
+		return
+	}
+	n, err := a.poller.PollFrames(a.rxBufs, a.rxSizes, Headroom)
+	switch {
+	case n > 0:
+		a.pollMisses = 0
+		a.c.rxAnswers.Add(uint64(n))
+		a.Input(a.rxBufs[:n], a.rxSizes[:n], Headroom)
+	case err == nil:
+		a.pollMisses = min(a.pollMisses+1, 10)
+		a.pollSkip.Store(1<<a.pollMisses - 1)
+	}
+	// An error is the receive loop's to act on: it meets it too.
+	a.rxmu.Unlock()
 }
 
 func (a *Attachment) txLoop() {
@@ -499,8 +587,9 @@ func (a *Attachment) drain() {
 
 // send delivers the frame buf[offset:] to a: written at once when a is a
 // DirectWriter with nothing queued and free to write, else a copy goes on
-// its transmit queue, or a drop is counted. The caller keeps buf.
-func (a *Attachment) send(buf []byte, offset int) {
+// its transmit queue, or a drop is counted. The caller keeps buf. It
+// reports whether the frame was written directly.
+func (a *Attachment) send(buf []byte, offset int) bool {
 	if a.direct != nil && a.inflight.Load() == 0 && a.wmu.TryLock() {
 		if a.inflight.Load() == 0 {
 			done, err := a.direct.WriteFrameNow(buf, offset)
@@ -508,24 +597,29 @@ func (a *Attachment) send(buf []byte, offset int) {
 			if done {
 				if err != nil {
 					a.c.drops[DropTxError].Add(1)
-				} else {
-					a.c.txFrames.Add(1)
-					a.c.txBytes.Add(uint64(len(buf) - offset))
+					return false
 				}
-				return
+				a.c.txFrames.Add(1)
+				a.c.txBytes.Add(uint64(len(buf) - offset))
+				return true
 			}
 		} else {
 			a.wmu.Unlock()
 		}
 	}
-	f := a.s.pool.get(buf, offset)
-	size := int64(len(f.buf))
+	// A full queue drops before the copy: a port that stopped reading
+	// costs its senders a check, not a buffer.
+	if len(a.queue) == cap(a.queue) {
+		a.c.drops[DropQueueFull].Add(1)
+		return false
+	}
+	size := int64(a.s.pool.size(len(buf) - offset))
 	if a.queued.Add(size) > int64(a.s.cfg.QueueBytes) {
 		a.queued.Add(-size)
-		a.s.pool.put(f)
 		a.c.drops[DropQueueFull].Add(1)
-		return
+		return false
 	}
+	f := a.s.pool.get(buf, offset)
 	a.inflight.Add(1)
 	select {
 	case a.queue <- f:
@@ -535,6 +629,7 @@ func (a *Attachment) send(buf []byte, offset int) {
 		a.s.pool.put(f)
 		a.c.drops[DropQueueFull].Add(1)
 	}
+	return false
 }
 
 // Input forwards frames received on this port: frame i is
@@ -586,15 +681,6 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			a.c.drops[DropTooLong].Add(1)
 			continue
 		}
-		if h.Flags&offload.NeedsCsum != 0 && h.GSOType == offload.GSONone {
-			// Complete the checksum once, for every port.
-			if offload.Checksum(h, fr) != nil {
-				a.c.drops[DropBadOffload].Add(1)
-				continue
-			}
-			h = offload.Hdr{}
-			clear(hb)
-		}
 		src := MAC(fr[6:12])
 		if src.Multicast() {
 			a.c.drops[DropSrcMulticast].Add(1)
@@ -616,6 +702,17 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 				continue
 			}
 		}
+		if h.Flags&offload.NeedsCsum != 0 && h.GSOType == offload.GSONone && (out == nil || !out.offload) {
+			// A partial checksum goes through to an offload port as it
+			// is (its kernel takes it as verified); for any other
+			// destination it is completed, once for every port.
+			if offload.Checksum(h, fr) != nil {
+				a.c.drops[DropBadOffload].Add(1)
+				continue
+			}
+			h = offload.Hdr{}
+			clear(hb)
+		}
 		for _, c := range caps {
 			c.offer(time.Unix(0, now), fr, a, out)
 		}
@@ -625,7 +722,9 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		}
 		if out != nil {
 			s.forwarded.Add(1)
-			out.send(b, offset)
+			if out.send(b, offset) && out.poller != nil && !slices.Contains(a.pollAfter, out) {
+				a.pollAfter = append(a.pollAfter, out)
+			}
 			continue
 		}
 		s.flooded.Add(1)
@@ -638,6 +737,11 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	if caps != nil {
 		s.capMu.RUnlock()
 	}
+	for i, p := range a.pollAfter {
+		p.pollNow()
+		a.pollAfter[i] = nil
+	}
+	a.pollAfter = a.pollAfter[:0]
 }
 
 // maxGSOFrame is the largest super-frame an offload port may deliver: a

@@ -5,7 +5,6 @@ package tap
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -65,8 +64,12 @@ func Open(cfg Config) (*Device, error) {
 	}
 	// O_NONBLOCK makes os.NewFile put the descriptor on the runtime
 	// poller, so that Close wakes a blocked Read.
+	f, err := newRawFile(fd, name)
+	if err != nil {
+		return nil, fmt.Errorf("tap %s: %w", name, err)
+	}
 	d := &Device{
-		f:       os.NewFile(uintptr(fd), name),
+		f:       f,
 		name:    name,
 		mtu:     mtu,
 		created: created,

@@ -356,6 +356,16 @@ func transfer64MiB(t *testing.T, cfgA, cfgB tap.Config) {
 	a, b := segs[0], segs[1]
 	a.ns.Ping(t, b.addr)
 	b.ns.Ping(t, a.addr)
+	// A write into a tap runs the receiving namespace's stack, which queues
+	// its answer (the echo reply) before the write returns: the switch
+	// forwards it from the writing goroutine (vswitch.Poller).
+	var answers uint64
+	for _, p := range sw.Stats().Ports {
+		answers += p.RxAnswers
+	}
+	if answers == 0 {
+		t.Errorf("no answer taken by the writing goroutine after the pings: %+v", sw.Stats().Ports)
+	}
 
 	const size = 64 << 20
 	data := make([]byte, size)

@@ -1,0 +1,166 @@
+package tap
+
+import (
+	"io"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawFile is a tap descriptor on the Go runtime poller whose reads and
+// writes are single raw system calls. A tap's read and write never block
+// (the descriptor is non-blocking), so they need not tell the runtime they
+// are in a system call: that saves the entry and exit work on every frame,
+// and sysmon never hands the goroutine's P to another thread in the middle
+// of a write into a tap (which can run the receiving namespace's network
+// stack for tens of µs). When there is nothing to read, the runtime poller
+// parks the reader as an *os.File would.
+//
+// The closures given to RawConn are bound once, with their arguments and
+// results in fields, so a frame costs no allocation. This needs one reader
+// and one writer at a time, which the switch guarantees (one receive loop
+// per port, writes serialised per port).
+type rawFile struct {
+	f      *os.File
+	rc     syscall.RawConn
+	closed atomic.Bool
+
+	rbuf    []byte
+	rn      int
+	rerr    syscall.Errno
+	readFn  func(uintptr) bool
+	wbuf    []byte
+	wn      int
+	werr    syscall.Errno
+	writeFn func(uintptr) bool
+
+	// tryFn reads into rbuf without waiting (TryRead); waitFn calls ready
+	// (Wait).
+	tryFn  func(uintptr)
+	ready  func() bool
+	waitFn func(uintptr) bool
+}
+
+// newRawFile takes over fd, which must be non-blocking.
+func newRawFile(fd int, name string) (*rawFile, error) {
+	f := os.NewFile(uintptr(fd), name)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	r := &rawFile{f: f, rc: rc}
+	r.readFn, r.writeFn = r.read, r.write
+	r.tryFn = r.tryRead
+	r.waitFn = func(uintptr) bool { return r.ready() }
+	return r, nil
+}
+
+func (r *rawFile) read(fd uintptr) bool {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rbuf))), uintptr(len(r.rbuf)))
+	if e == unix.EAGAIN {
+		return false
+	}
+	r.rn, r.rerr = int(n), e
+	return true
+}
+
+func (r *rawFile) tryRead(fd uintptr) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rbuf))), uintptr(len(r.rbuf)))
+	r.rn, r.rerr = int(n), e
+}
+
+func (r *rawFile) write(fd uintptr) bool {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.wbuf))), uintptr(len(r.wbuf)))
+	if e == unix.EAGAIN {
+		return false
+	}
+	r.wn, r.werr = int(n), e
+	return true
+}
+
+// Read reads one frame into b, waiting on the runtime poller until one
+// arrives. A read of 0 bytes returns io.EOF, as os.File does.
+func (r *rawFile) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.rbuf = b
+	err := r.rc.Read(r.readFn)
+	r.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, r.pollError(err)
+	case r.rerr != 0:
+		return 0, r.rerr
+	case r.rn == 0:
+		return 0, io.EOF
+	}
+	return r.rn, nil
+}
+
+// TryRead reads one frame into b if one is waiting: ok is false when
+// there is none. The caller must be the only reader at the time.
+func (r *rawFile) TryRead(b []byte) (n int, ok bool, err error) {
+	if len(b) == 0 {
+		return 0, true, nil
+	}
+	r.rbuf = b
+	err = r.rc.Control(r.tryFn)
+	r.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, true, r.pollError(err)
+	case r.rerr == unix.EAGAIN:
+		return 0, false, nil
+	case r.rerr != 0:
+		return 0, true, r.rerr
+	case r.rn == 0:
+		return 0, true, io.EOF
+	}
+	return r.rn, true, nil
+}
+
+// Wait calls ready each time the descriptor may have become readable,
+// until it returns true or the descriptor is closed. ready must read until
+// nothing is waiting before it returns false. Wait is for one goroutine
+// for the life of the file.
+func (r *rawFile) Wait(ready func() bool) error {
+	r.ready = ready
+	if err := r.rc.Read(r.waitFn); err != nil {
+		return r.pollError(err)
+	}
+	return nil
+}
+
+// Write writes b as one frame.
+func (r *rawFile) Write(b []byte) (int, error) {
+	r.wbuf = b
+	err := r.rc.Write(r.writeFn)
+	r.wbuf = nil
+	switch {
+	case err != nil:
+		return 0, r.pollError(err)
+	case r.werr != 0:
+		return 0, r.werr
+	}
+	return r.wn, nil
+}
+
+// pollError maps the poller's "use of closed file" to os.ErrClosed, as
+// os.File's own methods do.
+func (r *rawFile) pollError(err error) error {
+	if r.closed.Load() {
+		return os.ErrClosed
+	}
+	return err
+}
+
+// Close closes the descriptor and wakes a pending Read.
+func (r *rawFile) Close() error {
+	r.closed.Store(true)
+	return r.f.Close()
+}
