@@ -45,13 +45,25 @@ type tapNet struct {
 
 func newTapNet(t *testing.T, subnet int, extra ...string) *tapNet {
 	t.Helper()
+	return newTapNetBin(t, bin, subnet, extra...)
+}
+
+// newTapNetBin is newTapNet with the switch binary binary.
+func newTapNetBin(t *testing.T, binary string, subnet int, extra ...string) *tapNet {
+	t.Helper()
 	n := &tapNet{
 		sw: testnet.NewNS(t), a: testnet.NewNS(t), b: testnet.NewNS(t),
 		tapA: testnet.UniqueName("tsa"), tapB: testnet.UniqueName("tsb"), host: testnet.UniqueName("tsh"),
 		hostIP: fmt.Sprintf("198.18.%d.1", subnet), ipA: fmt.Sprintf("198.18.%d.2", subnet), ipB: fmt.Sprintf("198.18.%d.3", subnet),
 	}
+	// IPv4 only: IPv6 on new links sends multicast listener reports and
+	// router solicitations for seconds, which would mix into the frames
+	// the tests count and capture.
+	for _, ns := range []*testnet.NS{n.sw, n.a, n.b} {
+		ns.Run(t, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	}
 	args := append([]string{"--tap", n.tapA, "--tap", n.tapB, "--host", n.hostIP + "/24", "--host-ifname", n.host}, extra...)
-	n.d = startSwitch(t, n.sw, args...)
+	n.d = startSwitchBin(t, n.sw, binary, args...)
 	n.join(t)
 	return n
 }

@@ -17,8 +17,9 @@ import (
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
-// bin is the tapswitch binary under test, built by TestMain.
-var bin string
+// bin is the tapswitch binary under test, built by TestMain with the race
+// detector; binFast is the same without it.
+var bin, binFast string
 
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
@@ -42,11 +43,16 @@ func runTests(m *testing.M) int {
 	os.Setenv("GORACE", "atexit_sleep_ms=0 halt_on_error=1")
 	// Lease files the tests do not name go here, not to /var/lib.
 	os.Setenv("TAPSWITCH_STATE_DIR", filepath.Join(dir, "state"))
-	build := exec.Command("go", "build", "-race", "-o", bin, "../cmd/tapswitch")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build tapswitch:", err)
-		return 1
+	// binFast, without the race detector, is for tests that compare
+	// throughputs: the detector's own cost swings them by a factor of two.
+	binFast = filepath.Join(dir, "tapswitch-norace")
+	for _, b := range [][]string{{"-race", "-o", bin}, {"-o", binFast}} {
+		build := exec.Command("go", append(append([]string{"build"}, b...), "../cmd/tapswitch")...)
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build tapswitch:", err)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -84,9 +90,15 @@ type daemon struct {
 // answers, and stops it with SIGTERM when the test ends.
 func startSwitch(t *testing.T, ns *testnet.NS, args ...string) *daemon {
 	t.Helper()
+	return startSwitchBin(t, ns, bin, args...)
+}
+
+// startSwitchBin is startSwitch with the binary binary (bin or binFast).
+func startSwitchBin(t *testing.T, ns *testnet.NS, binary string, args ...string) *daemon {
+	t.Helper()
 	dir := t.TempDir()
 	ctl := filepath.Join(dir, "ctl.sock")
-	d := startDaemon(t, ns, ctl, append([]string{bin, "serve", "--ctl", ctl, "--log-level", "debug"}, args...)...)
+	d := startDaemon(t, ns, ctl, append([]string{binary, "serve", "--ctl", ctl, "--log-level", "debug"}, args...)...)
 	d.Dir = dir
 	return d
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -277,7 +278,9 @@ func iperfGbps(t *testing.T, n *tapNet) float64 {
 // 64 MiB TCP transfer between two taps under broadcast load.
 func TestStuckClients(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "vm.sock")
-	n := newTapNet(t, 24, "--listen", "unix://"+sock)
+	// The switch runs without the race detector: this test compares
+	// throughputs, which the detector's cost makes swing widely.
+	n := newTapNetBin(t, binFast, 24, "--listen", "unix://"+sock)
 	n.a.Ping(t, n.ipB)
 
 	// Broadcast load from a fourth client, in both runs.
@@ -304,24 +307,35 @@ func TestStuckClients(t *testing.T) {
 	}()
 	defer func() { close(stop); <-loadDone }()
 
-	base := iperfGbps(t, n)
-	for range 3 { // clients that connect and never read
-		dialStream(t, sock)
-	}
-	waitPortsWhere(t, n.d, func(ps []api.Port) bool { return len(ps) == 7 }) // 2 taps, host, 4 clients
-	stuck := iperfGbps(t, n)
-	base2 := iperfGbps(t, n) // a second baseline, to see the noise
-	base = max(base, base2)
-	ports := waitPortsWhere(t, n.d, func([]api.Port) bool { return true })
+	// Five rounds, interleaved: a transfer without the stuck clients,
+	// then one with them (connected for that transfer only). One 64 MiB
+	// transfer takes a fraction of a second, so single transfers vary
+	// with whatever else the machine does; the medians are compared.
+	var base, stuck []float64
 	var drops uint64
-	for _, p := range ports {
-		if p.Kind == "stream" {
-			drops += p.Drops[vswitch.DropQueueFull] // on the clients that never read
+	for range 5 {
+		base = append(base, iperfGbps(t, n))
+		var clients []*streamClient
+		for range 3 { // clients that connect and never read
+			clients = append(clients, dialStream(t, sock))
 		}
+		waitPortsWhere(t, n.d, func(ps []api.Port) bool { return len(ps) == 7 }) // 2 taps, host, 4 clients
+		stuck = append(stuck, iperfGbps(t, n))
+		for _, p := range waitPortsWhere(t, n.d, func([]api.Port) bool { return true }) {
+			if p.Kind == "stream" {
+				drops += p.Drops[vswitch.DropQueueFull] // on the clients that never read
+			}
+		}
+		for _, c := range clients {
+			c.c.Close()
+		}
+		waitPortsWhere(t, n.d, func(ps []api.Port) bool { return len(ps) == 4 })
 	}
-	t.Logf("64 MiB transfer: %.2f Gbit/s without stuck clients, %.2f with three; queue_full drops on the clients: %d", base, stuck, drops)
-	if stuck < 0.8*base {
-		t.Errorf("transfer with three stuck clients at %.2f Gbit/s, less than 0.8 × %.2f", stuck, base)
+	mb, ms := median(base), median(stuck)
+	t.Logf("64 MiB transfers: median %.2f Gbit/s %.2f without stuck clients, %.2f %.2f with three; queue_full drops on the clients: %d",
+		mb, base, ms, stuck, drops)
+	if ms < 0.8*mb {
+		t.Errorf("transfer with three stuck clients at %.2f Gbit/s (median of 5), less than 0.8 × %.2f", ms, mb)
 	}
 	if drops == 0 {
 		t.Error("the stuck clients dropped nothing: the broadcast load did not reach them")
@@ -373,4 +387,11 @@ func TestShutdownUnderLoad(t *testing.T) {
 	if _, err := os.Lstat(n.d.Ctl); !os.IsNotExist(err) {
 		t.Errorf("control socket left behind")
 	}
+}
+
+// median returns the median of v (the upper one of an even count).
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
