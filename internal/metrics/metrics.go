@@ -21,10 +21,11 @@ type Collector struct {
 	sw   *vswitch.Switch
 	dhcp func() DHCPStats
 
-	rxFrames, rxBytes, txFrames, txBytes, drops *prometheus.Desc
-	fdbSize, fdbMax, fdbLearned, fdbRefused     *prometheus.Desc
-	fdbExpired, fdbMoved, forwarded, flooded    *prometheus.Desc
-	portsByKind, leases, pool                   *prometheus.Desc
+	rxFrames, rxBytes, rxAnswers             *prometheus.Desc
+	txFrames, txBytes, drops                 *prometheus.Desc
+	fdbSize, fdbMax, fdbLearned, fdbRefused  *prometheus.Desc
+	fdbExpired, fdbMoved, forwarded, flooded *prometheus.Desc
+	portsByKind, leases, pool                *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -40,6 +41,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 		dhcp:        dhcp,
 		rxFrames:    d("port_rx_frames_total", "Frames received on the port.", port...),
 		rxBytes:     d("port_rx_bytes_total", "Bytes received on the port.", port...),
+		rxAnswers:   d("port_rx_answers_total", "Frames received on the port (a tap) by the goroutine that had just written into it, without a wakeup.", port...),
 		txFrames:    d("port_tx_frames_total", "Frames sent out of the port.", port...),
 		txBytes:     d("port_tx_bytes_total", "Bytes sent out of the port.", port...),
 		drops:       d("port_drops_total", "Frames dropped on the port, by reason.", append(port, "reason")...),
@@ -59,7 +61,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.txFrames, c.txBytes, c.drops,
+	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.drops,
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
 		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool} {
 		ch <- d
@@ -81,6 +83,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		l := []string{p.Name, strconv.Itoa(p.ID), p.Kind}
 		counter(c.rxFrames, p.RxFrames, l...)
 		counter(c.rxBytes, p.RxBytes, l...)
+		counter(c.rxAnswers, p.RxAnswers, l...)
 		counter(c.txFrames, p.TxFrames, l...)
 		counter(c.txBytes, p.TxBytes, l...)
 		for _, r := range vswitch.DropReasons() {
