@@ -5,10 +5,12 @@
 // `-netdev socket,udp=`, of vfkit, and of Apple Virtualization's
 // VZFileHandleNetworkDeviceAttachment. The switch binds one socket; every
 // distinct source address that sends to it becomes a port of its own
-// (vswitch.PortConfig{NoReader: true}). One read loop demultiplexes
-// datagrams by source address and hands each to its peer's
-// Attachment.Input; each peer's port sends to its own address on the
-// shared socket.
+// (vswitch.PortConfig{NoReader: true}). One read loop reads datagrams in
+// batches (recvmmsg(2) on Linux, one at a time elsewhere), demultiplexes
+// them by source address and hands each run of consecutive frames from one
+// peer to the peer's Attachment.Input in one call; each peer's port sends
+// to its own address on the shared socket (in batches with sendmmsg(2) on
+// Linux). Neither direction allocates per frame on Linux.
 //
 // Peers come and go without a connection to tell: a peer is removed when it
 // has sent nothing for Config.IdleTimeout, and at once when a send to it
@@ -29,6 +31,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -69,7 +72,8 @@ const (
 	// are tried first (they need CAP_NET_ADMIN).
 	DefaultSendBuffer = 1 << 20
 	DefaultRecvBuffer = 4 << 20
-	// DefaultBatchSize is the peers' ports' batch size.
+	// DefaultBatchSize is the peers' ports' batch size and the number of
+	// datagrams read at once (see Config.BatchSize).
 	DefaultBatchSize = 32
 )
 
@@ -104,7 +108,10 @@ type Config struct {
 	// SendBuffer and RecvBuffer are the socket's SO_SNDBUF and SO_RCVBUF
 	// (defaults DefaultSendBuffer and DefaultRecvBuffer).
 	SendBuffer, RecvBuffer int
-	// BatchSize is each peer port's batch size (default DefaultBatchSize).
+	// BatchSize is each peer port's batch size and, on Linux, the number
+	// of datagrams read at once (default DefaultBatchSize). The listener
+	// reads into BatchSize buffers of MaxFrame bytes: 2 MiB with the
+	// defaults.
 	BatchSize int
 	// Mode is the permission of a unixgram socket file (default 0660:
 	// listen.DefaultMode).
@@ -179,10 +186,35 @@ type counters struct {
 	sendRetries, sendErrors, added, expired, gone                    atomic.Uint64
 }
 
-// peerKey identifies a peer: a UDP address or a unixgram path.
+// peerKey identifies a peer: a unixgram path or a UDP address.
 type peerKey struct {
-	ap   netip.AddrPort
+	// path is the unixgram socket name as the system reports it: a leading
+	// NUL marks a Linux abstract address.
 	path string
+	// ap is the UDP address, without zone, and with IPv4-mapped IPv6
+	// addresses unmapped; scope is the IPv6 zone's interface index, kept
+	// as a number so that reading it allocates nothing.
+	ap    netip.AddrPort
+	scope uint32
+}
+
+// source is the sender of a datagram as read: it holds what peerKey holds,
+// with path aliasing the reader's buffers until its next read.
+type source struct {
+	path  []byte
+	ap    netip.AddrPort
+	scope uint32
+}
+
+func (s *source) same(o *source) bool {
+	return s.ap == o.ap && s.scope == o.scope && bytes.Equal(s.path, o.path)
+}
+
+// key returns s as a peerKey, allocating the path. Lookups index the map
+// with a peerKey literal holding string(s.path) instead, which the compiler
+// does without allocating.
+func (s *source) key() peerKey {
+	return peerKey{path: string(s.path), ap: s.ap, scope: s.scope}
 }
 
 // Listener is a datagram socket attached to a switch, with one port per
@@ -366,33 +398,13 @@ func (l *Listener) Ports() []*vswitch.Attachment {
 	return out
 }
 
-// readLoop is the only reader of the socket. It reads one datagram at a
-// time: x/sys offers no recvmmsg, and golang.org/x/net/ipv4's batch reader
-// is not a dependency. Input takes batches, so a batched reader can be
-// dropped in here (grouping consecutive datagrams by peer).
+// readLoop is the only reader of the socket: it hands each batch read to
+// handle.
 func (l *Listener) readLoop() {
 	defer l.wg.Done()
-	const off = vswitch.Headroom
-	// One byte beyond MaxFrame tells a frame that is too long from one
-	// that just fits.
-	buf := make([]byte, off+l.cfg.MaxFrame+1)
-	bufs, sizes := [][]byte{buf}, []int{0}
+	r := newReader(l)
 	for {
-		var (
-			n   int
-			key peerKey
-			err error
-		)
-		if l.udp != nil {
-			n, key.ap, err = l.udp.ReadFromUDPAddrPort(buf[off:])
-			key.ap = netip.AddrPortFrom(key.ap.Addr().Unmap(), key.ap.Port())
-		} else {
-			var ua *net.UnixAddr
-			n, ua, err = l.ux.ReadFromUnix(buf[off:])
-			if ua != nil {
-				key.path = ua.Name
-			}
-		}
+		n, err := r.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -408,61 +420,84 @@ func (l *Listener) readLoop() {
 			}
 			continue
 		}
-		l.handle(key, bufs, sizes, n)
+		l.handle(r.srcs[:n], r.bufs[:n], r.sizes[:n])
 	}
 }
 
-// handle takes one datagram of n bytes from key, held in
-// bufs[0][vswitch.Headroom:]: it registers the peer (VFKT hello, first
-// frame) and hands frames to the peer's port.
-func (l *Listener) handle(key peerKey, bufs [][]byte, sizes []int, n int) {
+// handle takes a batch of datagrams: datagram i, from srcs[i], is
+// bufs[i][vswitch.Headroom:][:sizes[i]], and bufs[i] has room for
+// vswitch.Headroom+MaxFrame+1 bytes. It registers peers (VFKT hello, first
+// frame) and hands each run of consecutive frames from one peer to the
+// peer's port in one Input call, so each peer's frames keep their order.
+func (l *Listener) handle(srcs []source, bufs [][]byte, sizes []int) {
 	const off = vswitch.Headroom
-	l.c.datagrams.Add(1)
-	if l.ux != nil && key.path == "" {
-		l.c.unbound.Add(1)
-		if ok, s := l.lim.Allow(); ok {
-			l.log.WithField("suppressed", s).Warn("datagram from a socket bound to no path dropped: bind the sending socket so that it can be answered")
-		}
-		return
-	}
+	l.c.datagrams.Add(uint64(len(bufs)))
 	now := time.Now().UnixNano()
-	dg := bufs[0][off : off+n]
-	if n > l.cfg.MaxFrame {
-		l.c.tooLong.Add(1)
-		if p := l.lookup(key); p != nil {
-			p.lastSeen.Store(now)
+	var (
+		last *peer // the peer of srcs[i-1], if it has one
+		run  *peer // the peer of bufs[from:i], not yet handed on
+		from int
+	)
+	for i := range bufs {
+		src, n := &srcs[i], sizes[i]
+		if last != nil && (last.dead.Load() || !src.same(&srcs[i-1])) {
+			last = nil
 		}
-		return
+		if last == nil {
+			// Hand on the frames before: a peer added below must not
+			// receive frames sent before it was.
+			l.input(run, bufs[from:i], sizes[from:i])
+			run = nil
+		}
+		var to *peer // where bufs[i] goes; nil drops it
+		switch {
+		case len(src.path) == 0 && !src.ap.IsValid():
+			l.c.unbound.Add(1)
+			if ok, s := l.lim.Allow(); ok {
+				l.log.WithField("suppressed", s).Warn("datagram from a socket bound to no path dropped: bind the sending socket so that it can be answered")
+			}
+		case n > l.cfg.MaxFrame:
+			l.c.tooLong.Add(1)
+			last = l.peer(src, last, now, false)
+		case bytes.Equal(bufs[i][off:off+n], MagicVFKit):
+			l.c.magic.Add(1)
+			last = l.peer(src, last, now, true)
+		default:
+			last = l.peer(src, last, now, n >= 14)
+			if last == nil && n < 14 {
+				l.c.invalid.Add(1)
+			}
+			to = last
+		}
+		if to != run {
+			l.input(run, bufs[from:i], sizes[from:i])
+			run, from = to, i
+		}
 	}
-	if bytes.Equal(dg, MagicVFKit) {
-		l.c.magic.Add(1)
-		l.peer(key, now, true)
-		return
-	}
-	p := l.peer(key, now, n >= 14)
+	l.input(run, bufs[from:], sizes[from:])
+}
+
+// input hands frames to p's port; a nil p has none.
+func (l *Listener) input(p *peer, bufs [][]byte, sizes []int) {
 	if p == nil {
-		if n < 14 {
-			l.c.invalid.Add(1)
-		}
 		return
 	}
 	if a := p.att.Load(); a != nil {
-		sizes[0] = n
-		a.Input(bufs, sizes, off)
+		a.Input(bufs, sizes, vswitch.Headroom)
 	}
 }
 
-func (l *Listener) lookup(key peerKey) *peer {
+// peer returns the peer of src, refreshing its idle timer: last, which
+// the caller knows to be src's peer, or the one in the table, or, if
+// create, a new one. It returns nil when there is no such peer and none
+// was made.
+func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
+	if last != nil {
+		last.lastSeen.Store(now)
+		return last
+	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.peers[key]
-}
-
-// peer returns the peer at key, refreshing its idle timer, or, if create,
-// adds it. It returns nil when there is no such peer and none was made.
-func (l *Listener) peer(key peerKey, now int64, create bool) *peer {
-	l.mu.Lock()
-	if p := l.peers[key]; p != nil {
+	if p := l.peers[peerKey{path: string(src.path), ap: src.ap, scope: src.scope}]; p != nil {
 		l.mu.Unlock()
 		p.lastSeen.Store(now)
 		return p
@@ -471,6 +506,7 @@ func (l *Listener) peer(key peerKey, now int64, create bool) *peer {
 		l.mu.Unlock()
 		return nil
 	}
+	key := src.key()
 	if len(l.peers) >= l.cfg.MaxPeers {
 		l.mu.Unlock()
 		l.c.refused.Add(1)
@@ -510,9 +546,21 @@ func (l *Listener) peer(key peerKey, now int64, create bool) *peer {
 	return p
 }
 
+// String returns the path ("@name" for an abstract address) or the UDP
+// address, with the interface's name as zone.
 func (k peerKey) String() string {
-	if k.path != "" {
+	switch {
+	case k.path != "":
+		if k.path[0] == 0 {
+			return "@" + k.path[1:]
+		}
 		return k.path
+	case k.scope != 0:
+		zone := strconv.FormatUint(uint64(k.scope), 10)
+		if ifi, err := net.InterfaceByIndex(int(k.scope)); err == nil {
+			zone = ifi.Name
+		}
+		return netip.AddrPortFrom(k.ap.Addr().WithZone(zone), k.ap.Port()).String()
 	}
 	return k.ap.String()
 }
@@ -520,20 +568,16 @@ func (k peerKey) String() string {
 func (l *Listener) newPeer(key peerKey) (*peer, error) {
 	p := &peer{l: l, key: key, closed: make(chan struct{})}
 	if key.path != "" {
-		p.sa = &unix.SockaddrUnix{Name: key.path}
-		p.name = "unixgram:" + key.path
-		return p, nil
+		p.name = "unixgram:" + key.String()
+	} else {
+		if !l.v6 && !key.ap.Addr().Is4() {
+			return nil, fmt.Errorf("peer %s: IPv6 address on an IPv4 socket", key)
+		}
+		p.name = "udp:" + key.String()
 	}
-	addr := key.ap.Addr()
-	switch {
-	case l.v6:
-		p.sa = &unix.SockaddrInet6{Port: int(key.ap.Port()), Addr: addr.As16()}
-	case addr.Is4():
-		p.sa = &unix.SockaddrInet4{Port: int(key.ap.Port()), Addr: addr.As4()}
-	default:
-		return nil, fmt.Errorf("peer %s: IPv6 address on an IPv4 socket", key.ap)
+	if err := p.tx.init(l.rc, key, l.v6, l.cfg.BatchSize); err != nil {
+		return nil, fmt.Errorf("peer %s: %w", key, err)
 	}
-	p.name = "udp:" + key.ap.String()
 	return p, nil
 }
 
@@ -576,31 +620,6 @@ func (l *Listener) janitor() {
 	}
 }
 
-// send sends one datagram to sa, retrying briefly on ENOBUFS and EAGAIN.
-// It uses RawConn.Control rather than WriteTo: Go's WriteTo holds the
-// socket's write lock while it waits for a full peer, which would stall
-// every other peer sharing the socket.
-func (l *Listener) send(b []byte, sa unix.Sockaddr) error {
-	for try := 0; ; try++ {
-		serr := l.sendOnce(b, sa)
-		if serr == nil || try == len(sendRetryDelays) ||
-			!(errors.Is(serr, unix.ENOBUFS) || errors.Is(serr, unix.EAGAIN)) {
-			return serr
-		}
-		l.c.sendRetries.Add(1)
-		time.Sleep(sendRetryDelays[try])
-	}
-}
-
-// sendOnce sends one datagram to sa without waiting.
-func (l *Listener) sendOnce(b []byte, sa unix.Sockaddr) error {
-	var serr error
-	if err := l.rc.Control(func(fd uintptr) { serr = unix.Sendto(int(fd), b, 0, sa) }); err != nil {
-		return err
-	}
-	return serr
-}
-
 // Close stops the listener, removes every peer's port from the switch and
 // deletes the unixgram socket file. It is idempotent.
 func (l *Listener) Close() error {
@@ -638,8 +657,13 @@ func (l *Listener) shutdown() error {
 type peer struct {
 	l    *Listener
 	key  peerKey
-	sa   unix.Sockaddr
 	name string
+
+	// tx and one are used by one goroutine at a time: the switch never
+	// calls a port's WriteFrames and WriteFrameNow concurrently (see
+	// vswitch.DirectWriter).
+	tx  sender
+	one [1][]byte // WriteFrameNow's frame, as a batch for tx.send
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last datagram
 	att      atomic.Pointer[vswitch.Attachment]
@@ -672,36 +696,49 @@ func (p *peer) ReadFrames([][]byte, []int, int) (int, error) {
 	return 0, fmt.Errorf("dgram %s: read: %w", p.name, net.ErrClosed)
 }
 
-// WriteFrames sends each frame as one datagram to the peer's address and
-// returns how many were sent. A frame the system has no room for (ENOBUFS,
-// EAGAIN) is retried briefly, then it and the rest of the batch are
-// dropped. A peer whose socket is gone (ECONNREFUSED, ENOENT) is removed.
-// Other errors drop the frame and go on with the next.
+// WriteFrames sends each frame as one datagram to the peer's address, as
+// many per system call as the system takes, and returns how many were
+// sent. Sends never wait: the socket is shared with every other peer. A
+// frame the system has no room for (ENOBUFS, EAGAIN) is retried briefly,
+// then it and the rest of the batch are dropped. A peer whose socket is
+// gone (ECONNREFUSED, ENOENT) is removed. Other errors drop the frame and
+// go on with the next.
 func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
 	select {
 	case <-p.closed:
 		return 0, fmt.Errorf("dgram %s: write: %w", p.name, net.ErrClosed)
 	default:
 	}
-	sent := 0
+	sent, try := 0, 0
 	var firstErr error
-	for _, b := range bufs {
-		err := p.l.send(b[offset:], p.sa)
+	for len(bufs) > 0 {
+		n, err := p.tx.send(bufs, offset)
 		if err == nil {
-			sent++
+			sent += n
+			bufs = bufs[n:]
+			try = 0
 			continue
 		}
+		// bufs[0] failed.
+		if noRoom(err) && try < len(sendRetryDelays) {
+			p.l.c.sendRetries.Add(1)
+			time.Sleep(sendRetryDelays[try])
+			try++
+			continue
+		}
+		try = 0
 		err = p.sendFailed(err)
 		switch {
 		case p.dead.Load():
 			return sent, err
-		case errors.Is(err, net.ErrClosed), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN):
-			p.l.c.sendErrors.Add(uint64(len(bufs) - sent - 1))
+		case errors.Is(err, net.ErrClosed), noRoom(err):
+			p.l.c.sendErrors.Add(uint64(len(bufs) - 1))
 			return sent, err
 		}
 		if firstErr == nil {
 			firstErr = err
 		}
+		bufs = bufs[1:]
 	}
 	return sent, firstErr
 }
@@ -715,14 +752,23 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 		return true, fmt.Errorf("dgram %s: write: %w", p.name, net.ErrClosed)
 	default:
 	}
-	err := p.l.sendOnce(b[offset:], p.sa)
+	p.one[0] = b
+	_, err := p.tx.send(p.one[:], offset)
+	p.one[0] = nil
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN):
+	case noRoom(err):
 		return false, nil
 	}
 	return true, p.sendFailed(err)
+}
+
+// noRoom reports whether a send failed for want of buffer space, in the
+// socket (ENOBUFS, macOS under load) or in the peer's receive queue
+// (EAGAIN).
+func noRoom(err error) bool {
+	return errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN)
 }
 
 // sendFailed counts a failed send and removes the peer when its socket is

@@ -1,0 +1,239 @@
+package dgram
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
+)
+
+// reader reads batches of up to Config.BatchSize datagrams with
+// recvmmsg(2). Each slot has its own buffer of Headroom+MaxFrame+1 bytes
+// (2 MiB in all with the defaults; there is one reader per listener) and
+// its own sockaddr. Only the read loop uses it.
+type reader struct {
+	rc syscall.RawConn
+	ux bool // AF_UNIX socket: sources are paths
+
+	// Datagram i of the last read is bufs[i][Headroom:][:sizes[i]], from
+	// srcs[i].
+	bufs  [][]byte
+	sizes []int
+	srcs  []source
+
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrAny
+
+	// The results of call, which is r.recvmmsg bound once: a method value
+	// or closure made per read would allocate, as RawConn.Read's argument
+	// escapes.
+	n     int
+	errno syscall.Errno
+	call  func(fd uintptr) bool
+}
+
+func newReader(l *Listener) *reader {
+	k := l.cfg.BatchSize
+	r := &reader{
+		rc:    l.rc,
+		ux:    l.ux != nil,
+		bufs:  make([][]byte, k),
+		sizes: make([]int, k),
+		srcs:  make([]source, k),
+		msgs:  make([]unix.Mmsghdr, k),
+		iovs:  make([]unix.Iovec, k),
+		names: make([]unix.RawSockaddrAny, k),
+	}
+	for i := range k {
+		// One byte beyond MaxFrame tells a datagram that is too long
+		// from one that just fits.
+		r.bufs[i] = make([]byte, vswitch.Headroom+l.cfg.MaxFrame+1)
+		r.iovs[i].Base = &r.bufs[i][vswitch.Headroom]
+		r.iovs[i].SetLen(l.cfg.MaxFrame + 1)
+		h := &r.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Iov = &r.iovs[i]
+		h.SetIovlen(1)
+	}
+	r.call = r.recvmmsg
+	return r
+}
+
+// read waits for datagrams and returns how many it read, at least one.
+// Closing the socket makes it return an error matching net.ErrClosed.
+func (r *reader) read() (int, error) {
+	for i := range r.msgs {
+		r.msgs[i].Hdr.Namelen = unix.SizeofSockaddrAny
+	}
+	if err := r.rc.Read(r.call); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", r.errno)
+	}
+	for i := range r.n {
+		r.sizes[i] = int(r.msgs[i].Len)
+		r.srcs[i] = r.source(i)
+	}
+	return r.n, nil
+}
+
+// recvmmsg is RawConn.Read's callback: it returns false, for the poller to
+// wait, when no datagram is queued.
+func (r *reader) recvmmsg(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.n, r.errno = int(n), e
+		return true
+	}
+}
+
+// source returns the sender of datagram i, its path aliasing r.names[i].
+func (r *reader) source(i int) source {
+	sa, n := &r.names[i], int(r.msgs[i].Hdr.Namelen)
+	if r.ux {
+		// An unbound sender has no name (n is 0). A path ends at its NUL;
+		// an abstract name (leading NUL) is n bytes long.
+		su := (*unix.RawSockaddrUnix)(unsafe.Pointer(sa))
+		path := unsafe.Slice((*byte)(unsafe.Pointer(&su.Path[0])), len(su.Path))
+		path = path[:min(max(n-int(unsafe.Offsetof(su.Path)), 0), len(path))]
+		if len(path) > 0 && path[0] != 0 {
+			if j := bytes.IndexByte(path, 0); j >= 0 {
+				path = path[:j]
+			}
+		}
+		return source{path: path}
+	}
+	switch {
+	case sa.Addr.Family == unix.AF_INET && n >= unix.SizeofSockaddrInet4:
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return source{ap: netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), sockaddrPort(&s4.Port))}
+	case sa.Addr.Family == unix.AF_INET6 && n >= unix.SizeofSockaddrInet6:
+		s6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		return source{ap: netip.AddrPortFrom(netip.AddrFrom16(s6.Addr).Unmap(), sockaddrPort(&s6.Port)), scope: s6.Scope_id}
+	}
+	return source{}
+}
+
+// sockaddrPort reads a sockaddr's port, which is in network byte order.
+func sockaddrPort(p *uint16) uint16 { return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(p))[:]) }
+
+// sender sends one peer's datagrams with sendmmsg(2) to the peer's
+// sockaddr, built once; its message headers take 80 bytes per frame of a
+// batch (2.5 KiB a peer with the defaults, on 64-bit systems). It uses
+// RawConn.Control with MSG_DONTWAIT rather than WriteTo: Go's WriteTo
+// holds the socket's write lock while it waits for a full peer, which
+// would stall every other peer sharing the socket.
+type sender struct {
+	rc    syscall.RawConn
+	sa    unix.RawSockaddrAny
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	n     int // call's argument: the number of messages to send
+	sent  int // call's results
+	errno syscall.Errno
+	call  func(fd uintptr) // s.sendmmsg, bound once (see reader.call)
+}
+
+// init builds the sockaddr of key and the message headers for batches of
+// up to batch frames. v6 tells that the socket is AF_INET6, so that an IPv4
+// peer is sent to at its IPv4-mapped address.
+func (s *sender) init(rc syscall.RawConn, key peerKey, v6 bool, batch int) error {
+	var salen uint32
+	switch {
+	case key.path != "":
+		su := (*unix.RawSockaddrUnix)(unsafe.Pointer(&s.sa))
+		path := unsafe.Slice((*byte)(unsafe.Pointer(&su.Path[0])), len(su.Path))
+		if len(key.path) > len(path) {
+			return errors.New("path too long")
+		}
+		su.Family = unix.AF_UNIX
+		copy(path, key.path)
+		salen = uint32(unsafe.Offsetof(su.Path)) + uint32(len(key.path))
+		if key.path[0] != 0 && len(key.path) < len(path) {
+			salen++ // the NUL of a path; an abstract name has none
+		}
+	case v6:
+		s6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(&s.sa))
+		s6.Family = unix.AF_INET6
+		setSockaddrPort(&s6.Port, key.ap.Port())
+		s6.Addr = key.ap.Addr().As16()
+		s6.Scope_id = key.scope
+		salen = unix.SizeofSockaddrInet6
+	default:
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&s.sa))
+		s4.Family = unix.AF_INET
+		setSockaddrPort(&s4.Port, key.ap.Port())
+		s4.Addr = key.ap.Addr().As4()
+		salen = unix.SizeofSockaddrInet4
+	}
+	s.rc = rc
+	s.msgs = make([]unix.Mmsghdr, batch)
+	s.iovs = make([]unix.Iovec, batch)
+	for i := range s.msgs {
+		h := &s.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&s.sa))
+		h.Namelen = salen
+		h.Iov = &s.iovs[i]
+		h.SetIovlen(1)
+	}
+	s.call = s.sendmmsg
+	return nil
+}
+
+func setSockaddrPort(p *uint16, port uint16) {
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(p))[:], port)
+}
+
+// send sends frames from the start of bufs, each bufs[i][offset:], in one
+// system call and returns how many were sent, at least one, or else the
+// error of bufs[0]. sendmmsg reports an error only for the first message:
+// after a partial send, the caller's next send starts at the frame that
+// failed and gets its error.
+func (s *sender) send(bufs [][]byte, offset int) (int, error) {
+	s.n = min(len(bufs), len(s.msgs))
+	for i, b := range bufs[:s.n] {
+		b = b[offset:]
+		s.iovs[i].Base = unsafe.SliceData(b)
+		s.iovs[i].SetLen(len(b))
+	}
+	err := s.rc.Control(s.call)
+	// The caller owns the frames: keep no pointer to them.
+	for i := range s.iovs[:s.n] {
+		s.iovs[i].Base = nil
+	}
+	switch {
+	case err != nil:
+		return 0, err
+	case s.errno != 0:
+		return 0, s.errno
+	case s.sent < 1: // not seen; it would make WriteFrames loop
+		return 0, fmt.Errorf("sendmmsg: %d of %d sent", s.sent, s.n)
+	}
+	return s.sent, nil
+}
+
+func (s *sender) sendmmsg(fd uintptr) {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(s.n), unix.MSG_DONTWAIT, 0, 0)
+		if e != unix.EINTR {
+			s.sent, s.errno = int(n), e
+			return
+		}
+	}
+}
