@@ -91,7 +91,7 @@ type Config struct {
 }
 
 // Device is an open tap. It implements vswitch.Port: one frame per read and
-// per write (BatchSize 1), whole Ethernet frames without FCS.
+// per write system call, whole Ethernet frames without FCS.
 //
 // The file descriptor is non-blocking, and Close unblocks a pending
 // ReadFrames: on Linux the descriptor is served by the Go runtime poller;
@@ -138,8 +138,10 @@ func (d *Device) String() string { return d.name }
 // MTU returns the interface's MTU as it was after Open.
 func (d *Device) MTU() int { return d.mtu }
 
-// BatchSize returns 1: a tap carries one frame per read and per write.
-func (d *Device) BatchSize() int { return 1 }
+// BatchSize returns how many frames the switch takes from the tap at once:
+// up to 8 on Linux, where PollFrames reads what is waiting (one read per
+// frame); 1 elsewhere.
+func (d *Device) BatchSize() int { return batchSize }
 
 // ReadFrames blocks until a frame arrives and reads it into
 // bufs[0][offset:], storing its length in sizes[0]. It returns 1, or an

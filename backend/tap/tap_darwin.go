@@ -150,6 +150,9 @@ func setMTU(name string, mtu int) (int, error) {
 
 // isGone reports whether err is what tuntaposx returns for I/O on a device
 // whose interface has gone.
+// batchSize is Device.BatchSize: ReadFrames reads one frame per call.
+const batchSize = 1
+
 func isGone(err error) bool {
 	return errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV)
 }

@@ -64,8 +64,8 @@ func TestOpenCreates(t *testing.T) {
 	ns := testnet.NewNS(t)
 	name := testnet.UniqueName("tap")
 	d := openIn(t, ns, tap.Config{Name: name, MTU: 9000})
-	if d.Name() != name || !d.Created() || d.MTU() != 9000 || d.String() != name || d.BatchSize() != 1 {
-		t.Errorf("got name %q created %v MTU %d String %q BatchSize %d, want %q true 9000 %q 1",
+	if d.Name() != name || !d.Created() || d.MTU() != 9000 || d.String() != name || d.BatchSize() != 8 {
+		t.Errorf("got name %q created %v MTU %d String %q BatchSize %d, want %q true 9000 %q 8",
 			d.Name(), d.Created(), d.MTU(), d.String(), d.BatchSize(), name, name)
 	}
 	l := link(t, ns, name)
@@ -222,6 +222,53 @@ func TestReadWrite(t *testing.T) {
 		}
 		// The kernel may send its own frames (IPv6 router solicitations).
 		if bytes.Equal(bufs[0][off:off+sizes[0]], in) {
+			break
+		}
+	}
+
+	// PollFrames takes what is waiting, in order, up to a batch, without
+	// waiting.
+	var sent [][]byte
+	for i := range 5 {
+		f := frame(0, net.HardwareAddr{2, 0, 0, 0, 0, byte(3 + i)}, 100+i)
+		if _, err := unix.Write(sock, f); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, f)
+	}
+	bufs = make([][]byte, d.BatchSize())
+	sizes = make([]int, len(bufs))
+	for i := range bufs {
+		bufs[i] = make([]byte, off+65535)
+	}
+	var ours [][]byte
+	most := 0
+	for len(ours) < len(sent) {
+		n, err := d.PollFrames(bufs, sizes, off)
+		if err != nil || n == 0 {
+			t.Fatalf("PollFrames = %d, %v with %d of the %d frames written read", n, err, len(ours), len(sent))
+		}
+		most = max(most, n)
+		for i := range n {
+			if f := bufs[i][off : off+sizes[i]]; bytes.Equal(f[12:14], []byte{0x88, 0xb5}) {
+				ours = append(ours, append([]byte(nil), f...))
+			}
+		}
+	}
+	if most < 2 {
+		t.Errorf("PollFrames read one frame per call with %d waiting", len(sent))
+	}
+	for i := range sent {
+		if !bytes.Equal(ours[i], sent[i]) {
+			t.Fatalf("frame %d out of order or changed", i)
+		}
+	}
+	for { // drained: (0, nil), not a wait
+		n, err := d.PollFrames(bufs, sizes, off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
 			break
 		}
 	}

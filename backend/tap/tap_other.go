@@ -17,4 +17,7 @@ func Open(cfg Config) (*Device, error) {
 	return nil, fmt.Errorf("tap %s: open: %w on %s", cfg.Name, errors.ErrUnsupported, runtime.GOOS)
 }
 
+// batchSize is Device.BatchSize: ReadFrames reads one frame per call.
+const batchSize = 1
+
 func isGone(error) bool { return false }
