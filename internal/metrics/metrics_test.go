@@ -27,6 +27,12 @@ func TestCollector(t *testing.T) {
 	if _, ok := p2.Recv(5 * time.Second); !ok {
 		t.Fatal("no frame")
 	}
+	// Send returns once the switch has read a frame, and a sent frame is
+	// counted once its write has returned: wait for the counters.
+	porttest.WaitFor(t, "the counters", func() bool {
+		st := sw.Stats()
+		return st.Ports[0].RxFrames == 2 && st.Ports[0].Drops[vswitch.DropTooShort] == 1 && st.Ports[1].TxFrames == 1
+	})
 
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(metrics.New(sw, func() metrics.DHCPStats { return metrics.DHCPStats{LeasesInUse: 3, PoolSize: 250} }))
