@@ -59,18 +59,16 @@ func newRawFile(fd int, name string) (*rawFile, error) {
 	return r, nil
 }
 
-func (r *rawFile) read(fd uintptr) bool {
-	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rbuf))), uintptr(len(r.rbuf)))
-	if e == unix.EAGAIN {
-		return false
-	}
-	r.rn, r.rerr = int(n), e
-	return true
-}
-
+// tryRead reads once into rbuf, leaving the result in rn and rerr.
 func (r *rawFile) tryRead(fd uintptr) {
 	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rbuf))), uintptr(len(r.rbuf)))
 	r.rn, r.rerr = int(n), e
+}
+
+// read is tryRead for RawConn.Read: false (wait) when nothing is waiting.
+func (r *rawFile) read(fd uintptr) bool {
+	r.tryRead(fd)
+	return r.rerr != unix.EAGAIN
 }
 
 func (r *rawFile) write(fd uintptr) bool {
@@ -91,15 +89,7 @@ func (r *rawFile) Read(b []byte) (int, error) {
 	r.rbuf = b
 	err := r.rc.Read(r.readFn)
 	r.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, r.pollError(err)
-	case r.rerr != 0:
-		return 0, r.rerr
-	case r.rn == 0:
-		return 0, io.EOF
-	}
-	return r.rn, nil
+	return r.readResult(err)
 }
 
 // TryRead reads one frame into b if one is waiting: ok is false when
@@ -111,17 +101,25 @@ func (r *rawFile) TryRead(b []byte) (n int, ok bool, err error) {
 	r.rbuf = b
 	err = r.rc.Control(r.tryFn)
 	r.rbuf = nil
+	if err == nil && r.rerr == unix.EAGAIN {
+		return 0, false, nil
+	}
+	n, err = r.readResult(err)
+	return n, true, err
+}
+
+// readResult turns the RawConn error err and the last read's rn and rerr
+// into Read's results.
+func (r *rawFile) readResult(err error) (int, error) {
 	switch {
 	case err != nil:
-		return 0, true, r.pollError(err)
-	case r.rerr == unix.EAGAIN:
-		return 0, false, nil
+		return 0, r.pollError(err)
 	case r.rerr != 0:
-		return 0, true, r.rerr
+		return 0, r.rerr
 	case r.rn == 0:
-		return 0, true, io.EOF
+		return 0, io.EOF
 	}
-	return r.rn, true, nil
+	return r.rn, nil
 }
 
 // Wait calls ready each time the descriptor may have become readable,
