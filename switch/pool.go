@@ -12,9 +12,11 @@ import (
 const smallFrame = 1536
 
 // frame is a queued copy of one frame: the bytes are buf[Headroom:Headroom+n].
+// count is the number of frames received that it carries (see send).
 type frame struct {
-	buf []byte
-	n   int
+	buf   []byte
+	n     int
+	count int
 }
 
 // framePool hands out frame buffers in two size classes so that a queue

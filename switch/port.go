@@ -84,6 +84,19 @@ type OffloadPort interface {
 	Offload() bool
 }
 
+// UDPSegmentPort is implemented by offload ports that may also be written
+// UDP segmentation super-frames (offload.GSOUDPL4), as a tap can on Linux
+// 6.2 and later. When a batch read from a port holds consecutive UDP
+// datagrams of one flow for such a port, the switch writes them to it as
+// one super-frame (see offload.Coalescer), which the port's kernel splits
+// again where the datagrams are delivered.
+type UDPSegmentPort interface {
+	// AcceptsUDPSegments reports whether the port takes UDP super-frames.
+	// It is constant for the life of the port and only counts when
+	// Offload is true.
+	AcceptsUDPSegments() bool
+}
+
 // Poller is implemented by ports that can be read without waiting, as a
 // tap can. The switch reads such a port under a per-port lock, from its
 // own receive goroutine and, right after it wrote a frame into the port

@@ -123,6 +123,10 @@ type PortStats struct {
 	// goroutine that had just written into it (see Poller): answers
 	// forwarded without a wakeup. They are part of RxFrames.
 	RxAnswers uint64 `json:"rx_answers"`
+	// TxCoalesced counts frames written to the port merged into UDP
+	// super-frames (see UDPSegmentPort). They are part of TxFrames, which
+	// counts the frames the switch received, not the writes.
+	TxCoalesced uint64 `json:"tx_coalesced"`
 	// LearnedMACs is the number of addresses learned on the port; LearnRefused
 	// counts addresses not learned because of the port's MaxMACs or
 	// NewMACRate; LockedMAC is the address a LockMAC port is bound to.
@@ -177,7 +181,8 @@ type portCounters struct {
 	rxAnswers         atomic.Uint64
 	_                 [40]byte
 	txFrames, txBytes atomic.Uint64
-	_                 [48]byte
+	txCoalesced       atomic.Uint64
+	_                 [40]byte
 	drops             [numDropReasons]atomic.Uint64
 	learnRefused      atomic.Uint64
 }
@@ -188,6 +193,7 @@ func (c *portCounters) snapshot(ps *PortStats) {
 	ps.RxAnswers = c.rxAnswers.Load()
 	ps.TxFrames = c.txFrames.Load()
 	ps.TxBytes = c.txBytes.Load()
+	ps.TxCoalesced = c.txCoalesced.Load()
 	for i := range c.drops {
 		ps.Drops[i] = c.drops[i].Load()
 	}
@@ -200,6 +206,7 @@ func (ps *PortStats) addCounters(o *PortStats) {
 	ps.RxAnswers += o.RxAnswers
 	ps.TxFrames += o.TxFrames
 	ps.TxBytes += o.TxBytes
+	ps.TxCoalesced += o.TxCoalesced
 	ps.Drops.add(&o.Drops)
 	ps.LearnRefused += o.LearnRefused
 }

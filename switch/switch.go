@@ -224,6 +224,13 @@ type Attachment struct {
 	offload bool
 	segBufs [][]byte
 	segOut  [][]byte
+	// udpGSO: the port takes UDP super-frames (UDPSegmentPort). coal
+	// builds them from the datagrams this port receives, in coalBuf at
+	// Headroom; only the goroutine forwarding them uses it, created at
+	// the first run of two datagrams for such a port.
+	udpGSO  bool
+	coal    *offload.Coalescer
+	coalBuf []byte
 
 	// poller is the port's Poller, if it is one. rxmu serialises its reads
 	// and the forwarding of what they return, into rxBufs and rxSizes:
@@ -288,6 +295,9 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	a.direct, _ = p.(DirectWriter)
 	if op, ok := p.(OffloadPort); ok {
 		a.offload = op.Offload()
+	}
+	if up, ok := p.(UDPSegmentPort); ok && a.offload {
+		a.udpGSO = up.AcceptsUDPSegments()
 	}
 	if !cfg.NoReader {
 		a.poller, _ = p.(Poller)
@@ -543,21 +553,28 @@ func (a *Attachment) txLoop() {
 		w, _ := a.port.WriteFrames(bufs[:len(frames)], Headroom)
 		a.wmu.Unlock()
 		a.inflight.Add(-int64(len(frames)))
-		var bytes uint64
+		var sent, coalesced, failed, bytes uint64
 		var held int64
 		for i, f := range frames {
 			if i < w {
+				sent += uint64(f.count)
 				bytes += uint64(f.n)
+				if f.count > 1 {
+					coalesced += uint64(f.count)
+				}
+			} else {
+				failed += uint64(f.count)
 			}
 			held += int64(len(f.buf))
 			s.pool.put(f)
 			bufs[i] = nil
 		}
 		a.queued.Add(-held)
-		a.c.txFrames.Add(uint64(w))
+		a.c.txFrames.Add(sent)
+		a.c.txCoalesced.Add(coalesced)
 		a.c.txBytes.Add(bytes)
-		if failed := len(frames) - w; failed > 0 {
-			a.c.drops[DropTxError].Add(uint64(failed))
+		if failed > 0 {
+			a.c.drops[DropTxError].Add(failed)
 		}
 	}
 }
@@ -588,18 +605,23 @@ func (a *Attachment) drain() {
 // send delivers the frame buf[offset:] to a: written at once when a is a
 // DirectWriter with nothing queued and free to write, else a copy goes on
 // its transmit queue, or a drop is counted. The caller keeps buf. It
-// reports whether the frame was written directly.
-func (a *Attachment) send(buf []byte, offset int) bool {
+// reports whether the frame was written directly. count is the number of
+// frames received that buf carries: 1, or more for a UDP super-frame
+// coalesced from them; counters move by it.
+func (a *Attachment) send(buf []byte, offset, count int) bool {
 	if a.direct != nil && a.inflight.Load() == 0 && a.wmu.TryLock() {
 		if a.inflight.Load() == 0 {
 			done, err := a.direct.WriteFrameNow(buf, offset)
 			a.wmu.Unlock()
 			if done {
 				if err != nil {
-					a.c.drops[DropTxError].Add(1)
+					a.c.drops[DropTxError].Add(uint64(count))
 					return false
 				}
-				a.c.txFrames.Add(1)
+				a.c.txFrames.Add(uint64(count))
+				if count > 1 {
+					a.c.txCoalesced.Add(uint64(count))
+				}
 				a.c.txBytes.Add(uint64(len(buf) - offset))
 				return true
 			}
@@ -610,16 +632,17 @@ func (a *Attachment) send(buf []byte, offset int) bool {
 	// A full queue drops before the copy: a port that stopped reading
 	// costs its senders a check, not a buffer.
 	if len(a.queue) == cap(a.queue) {
-		a.c.drops[DropQueueFull].Add(1)
+		a.c.drops[DropQueueFull].Add(uint64(count))
 		return false
 	}
 	size := int64(a.s.pool.size(len(buf) - offset))
 	if a.queued.Add(size) > int64(a.s.cfg.QueueBytes) {
 		a.queued.Add(-size)
-		a.c.drops[DropQueueFull].Add(1)
+		a.c.drops[DropQueueFull].Add(uint64(count))
 		return false
 	}
 	f := a.s.pool.get(buf, offset)
+	f.count = count
 	a.inflight.Add(1)
 	select {
 	case a.queue <- f:
@@ -627,7 +650,7 @@ func (a *Attachment) send(buf []byte, offset int) bool {
 		a.inflight.Add(-1)
 		a.queued.Add(-size)
 		a.s.pool.put(f)
-		a.c.drops[DropQueueFull].Add(1)
+		a.c.drops[DropQueueFull].Add(uint64(count))
 	}
 	return false
 }
@@ -660,7 +683,12 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	}
 	a.c.rxFrames.Add(uint64(len(bufs)))
 	a.c.rxBytes.Add(rxBytes)
+	merged := 0 // frames after i already sent in a UDP super-frame
 	for i, b := range bufs {
+		if merged > 0 {
+			merged--
+			continue
+		}
 		b = b[:offset+sizes[i]]
 		fr := b[offset:]
 		// The virtio-net header in front of the frame: read from an
@@ -721,8 +749,20 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			continue
 		}
 		if out != nil {
-			s.forwarded.Add(1)
-			if out.send(b, offset) && out.poller != nil && !slices.Contains(a.pollAfter, out) {
+			off, count := offset, 1
+			if out.udpGSO && i+1 < len(bufs) {
+				if sb := a.coalesce(h, fr, bufs[i+1:], sizes[i+1:], offset); sb != nil {
+					merged = a.coal.Merged() - 1
+					for _, c := range caps {
+						for j := i + 1; j <= i+merged; j++ {
+							c.offer(time.Unix(0, now), bufs[j][offset:offset+sizes[j]], a, out)
+						}
+					}
+					b, off, count = sb, Headroom, merged+1
+				}
+			}
+			s.forwarded.Add(uint64(count))
+			if out.send(b, off, count) && out.poller != nil && !slices.Contains(a.pollAfter, out) {
 				a.pollAfter = append(a.pollAfter, out)
 			}
 			continue
@@ -730,7 +770,7 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		s.flooded.Add(1)
 		for _, p := range ports {
 			if p != a {
-				p.send(b, offset)
+				p.send(b, offset, 1)
 			}
 		}
 	}
@@ -742,6 +782,37 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		a.pollAfter[i] = nil
 	}
 	a.pollAfter = a.pollAfter[:0]
+}
+
+// coalesce merges the UDP datagram fr, with virtio-net header h, and those
+// of the same flow that follow it in next (frame j at
+// next[j][offset:offset+sizes[j]]) into one super-frame for a port that
+// takes them (UDPSegmentPort). It returns the super-frame in a.coalBuf
+// from its Headroom, header in front, or nil when not even the first of
+// next joined; a.coal.Merged() counts the datagrams in it, fr included.
+func (a *Attachment) coalesce(h offload.Hdr, fr []byte, next [][]byte, sizes []int, offset int) []byte {
+	if !a.offload || h.Flags&offload.NeedsCsum == 0 || h.GSOType != offload.GSONone {
+		return nil // only datagrams with partial checksums merge (offload.Coalescer)
+	}
+	if a.coal == nil {
+		a.coalBuf = make([]byte, Headroom+maxGSOFrame)
+		a.coal = offload.NewCoalescer(a.coalBuf[Headroom:])
+	}
+	if !a.coal.Start(h, fr) {
+		return nil
+	}
+	for j, b := range next {
+		b = b[:offset+sizes[j]]
+		if !a.coal.Add(offload.DecodeHdr(b[offset-offload.HdrLen:offset]), b[offset:]) {
+			break
+		}
+	}
+	if a.coal.Merged() < 2 {
+		return nil
+	}
+	sh, sf := a.coal.Finish()
+	sh.Encode(a.coalBuf[Headroom-offload.HdrLen : Headroom])
+	return a.coalBuf[:Headroom+len(sf)]
 }
 
 // maxGSOFrame is the largest super-frame an offload port may deliver: a
@@ -793,7 +864,7 @@ func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attach
 			continue
 		}
 		if p.offload {
-			p.send(b, offset)
+			p.send(b, offset, 1)
 			continue
 		}
 		if !segmented {
@@ -801,7 +872,7 @@ func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attach
 			segs = a.segment(h, b[offset:])
 		}
 		for _, seg := range segs {
-			p.send(seg, Headroom)
+			p.send(seg, Headroom, 1)
 		}
 	}
 }

@@ -107,6 +107,7 @@ type Device struct {
 	mtu     int
 	created bool
 	vnet    bool // frames carry a virtio-net header (IFF_VNET_HDR)
+	uso     bool // UDP super-frames may be written (Linux 6.2+, with vnet)
 	log     logrus.FieldLogger
 
 	closeOnce sync.Once
@@ -205,6 +206,10 @@ func (d *Device) writeFrame(b []byte, offset int) error {
 // Offload implements vswitch.OffloadPort: it reports whether frames carry
 // a virtio-net header in the offload.HdrLen bytes before them.
 func (d *Device) Offload() bool { return d.vnet }
+
+// AcceptsUDPSegments implements vswitch.UDPSegmentPort: the kernel takes
+// UDP segmentation super-frames written to the tap (Linux 6.2 and later).
+func (d *Device) AcceptsUDPSegments() bool { return d.vnet && d.uso }
 
 // ioError names op and the device in err and maps what the runtime and the
 // kernel return to the documented errors.

@@ -50,8 +50,9 @@ func Open(cfg Config) (*Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	uso := false
 	if !cfg.NoOffload {
-		if err := setOffload(fd, name); err != nil {
+		if uso, err = setOffload(fd, name); err != nil {
 			unix.Close(fd)
 			return nil, err
 		}
@@ -74,9 +75,10 @@ func Open(cfg Config) (*Device, error) {
 		mtu:     mtu,
 		created: created,
 		vnet:    !cfg.NoOffload,
+		uso:     uso,
 		log:     cfg.logger(),
 	}
-	d.log.WithFields(logrus.Fields{"port": name, "created": created, "mtu": mtu, "offload": d.vnet}).Info("tap opened")
+	d.log.WithFields(logrus.Fields{"port": name, "created": created, "mtu": mtu, "offload": d.vnet, "udp_segments": uso}).Info("tap opened")
 	return d, nil
 }
 
@@ -112,15 +114,19 @@ func setIff(fd int, name string, flags uint16) (string, bool, error) {
 const tapOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 
 // setOffload sets the virtio-net header size and the offloads of a tap
-// opened with IFF_VNET_HDR.
-func setOffload(fd int, name string) error {
+// opened with IFF_VNET_HDR. It reports whether the kernel knows UDP
+// segmentation offload (Linux 6.2 and later), and so takes UDP
+// super-frames written to the tap: it is asked to turn it on, and then
+// off again, since the switch does not split UDP super-frames it reads.
+func setOffload(fd int, name string) (uso bool, err error) {
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, offload.HdrLen); err != nil {
-		return fmt.Errorf("tap %s: set vnet header size: %w", name, err)
+		return false, fmt.Errorf("tap %s: set vnet header size: %w", name, err)
 	}
+	uso = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tapOffloads|unix.TUN_F_USO4|unix.TUN_F_USO6) == nil
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tapOffloads); err != nil {
-		return fmt.Errorf("tap %s: set offloads: %w", name, err)
+		return false, fmt.Errorf("tap %s: set offloads: %w", name, err)
 	}
-	return nil
+	return uso, nil
 }
 
 // setMTU sets the interface's MTU to mtu unless mtu is 0 or already set,

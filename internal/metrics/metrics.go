@@ -22,7 +22,7 @@ type Collector struct {
 	dhcp func() DHCPStats
 
 	rxFrames, rxBytes, rxAnswers             *prometheus.Desc
-	txFrames, txBytes, drops                 *prometheus.Desc
+	txFrames, txBytes, txCoalesced, drops    *prometheus.Desc
 	fdbSize, fdbMax, fdbLearned, fdbRefused  *prometheus.Desc
 	fdbExpired, fdbMoved, forwarded, flooded *prometheus.Desc
 	portsByKind, leases, pool                *prometheus.Desc
@@ -44,6 +44,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 		rxAnswers:   d("port_rx_answers_total", "Frames received on the port (a tap) by the goroutine that had just written into it, without a wakeup.", port...),
 		txFrames:    d("port_tx_frames_total", "Frames sent out of the port.", port...),
 		txBytes:     d("port_tx_bytes_total", "Bytes sent out of the port.", port...),
+		txCoalesced: d("port_tx_coalesced_total", "Frames sent out of the port (a tap) merged into UDP segmentation super-frames; part of port_tx_frames_total.", port...),
 		drops:       d("port_drops_total", "Frames dropped on the port, by reason.", append(port, "reason")...),
 		fdbSize:     d("fdb_entries", "MAC addresses in the forwarding database."),
 		fdbMax:      d("fdb_max_entries", "Bound on the forwarding database."),
@@ -61,7 +62,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.drops,
+	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.txCoalesced, c.drops,
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
 		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool} {
 		ch <- d
@@ -86,6 +87,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.rxAnswers, p.RxAnswers, l...)
 		counter(c.txFrames, p.TxFrames, l...)
 		counter(c.txBytes, p.TxBytes, l...)
+		counter(c.txCoalesced, p.TxCoalesced, l...)
 		for _, r := range vswitch.DropReasons() {
 			counter(c.drops, p.Drops[r], append(l, r.String())...)
 		}

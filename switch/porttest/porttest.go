@@ -33,6 +33,9 @@ type Config struct {
 	// Offload makes the port a vswitch.OffloadPort: frames carry a
 	// virtio-net header (see SendOffload and RecvOffload).
 	Offload bool
+	// UDPSegments makes an Offload port take UDP super-frames
+	// (vswitch.UDPSegmentPort), as a tap does on Linux 6.2 and later.
+	UDPSegments bool
 }
 
 // Port is an in-memory vswitch.Port.
@@ -49,8 +52,9 @@ type Port struct {
 }
 
 var (
-	_ vswitch.Port        = (*Port)(nil)
-	_ vswitch.OffloadPort = (*Port)(nil)
+	_ vswitch.Port           = (*Port)(nil)
+	_ vswitch.OffloadPort    = (*Port)(nil)
+	_ vswitch.UDPSegmentPort = (*Port)(nil)
 )
 
 // New returns an open Port.
@@ -196,6 +200,9 @@ func (p *Port) WriteFrames(bufs [][]byte, offset int) (int, error) {
 
 // Offload implements vswitch.OffloadPort.
 func (p *Port) Offload() bool { return p.cfg.Offload }
+
+// AcceptsUDPSegments implements vswitch.UDPSegmentPort.
+func (p *Port) AcceptsUDPSegments() bool { return p.cfg.UDPSegments }
 
 // BatchSize implements vswitch.Port.
 func (p *Port) BatchSize() int { return p.cfg.BatchSize }
