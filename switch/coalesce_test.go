@@ -169,3 +169,42 @@ func TestUDPCoalescing(t *testing.T) {
 		t.Errorf("uso: tx_coalesced %d, want 7", st.TxCoalesced)
 	}
 }
+
+// TestUDPCoalescingNoAllocs: merging and forwarding a batch of datagrams
+// allocates nothing once the port's super-frame buffer exists.
+func TestUDPCoalescingNoAllocs(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	in := porttest.New(porttest.Config{Name: "in", Offload: true})
+	uso := &directPort{Port: porttest.New(porttest.Config{Name: "uso", Offload: true, UDPSegments: true, Discard: true})}
+	ina, err := sw.AddPort(in, vswitch.PortConfig{Kind: "mem", NoReader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	usoa, err := sw.AddPort(uso, vswitch.PortConfig{Kind: "mem"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := uso.Send(append(make([]byte, offload.HdrLen), porttest.Frame(porttest.Broadcast, porttest.MAC(2), 0x88b5, nil)...)); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the MAC learned", func() bool { return len(sw.FDB()) == 1 })
+	var hs []offload.Hdr
+	var frames [][]byte
+	for i := range 8 {
+		h, f := udpDatagram(porttest.MAC(2), i)
+		hs, frames = append(hs, h), append(frames, f)
+	}
+	bufs, sizes := batch(hs, frames)
+	ina.Input(bufs, sizes, vswitch.Headroom) // allocates the super-frame buffer
+	const runs = 200
+	allocs := testing.AllocsPerRun(runs, func() { ina.Input(bufs, sizes, vswitch.Headroom) })
+	if allocs != 0 {
+		t.Errorf("%.2f allocations per batch of 8 datagrams", allocs)
+	}
+	// Every batch went out as one super-frame of 8 (AllocsPerRun adds a
+	// warm-up run).
+	if w, c := uso.direct.Load(), usoa.Stats().TxCoalesced; w != runs+2 || c != (runs+2)*8 {
+		t.Errorf("%d super-frames written, %d datagrams coalesced; want %d and %d", w, c, runs+2, (runs+2)*8)
+	}
+}
