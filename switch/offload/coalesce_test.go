@@ -2,7 +2,6 @@ package offload_test
 
 import (
 	"bytes"
-	"fmt"
 	"testing"
 
 	"github.com/tapswitch/tapswitch/switch/offload"
@@ -271,7 +270,7 @@ func FuzzCoalesce(f *testing.F) {
 		}
 		segs := refSplit(sh, sf)
 		if len(segs) != 2 || !bytes.Equal(segs[0], a) || !bytes.Equal(segs[1], b) {
-			t.Fatal(fmt.Sprintf("merged %x and %x into %x (%+v), which splits into %x", a, b, sf, sh, segs))
+			t.Fatalf("merged %x and %x into %x (%+v), which splits into %x", a, b, sf, sh, segs)
 		}
 	})
 }
