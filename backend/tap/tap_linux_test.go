@@ -65,8 +65,8 @@ func TestOpenCreates(t *testing.T) {
 	ns := testnet.NewNS(t)
 	name := testnet.UniqueName("tap")
 	d := openIn(t, ns, tap.Config{Name: name, MTU: 9000})
-	if d.Name() != name || !d.Created() || d.MTU() != 9000 || d.String() != name || d.BatchSize() != 8 {
-		t.Errorf("got name %q created %v MTU %d String %q BatchSize %d, want %q true 9000 %q 8",
+	if d.Name() != name || !d.Created() || d.MTU() != 9000 || d.String() != name || d.BatchSize() != 32 {
+		t.Errorf("got name %q created %v MTU %d String %q BatchSize %d, want %q true 9000 %q 32",
 			d.Name(), d.Created(), d.MTU(), d.String(), d.BatchSize(), name, name)
 	}
 	l := link(t, ns, name)
