@@ -3,9 +3,12 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 // linkMAC returns the MAC address of link in ns.
@@ -380,5 +384,82 @@ func TestReload(t *testing.T) {
 	mustJSON(t, d.ctl(t, "ports", "--json"), &ports)
 	if len(ports) != 1 || ports[0].Name != tap2 {
 		t.Errorf("a bad configuration changed the ports: %+v", ports)
+	}
+}
+
+// TestReloadConnect: SIGHUP starts dialling a connect URL added to the
+// configuration file, and closes the connection of one removed from it
+// and dials it no more.
+func TestReloadConnect(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	// A stand-in for QEMU's -netdev stream,server=on: it only counts and
+	// holds the connections the switch makes.
+	qsock := filepath.Join(dir, "qemu.sock")
+	ln, err := net.Listen("unix", qsock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	url := "unix://" + qsock
+	portName := "unix:" + qsock
+
+	cfg := filepath.Join(dir, "tapswitch.yaml")
+	base := "listen: [\"unix://" + filepath.Join(dir, "sw.sock") + "\"]\n"
+	writeFile(t, cfg, base)
+	d := startSwitch(t, ns, "--config", cfg)
+	ports := func() []string {
+		var ps []api.Port
+		mustJSON(t, d.ctl(t, "ports", "--json"), &ps)
+		var names []string
+		for _, p := range ps {
+			names = append(names, p.Name)
+		}
+		return names
+	}
+
+	writeFile(t, cfg, base+"connect: [\""+url+"\"]\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var c net.Conn
+	select {
+	case c = <-conns:
+		defer c.Close()
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the switch did not dial %s after SIGHUP:\n%s", url, d.Output())
+	}
+	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(ports(), portName) })
+
+	writeFile(t, cfg, base)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// The switch closes the connection: reading it ends in EOF.
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("connection not closed after the URL was removed: %v", err)
+	}
+	porttest.WaitFor(t, "the port to go", func() bool { return !slices.Contains(ports(), portName) })
+	// A URL still dialled would be dialled again within the minimum
+	// backoff (100 ms); ten times that passes without a new connection.
+	select {
+	case c2 := <-conns:
+		c2.Close()
+		t.Errorf("the switch dialled %s again after it was removed", url)
+	case <-time.After(time.Second):
+	}
+	if !strings.Contains(d.Output(), "no longer dialled") {
+		t.Errorf("the removal was not logged:\n%s", d.Output())
 	}
 }

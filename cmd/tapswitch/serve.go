@@ -558,10 +558,16 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		}
 	}
 
+	// Each --connect URL is dialled under its own context, so that a
+	// reload that drops the URL can end it.
+	dialing := map[string]context.CancelFunc{}
+	connect := func(u string) {
+		ctx, cancel := context.WithCancel(gctx)
+		dialing[u] = cancel
+		g.Go(func() error { return stream.Dial(ctx, u, dial, sw) })
+	}
 	for _, u := range o.connect {
-		g.Go(func() error {
-			return stream.Dial(gctx, u, dial, sw)
-		})
+		connect(u)
 	}
 
 	if p.ctl != "none" {
@@ -629,8 +635,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), connects: append([]string(nil), o.connect...),
-		connect: func(u string) { g.Go(func() error { return stream.Dial(gctx, u, dial, sw) }) }}
+	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), dialing: dialing, connect: connect}
 	g.Go(func() error {
 		for {
 			select {
@@ -725,17 +730,17 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 	}
 }
 
-// reloader applies a changed configuration file on SIGHUP: the log level,
-// taps added or removed, and new --connect URLs take effect at once; any
+// reloader applies a changed configuration file on SIGHUP: the log level
+// and taps or --connect URLs added or removed take effect at once; any
 // other change is reported as needing a restart.
 type reloader struct {
-	cmd      *cobra.Command
-	o        *serveOptions
-	sw       *vswitch.Switch
-	log      *logrus.Logger
-	taps     []string // the taps in force
-	connects []string // the URLs being dialled
-	connect  func(url string)
+	cmd     *cobra.Command
+	o       *serveOptions
+	sw      *vswitch.Switch
+	log     *logrus.Logger
+	taps    []string                      // the taps in force
+	dialing map[string]context.CancelFunc // the URLs being dialled; cancel ends one
+	connect func(url string)              // dials url and adds it to dialing
 }
 
 func (r *reloader) reload() {
@@ -805,13 +810,20 @@ func (r *reloader) reload() {
 	})
 	connects, _ := fresh.GetStringArray("connect")
 	for _, u := range connects {
-		if !slices.Contains(r.connects, u) {
+		if _, ok := r.dialing[u]; !ok {
 			if a, err := listen.Parse(u); err != nil || a.Kind() != listen.KindStream {
 				r.log.WithField("connect", u).Error("SIGHUP: --connect needs a unix:// or tcp:// URL")
 				continue
 			}
-			r.connects = append(r.connects, u)
 			r.connect(u)
+			r.log.WithField("connect", u).Info("SIGHUP: connecting")
+		}
+	}
+	for u, cancel := range r.dialing {
+		if !slices.Contains(connects, u) {
+			cancel() // closes the port if connected, and dials no more
+			delete(r.dialing, u)
+			r.log.WithField("connect", u).Info("SIGHUP: disconnected; no longer dialled")
 		}
 	}
 	if len(restart) > 0 {
