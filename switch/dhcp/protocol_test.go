@@ -691,3 +691,33 @@ func TestFlushAndLeasesJSON(t *testing.T) {
 		t.Errorf("Active: %+v", l)
 	}
 }
+
+// TestReplyQueueFull: a reply the full queue refuses is counted in
+// QueueFull and not among the replies; one that is queued is counted by the
+// time a reader can take it.
+func TestReplyQueueFull(t *testing.T) {
+	srv, err := New(Config{Gateway: testGateway, QueueLen: 1, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var frames [][]byte
+	for i := range 3 {
+		m := porttest.MAC(i + 1)
+		frames = append(frames, bcastFrame(m, newMsg(t, dhcpv4.MessageTypeDiscover, m)))
+	}
+	if n, err := srv.WriteFrames(frames, 0); n != 3 || err != nil {
+		t.Fatalf("WriteFrames: %d, %v", n, err)
+	}
+	if st := srv.Stats(); st.Discovers != 3 || st.Offers != 1 || st.QueueFull != 2 {
+		t.Errorf("after 3 DISCOVERs into a queue of 1: discovers %d, offers %d, queue full %d; want 3, 1, 2",
+			st.Discovers, st.Offers, st.QueueFull)
+	}
+	bufs, sizes := [][]byte{make([]byte, 1600)}, []int{0}
+	if n, err := srv.ReadFrames(bufs, sizes, 0); n != 1 || err != nil {
+		t.Fatalf("ReadFrames: %d, %v", n, err)
+	}
+	if r, bad := checkFrame(bufs[0][:sizes[0]]); bad != "" || r.dhcp == nil || r.dhcp.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Errorf("queued reply: %q %v", bad, r.dhcp)
+	}
+}

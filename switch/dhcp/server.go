@@ -525,27 +525,35 @@ func (srv *Server) warn(w warning, now time.Time, l logrus.FieldLogger, msg stri
 	r.suppressed = 0
 }
 
-// enqueue hands a reply to ReadFrames and counts it.
+// enqueue hands a reply to ReadFrames and counts it. The count comes
+// first, so that a client that has the reply finds it counted; a reply the
+// full queue refuses is taken off again.
 func (srv *Server) enqueue(f []byte, kind replyKind, now time.Time) {
+	c := &srv.c
+	var n *atomic.Uint64
+	switch kind {
+	case replyOffer:
+		n = &c.offers
+	case replyAck, replyInformAck:
+		n = &c.acks
+	case replyNak:
+		n = &c.naks
+	case replyARP:
+		n = &c.arpReplies
+	case replyEcho:
+		n = &c.echoReplies
+	}
+	if n != nil {
+		n.Add(1)
+	}
 	select {
 	case srv.out <- f:
 	default:
-		srv.c.queueFull.Add(1)
+		if n != nil {
+			n.Add(^uint64(0))
+		}
+		c.queueFull.Add(1)
 		srv.warn(warnQueueFull, now, srv.log, "reply queue full: dropping replies")
-		return
-	}
-	c := &srv.c
-	switch kind {
-	case replyOffer:
-		c.offers.Add(1)
-	case replyAck, replyInformAck:
-		c.acks.Add(1)
-	case replyNak:
-		c.naks.Add(1)
-	case replyARP:
-		c.arpReplies.Add(1)
-	case replyEcho:
-		c.echoReplies.Add(1)
 	}
 }
 
