@@ -257,6 +257,7 @@ type Attachment struct {
 	tokensAt int64
 
 	removed   atomic.Bool
+	detached  atomic.Bool // removed by Close
 	closeOnce sync.Once
 	stop      chan struct{} // closed when the port is removed
 	done      chan struct{} // closed when its transmit side has finished
@@ -341,13 +342,20 @@ func (a *Attachment) Done() <-chan struct{} { return a.done }
 // Close removes the port from the switch and closes it. It is idempotent
 // and returns at once; the port's goroutines finish in the background.
 func (a *Attachment) Close() error {
-	a.remove(nil)
+	a.remove(nil, true)
 	return nil
 }
 
-func (a *Attachment) remove(cause error) {
+// Detached reports whether the port was removed by Close (a detach), not
+// by its peer leaving, an error, or the switch closing.
+func (a *Attachment) Detached() bool { return a.detached.Load() }
+
+// remove takes the port off the switch once; cause is the error that
+// ended it (nil for a normal end), detach whether Close did.
+func (a *Attachment) remove(cause error, detach bool) {
 	a.closeOnce.Do(func() {
 		s := a.s
+		a.detached.Store(detach)
 		a.removed.Store(true)
 		s.mu.Lock()
 		old := *s.ports.Load()
@@ -491,7 +499,7 @@ func (a *Attachment) readFailed(err error) {
 	if a.removed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 		err = nil
 	}
-	a.remove(err)
+	a.remove(err, false)
 }
 
 // pollNow forwards the frames waiting on a Poller port that was just
@@ -948,7 +956,7 @@ func (s *Switch) Close() error {
 	close(s.done)
 	s.mu.Unlock()
 	for _, a := range *s.ports.Load() {
-		a.remove(nil)
+		a.remove(nil, false)
 	}
 	s.wg.Wait()
 	return nil

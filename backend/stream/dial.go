@@ -47,7 +47,8 @@ type DialConfig struct {
 // after an exponential backoff, for as long as ctx lasts.
 //
 // Dial blocks. It returns nil once ctx is cancelled (after removing its
-// port), and an error if rawURL is not a stream URL or the switch is
+// port) or its port is detached (Attachment.Close, e.g. `tapswitch ctl
+// detach`), and an error if rawURL is not a stream URL or the switch is
 // closed.
 func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch) error {
 	a, err := listen.Parse(rawURL)
@@ -103,6 +104,12 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 				<-att.Done()
 				return nil
 			case <-att.Done():
+			}
+			if att.Detached() {
+				// Detached by the user (tapswitch ctl detach): dialling
+				// again would undo that.
+				log.Info("detached; no longer dialled")
+				return nil
 			}
 			if time.Since(start) >= cfg.MaxBackoff {
 				backoff = cfg.MinBackoff

@@ -609,6 +609,58 @@ func TestDialReconnects(t *testing.T) {
 	}
 }
 
+// TestDialStopsWhenDetached: a dialled port removed by Attachment.Close
+// (tapswitch ctl detach) is not dialled again, and Dial returns nil.
+func TestDialStopsWhenDetached(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log})
+	defer sw.Close()
+	path := filepath.Join(t.TempDir(), "qemu.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Dial(ctx, "unix://"+path, DialConfig{Logger: log, MinBackoff: 10 * time.Millisecond}, sw)
+	}()
+	c := <-conns
+	defer c.Close()
+	porttest.WaitFor(t, "dialled port", func() bool { return streamPorts(sw) == 1 })
+	for _, a := range sw.Ports() {
+		if a.Stats().Kind == PortKind {
+			a.Close()
+		}
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Dial returned %v after its port was detached, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Dial still running after its port was detached")
+	}
+	select {
+	case c2 := <-conns:
+		c2.Close()
+		t.Error("a detached port was dialled again")
+	case <-time.After(100 * time.Millisecond): // 10 times MinBackoff
+	}
+}
+
 func TestDialStopsWhenSwitchCloses(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	path := filepath.Join(t.TempDir(), "q.sock")

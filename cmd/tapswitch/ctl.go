@@ -148,7 +148,10 @@ func newCtlCmd() *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "detach PORT",
 		Short: "Detach a port, by ID or name",
-		Args:  cobra.ExactArgs(1),
+		Long: `Detach a port, by ID or name. A port the switch dialled (serve --connect,
+ctl attach --connect) is not dialled again until it is attached again or
+the switch restarts.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ps vswitch.PortStats
 			if err := client().Do(cmd.Context(), "DELETE", "/v1/ports/"+args[0], nil, &ps); err != nil {
