@@ -20,9 +20,10 @@ func benchSwitch(b *testing.B, receivers int, direct bool) (*vswitch.Switch, *vs
 		b.Fatal(err)
 	}
 	for i := range receivers {
-		var out vswitch.Port = porttest.New(porttest.Config{Name: fmt.Sprintf("out%d", i), Discard: true, BatchSize: 64})
+		p := porttest.New(porttest.Config{Name: fmt.Sprintf("out%d", i), Discard: true, BatchSize: 64})
+		var out vswitch.Port = p
 		if direct {
-			out = &directPort{Port: out.(*porttest.Port)}
+			out = &directPort{Port: p}
 		}
 		a, err := sw.AddPort(out, vswitch.PortConfig{Kind: "mem", NoReader: true})
 		if err != nil {

@@ -393,24 +393,8 @@ func TestReload(t *testing.T) {
 func TestReloadConnect(t *testing.T) {
 	ns := testnet.NewNS(t)
 	dir := t.TempDir()
-	// A stand-in for QEMU's -netdev stream,server=on: it only counts and
-	// holds the connections the switch makes.
 	qsock := filepath.Join(dir, "qemu.sock")
-	ln, err := net.Listen("unix", qsock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	conns := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns <- c
-		}
-	}()
+	conns := porttest.StreamServer(t, qsock)
 	url := "unix://" + qsock
 	portName := "unix:" + qsock
 

@@ -616,21 +616,7 @@ func TestDialStopsWhenDetached(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{Logger: log})
 	defer sw.Close()
 	path := filepath.Join(t.TempDir(), "qemu.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	conns := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns <- c
-		}
-	}()
+	conns := porttest.StreamServer(t, path)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
