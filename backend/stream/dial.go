@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -49,7 +50,9 @@ type DialConfig struct {
 // Dial blocks. It returns nil once ctx is cancelled (after removing its
 // port) or its port is detached (Attachment.Close, e.g. `tapswitch ctl
 // detach`), and an error if rawURL is not a stream URL or the switch is
-// closed.
+// closed. A switch that has its Config.MaxPorts refuses the connection:
+// Dial closes it and tries again after the backoff, as after a failed
+// connect.
 func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch) error {
 	a, err := listen.Parse(rawURL)
 	if err != nil {
@@ -80,8 +83,10 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 	failures := 0
 	for {
 		c, err := d.DialContext(ctx, a.Network, a.Address)
+		var att *vswitch.Attachment
+		var peer string
 		if err == nil {
-			peer := a.String()
+			peer = a.String()
 			if uc, ok := c.(*net.UnixConn); ok {
 				if cred, err := unixCred(uc); err == nil {
 					peer = cred.String()
@@ -90,11 +95,17 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 			conn := NewConn(c, cfg.Conn)
 			pc := cfg.Port
 			pc.Kind, pc.Peer = PortKind, peer
-			att, err := sw.AddPort(conn, pc)
+			att, err = sw.AddPort(conn, pc)
 			if err != nil {
 				conn.Close()
-				return fmt.Errorf("connect %s: %w", a, err)
+				if errors.Is(err, vswitch.ErrClosed) {
+					return fmt.Errorf("connect %s: %w", a, err)
+				}
+				// The switch is full (MaxPorts): try again later, as
+				// after a failed connect.
 			}
+		}
+		if err == nil {
 			log.WithField("peer", peer).Info("connected")
 			failures = 0
 			start := time.Now()

@@ -647,6 +647,51 @@ func TestDialStopsWhenDetached(t *testing.T) {
 	}
 }
 
+// A switch at --max-ports refuses the dialled connection; Dial keeps
+// trying (the other ports are unaffected) and attaches once there is room.
+func TestDialWaitsForRoom(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log, MaxPorts: 1})
+	defer sw.Close()
+	mem := porttest.New(porttest.Config{Name: "mem"})
+	ma, err := sw.AddPort(mem, vswitch.PortConfig{Kind: "mem"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "qemu.sock")
+	conns := porttest.StreamServer(t, path)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Dial(ctx, "unix://"+path, DialConfig{Logger: log, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}, sw)
+	}()
+	// Three attempts refused, each connection closed by the switch.
+	for i := range 3 {
+		select {
+		case c := <-conns:
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("attempt %d: read on a refused connection = %v, want EOF", i, err)
+			}
+			c.Close()
+		case err := <-errc:
+			t.Fatalf("Dial returned %v while the switch was full, want it to keep trying", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("attempt %d not made", i)
+		}
+	}
+	if n := streamPorts(sw); n != 0 {
+		t.Fatalf("%d stream ports on a full switch", n)
+	}
+	ma.Close()
+	porttest.WaitFor(t, "dialled port once there was room", func() bool { return streamPorts(sw) == 1 })
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Dial = %v after cancel, want nil", err)
+	}
+}
+
 func TestDialStopsWhenSwitchCloses(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	path := filepath.Join(t.TempDir(), "q.sock")
