@@ -150,11 +150,12 @@ func newCtlCmd() *cobra.Command {
 		Short: "Detach a port, by ID or name",
 		Long: `Detach a port, by ID or name. A port the switch dialled (serve --connect,
 ctl attach --connect) is not dialled again until it is attached again or
-the switch restarts.`,
+the switch restarts; a tap or --connect URL that serve's --config file
+lists comes back when SIGHUP re-reads the file.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ps vswitch.PortStats
-			if err := client().Do(cmd.Context(), "DELETE", "/v1/ports/"+args[0], nil, &ps); err != nil {
+			ps, err := client().Detach(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "detached %s (id %d)\n", ps.Name, ps.ID)

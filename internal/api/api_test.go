@@ -123,4 +123,15 @@ func TestAPI(t *testing.T) {
 	if n := len(sw.Ports()); n != 1 {
 		t.Fatalf("%d ports after detach, want 1", n)
 	}
+	// Socket ports are named by their paths, slashes and all.
+	const name = "unix:/run/tapswitch/vm.sock"
+	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: name}), vswitch.PortConfig{Kind: "stream"}); err != nil {
+		t.Fatal(err)
+	}
+	if ps, err := c.Detach(ctx, name); err != nil || ps.Name != name {
+		t.Fatalf("detach %s: %+v, %v", name, ps, err)
+	}
+	if n := len(sw.Ports()); n != 1 {
+		t.Fatalf("%d ports after detaching %s, want 1", n, name)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
 // Client talks to the control API on a unix socket.
@@ -60,6 +62,15 @@ func (c *Client) Capture(ctx context.Context, port string) (io.ReadCloser, error
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// Detach detaches the port with this ID or name, and returns its final
+// counters. The name goes into the path escaped: those of socket ports
+// have slashes.
+func (c *Client) Detach(ctx context.Context, port string) (vswitch.PortStats, error) {
+	var ps vswitch.PortStats
+	err := c.Do(ctx, "DELETE", "/v1/ports/"+url.PathEscape(port), nil, &ps)
+	return ps, err
 }
 
 func (c *Client) open(ctx context.Context, method, path string, in any) (*http.Response, error) {
