@@ -173,17 +173,22 @@ log-level: debug
 	}
 	capDone := make(chan error, 1)
 	go func() { capDone <- capture.Wait() }()
-	time.Sleep(300 * time.Millisecond) // let the capture start before the pings
-	nsA.Ping(t, n.ipB)
-	nsA.Ping(t, n.ipB)
-	select {
-	case err := <-capDone:
-		if err != nil {
-			t.Fatalf("tapswitch capture: %v\n%s", err, capOut.String())
+	// Ping until the capture has its frames: it may take a while to
+	// start when the machine is busy.
+	capDeadline := time.After(20 * time.Second)
+	for captured := false; !captured; {
+		nsA.Ping(t, n.ipB)
+		select {
+		case err := <-capDone:
+			if err != nil {
+				t.Fatalf("tapswitch capture: %v\n%s", err, capOut.String())
+			}
+			captured = true
+		case <-capDeadline:
+			capture.Process.Kill()
+			t.Fatalf("tapswitch capture -c 6 did not end\n%s", capOut.String())
+		default:
 		}
-	case <-time.After(20 * time.Second):
-		capture.Process.Kill()
-		t.Fatalf("tapswitch capture -c 6 did not end\n%s", capOut.String())
 	}
 	dumpOut, err := exec.Command("tcpdump", "-n", "-r", pcapFile).Output() // frames on stdout
 	if err != nil {
