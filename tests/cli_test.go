@@ -452,3 +452,67 @@ func TestReloadConnect(t *testing.T) {
 		t.Errorf("the removal was not logged:\n%s", d.Output())
 	}
 }
+
+// TestReloadReattaches: the file is the configuration in force, so SIGHUP
+// attaches again a tap and dials again a connect URL that it lists and
+// that were detached with tapswitch ctl detach.
+func TestReloadReattaches(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	qsock := filepath.Join(dir, "qemu.sock")
+	conns := porttest.StreamServer(t, qsock)
+	portName := "unix:" + qsock
+	tap := testnet.UniqueName("tsr")
+	cfg := filepath.Join(dir, "tapswitch.yaml")
+	writeFile(t, cfg, "tap: ["+tap+"]\nconnect: [\"unix://"+qsock+"\"]\n")
+	d := startSwitch(t, ns, "--config", cfg)
+	ports := func() []string {
+		var ps []api.Port
+		mustJSON(t, d.ctl(t, "ports", "--json"), &ps)
+		var names []string
+		for _, p := range ps {
+			names = append(names, p.Name)
+		}
+		return names
+	}
+	accept := func(what string) net.Conn {
+		t.Helper()
+		select {
+		case c := <-conns:
+			t.Cleanup(func() { c.Close() })
+			return c
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: the switch did not dial %s:\n%s", what, qsock, d.Output())
+			return nil
+		}
+	}
+	accept("at start")
+	porttest.WaitFor(t, "both ports", func() bool {
+		p := ports()
+		return slices.Contains(p, tap) && slices.Contains(p, portName)
+	})
+
+	d.ctl(t, "detach", tap)
+	d.ctl(t, "detach", portName)
+	porttest.WaitFor(t, "both ports detached", func() bool {
+		p := ports()
+		return !slices.Contains(p, tap) && !slices.Contains(p, portName)
+	})
+	// Detached, the URL is not dialled again on its own.
+	select {
+	case c := <-conns:
+		c.Close()
+		t.Fatal("a detached URL was dialled again before SIGHUP")
+	case <-time.After(time.Second): // ten times the minimum backoff
+	}
+
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	accept("after SIGHUP")
+	porttest.WaitFor(t, "both ports back", func() bool {
+		p := ports()
+		return slices.Contains(p, tap) && slices.Contains(p, portName)
+	})
+	waitLink(t, ns, tap)
+}

@@ -560,11 +560,18 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 
 	// Each --connect URL is dialled under its own context, so that a
 	// reload that drops the URL can end it.
-	dialing := map[string]context.CancelFunc{}
+	dialing := map[string]*dialState{}
 	connect := func(u string) {
+		if old := dialing[u]; old != nil {
+			old.cancel()
+		}
 		ctx, cancel := context.WithCancel(gctx)
-		dialing[u] = cancel
-		g.Go(func() error { return stream.Dial(ctx, u, dial, sw) })
+		ds := &dialState{cancel: cancel, done: make(chan struct{})}
+		dialing[u] = ds
+		g.Go(func() error {
+			defer close(ds.done)
+			return stream.Dial(ctx, u, dial, sw)
+		})
 	}
 	for _, u := range o.connect {
 		connect(u)
@@ -731,16 +738,33 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 }
 
 // reloader applies a changed configuration file on SIGHUP: the log level
-// and taps or --connect URLs added or removed take effect at once; any
-// other change is reported as needing a restart.
+// and taps or --connect URLs added or removed take effect at once, and
+// those it lists that were detached since are attached again; any other
+// change is reported as needing a restart.
 type reloader struct {
 	cmd     *cobra.Command
 	o       *serveOptions
 	sw      *vswitch.Switch
 	log     *logrus.Logger
-	taps    []string                      // the taps in force
-	dialing map[string]context.CancelFunc // the URLs being dialled; cancel ends one
-	connect func(url string)              // dials url and adds it to dialing
+	taps    []string              // the taps the file (or command line) attached
+	dialing map[string]*dialState // the URLs dialled
+	connect func(url string)      // dials url and adds it to dialing
+}
+
+// dialState is a --connect URL's dialling: cancel ends it; done is closed
+// once it has ended, by cancel or because its port was detached.
+type dialState struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (d *dialState) ended() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *reloader) reload() {
@@ -787,12 +811,20 @@ func (r *reloader) reload() {
 		r.log.WithField("level", lv).Info("SIGHUP: log level changed")
 	}
 	taps, _ := fresh.GetStringArray("tap")
+	attached := map[string]bool{}
+	for _, a := range r.sw.Ports() {
+		attached[a.Name()] = true
+	}
 	for _, name := range taps {
-		if !slices.Contains(r.taps, name) {
+		// A tap the file lists is attached again if it was detached
+		// (tapswitch ctl detach) or deleted since.
+		if !attached[name] {
 			if err := attachTap(r.sw, name, r.o.mtu, r.o.tapOffload, r.log); err != nil {
 				r.log.WithError(err).WithField("port", name).Error("SIGHUP: attaching tap")
 				continue
 			}
+		}
+		if !slices.Contains(r.taps, name) {
 			r.taps = append(r.taps, name)
 		}
 	}
@@ -810,7 +842,9 @@ func (r *reloader) reload() {
 	})
 	connects, _ := fresh.GetStringArray("connect")
 	for _, u := range connects {
-		if _, ok := r.dialing[u]; !ok {
+		// A URL the file lists is dialled again if its port was
+		// detached (tapswitch ctl detach) since.
+		if ds := r.dialing[u]; ds == nil || ds.ended() {
 			if a, err := listen.Parse(u); err != nil || a.Kind() != listen.KindStream {
 				r.log.WithField("connect", u).Error("SIGHUP: --connect needs a unix:// or tcp:// URL")
 				continue
@@ -819,9 +853,9 @@ func (r *reloader) reload() {
 			r.log.WithField("connect", u).Info("SIGHUP: connecting")
 		}
 	}
-	for u, cancel := range r.dialing {
+	for u, ds := range r.dialing {
 		if !slices.Contains(connects, u) {
-			cancel() // closes the port if connected, and dials no more
+			ds.cancel() // closes the port if connected, and dials no more
 			delete(r.dialing, u)
 			r.log.WithField("connect", u).Info("SIGHUP: disconnected; no longer dialled")
 		}
