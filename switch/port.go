@@ -16,9 +16,10 @@ const Headroom = 16
 //   - ReadFrames reads up to len(bufs) frames. Frame i is written into
 //     bufs[i][offset:] and its length stored in sizes[i]; the number of frames
 //     read is returned. The caller owns bufs and sizes, len(bufs) is at most
-//     BatchSize, every buffer has room for offset+MaxFrame bytes, and
-//     offset >= Headroom. ReadFrames blocks until at least one frame is
-//     available or the port fails. It returns an error only when the port can
+//     BatchSize, every buffer has room for offset+MaxFrame bytes (but see
+//     SizedReader), and offset >= Headroom. ReadFrames blocks until at
+//     least one frame is available or the port fails. It returns an error
+//     only when the port can
 //     no longer deliver frames (peer gone, device deleted, Close called); the
 //     switch then removes the port. Per-frame trouble (a malformed frame from
 //     a peer that is otherwise fine) is the port's to count or to turn into
@@ -46,6 +47,21 @@ type Port interface {
 	MTU() int
 	Close() error
 	String() string
+}
+
+// SizedReader is implemented by ports whose ReadFrames knows a frame's
+// length before it reads the frame, as a stream port does from the length
+// prefix. The switch gives such a port one receive buffer with room for
+// Config.MaxFrame bytes and smaller ones (1536 bytes, a full frame of a
+// 1500-byte MTU with a VLAN tag) for the rest of a batch, so that a port
+// costs ~110 KiB of receive buffers instead of BatchSize × MaxFrame (2 MiB
+// with the defaults). ReadFrames then uses bufs[0] as Port says, and ends
+// a batch before a frame that does not fit the next buffer: that frame
+// starts the next batch, in bufs[0].
+type SizedReader interface {
+	// ReadsSized reports whether ReadFrames honours the buffers' lengths
+	// as above. It is constant for the life of the port.
+	ReadsSized() bool
 }
 
 // DirectWriter is implemented by ports that can take a frame at once,

@@ -434,7 +434,8 @@ func (a *Attachment) mayLearn(now int64) bool {
 }
 
 // receiveBuffers returns a batch of receive buffers for the port, each
-// with room for Headroom and the largest frame it may deliver.
+// with room for Headroom and the largest frame it may deliver; for a
+// SizedReader, all but the first with room for a small frame only.
 func (a *Attachment) receiveBuffers() ([][]byte, []int) {
 	n := a.port.BatchSize()
 	bufs := make([][]byte, n)
@@ -442,8 +443,13 @@ func (a *Attachment) receiveBuffers() ([][]byte, []int) {
 	if a.offload {
 		size = max(size, maxGSOFrame)
 	}
-	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+size)
+	bufs[0] = make([]byte, Headroom+size)
+	if sr, ok := a.port.(SizedReader); ok && sr.ReadsSized() && size > smallFrame {
+		size = smallFrame
+	}
+	rest := make([]byte, (n-1)*(Headroom+size))
+	for i := 1; i < n; i++ {
+		bufs[i], rest = rest[:Headroom+size:Headroom+size], rest[Headroom+size:]
 	}
 	return bufs, make([]int, n)
 }

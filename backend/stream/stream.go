@@ -152,7 +152,10 @@ type Conn struct {
 	discarded, timeouts, partial atomic.Uint64
 }
 
-var _ vswitch.Port = (*Conn)(nil)
+var (
+	_ vswitch.Port        = (*Conn)(nil)
+	_ vswitch.SizedReader = (*Conn)(nil)
+)
 
 // NewConn returns a port that reads and writes length-prefixed frames on
 // c. The Conn owns c from then on and closes it on Close.
@@ -177,11 +180,12 @@ func (c *Conn) validLength(n int) bool { return n >= MinFrame && n <= c.cfg.MaxF
 // ReadFrames reads up to len(bufs) frames into bufs[i][offset:]. It blocks
 // until one frame has arrived, then adds only frames that are already
 // whole in the read buffer, so it never waits once it has something to
-// return. It fails, ending the port, on a length prefix outside
-// [MinFrame, MaxFrame] (ErrBadLength), on a frame cut short by the end of
-// the stream (io.ErrUnexpectedEOF), when the peer hangs up (io.EOF) and
-// after Close (net.ErrClosed). Frames already decoded are returned first;
-// the error comes with the next call.
+// return, and it ends a batch before a frame that does not fit the next
+// buffer (vswitch.SizedReader). It fails, ending the port, on a length
+// prefix outside [MinFrame, MaxFrame] (ErrBadLength), on a frame cut short
+// by the end of the stream (io.ErrUnexpectedEOF), when the peer hangs up
+// (io.EOF) and after Close (net.ErrClosed). Frames already decoded are
+// returned first; the error comes with the next call.
 func (c *Conn) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if c.closed.Load() {
 		return 0, c.errClosed("read")
@@ -194,8 +198,8 @@ func (c *Conn) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, error) {
 			}
 			hdr, _ := c.r.Peek(HeaderLen)
 			l := int(binary.BigEndian.Uint32(hdr))
-			if !c.validLength(l) || c.r.Buffered() < HeaderLen+l {
-				break
+			if !c.validLength(l) || c.r.Buffered() < HeaderLen+l || l > len(bufs[n])-offset {
+				break // a frame too long for this buffer starts the next batch
 			}
 		}
 		hdr, err := c.r.Peek(HeaderLen)
@@ -324,6 +328,10 @@ func (c *Conn) writeErr(err error) error {
 	c.Close()
 	return fmt.Errorf("stream %s: write: %w", c.cfg.Name, err)
 }
+
+// ReadsSized implements vswitch.SizedReader: ReadFrames reads a frame's
+// length before the frame.
+func (c *Conn) ReadsSized() bool { return true }
 
 // BatchSize returns ConnConfig.BatchSize.
 func (c *Conn) BatchSize() int { return c.cfg.BatchSize }

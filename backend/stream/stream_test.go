@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,6 +62,46 @@ func TestUnixExchange(t *testing.T) {
 	}
 	if got := len(l.Ports()); got != 2 {
 		t.Fatalf("listener has %d ports, want 2", got)
+	}
+}
+
+// Frames of every size, sent in one write, cross the switch whole and in
+// order: the switch reads a stream port into one large buffer and small
+// ones (vswitch.SizedReader).
+func TestMixedSizesThroughSwitch(t *testing.T) {
+	sw, _, path := setup(t, ListenerConfig{})
+	a := dialClient(t, "unix", path)
+	b := dialClient(t, "unix", path)
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "x")
+	var wire []byte
+	var sent [][]byte
+	for i := range 200 {
+		l := []int{60, 1536, 1537, 9000, 65535, 100, 1514}[i%7]
+		payload := make([]byte, l-14)
+		binary.BigEndian.PutUint32(payload, uint32(i))
+		fr := frame(porttest.MAC(2), porttest.MAC(1), payload)
+		sent = append(sent, fr)
+		wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
+		wire = append(wire, fr...)
+	}
+	go func() {
+		a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		a.c.Write(wire)
+	}()
+	for i, want := range sent {
+		got, err := b.recv(10 * time.Second)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: got %d bytes (seq %d), want %d bytes", i, len(got), binary.BigEndian.Uint32(got[14:]), len(want))
+		}
+	}
+	for _, ps := range sw.Stats().Ports {
+		if ps.Drops != (vswitch.DropCounts{}) {
+			t.Errorf("port %s dropped: %+v", ps.Name, ps.Drops)
+		}
 	}
 }
 
@@ -207,6 +248,56 @@ func TestReadBatchNeverBlocksOnPartialFrame(t *testing.T) {
 	s2.Close()
 	if _, err := c.ReadFrames(bufs, sizes, 16); !errors.Is(err, io.EOF) {
 		t.Fatalf("after hang-up: %v, want io.EOF", err)
+	}
+}
+
+// With one large buffer and small ones behind it (vswitch.SizedReader), a
+// frame too long for the next buffer ends the batch and starts the next.
+func TestReadBatchEndsAtLongFrame(t *testing.T) {
+	s1, s2 := socketpair(t)
+	c := NewConn(s1, ConnConfig{})
+	defer c.Close()
+	lens := []int{60, 1536, 1537, 60, 9000, 65535, 100}
+	var wire []byte
+	for i, l := range lens {
+		fr := frame(porttest.Broadcast, porttest.MAC(i), make([]byte, l-14))
+		wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
+		wire = append(wire, fr...)
+	}
+	go s2.Write(wire)
+	big, _ := buffers(1, 16+65535)
+	small, sizes := buffers(4, 16+1536)
+	bufs := append(big, small[1:]...)
+	var got []int
+	var batches [][]int
+	for len(got) < len(lens) {
+		n, err := readWithin(c, bufs, sizes, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batches = append(batches, append([]int(nil), sizes[:n]...))
+		for i := range n {
+			if int(bufs[i][16+11]) != len(got) { // the source MAC's last byte
+				t.Fatalf("frame %d came out of order: batches %v", len(got), batches)
+			}
+			got = append(got, sizes[i])
+		}
+	}
+	if !slices.Equal(got, lens) {
+		t.Fatalf("frame lengths %v, want %v", got, lens)
+	}
+	// The batch breaks before 1537, 9000 and 65535, and the rest that
+	// fits is taken: {60, 1536} {1537, 60} {9000} {65535, 100}, or
+	// shorter batches where the write had not all arrived.
+	for _, b := range batches {
+		for _, l := range b[1:] {
+			if l > 1536 {
+				t.Fatalf("a %d-byte frame in a small buffer: batches %v", l, batches)
+			}
+		}
+	}
+	if d := c.Stats().Discarded; d != 0 {
+		t.Errorf("%d frames discarded", d)
 	}
 }
 
