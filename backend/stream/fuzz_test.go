@@ -33,7 +33,10 @@ func (c *byteConn) SetDeadline(time.Time) error      { return nil }
 func (c *byteConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *byteConn) SetWriteDeadline(time.Time) error { return nil }
 
-const fuzzMaxFrame = 2048
+const (
+	fuzzMaxFrame = 2048
+	fuzzSmallBuf = 200 // the buffers after the first (see vswitch.SizedReader)
+)
 
 func framed(frames ...[]byte) []byte {
 	var b []byte
@@ -62,8 +65,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint8(1), []byte{0, 0, 0})                                     // truncated length prefix
 	f.Add(uint8(7), append([]byte{0, 0, 0, 100}, make([]byte, 50)...))   // truncated frame, then EOF
 	f.Add(uint8(64), append(framed(min14), 0, 0, 0, 1, 0xaa))            // good frame, then a bad length
+	f.Add(uint8(0xff), framed(min14, make([]byte, 1000), min14))         // a batch meets a frame too long for its small buffer
 	f.Fuzz(func(t *testing.T, chunk uint8, data []byte) {
-		c := NewConn(&byteConn{data: bytes.Clone(data), chunk: 1 + int(chunk)%128}, ConnConfig{MaxFrame: fuzzMaxFrame, BatchSize: 4, ReadBuffer: 1})
+		// The top bit of chunk picks larger reads into a read buffer that
+		// holds whole frames, so that batches have more than one frame.
+		size, rb := 1+int(chunk&0x7f), 1
+		if chunk&0x80 != 0 {
+			size, rb = 32*size, 4096
+		}
+		c := NewConn(&byteConn{data: bytes.Clone(data), chunk: size}, ConnConfig{MaxFrame: fuzzMaxFrame, BatchSize: 4, ReadBuffer: rb})
 
 		// Reference parse.
 		var want [][]byte
@@ -90,7 +100,10 @@ func FuzzDecode(f *testing.F) {
 			rest = rest[4+n:]
 		}
 
-		bufs, sizes := buffers(4, 16+fuzzMaxFrame)
+		// Buffers as the switch gives a SizedReader: the first takes any
+		// frame, the others small ones only.
+		bufs, sizes := buffers(4, 16+fuzzSmallBuf)
+		bufs[0] = make([]byte, 16+fuzzMaxFrame)
 		var got [][]byte
 		var err error
 		for calls := 0; err == nil; calls++ {
@@ -119,6 +132,9 @@ func FuzzDecode(f *testing.F) {
 			if !bytes.Equal(got[i], want[i]) {
 				t.Fatalf("frame %d differs", i)
 			}
+		}
+		if d := c.Stats().Discarded; d != 0 {
+			t.Fatalf("%d frames discarded", d)
 		}
 	})
 }
