@@ -357,13 +357,7 @@ func TestReload(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	var ports []api.Port
-	mustJSON(t, d.ctl(t, "ports", "--json"), &ports)
-	var names []string
-	for _, p := range ports {
-		names = append(names, p.Name)
-	}
-	if len(names) != 1 || names[0] != tap2 {
+	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
 		t.Errorf("ports after reload: %v, want only %s", names, tap2)
 	}
 	out := d.Output()
@@ -386,9 +380,8 @@ func TestReload(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	mustJSON(t, d.ctl(t, "ports", "--json"), &ports)
-	if len(ports) != 1 || ports[0].Name != tap2 {
-		t.Errorf("a bad configuration changed the ports: %+v", ports)
+	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
+		t.Errorf("a bad configuration changed the ports: %v", names)
 	}
 }
 
@@ -407,15 +400,7 @@ func TestReloadConnect(t *testing.T) {
 	base := "listen: [\"unix://" + filepath.Join(dir, "sw.sock") + "\"]\n"
 	writeFile(t, cfg, base)
 	d := startSwitch(t, ns, "--config", cfg)
-	ports := func() []string {
-		var ps []api.Port
-		mustJSON(t, d.ctl(t, "ports", "--json"), &ps)
-		var names []string
-		for _, p := range ps {
-			names = append(names, p.Name)
-		}
-		return names
-	}
+	ports := func() []string { return d.portNames(t) }
 
 	writeFile(t, cfg, base+"connect: [\""+url+"\"]\n")
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
@@ -466,15 +451,7 @@ func TestReloadReattaches(t *testing.T) {
 	cfg := filepath.Join(dir, "tapswitch.yaml")
 	writeFile(t, cfg, "tap: ["+tap+"]\nconnect: [\"unix://"+qsock+"\"]\n")
 	d := startSwitch(t, ns, "--config", cfg)
-	ports := func() []string {
-		var ps []api.Port
-		mustJSON(t, d.ctl(t, "ports", "--json"), &ps)
-		var names []string
-		for _, p := range ps {
-			names = append(names, p.Name)
-		}
-		return names
-	}
+	ports := func() []string { return d.portNames(t) }
 	accept := func(what string) net.Conn {
 		t.Helper()
 		select {

@@ -183,6 +183,18 @@ func (d *daemon) ctl(t *testing.T, args ...string) string {
 	return run(t, bin, append([]string{"ctl", "--ctl", d.Ctl}, args...)...)
 }
 
+// portNames returns the names of the daemon's ports, from ctl ports.
+func (d *daemon) portNames(t *testing.T) []string {
+	t.Helper()
+	var ps []api.Port
+	mustJSON(t, d.ctl(t, "ports", "--json"), &ps)
+	names := make([]string, 0, len(ps))
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
 // api returns a client of the daemon's control API.
 func (d *daemon) api() *api.Client { return api.NewClient(d.Ctl) }
 
