@@ -19,11 +19,11 @@ const Headroom = 16
 //     BatchSize, every buffer has room for offset+MaxFrame bytes (but see
 //     SizedReader), and offset >= Headroom. ReadFrames blocks until at
 //     least one frame is available or the port fails. It returns an error
-//     only when the port can
-//     no longer deliver frames (peer gone, device deleted, Close called); the
-//     switch then removes the port. Per-frame trouble (a malformed frame from
-//     a peer that is otherwise fine) is the port's to count or to turn into
-//     an error that ends the port, never a panic.
+//     only when the port can no longer deliver frames (peer gone, device
+//     deleted, Close called); the switch then removes the port. Per-frame
+//     trouble (a malformed frame from a peer that is otherwise fine) is the
+//     port's to count or to turn into an error that ends the port, never a
+//     panic.
 //   - WriteFrames writes the frames bufs[i][offset:] and returns how many were
 //     written. The caller owns bufs; the port must not keep them after it
 //     returns. The port may scribble on bufs[i][offset-Headroom:offset].
