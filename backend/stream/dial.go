@@ -85,6 +85,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 		c, err := d.DialContext(ctx, a.Network, a.Address)
 		var att *vswitch.Attachment
 		var peer string
+		failed := "connect failed; retrying"
 		if err == nil {
 			peer = a.String()
 			if uc, ok := c.(*net.UnixConn); ok {
@@ -103,6 +104,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 				}
 				// The switch is full (MaxPorts): try again later, as
 				// after a failed connect.
+				failed = "switch refused the connection; retrying"
 			}
 		}
 		if err == nil {
@@ -132,9 +134,9 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 			}
 			l := log.WithError(err).WithField("retry_in", backoff)
 			if failures == 0 {
-				l.Warn("connect failed; retrying")
+				l.Warn(failed)
 			} else {
-				l.Debug("connect failed; retrying")
+				l.Debug(failed)
 			}
 			failures++
 		}

@@ -741,7 +741,7 @@ func TestDialStopsWhenDetached(t *testing.T) {
 // A switch at --max-ports refuses the dialled connection; Dial keeps
 // trying (the other ports are unaffected) and attaches once there is room.
 func TestDialWaitsForRoom(t *testing.T) {
-	log, _ := testLogger(t)
+	log, hooks := testLogger(t)
 	sw := vswitch.New(vswitch.Config{Logger: log, MaxPorts: 1})
 	defer sw.Close()
 	mem := porttest.New(porttest.Config{Name: "mem"})
@@ -774,6 +774,9 @@ func TestDialWaitsForRoom(t *testing.T) {
 	}
 	if n := streamPorts(sw); n != 0 {
 		t.Fatalf("%d stream ports on a full switch", n)
+	}
+	if hooks.count("switch refused the connection; retrying") == 0 {
+		t.Error("the refusals were not logged as such")
 	}
 	ma.Close()
 	porttest.WaitFor(t, "dialled port once there was room", func() bool { return streamPorts(sw) == 1 })
