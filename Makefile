@@ -28,6 +28,9 @@ deps:
 test: deps build cross
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
+	# Allocation counts and peak RSS, which the race detector inflates
+	# (those two tests skip under -race).
+	$(GO) test -count=1 -run '^(TestNoAllocs|TestMemory64Ports)$$' ./backend/dgram/ ./bench/loadgen/
 	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
 
 unit:
