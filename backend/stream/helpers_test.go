@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 func TestMain(m *testing.M) {
@@ -173,6 +174,19 @@ func setup(t *testing.T, cfg ListenerConfig) (*vswitch.Switch, *Listener, string
 		sw.Close()
 	})
 	return sw, l, path
+}
+
+// setupPair is setup with two unix clients that have exchanged frames
+// tagged tag (exchange), so that the switch knows MAC(1) at a and MAC(2)
+// at b.
+func setupPair(t *testing.T, tag string) (sw *vswitch.Switch, l *Listener, path string, a, b *client) {
+	t.Helper()
+	sw, l, path = setup(t, ListenerConfig{})
+	a = dialClient(t, "unix", path)
+	b = dialClient(t, "unix", path)
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), tag)
+	return sw, l, path, a, b
 }
 
 func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }

@@ -38,11 +38,7 @@ func exchange(t *testing.T, a, b *client, ma, mb vswitch.MAC, tag string) {
 }
 
 func TestUnixExchange(t *testing.T) {
-	sw, l, path := setup(t, ListenerConfig{})
-	a := dialClient(t, "unix", path)
-	b := dialClient(t, "unix", path)
-	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "x")
+	sw, l, path, _, _ := setupPair(t, "x")
 
 	st := sw.Stats()
 	if st.Forwarded < 2 || st.Flooded < 1 {
@@ -69,11 +65,7 @@ func TestUnixExchange(t *testing.T) {
 // order: the switch reads a stream port into one large buffer and small
 // ones (vswitch.SizedReader).
 func TestMixedSizesThroughSwitch(t *testing.T) {
-	sw, _, path := setup(t, ListenerConfig{})
-	a := dialClient(t, "unix", path)
-	b := dialClient(t, "unix", path)
-	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "x")
+	sw, _, _, a, b := setupPair(t, "x")
 	var wire []byte
 	var sent [][]byte
 	for i := range 200 {
@@ -129,11 +121,7 @@ func TestTCPExchange(t *testing.T) {
 }
 
 func TestClientLeaveRemovesPortAndFDB(t *testing.T) {
-	sw, l, path := setup(t, ListenerConfig{})
-	a := dialClient(t, "unix", path)
-	b := dialClient(t, "unix", path)
-	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "leave")
+	sw, l, _, a, _ := setupPair(t, "leave")
 	if n := len(sw.FDB()); n != 2 {
 		t.Fatalf("FDB has %d entries, want 2", n)
 	}
@@ -148,11 +136,7 @@ func TestClientLeaveRemovesPortAndFDB(t *testing.T) {
 }
 
 func TestMalformedClients(t *testing.T) {
-	sw, _, path := setup(t, ListenerConfig{})
-	a := dialClient(t, "unix", path)
-	b := dialClient(t, "unix", path)
-	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
-	exchange(t, a, b, porttest.MAC(1), porttest.MAC(2), "before")
+	sw, _, path, a, b := setupPair(t, "before")
 
 	hdr := func(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
 	random := make([]byte, 4096)
