@@ -385,14 +385,22 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// qemuServer makes the test's namespace and directory, and in it a stand-in
+// for a QEMU listening with -netdev stream,server=on at qsock: the
+// connections the switch makes to it arrive on conns.
+func qemuServer(t *testing.T) (ns *testnet.NS, dir, qsock string, conns <-chan net.Conn) {
+	t.Helper()
+	ns = testnet.NewNS(t)
+	dir = t.TempDir()
+	qsock = filepath.Join(dir, "qemu.sock")
+	return ns, dir, qsock, porttest.StreamServer(t, qsock)
+}
+
 // TestReloadConnect: SIGHUP starts dialling a connect URL added to the
 // configuration file, and closes the connection of one removed from it
 // and dials it no more.
 func TestReloadConnect(t *testing.T) {
-	ns := testnet.NewNS(t)
-	dir := t.TempDir()
-	qsock := filepath.Join(dir, "qemu.sock")
-	conns := porttest.StreamServer(t, qsock)
+	ns, dir, qsock, conns := qemuServer(t)
 	url := "unix://" + qsock
 	portName := "unix:" + qsock
 
@@ -442,10 +450,7 @@ func TestReloadConnect(t *testing.T) {
 // attaches again a tap and dials again a connect URL that it lists and
 // that were detached with tapswitch ctl detach.
 func TestReloadReattaches(t *testing.T) {
-	ns := testnet.NewNS(t)
-	dir := t.TempDir()
-	qsock := filepath.Join(dir, "qemu.sock")
-	conns := porttest.StreamServer(t, qsock)
+	ns, dir, qsock, conns := qemuServer(t)
 	portName := "unix:" + qsock
 	tap := testnet.UniqueName("tsr")
 	cfg := filepath.Join(dir, "tapswitch.yaml")
