@@ -63,31 +63,38 @@ func TestUnixExchange(t *testing.T) {
 
 // Frames of every size, sent in one write, cross the switch whole and in
 // order: the switch reads a stream port into one large buffer and small
-// ones (vswitch.SizedReader).
+// ones (vswitch.SizedReader). Each write is answered before the next, so
+// that b's transmit queue (4 MiB) never fills.
 func TestMixedSizesThroughSwitch(t *testing.T) {
 	sw, _, _, a, b := setupPair(t, "x")
-	var wire []byte
-	var sent [][]byte
-	for i := range 200 {
-		l := []int{60, 1536, 1537, 9000, 65535, 100, 1514}[i%7]
-		payload := make([]byte, l-14)
-		binary.BigEndian.PutUint32(payload, uint32(i))
-		fr := frame(porttest.MAC(2), porttest.MAC(1), payload)
-		sent = append(sent, fr)
-		wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
-		wire = append(wire, fr...)
-	}
-	go func() {
-		a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		a.c.Write(wire)
-	}()
-	for i, want := range sent {
-		got, err := b.recv(10 * time.Second)
-		if err != nil {
-			t.Fatalf("frame %d: %v", i, err)
+	lens := []int{60, 1536, 1537, 60, 9000, 65535, 100, 1514}
+	seq := 0
+	for round := range 30 {
+		var wire []byte
+		var sent [][]byte
+		for k := range lens {
+			// Rotated each round, so that every size meets every position in a batch.
+			l := lens[(k+round)%len(lens)]
+			payload := make([]byte, l-14)
+			binary.BigEndian.PutUint32(payload, uint32(seq))
+			seq++
+			fr := frame(porttest.MAC(2), porttest.MAC(1), payload)
+			sent = append(sent, fr)
+			wire = binary.BigEndian.AppendUint32(wire, uint32(len(fr)))
+			wire = append(wire, fr...)
 		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("frame %d: got %d bytes (seq %d), want %d bytes", i, len(got), binary.BigEndian.Uint32(got[14:]), len(want))
+		go func() {
+			a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			a.c.Write(wire)
+		}()
+		for i, want := range sent {
+			got, err := b.recv(10 * time.Second)
+			if err != nil {
+				t.Fatalf("round %d, frame %d: %v", round, i, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("round %d, frame %d: got %d bytes (seq %d), want %d bytes", round, i, len(got), binary.BigEndian.Uint32(got[14:]), len(want))
+			}
 		}
 	}
 	for _, ps := range sw.Stats().Ports {
