@@ -24,7 +24,8 @@ const (
 	DefaultMaxFrame = 65535
 	DefaultQueueLen = 512
 	// DefaultQueueBytes bounds the buffer memory one port's queue may
-	// hold: 64 TCP super-frames, or all of DefaultQueueLen small frames.
+	// hold: 64 TCP super-frames, ~450 jumbo frames, or all of
+	// DefaultQueueLen small frames.
 	DefaultQueueBytes = 4 << 20
 )
 

@@ -722,3 +722,51 @@ func TestQueueBytes(t *testing.T) {
 		t.Fatalf("limits %+v", l)
 	}
 }
+
+// TestQueueBytesSizeClasses: a queued frame counts against QueueBytes as
+// the buffer of its size class, so that a port's queue holds hundreds of
+// jumbo frames, not 64 (when every frame above 1536 bytes took a 64 KiB
+// buffer, a burst of 9000-byte frames toward a stream port lost most of
+// them). Classes: 1536, 9216 and the largest frame, each behind Headroom.
+func TestQueueBytesSizeClasses(t *testing.T) {
+	const queueBytes = 200_000
+	for _, tc := range []struct {
+		payload, class int
+	}{
+		{1400, 1536},
+		{1536 - 14, 1536},
+		{1536 - 13, 9216},
+		{9000 - 14, 9216},
+		{9216 - 14, 9216},
+		{9216 - 13, 65535 + 14 + 4},
+	} {
+		r := newRig(t, 2, vswitch.Config{QueueBytes: queueBytes, MaxFrame: 65535})
+		r.learnAll()
+		r.ports[1].Stall()
+		fr := porttest.Frame(porttest.MAC(1), porttest.MAC(0), 0x0800, make([]byte, tc.payload))
+		const sent = 200
+		for range sent {
+			r.send(0, fr)
+		}
+		held := min(queueBytes/(vswitch.Headroom+tc.class), vswitch.DefaultQueueLen)
+		if d := r.sw.Stats().Ports[1].Drops[vswitch.DropQueueFull]; d != uint64(sent-held) {
+			t.Errorf("%d-byte frames: queue_full drops = %d, want %d (%d held in %d-byte buffers)",
+				len(fr), d, sent-held, held, vswitch.Headroom+tc.class)
+		}
+	}
+}
+
+// TestQueueBytesDefaultJumbo: with the defaults, a port's queue takes a
+// burst of 400 9000-byte frames whole.
+func TestQueueBytesDefaultJumbo(t *testing.T) {
+	r := newRig(t, 2, vswitch.Config{})
+	r.learnAll()
+	r.ports[1].Stall()
+	fr := porttest.Frame(porttest.MAC(1), porttest.MAC(0), 0x0800, make([]byte, 9000-14))
+	for range 400 {
+		r.send(0, fr)
+	}
+	if d := r.sw.Stats().Ports[1].Drops[vswitch.DropQueueFull]; d != 0 {
+		t.Fatalf("queue_full drops = %d, want 0", d)
+	}
+}
