@@ -7,13 +7,17 @@ import (
 	"strconv"
 )
 
+// hostOS is the system serve plans for: runtime.GOOS, except in tests,
+// which plan macOS setups on Linux too.
+var hostOS = runtime.GOOS
+
 // runDir is where tapswitch keeps its sockets and pidfile by default:
 // /run/tapswitch as root (/var/run/tapswitch on macOS, which has no /run),
 // $XDG_RUNTIME_DIR/tapswitch otherwise (falling back to the temporary
 // directory when XDG_RUNTIME_DIR is unset).
 func runDir() string {
 	if os.Geteuid() == 0 {
-		if runtime.GOOS == "darwin" {
+		if hostOS == "darwin" {
 			return "/var/run/tapswitch"
 		}
 		return "/run/tapswitch"

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,16 +104,20 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the switch",
 		Long: `Run the switch until SIGINT or SIGTERM.
 
-Without --listen, --tap, --connect or --host, serve runs its default setup:
+Without --listen, --tap, --connect, --host, --host-bridge or --host-mode,
+serve runs its default setup:
 a stream listener (QEMU -netdev stream, socket_vmnet clients) at
 RUNDIR/` + defaultStreamSock + `, a datagram listener (QEMU -netdev dgram, vfkit,
 vz) at RUNDIR/` + defaultDgramSock + `, the DHCP responder on ` + defaultGateway + `
 and, with CAP_NET_ADMIN, a host interface (` + vmnet.DefaultName + `) holding the gateway
-address. RUNDIR is /run/tapswitch as root, $XDG_RUNTIME_DIR/tapswitch
-otherwise. At start it prints the QEMU and vfkit arguments to connect.
+address; on macOS the host's leg is a vmnet.framework interface in shared
+mode, which serves DHCP itself. RUNDIR is /run/tapswitch as root
+(/var/run/tapswitch on macOS), $XDG_RUNTIME_DIR/tapswitch otherwise
+($TMPDIR/tapswitch-UID without XDG_RUNTIME_DIR). At start it prints the
+QEMU and vfkit arguments to connect.
 
-Every flag is also a key of the YAML file given with --config (flags on the
-command line win).`,
+Every flag but --config is also a key of the YAML file given with --config
+(flags on the command line win).`,
 		Example: `  sudo tapswitch serve
   tapswitch serve --listen unix:///tmp/ts.sock --listen unixgram:///tmp/ts-dgram.sock
   sudo tapswitch serve --tap tap0 --tap tap1 --host 198.18.0.1/24
@@ -130,7 +133,12 @@ command line win).`,
 			return runServe(cmd.Context(), cmd, &o)
 		},
 	}
-	f := cmd.Flags()
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+// addFlags defines serve's flags on f, bound to o.
+func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.config, "config", "", "YAML file setting any of these flags (flag names as keys)")
 	f.StringArrayVar(&o.taps, "tap", nil, "attach a tap device by name, creating it if missing (repeatable)")
 	f.StringArrayVar(&o.host, "host", nil, "give the host an interface on the segment with this address, e.g. 198.18.0.1/24 (repeatable)")
@@ -138,7 +146,7 @@ command line win).`,
 	f.StringVar(&o.hostBridge, "host-bridge", "", "enslave the host interface to this existing bridge instead of giving it an address")
 	f.StringVar(&o.hostMode, "host-mode", "", "macOS: give the host a vmnet.framework interface in this mode: shared, host or bridged (--host-bridge names the physical interface); vmnet then serves DHCP for --gateway/--dhcp-range itself")
 	f.StringVar(&o.hostInterfaceID, "host-interface-id", "", "macOS: vmnet interface UUID, for a stable MAC address")
-	f.StringVar(&o.hostNetworkID, "host-network-id", "", "macOS: vmnet network UUID of an isolated host-mode network")
+	f.StringVar(&o.hostNetworkID, "host-network-id", "", "macOS: vmnet network UUID of an isolated host-mode network, where macOS serves no DHCP (add --dhcp for tapswitch's)")
 	f.IntVar(&o.mtu, "mtu", 0, "MTU of the taps and host interface tapswitch creates (0: leave at 1500)")
 	f.StringArrayVar(&o.listen, "listen", nil, "accept VMs at unix:///PATH, tcp://HOST:PORT, unixgram:///PATH or udp://HOST:PORT (repeatable)")
 	f.StringArrayVar(&o.connect, "connect", nil, "connect to a QEMU listening with -netdev stream,server=on at unix:///PATH or tcp://HOST:PORT, reconnecting (repeatable)")
@@ -168,7 +176,6 @@ command line win).`,
 	f.IntVar(&o.queueLen, "queue-len", vswitch.DefaultQueueLen, "transmit queue length of each port, in frames")
 	f.IntVar(&o.queueBytes, "queue-bytes", vswitch.DefaultQueueBytes, "buffer memory each port's transmit queue may hold, in bytes")
 	f.BoolVar(&o.tapOffload, "tap-offload", true, "open taps (and the Linux host interface) with TCP segmentation and checksum offloads (IFF_VNET_HDR)")
-	return cmd
 }
 
 func newLogger(level, format string) (*logrus.Logger, error) {
@@ -250,22 +257,6 @@ func (o *serveOptions) plan() (*plan, error) {
 		}
 		p.hostAddrs = append(p.hostAddrs, pfx)
 	}
-	vmnetMode := o.hostMode
-	if vmnetMode == "" && p.defaults && runtime.GOOS == "darwin" {
-		vmnetMode = "shared" // macOS's host leg is vmnet, which serves DHCP
-	}
-	if vmnetMode != "" {
-		if err := p.planVmnet(o, vmnetMode); err != nil {
-			return nil, err
-		}
-		return p, nil
-	}
-	if o.hostInterfaceID != "" || o.hostNetworkID != "" {
-		return nil, errors.New("--host-interface-id and --host-network-id need --host-mode (macOS)")
-	}
-	if o.hostBridge != "" && len(o.host) > 0 {
-		return nil, errors.New("--host-bridge and --host exclude each other: a bridged host interface has no address of its own (put it on the bridge)")
-	}
 	if o.socketGroup != "" {
 		g, err := lookupGroup(o.socketGroup)
 		if err != nil {
@@ -275,6 +266,30 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 	if p.ctl == "" {
 		p.ctl = defaultCtlPath()
+	}
+	vmnetMode := o.hostMode
+	if vmnetMode == "" && p.defaults && hostOS == "darwin" {
+		vmnetMode = "shared" // macOS's host leg is vmnet, which serves DHCP
+	}
+	if vmnetMode != "" {
+		if err := p.planVmnet(o, vmnetMode); err != nil {
+			return nil, err
+		}
+		if !o.dhcp {
+			return p, nil
+		}
+		// An isolated network (planVmnet admits --dhcp only there): macOS
+		// serves no DHCP on it, so tapswitch does.
+		if err := p.planDHCP(o); err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	if o.hostInterfaceID != "" || o.hostNetworkID != "" {
+		return nil, errors.New("--host-interface-id and --host-network-id need --host-mode (macOS)")
+	}
+	if o.hostBridge != "" && len(o.host) > 0 {
+		return nil, errors.New("--host-bridge and --host exclude each other: a bridged host interface has no address of its own (put it on the bridge)")
 	}
 
 	wantDHCP := o.dhcp || p.defaults
@@ -288,6 +303,16 @@ func (o *serveOptions) plan() (*plan, error) {
 		p.setHostAddrs()
 		return p, nil
 	}
+	if err := p.planDHCP(o); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// planDHCP plans the DHCP responder: --gateway (else the first --host
+// address, else the default subnet), --dhcp-range and the other --dhcp
+// options; the host's own addresses are kept out of the pool.
+func (p *plan) planDHCP(o *serveOptions) error {
 	dc := &dhcp.Config{LeaseTime: o.dhcpLeaseTime, Domain: o.domain, MTU: o.mtu, LeaseFile: o.dhcpLeaseFile}
 	gw := o.gateway
 	switch {
@@ -299,7 +324,7 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 	var err error
 	if dc.Gateway, err = netip.ParsePrefix(gw); err != nil || !dc.Gateway.Addr().Is4() {
-		return nil, fmt.Errorf("--gateway %q: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", gw)
+		return fmt.Errorf("--gateway %q: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", gw)
 	}
 	if p.defaults {
 		p.hostAddrs = []netip.Prefix{dc.Gateway}
@@ -307,20 +332,20 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 	if o.dhcpRange != "" {
 		if dc.Range, err = dhcp.ParseRange(o.dhcpRange); err != nil {
-			return nil, fmt.Errorf("--dhcp-range: %w", err)
+			return fmt.Errorf("--dhcp-range: %w", err)
 		}
 	}
 	for _, s := range o.dhcpStatic {
 		sl, err := dhcp.ParseStaticLease(s)
 		if err != nil {
-			return nil, fmt.Errorf("--dhcp-static: %w", err)
+			return fmt.Errorf("--dhcp-static: %w", err)
 		}
 		dc.Static = append(dc.Static, sl)
 	}
 	for _, s := range o.dns {
 		a, err := netip.ParseAddr(s)
 		if err != nil || !a.Is4() {
-			return nil, fmt.Errorf("--dns %q: want an IPv4 address", s)
+			return fmt.Errorf("--dns %q: want an IPv4 address", s)
 		}
 		dc.DNS = append(dc.DNS, a)
 	}
@@ -335,7 +360,7 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 	p.dhcp = dc
 	p.setHostAddrs()
-	return p, nil
+	return nil
 }
 
 func (p *plan) setHostAddrs() {
@@ -348,11 +373,17 @@ func (p *plan) setHostAddrs() {
 // its start address and subnet, the end of --dhcp-range the end of the
 // pool macOS's DHCP server hands out.
 func (p *plan) planVmnet(o *serveOptions, modeName string) error {
-	if runtime.GOOS != "darwin" {
+	if hostOS != "darwin" {
 		return fmt.Errorf("--host-mode %s: vmnet.framework exists only on macOS; on Linux use --host CIDR or --host-bridge BR", modeName)
 	}
-	if o.dhcp || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "" {
-		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain and --dhcp-lease-file options")
+	// On an isolated network (--host-network-id) macOS serves no DHCP:
+	// there --dhcp is tapswitch's, with its --gateway and --dhcp-range.
+	isolated := o.hostNetworkID != ""
+	if !isolated && (o.dhcp || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
+		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain and --dhcp-lease-file options (only an isolated network, --host-network-id, takes tapswitch's --dhcp)")
+	}
+	if isolated && !o.dhcp && (len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
+		return errors.New("--dhcp-static, --dns, --domain and --dhcp-lease-file need --dhcp")
 	}
 	mode, err := vmnet.ParseMode(modeName)
 	if err != nil {
@@ -363,6 +394,9 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 	if gw == "" && p.defaults {
 		gw = defaultGateway
 	}
+	if o.dhcp {
+		gw = "" // tapswitch's DHCP subnet, not vmnet's start address
+	}
 	if gw != "" {
 		pfx, err := netip.ParsePrefix(gw)
 		if err != nil || !pfx.Addr().Is4() {
@@ -370,7 +404,7 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 		}
 		hc.StartAddr, hc.Mask = pfx.Addr(), net.CIDRMask(pfx.Bits(), 32)
 	}
-	if o.dhcpRange != "" {
+	if o.dhcpRange != "" && !o.dhcp {
 		r, err := dhcp.ParseRange(o.dhcpRange)
 		if err != nil {
 			return fmt.Errorf("--dhcp-range: %w", err)

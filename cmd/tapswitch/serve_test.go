@@ -1,0 +1,111 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tapswitch/tapswitch/vmnet"
+)
+
+// planFor plans serve with args as if on goos.
+func planFor(t *testing.T, goos string, args ...string) (*plan, error) {
+	t.Helper()
+	saved := hostOS
+	hostOS = goos
+	t.Cleanup(func() { hostOS = saved })
+	var o serveOptions
+	f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	o.addFlags(f)
+	if err := f.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return o.plan()
+}
+
+// TestPlanSocketsOnEverySystem: the control socket's default path and
+// --socket-group apply to macOS setups (a vmnet host interface) as they
+// do on Linux. They used to be set only after the vmnet branch had
+// returned, so macOS ran without a control socket path and ignored
+// --socket-group.
+func TestPlanSocketsOnEverySystem(t *testing.T) {
+	for _, tc := range []struct {
+		goos string
+		args []string
+		mode string // vmnet mode planned, "" for none
+	}{
+		{"linux", nil, ""},
+		{"linux", []string{"--listen", "unix:///tmp/t.sock", "--socket-group", "20"}, ""},
+		{"darwin", nil, "shared"},
+		{"darwin", []string{"--socket-group", "20", "--host-mode", "host", "--listen", "unix:///tmp/t.sock"}, "host"},
+	} {
+		p, err := planFor(t, tc.goos, tc.args...)
+		if err != nil {
+			t.Fatalf("%s %q: %v", tc.goos, tc.args, err)
+		}
+		if p.ctl != defaultCtlPath() || p.ctl == "" {
+			t.Errorf("%s %q: control socket %q, want %q", tc.goos, tc.args, p.ctl, defaultCtlPath())
+		}
+		wantGID := -1
+		if len(tc.args) > 0 {
+			wantGID = 20
+		}
+		if p.socketGID != wantGID {
+			t.Errorf("%s %q: socket group %d, want %d", tc.goos, tc.args, p.socketGID, wantGID)
+		}
+		if tc.mode != "" {
+			m, err := vmnet.ParseMode(tc.mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.host == nil || p.host.Mode != m {
+				t.Errorf("%s %q: host %+v, want a vmnet interface in %s mode", tc.goos, tc.args, p.host, tc.mode)
+			}
+		}
+	}
+	if _, err := planFor(t, "linux", "--host-mode", "shared"); err == nil || !strings.Contains(err.Error(), "only on macOS") {
+		t.Errorf("--host-mode on Linux: %v", err)
+	}
+	if p, _ := planFor(t, "darwin", "--ctl", "none"); p == nil || p.ctl != "none" {
+		t.Errorf("--ctl none on macOS: %+v", p)
+	}
+}
+
+// TestPlanIsolatedNetworkDHCP: on an isolated vmnet network macOS serves
+// no DHCP, so --dhcp there plans tapswitch's responder on --gateway (the
+// docs/macos.md example); on the other vmnet networks it is refused.
+func TestPlanIsolatedNetworkDHCP(t *testing.T) {
+	const netID = "8e2bc5a1-5c53-4b0e-9a56-2f0d3c1e7a11"
+	p, err := planFor(t, "darwin", "--listen", "unix:///tmp/t.sock",
+		"--host-mode", "host", "--host-network-id", netID, "--host", "192.168.107.1/24",
+		"--gateway", "192.168.107.1/24", "--dhcp", "--dhcp-range", "192.168.107.2-192.168.107.254")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.dhcp == nil || p.dhcp.Gateway.String() != "192.168.107.1/24" ||
+		p.dhcp.Range.Start.String() != "192.168.107.2" || p.dhcp.Range.End.String() != "192.168.107.254" {
+		t.Fatalf("dhcp %+v, want 192.168.107.1/24 handing out .2-.254", p.dhcp)
+	}
+	if p.host == nil || p.host.NetworkID.IsZero() || p.host.StartAddr.IsValid() || p.host.EndAddr.IsValid() ||
+		len(p.host.Addrs) != 1 || p.host.Addrs[0].String() != "192.168.107.1/24" {
+		t.Fatalf("host %+v, want an isolated network holding 192.168.107.1/24 and no vmnet DHCP range", p.host)
+	}
+	for _, args := range [][]string{
+		{"--host-mode", "host", "--dhcp"},
+		{"--host-mode", "shared", "--dns", "192.168.105.1"},
+		{"--host-mode", "host", "--host-network-id", netID, "--dns", "192.168.107.1"},
+	} {
+		if _, err := planFor(t, "darwin", args...); err == nil {
+			t.Errorf("%q: planned, want an error", args)
+		}
+	}
+	// Without --dhcp, --gateway and --dhcp-range are still vmnet's.
+	p, err = planFor(t, "darwin", "--host-mode", "host", "--gateway", "192.168.106.1/24", "--dhcp-range", "192.168.106.2-192.168.106.200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.dhcp != nil || p.host.StartAddr.String() != "192.168.106.1" || p.host.EndAddr.String() != "192.168.106.200" {
+		t.Fatalf("host mode: dhcp %+v, vmnet %v-%v", p.dhcp, p.host.StartAddr, p.host.EndAddr)
+	}
+}
