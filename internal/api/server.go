@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/tapswitch/tapswitch/internal/logx"
 	"github.com/tapswitch/tapswitch/internal/pcap"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
@@ -24,7 +25,8 @@ type Server struct {
 	Leases func() []Lease
 	// Attach adds a port; nil makes POST /v1/ports answer 501.
 	Attach func(ctx context.Context, req AttachRequest) error
-	// Logger receives request errors; nil discards them.
+	// Logger receives the end of each capture that lost frames to a slow
+	// reader; nil discards it.
 	Logger logrus.FieldLogger
 }
 
@@ -145,7 +147,13 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 		cfg.Port = a.ID()
 	}
 	c := s.Switch.StartCapture(cfg)
-	defer c.Close()
+	defer func() {
+		c.Close()
+		if n := c.Dropped(); n > 0 {
+			logx.OrDiscard(s.Logger).WithFields(logrus.Fields{"port": r.URL.Query().Get("port"), "lost": n}).
+				Warn("capture ended; its reader was too slow for some frames, which were not captured")
+		}
+	}()
 	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
 	pw, err := pcap.NewWriter(w, 0)
 	if err != nil {

@@ -1,0 +1,60 @@
+package api_test
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/tapswitch/tapswitch/internal/api"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+// TestCaptureLossLogged: frames a capture loses to a reader that does not
+// keep up are not silent: the capture's end is logged with their number.
+func TestCaptureLossLogged(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	p1 := porttest.New(porttest.Config{Name: "one"})
+	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	log, hook := logtest.NewNullLogger()
+	srv := &api.Server{Switch: sw, Logger: log}
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+
+	cctx, ccancel := context.WithCancel(ctx)
+	rc, err := api.NewClient(sock).Capture(cctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing reads the capture: 20 000 frames of 1400 bytes (28 MB) are
+	// far more than its 1024-frame buffer and the socket's buffers hold.
+	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, make([]byte, 1400))
+	for range 20_000 {
+		if err := p1.Send(fr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	porttest.WaitFor(t, "the switch to take every frame", func() bool { return sw.Stats().Totals.RxFrames == 20_000 })
+	ccancel()
+	rc.Close()
+	porttest.WaitFor(t, "the capture's end logged", func() bool { return len(hook.AllEntries()) > 0 })
+	e := hook.LastEntry()
+	lost, _ := e.Data["lost"].(uint64)
+	if e.Level != logrus.WarnLevel || lost == 0 || lost >= 20_000 {
+		t.Fatalf("logged %v %q %v, want a warning with 1..19999 frames lost", e.Level, e.Message, e.Data)
+	}
+}
