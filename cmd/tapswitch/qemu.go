@@ -49,7 +49,7 @@ listener at URL (unix://, tcp://, unixgram://, udp://).`,
 			}
 		},
 	}
-	cmd.Flags().StringVar(&socket, "socket", "", "stream socket of the switch (default listener: "+filepath.Join(runDir(), defaultStreamSock)+")")
+	cmd.Flags().StringVar(&socket, "socket", "", "stream socket of the switch, e.g. the default setup's "+filepath.Join(runDir(), defaultStreamSock))
 	cmd.Flags().StringVar(&printURL, "print-netdev", "", "print the QEMU arguments for this listener URL")
 	cmd.Flags().StringVar(&id, "id", "", fmt.Sprintf("netdev id for --print-netdev (default %q)", qemu.DefaultID))
 	return cmd

@@ -14,7 +14,8 @@
 //
 //   - The socket is a unix stream socket speaking QEMU's length-prefixed
 //     framing, as socket_vmnet's, owned by --socket-group (default
-//     "staff") with mode 0770.
+//     "staff"), with mode 0660 where socket_vmnet's is 0770 (the execute
+//     bits mean nothing on a socket).
 //   - macOS: the host interface is a vmnet interface with the same mode,
 //     bridged interface, gateway (start address), DHCP end, mask,
 //     interface ID and network identifier. vmnet's own DHCP server
