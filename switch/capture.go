@@ -38,6 +38,12 @@ type Capture struct {
 	c       chan CapturedFrame
 	dropped atomic.Uint64
 	once    sync.Once
+	// mu is read-held by each offer and write-held by Close, so that no
+	// frame is sent on c once it is closed. It is never held while
+	// anything else is locked or forwarded: a frame is offered to a
+	// capture that Close has just taken off the list, and dropped.
+	mu     sync.RWMutex
+	closed bool
 }
 
 // StartCapture starts a capture. Read frames from C; call Close when done.
@@ -78,12 +84,12 @@ func (c *Capture) Close() {
 		} else {
 			s.captures.Store(&caps)
 		}
-		// Input loads the list once per batch and offers frames under the
-		// read lock, so after taking the write lock no sender is left.
-		s.capMu.Lock()
-		close(c.c)
-		s.capMu.Unlock()
 		s.mu.Unlock()
+		// A batch that loaded the list before may still offer frames.
+		c.mu.Lock()
+		c.closed = true
+		close(c.c)
+		c.mu.Unlock()
 	})
 }
 
@@ -92,6 +98,11 @@ func (c *Capture) Close() {
 func (c *Capture) offer(now time.Time, fr []byte, in, out *Attachment) {
 	// A flooded frame leaves by every port but its ingress one.
 	if p := c.cfg.Port; p != 0 && out != nil && in.id != p && out.id != p {
+		return
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
 		return
 	}
 	select {

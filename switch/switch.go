@@ -105,11 +105,8 @@ type Switch struct {
 	ports atomic.Pointer[[]*Attachment]
 	// dhcp, if set, receives every DHCP request (IPv4 UDP to port 67).
 	dhcp atomic.Pointer[Attachment]
-	// captures lists the running captures (nil when there are none);
-	// capMu is read-held while frames are offered to them, so that
-	// Capture.Close can close a capture's channel safely.
+	// captures lists the running captures (nil when there are none).
 	captures atomic.Pointer[[]*Capture]
-	capMu    sync.RWMutex
 
 	mu       sync.Mutex
 	nextID   int
@@ -688,7 +685,6 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	var caps []*Capture
 	if p := s.captures.Load(); p != nil {
 		caps = *p
-		s.capMu.RLock()
 	}
 	// Counters move before the frames are handed on, so that whoever
 	// receives a frame also sees it counted.
@@ -788,9 +784,6 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 				p.send(b, offset, 1)
 			}
 		}
-	}
-	if caps != nil {
-		s.capMu.RUnlock()
 	}
 	for i, p := range a.pollAfter {
 		p.pollNow()
