@@ -183,3 +183,45 @@ func TestOffloadForwarding(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestSegmentBounds: a super-frame whose gso_size would cut it into more
+// segments than Linux's smallest TCP MSS (88 bytes) allows is a counted
+// bad_offload drop, not tens of thousands of segments and buffers; one at
+// that MSS is cut and delivered whole.
+func TestSegmentBounds(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	in := porttest.New(porttest.Config{Name: "in", Offload: true})
+	plain := porttest.New(porttest.Config{Name: "plain", Discard: true})
+	for _, p := range []*porttest.Port{in, plain} {
+		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payload := make([]byte, 65000)
+	hdr := make([]byte, offload.HdrLen)
+	send := func(mss int) {
+		t.Helper()
+		h, super := tcpFrame(porttest.MAC(1), payload, mss)
+		h.Encode(hdr)
+		if err := in.SendOffload(hdr, super); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1)
+	porttest.WaitFor(t, "the gso_size 1 super-frame counted as bad_offload", func() bool {
+		return sw.Stats().Ports[0].Drops[vswitch.DropBadOffload] == 1
+	})
+	if n := sw.Stats().Ports[1].TxFrames; n != 0 {
+		t.Fatalf("plain port sent %d frames of a gso_size 1 super-frame", n)
+	}
+	send(88)
+	want := uint64((len(payload) + 87) / 88)
+	porttest.WaitFor(t, "739 segments of 88 bytes", func() bool {
+		st := sw.Stats()
+		return st.Ports[1].TxFrames+st.Ports[1].Drops[vswitch.DropQueueFull] == want
+	})
+	if d := sw.Stats().Ports[0].Drops[vswitch.DropBadOffload]; d != 1 {
+		t.Fatalf("bad_offload drops %d after an MSS-88 super-frame, want still 1", d)
+	}
+}

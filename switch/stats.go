@@ -33,7 +33,8 @@ const (
 	// (PortConfig.LockMAC).
 	DropLockedMAC
 	// DropBadOffload: the frame's virtio-net header (OffloadPort) does not
-	// match the frame, or asks for an offload the switch does not do.
+	// match the frame, asks for an offload the switch does not do, or for
+	// segments smaller than Linux's smallest TCP MSS (88 bytes).
 	DropBadOffload
 	numDropReasons
 )

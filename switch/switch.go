@@ -827,13 +827,31 @@ func (a *Attachment) coalesce(h offload.Hdr, fr []byte, next [][]byte, sizes []i
 // 64 KiB IP packet behind an Ethernet header and one VLAN tag.
 const maxGSOFrame = 65535 + 14 + 4
 
+// maxSegments bounds the segments of one super-frame: its largest
+// payload cut at Linux's smallest TCP MSS (TCP_MIN_MSS, 88 bytes). A
+// header asking for more (gso_size 1 would cut 64 KiB into 65 000
+// segments and as many buffers) is a counted bad_offload drop.
+const maxSegments = (maxGSOFrame + 87) / 88
+
+// keptSegments is how many segment buffers a port keeps between
+// super-frames: those of one cut at MSS 1000 or more. A super-frame cut
+// finer gets its extra buffers for itself.
+const keptSegments = 64
+
 // segment splits the super-frame fr into a.segBufs and returns them, each
 // with the segment at Headroom; nil (and a counted drop) if fr is bad.
+// The result is valid until the next call.
 func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
 	n, maxLen, err := offload.SegmentCount(h, fr)
-	if err != nil {
+	if err != nil || n > maxSegments {
 		a.c.drops[DropBadOffload].Add(1)
 		return nil
+	}
+	if len(a.segBufs) > keptSegments {
+		// Those of the last fine cut, which its caller has done with.
+		clear(a.segBufs[keptSegments:])
+		clear(a.segOut[keptSegments:])
+		a.segBufs, a.segOut = a.segBufs[:keptSegments], a.segOut[:keptSegments]
 	}
 	for len(a.segBufs) < n {
 		a.segBufs = append(a.segBufs, nil)

@@ -185,7 +185,9 @@ func parse(h Hdr, frame []byte) (layout, error) {
 // It returns the error Segment would return for the headers.
 //
 // n is ceil(payload/h.GSOSize), at least 1. A super-frame holds at most a
-// 65535-byte IP packet, so at MSS 1448 n is at most 46.
+// 65535-byte IP packet, so at MSS 1448 n is at most 46; nothing here
+// bounds h.GSOSize from below, so n may reach 65 000 (gso_size 1), and a
+// caller sizing buffers by n bounds it first.
 func SegmentCount(h Hdr, frame []byte) (n, maxLen int, err error) {
 	l, err := parse(h, frame)
 	if err != nil {
