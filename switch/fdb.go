@@ -55,6 +55,12 @@ func (f *fdb) learn(mac MAC, a *Attachment, now int64) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// A port removed while its batch is forwarded has been purged (remove
+	// marks it before purge takes the lock): it learns nothing more, and
+	// takes no address from a live port.
+	if a.removed.Load() {
+		return
+	}
 	if e = f.m[mac]; e != nil {
 		if old := e.port.Load(); old != a {
 			if !a.mayLearn(now) {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"runtime"
 	"testing"
 	"time"
 
@@ -768,5 +769,40 @@ func TestQueueBytesDefaultJumbo(t *testing.T) {
 	}
 	if d := r.sw.Stats().Ports[1].Drops[vswitch.DropQueueFull]; d != 0 {
 		t.Fatalf("queue_full drops = %d, want 0", d)
+	}
+}
+
+// TestNoLearningAfterRemove: a port removed while a long batch of its
+// frames is forwarded learns nothing after its FDB entries were purged.
+// It used to re-learn the batch's source (here a MAC that had been a live
+// port's), leaving an entry on the dead port: the address flooded until
+// its owner spoke again, and the entry held a table slot.
+func TestNoLearningAfterRemove(t *testing.T) {
+	for range 10 {
+		sw := vswitch.New(vswitch.Config{})
+		a, _ := sw.AddPort(porttest.New(porttest.Config{Discard: true}), vswitch.PortConfig{NoReader: true})
+		b, _ := sw.AddPort(porttest.New(porttest.Config{Discard: true}), vswitch.PortConfig{NoReader: true})
+		fr := porttest.Frame(porttest.MAC(1), porttest.MAC(100), 0x0800, make([]byte, 46))
+		one, size := inputBuf(fr)
+		b.Input(one, size, vswitch.Headroom)
+		bufs, sizes := make([][]byte, 100_000), make([]int, 100_000)
+		for i := range bufs {
+			bufs[i], sizes[i] = one[0], size[0]
+		}
+		done := make(chan struct{})
+		go func() {
+			a.Input(bufs, sizes, vswitch.Headroom)
+			close(done)
+		}()
+		for a.Stats().RxFrames == 0 {
+			runtime.Gosched()
+		}
+		a.Close()
+		<-done
+		<-a.Done()
+		if st, live := sw.Stats().FDB.Size, len(sw.FDB()); st != live {
+			t.Fatalf("FDB holds %d entries, %d of them on live ports", st, live)
+		}
+		sw.Close()
 	}
 }
