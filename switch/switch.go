@@ -113,6 +113,10 @@ type Switch struct {
 	closed   bool
 	departed []PortStats
 	gone     PortStats // counters of every departed port, summed
+	// departing holds the ports taken off the list whose counters have
+	// not reached gone yet (their transmit side is still draining), so
+	// that Stats counts each port exactly once.
+	departing map[*Attachment]struct{}
 
 	forwarded, flooded atomic.Uint64
 
@@ -129,6 +133,8 @@ func New(cfg Config) *Switch {
 		fdb:  newFDB(cfg.FDBSize, cfg.FDBAge),
 		pool: newFramePool(max(cfg.MaxFrame, maxGSOFrame)),
 		done: make(chan struct{}),
+
+		departing: make(map[*Attachment]struct{}),
 	}
 	s.ports.Store(&[]*Attachment{})
 	s.wg.Add(1)
@@ -364,6 +370,7 @@ func (a *Attachment) remove(cause error, detach bool) {
 			}
 		}
 		s.ports.Store(&ports)
+		s.departing[a] = struct{}{}
 		s.dhcp.CompareAndSwap(a, nil)
 		s.mu.Unlock()
 
@@ -602,6 +609,7 @@ func (a *Attachment) drain() {
 		default:
 			ps := a.Stats()
 			s.mu.Lock()
+			delete(s.departing, a)
 			s.gone.addCounters(&ps)
 			if len(s.departed) == maxDeparted {
 				copy(s.departed, s.departed[1:])
@@ -926,6 +934,10 @@ func (d *Attachment) wantsDHCP(dst MAC, fr []byte) bool {
 
 // Stats returns a snapshot of every counter.
 func (s *Switch) Stats() Stats {
+	// Under mu the live ports, the departing ones and gone hold every
+	// port exactly once.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	ports := *s.ports.Load()
 	st := Stats{
 		Ports:     make([]PortStats, 0, len(ports)),
@@ -939,10 +951,12 @@ func (s *Switch) Stats() Stats {
 		st.Ports = append(st.Ports, ps)
 		st.Totals.addCounters(&ps)
 	}
-	s.mu.Lock()
+	for a := range s.departing {
+		ps := a.Stats()
+		st.Totals.addCounters(&ps)
+	}
 	st.Departed = append([]PortStats(nil), s.departed...)
 	st.Totals.addCounters(&s.gone)
-	s.mu.Unlock()
 	st.Totals.Name = "total"
 	return st
 }
