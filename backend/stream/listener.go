@@ -95,6 +95,9 @@ type Listener struct {
 	mu     sync.Mutex
 	closed bool
 	ports  map[*vswitch.Attachment]struct{}
+	// watchers are the goroutines that take each client off ports when
+	// its port goes.
+	watchers sync.WaitGroup
 }
 
 // Listen parses rawURL (unix:///path or tcp://host:port, see listen.Parse)
@@ -229,7 +232,6 @@ func (l *Listener) attach(c net.Conn) {
 		conn.Close()
 		return
 	}
-	l.pruneLocked()
 	pc := l.cfg.Port
 	pc.Kind, pc.Peer = PortKind, peer
 	a, err := l.sw.AddPort(conn, pc)
@@ -241,6 +243,14 @@ func (l *Listener) attach(c net.Conn) {
 		return
 	}
 	l.ports[a] = struct{}{}
+	// Forget the client when its port goes, so that a departed client's
+	// buffers are not kept until the next accept.
+	l.watchers.Go(func() {
+		<-a.Done()
+		l.mu.Lock()
+		delete(l.ports, a) // nil after Close: a no-op
+		l.mu.Unlock()
+	})
 }
 
 // pruneLocked forgets clients whose ports the switch has removed.
@@ -278,6 +288,7 @@ func (l *Listener) shutdown() error {
 		for a := range ports {
 			a.Close()
 		}
+		l.watchers.Wait()
 		if l.file != nil {
 			if err := l.file.Remove(); err != nil && l.closeErr == nil {
 				l.closeErr = err

@@ -142,6 +142,20 @@ func TestClientLeaveRemovesPortAndFDB(t *testing.T) {
 	porttest.WaitFor(t, "listener forgets client", func() bool { return len(l.Ports()) == 1 })
 }
 
+// TestListenerForgetsDepartedClient: the listener lets go of a departed
+// client's port, and with it the connection's buffers (~380 KiB), when
+// the port goes; it used to keep it until the next accept.
+func TestListenerForgetsDepartedClient(t *testing.T) {
+	sw, l, _, a, _ := setupPair(t, "forget")
+	a.c.Close()
+	porttest.WaitFor(t, "port removal", func() bool { return streamPorts(sw) == 1 })
+	porttest.WaitFor(t, "the listener to let go of the client", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.ports) == 1
+	})
+}
+
 func TestMalformedClients(t *testing.T) {
 	sw, _, path, a, b := setupPair(t, "before")
 
