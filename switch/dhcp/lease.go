@@ -24,8 +24,10 @@ const (
 	// same address back, and no other MAC gets it while free addresses
 	// remain.
 	LeaseBound
-	// LeaseReleased: the client released the address. It is free for any
-	// MAC, but goes back to this one if nobody has taken it meanwhile.
+	// LeaseReleased: the client released the address. Like an expired
+	// binding it stays the MAC's while free addresses remain (RFC 2131
+	// 4.3.1: a client gets its previous address back), and is reused,
+	// oldest first, only when the pool has no other.
 	LeaseReleased
 	// LeaseStatic: a configured static lease not acknowledged since the
 	// server started.
@@ -86,6 +88,9 @@ type record struct {
 	state    LeaseState // LeaseOffered, LeaseBound or LeaseReleased
 	static   bool
 	hostname string
+	// restored: a binding read from the lease file at start, whose
+	// expiry there may lag a renewal acknowledged before a crash.
+	restored bool
 }
 
 // table is the lease table: which MAC has which address. It does no I/O
@@ -117,6 +122,11 @@ type table struct {
 	// new MAC→IP binding, a release, a removed binding. lazy is set when
 	// only expiry or host name changed.
 	dirty, lazy bool
+	// reuseAfter: until then, bindings restored from the lease file are
+	// not reused even if expired there. Renewals are written lazily, so
+	// after a crash the file's expiry may be up to one lease time short
+	// of what a client was acknowledged.
+	reuseAfter time.Time
 }
 
 func u32(a netip.Addr) uint32 {
@@ -208,8 +218,8 @@ func (t *table) expire(now time.Time) {
 }
 
 // free reports whether ip may be handed to a new MAC now. If a record
-// holds ip but lets it go (a released lease, a lapsed offer), it is
-// returned so that the caller can evict it.
+// holds ip but lets it go (a lapsed offer), it is returned so that the
+// caller can evict it.
 func (t *table) free(ip netip.Addr, now time.Time) (holder *record, ok bool) {
 	if !t.inPool(ip) {
 		return nil, false
@@ -223,7 +233,7 @@ func (t *table) free(ip netip.Addr, now time.Time) (holder *record, ok bool) {
 		return nil, true
 	case r.static:
 		return nil, false
-	case r.state == LeaseReleased, r.state == LeaseOffered && !r.expiry.After(now):
+	case r.state == LeaseOffered && !r.expiry.After(now):
 		return r, true
 	}
 	return nil, false
@@ -296,7 +306,8 @@ func (t *table) lowestFree(now time.Time) (netip.Addr, bool) {
 func (t *table) oldestExpired(now time.Time) *record {
 	var old *record
 	for _, r := range t.byMAC {
-		if r.static || r.state != LeaseBound || r.expiry.After(now) || !t.inPool(r.ip) {
+		if r.static || r.state != LeaseBound && r.state != LeaseReleased || r.expiry.After(now) || !t.inPool(r.ip) ||
+			r.restored && now.Before(t.reuseAfter) {
 			continue
 		}
 		if old == nil || r.expiry.Before(old.expiry) || r.expiry.Equal(old.expiry) && u32(r.ip) < u32(old.ip) {
@@ -428,7 +439,6 @@ func (t *table) release(mac vswitch.MAC, ip netip.Addr, now time.Time) bool {
 	}
 	r.state = LeaseReleased
 	t.dirty = true
-	t.lower(ip)
 	return true
 }
 
@@ -462,7 +472,7 @@ func (t *table) load(l Lease) bool {
 	if t.byMAC[l.MAC] != nil || t.byIP[l.IP] != nil {
 		return false
 	}
-	r := &record{mac: l.MAC, ip: l.IP, expiry: l.Expiry, state: l.State, hostname: l.Hostname}
+	r := &record{mac: l.MAC, ip: l.IP, expiry: l.Expiry, state: l.State, hostname: l.Hostname, restored: l.State == LeaseBound}
 	t.byMAC[l.MAC] = r
 	t.byIP[l.IP] = r
 	return true

@@ -380,23 +380,44 @@ func TestSwitchReleaseAndDecline(t *testing.T) {
 			t.Errorf("reply to RELEASE: %v", r.dhcp)
 		}
 	}
-	if ip := addr4(c2.dora().dhcp.YourIPAddr); ip != ip1 {
-		t.Errorf("released %v, next guest got %v", ip1, ip)
+	// A released address stays its client's while others are free (RFC
+	// 2131 4.3.1): a VM shut down cleanly comes back to its address.
+	ip2 := addr4(c2.dora().dhcp.YourIPAddr)
+	if ip2 == ip1 {
+		t.Errorf("released %v went to the next guest while free addresses remain", ip1)
+	}
+	if ip := addr4(c1.dora().dhcp.YourIPAddr); ip != ip1 {
+		t.Errorf("the releasing guest came back to %v, want %v", ip, ip1)
 	}
 
 	// c2 finds its address in use and declines it: c2 is offered
 	// another; nobody gets the declined one.
-	dec := newMsg(t, dhcpv4.MessageTypeDecline, c2.mac, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip1.AsSlice())),
+	dec := newMsg(t, dhcpv4.MessageTypeDecline, c2.mac, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip2.AsSlice())),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(testGW.AsSlice())))
 	c2.send(bcastFrame(c2.mac, dec))
-	if ip := addr4(c2.dora().dhcp.YourIPAddr); ip == ip1 {
+	if ip := addr4(c2.dora().dhcp.YourIPAddr); ip == ip2 {
 		t.Error("declined address offered again")
 	}
-	if ip := addr4(c3.dora().dhcp.YourIPAddr); ip == ip1 {
+	if ip := addr4(c3.dora().dhcp.YourIPAddr); ip == ip2 {
 		t.Error("declined address offered to another guest")
 	}
 	if st := e.srv.Stats(); st.Releases != 1 || st.Declines != 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestSwitchReleasedReusedWhenFull: a released address goes to another
+// client once the pool has no other.
+func TestSwitchReleasedReusedWhenFull(t *testing.T) {
+	e := newEnv(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.10")}})
+	c1, c2 := e.client(), e.client()
+	ip1 := addr4(c1.dora().dhcp.YourIPAddr)
+	rel := newMsg(t, dhcpv4.MessageTypeRelease, c1.mac, dhcpv4.WithClientIP(ip1.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(testGW.AsSlice())))
+	c1.send(clientFrame(e.srv.MAC(), c1.mac, ip1, testGW, rel))
+	c1.barrier()
+	if ip := addr4(c2.dora().dhcp.YourIPAddr); ip != ip1 {
+		t.Errorf("full pool: the next guest got %v, want the released %v", ip, ip1)
 	}
 }
 
