@@ -352,6 +352,51 @@ func TestLeaseDurableBeforeAck(t *testing.T) {
 	}
 }
 
+// TestRenewalSurvivesCrash: a renewal is written lazily, so a crash can
+// leave the lease file an hour short of what the client was acknowledged.
+// After such a crash, with the pool full, a new client must not get the
+// renewed address while the renewal may still hold: restored bindings are
+// not reused for one lease time after start.
+func TestRenewalSurvivesCrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases")
+	clock := newClock()
+	cfg := Config{Gateway: testGateway, Range: Range{ip4("198.18.0.10"), ip4("198.18.0.10")}, LeaseFile: path, Now: clock.Now}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := porttest.MAC(1)
+	ip := acquire(t, srv, a)
+	clock.Add(30 * time.Minute)
+	renew := newMsg(t, dhcpv4.MessageTypeRequest, a, dhcpv4.WithClientIP(ip.AsSlice()))
+	if acks := replies(t, exchange(t, srv, clientFrame(srv.MAC(), a, ip, testGW, renew))); len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("renewal: %v", acks)
+	}
+	// A crash: srv is never closed. The file says the lease ends at +1h,
+	// the client holds it until +1h30.
+	clock.Add(35 * time.Minute)
+	srv2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Close()
+	b := porttest.MAC(2)
+	offers := replies(t, exchange(t, srv2, bcastFrame(b, newMsg(t, dhcpv4.MessageTypeDiscover, b))))
+	if len(offers) != 0 {
+		t.Fatalf("after the crash a new client was offered %v, which its client renewed until %v", offers[0].YourIPAddr, clock.Now().Add(25*time.Minute))
+	}
+	// The client comes back and keeps its address.
+	if acks := replies(t, exchange(t, srv2, clientFrame(srv2.MAC(), a, ip, testGW, renew))); len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("renewal after the restart: %v", acks)
+	}
+	// A binding restored and expired for good is reused once a lease
+	// time has passed since the start.
+	clock.Add(2 * time.Hour)
+	if got := acquire(t, srv2, b); got != ip {
+		t.Errorf("pool full of an expired binding: got %v, want %v", got, ip)
+	}
+}
+
 // TestLeaseWriteFailureWithholdsAck: an ACK whose binding cannot be made
 // durable is not sent.
 func TestLeaseWriteFailureWithholdsAck(t *testing.T) {

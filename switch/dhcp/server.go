@@ -211,6 +211,7 @@ func (srv *Server) load() error {
 	}
 	kept := 0
 	var conflicts []string
+	srv.t.reuseAfter = now.Add(srv.s.LeaseTime)
 	for _, l := range leases {
 		if srv.t.load(l) {
 			kept++
