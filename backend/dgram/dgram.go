@@ -12,12 +12,13 @@
 // to its own address on the shared socket (in batches with sendmmsg(2) on
 // Linux). Neither direction allocates per frame on Linux.
 //
-// Peers come and go without a connection to tell: a peer is removed when it
-// has sent nothing for Config.IdleTimeout, and at once when a send to it
-// fails for good (ECONNREFUSED or ENOENT: its unixgram socket is closed or
-// its file removed). A UDP peer that vanishes gives no such error, since
-// ICMP errors are not reported on an unconnected socket, so for UDP the
-// idle timeout is what reclaims it.
+// Peers come and go without a connection to tell: a unixgram peer is
+// removed when a send to it fails for good (ECONNREFUSED or ENOENT: its
+// socket is closed or its file removed), which the next broadcast finds
+// out; a guest that stays silent for hours keeps its port. A UDP peer that
+// vanishes gives no such error, since ICMP errors are not reported on an
+// unconnected socket, so a UDP peer is removed when it has sent nothing
+// for Config.IdleTimeout.
 //
 // The package sits between the socket and the switch (package vswitch)
 // and knows nothing of forwarding.
@@ -50,13 +51,12 @@ const PortKind = "dgram"
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultIdleTimeout is how long a peer may stay silent before it is
-	// forgotten. It is twice the switch's default FDB age, so a peer is
-	// never dropped while its MAC address could still be learned, and well
-	// above the few minutes between the ARP, neighbour discovery and DHCP
-	// renewal traffic of even an idle guest; yet short enough that UDP
-	// peers that vanished, which give no send error, do not pile up.
-	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultIdleTimeout is how long a UDP peer may stay silent before it
+	// is forgotten: an hour, above the half lease time (30 minutes with
+	// tapswitch's default DHCP lease) at which even an otherwise silent
+	// guest renews its address. UDP peers that vanished give no send
+	// error; DefaultMaxPeers bounds how many can pile up meanwhile.
+	DefaultIdleTimeout = time.Hour
 	// DefaultMaxPeers bounds the number of peers, so that datagrams from
 	// many (possibly spoofed) UDP source addresses cannot make unbounded
 	// numbers of ports.
@@ -97,8 +97,9 @@ type Config struct {
 	// or leaving, rate-limited lines for repeated trouble). Nil discards
 	// them.
 	Logger logrus.FieldLogger
-	// IdleTimeout removes a peer that has sent nothing for this long
-	// (default DefaultIdleTimeout).
+	// IdleTimeout removes a UDP peer that has sent nothing for this long
+	// (default DefaultIdleTimeout). Unixgram peers have none: a send to a
+	// departed one fails and removes it.
 	IdleTimeout time.Duration
 	// MaxPeers bounds the number of peers (default DefaultMaxPeers).
 	// Datagrams from further addresses are dropped and counted.
@@ -150,8 +151,8 @@ type Stats struct {
 	Datagrams uint64 `json:"datagrams"`
 	// Magic counts vfkit "VFKT" datagrams consumed.
 	Magic uint64 `json:"magic"`
-	// Unbound counts datagrams from unixgram sockets bound to no path,
-	// which cannot be answered and are dropped.
+	// Unbound counts datagrams from unixgram sockets bound to no path or
+	// to a relative one, which cannot be answered and are dropped.
 	Unbound uint64 `json:"unbound"`
 	// Invalid counts datagrams shorter than an Ethernet header from
 	// addresses that are not peers; they make no peer. (From a peer they go
@@ -319,9 +320,12 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Swit
 	if err := l.setBuffers(); err != nil {
 		return fail(err)
 	}
-	l.wg.Add(2)
+	l.wg.Add(1)
 	go l.readLoop()
-	go l.janitor()
+	if l.ux == nil {
+		l.wg.Add(1)
+		go l.janitor()
+	}
 	l.stop = context.AfterFunc(ctx, func() { l.shutdown() })
 	l.log.WithFields(logrus.Fields{"sndbuf": l.sndbuf, "rcvbuf": l.rcvbuf}).Info("listening")
 	return l, nil
@@ -455,6 +459,13 @@ func (l *Listener) handle(srcs []source, bufs [][]byte, sizes []int) {
 			l.c.unbound.Add(1)
 			if ok, s := l.lim.Allow(); ok {
 				l.log.WithField("suppressed", s).Warn("datagram from a socket bound to no path dropped: bind the sending socket so that it can be answered")
+			}
+		case len(src.path) > 0 && src.path[0] != '/' && src.path[0] != 0:
+			// Relative to the sender's directory, which is not ours.
+			l.c.unbound.Add(1)
+			if ok, s := l.lim.Allow(); ok {
+				l.log.WithFields(logrus.Fields{"path": string(src.path), "suppressed": s}).
+					Warn("datagram from a socket bound to a relative path dropped: it cannot be answered; bind it to an absolute path")
 			}
 		case n > l.cfg.MaxFrame:
 			l.c.tooLong.Add(1)
@@ -787,8 +798,18 @@ func (p *peer) sendFailed(err error) error {
 // BatchSize returns Config.BatchSize.
 func (p *peer) BatchSize() int { return p.l.cfg.BatchSize }
 
-// MTU returns the largest payload a frame of MaxFrame bytes carries.
-func (p *peer) MTU() int { return p.l.cfg.MaxFrame - 14 }
+// maxUDPFrame is the longest frame a UDP datagram carries over IPv4
+// (65535 minus the IPv4 and UDP headers).
+const maxUDPFrame = 65507
+
+// MTU returns the largest payload a frame of MaxFrame bytes carries (for
+// UDP peers, of at most maxUDPFrame bytes).
+func (p *peer) MTU() int {
+	if p.l.ux == nil {
+		return min(p.l.cfg.MaxFrame, maxUDPFrame) - 14
+	}
+	return p.l.cfg.MaxFrame - 14
+}
 
 // String returns "unixgram:PATH" or "udp:HOST:PORT" of the peer.
 func (p *peer) String() string { return p.name }

@@ -317,6 +317,44 @@ func TestUnboundUnixgramDropped(t *testing.T) {
 	}
 }
 
+// TestRelativePathDropped: a sender bound to a relative path cannot be
+// answered (the path names a file in its working directory, not ours): its
+// datagrams are dropped and counted, as an unbound sender's. It used to
+// get a port, lose it at the first failed send, and get it back at its
+// next frame.
+func TestRelativePathDropped(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	t.Chdir(t.TempDir())
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: "rel.sock", Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "relative"), &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"}); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "unbound count", func() bool { return e.l.Stats().Unbound == 1 })
+	if e.ports() != 0 {
+		t.Fatal("a sender bound to a relative path got a port")
+	}
+}
+
+// TestSilentUnixgramPeerKept: a unixgram peer that stays silent keeps its
+// port (a send to it would fail if it had gone); only UDP peers expire.
+func TestSilentUnixgramPeerKept(t *testing.T) {
+	e := setup(t, "unixgram", Config{IdleTimeout: 100 * time.Millisecond})
+	a, b := e.vm("a"), e.vm("b")
+	a.send(MagicVFKit)
+	porttest.WaitFor(t, "a's port", func() bool { return e.ports() == 1 })
+	time.Sleep(time.Second)
+	if e.ports() != 1 || e.l.Stats().PeersExpired != 0 {
+		t.Fatalf("silent unixgram peer removed after 1 s (idle timeout 100 ms): %d ports", e.ports())
+	}
+	f := frame(porttest.Broadcast, porttest.MAC(2), "to the silent one")
+	b.send(f)
+	a.expect(f)
+}
+
 func TestSocketBuffers(t *testing.T) {
 	for _, network := range []string{"unixgram", "udp"} {
 		t.Run(network, func(t *testing.T) {
