@@ -193,11 +193,11 @@ func PrintNetdev(w io.Writer, rawURL string, o NetdevOptions) error {
 		fd := SocketFDArgs(o.ID, 3)
 		fmt.Fprintf(&b, "# Before QEMU 7.2 (tapswitch connects and passes the socket as fd 3):\ntapswitch qemu --socket %s -- qemu-system-x86_64 ... \\\n  %s %s %s %s\n",
 			shellQuote(a.Address), fd[0], fd[1], dev[0], dev[1])
-		fmt.Fprintf(&b, "# QEMU 9.2 or later can reconnect by itself if tapswitch restarts: add reconnect-ms=1000 to -netdev.\n")
+		fmt.Fprintf(&b, "# To reconnect by itself if tapswitch restarts, add to -netdev: reconnect=1 (QEMU 8.0 to 9.1) or reconnect-ms=1000 (9.2 and later).\n")
 	case "tcp":
 		host, port, _ := connectHostPort(a.Address)
 		fmt.Fprintf(&b, "# Before QEMU 7.2:\n-netdev socket,id=%s,connect=%s %s %s\n", o.ID, net.JoinHostPort(host, port), dev[0], dev[1])
-		fmt.Fprintf(&b, "# QEMU 9.2 or later can reconnect by itself if tapswitch restarts: add reconnect-ms=1000 to -netdev.\n")
+		fmt.Fprintf(&b, "# To reconnect by itself if tapswitch restarts, add to -netdev: reconnect=1 (QEMU 8.0 to 9.1) or reconnect-ms=1000 (9.2 and later).\n")
 	case "unixgram":
 		fmt.Fprintf(&b, "# Give each guest its own id: it names the guest's socket (local.path).\n# Before QEMU 7.2: not supported (no unix datagram netdev).\n")
 	case "udp":
