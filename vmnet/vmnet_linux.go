@@ -58,7 +58,7 @@ func Open(cfg Config) (*Interface, error) {
 	dev, err := tap.Open(tap.Config{Name: name, MTU: cfg.MTU, Logger: log, NoOffload: cfg.NoOffload})
 	if err != nil {
 		h.Close()
-		return nil, fmt.Errorf("host interface: %w", err)
+		return nil, err
 	}
 	c := &config{h: h, dev: dev, name: name, log: log}
 	mac, err := c.apply(cfg, br)
@@ -84,7 +84,7 @@ func findBridge(h *netlink.Handle, name, bridge string) (netlink.Link, error) {
 		return nil, nlError(name, "look up bridge "+bridge, err)
 	}
 	if br.Type() != "bridge" {
-		return nil, fmt.Errorf("host interface %s: bridge %s: %w: it is a %s device", name, bridge, ErrNotBridge, br.Type())
+		return nil, fmt.Errorf("host interface %s: bridge %s: %w (its link type is %s)", name, bridge, ErrNotBridge, br.Type())
 	}
 	return br, nil
 }
@@ -99,8 +99,11 @@ type config struct {
 	link     netlink.Link
 	oldMAC   net.HardwareAddr // restored if set
 	enslaved bool
-	raised   bool
-	addrs    []*netlink.Addr
+	// oldMaster is the index of the bridge the tap was in before it was
+	// enslaved (0: none), which undo puts it back into.
+	oldMaster int
+	raised    bool
+	addrs     []*netlink.Addr
 }
 
 // apply configures the opened tap and returns its hardware address.
@@ -117,11 +120,11 @@ func (c *config) apply(cfg Config, br netlink.Link) (net.HardwareAddr, error) {
 		}
 		c.oldMAC = l.Attrs().HardwareAddr
 	}
-	if br != nil {
+	if br != nil && l.Attrs().MasterIndex != br.Attrs().Index {
 		if err := h.LinkSetMaster(l, br); err != nil {
 			return nil, nlError(c.name, "enslave to bridge "+br.Attrs().Name, err)
 		}
-		c.enslaved = true
+		c.enslaved, c.oldMaster = true, l.Attrs().MasterIndex
 	}
 	for _, p := range cfg.Addrs {
 		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
@@ -158,7 +161,9 @@ func (c *config) undo() error {
 		for _, a := range c.addrs {
 			errs = append(errs, ignoreGone(h.AddrDel(l, a), c.name, "delete address "+a.IPNet.String()))
 		}
-		if c.enslaved {
+		if c.enslaved && c.oldMaster != 0 {
+			errs = append(errs, ignoreGone(h.LinkSetMasterByIndex(l, c.oldMaster), c.name, "go back to its bridge"))
+		} else if c.enslaved {
 			errs = append(errs, ignoreGone(h.LinkSetNoMaster(l), c.name, "leave bridge"))
 		}
 		if c.raised {

@@ -154,6 +154,39 @@ func TestBridge(t *testing.T) {
 	peer.Ping(t, "198.18.5.2")
 }
 
+// TestBridgePersistent: a tap that existed before and was already in the
+// bridge stays in it after Close; one that was in another bridge goes
+// back to that one. Close used to take both out of every bridge.
+func TestBridgePersistent(t *testing.T) {
+	host := testnet.NewNS(t)
+	br, other := testnet.UniqueName("br"), testnet.UniqueName("br")
+	for _, b := range []string{br, other} {
+		host.IP(t, "link", "add", b, "type", "bridge")
+	}
+	master := func(name string) string {
+		out := host.IP(t, "-d", "link", "show", name)
+		if _, after, ok := strings.Cut(out, " master "); ok {
+			return strings.Fields(after)[0]
+		}
+		return ""
+	}
+	for _, was := range []string{br, other} {
+		name := testnet.UniqueName("host")
+		host.IP(t, "tuntap", "add", name, "mode", "tap")
+		host.IP(t, "link", "set", name, "master", was)
+		i := mustOpenIn(t, host, vmnet.Config{Name: name, Bridge: br})
+		if m := master(name); m != br {
+			t.Fatalf("open: %s is in %q, want %s", name, m, br)
+		}
+		if err := i.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if m := master(name); m != was {
+			t.Errorf("after Close: %s (in %s before) is in %q", name, was, m)
+		}
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	ns := testnet.NewNS(t)
 	veth := testnet.UniqueName("veth")
@@ -166,7 +199,7 @@ func TestOpenErrors(t *testing.T) {
 		says string
 	}{
 		{"no such bridge", vmnet.Config{Name: name, Bridge: "tsnobridge"}, vmnet.ErrNoBridge, "ip link add tsnobridge type bridge"},
-		{"not a bridge", vmnet.Config{Name: name, Bridge: veth}, vmnet.ErrNotBridge, "it is a veth device"},
+		{"not a bridge", vmnet.Config{Name: name, Bridge: veth}, vmnet.ErrNotBridge, "its link type is veth"},
 		{"name too long", vmnet.Config{Name: "tapswitch-host-0"}, tap.ErrInvalidName, "choose a shorter name"},
 		{"name taken", vmnet.Config{Name: veth}, tap.ErrNameTaken, "choose another name"},
 		{"addresses and bridge", vmnet.Config{Name: name, Bridge: veth, Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.7.1/24")}},

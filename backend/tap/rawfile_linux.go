@@ -59,6 +59,15 @@ func newRawFile(fd int, name string) (*rawFile, error) {
 	return r, nil
 }
 
+// control runs fn on the descriptor (for an ioctl), unless it is closed.
+func (r *rawFile) control(fn func(fd int) error) error {
+	var ferr error
+	if err := r.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
 // tryRead reads once into rbuf, leaving the result in rn and rerr.
 func (r *rawFile) tryRead(fd uintptr) {
 	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rbuf))), uintptr(len(r.rbuf)))

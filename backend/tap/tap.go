@@ -109,6 +109,9 @@ type Device struct {
 	vnet    bool // frames carry a virtio-net header (IFF_VNET_HDR)
 	uso     bool // UDP super-frames may be written (Linux 6.2+, with vnet)
 	log     logrus.FieldLogger
+	// restore, if set, puts back what Open changed on a tap that existed
+	// before (its offloads, its MTU); Close calls it before closing.
+	restore func() error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -227,11 +230,17 @@ func (d *Device) ioError(op string, err error) error {
 	return fmt.Errorf("tap %s: %s: %w", d.name, op, err)
 }
 
-// Close closes the descriptor, which removes the tap if Open created it.
-// It unblocks pending reads and writes, and is idempotent; every later
+// Close closes the descriptor, which removes the tap if Open created it;
+// a tap that existed before gets back the offloads and MTU it had. It
+// unblocks pending reads and writes, and is idempotent; every later
 // ReadFrames and WriteFrames returns an error matching net.ErrClosed.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
+		if d.restore != nil {
+			if err := d.restore(); err != nil && !isGone(err) {
+				d.log.WithField("port", d.name).WithError(err).Warn("tap: could not restore its settings")
+			}
+		}
 		if err := d.f.Close(); err != nil {
 			d.closeErr = fmt.Errorf("tap %s: close: %w", d.name, err)
 		}

@@ -5,6 +5,7 @@ package tap
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -58,8 +59,11 @@ func Open(cfg Config) (*Device, error) {
 		}
 	}
 	// From here on closing fd removes the tap if we created it.
-	mtu, err := setMTU(name, cfg.MTU)
+	oldMTU, mtu, err := setMTU(name, cfg.MTU)
 	if err != nil {
+		if !created && !cfg.NoOffload {
+			_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0)
+		}
 		unix.Close(fd)
 		return nil, err
 	}
@@ -77,6 +81,35 @@ func Open(cfg Config) (*Device, error) {
 		vnet:    !cfg.NoOffload,
 		uso:     uso,
 		log:     cfg.logger(),
+	}
+	if !created {
+		// Whoever opens the tap next may not read virtio-net headers:
+		// left on, the offloads would hand it frames with partial
+		// checksums. The MTU goes back to what it was, through a socket
+		// of the tap's namespace (Close may run in another).
+		s := -1
+		if oldMTU != mtu {
+			if s, err = ifSocket(name); err != nil {
+				d.log.WithField("port", name).WithError(err).Warn("tap: its MTU will not be restored")
+				s = -1
+			}
+		}
+		d.restore = func() error {
+			var errs []error
+			if d.vnet {
+				if err := f.control(func(fd int) error { return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0) }); err != nil {
+					errs = append(errs, fmt.Errorf("turn offloads off: %w", err))
+				}
+			}
+			if s >= 0 {
+				// ENODEV: the tap was moved to another namespace or deleted.
+				if _, _, err := ifMTU(s, name, oldMTU); err != nil && !errors.Is(err, unix.ENODEV) {
+					errs = append(errs, err)
+				}
+				unix.Close(s)
+			}
+			return errors.Join(errs...)
+		}
 	}
 	d.log.WithFields(logrus.Fields{"port": name, "created": created, "mtu": mtu, "offload": d.vnet, "udp_segments": uso}).Info("tap opened")
 	return d, nil
@@ -130,35 +163,48 @@ func setOffload(fd int, name string) (uso bool, err error) {
 }
 
 // setMTU sets the interface's MTU to mtu unless mtu is 0 or already set,
-// and returns the MTU in force.
-func setMTU(name string, mtu int) (int, error) {
-	// Interface ioctls work on a socket of any family; AF_UNIX needs no
-	// IP stack. The socket is in the calling thread's namespace, as is
-	// the tap just opened.
-	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// and returns the MTU before and the MTU in force.
+func setMTU(name string, mtu int) (old, cur int, err error) {
+	s, err := ifSocket(name)
 	if err != nil {
-		return 0, fmt.Errorf("tap %s: get MTU: socket: %w", name, err)
+		return 0, 0, err
 	}
 	defer unix.Close(s)
+	return ifMTU(s, name, mtu)
+}
+
+// ifSocket returns a socket for interface ioctls in the calling thread's
+// namespace (the tap's, in Open). Any family works; AF_UNIX needs no IP
+// stack.
+func ifSocket(name string) (int, error) {
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("tap %s: socket: %w", name, err)
+	}
+	return s, nil
+}
+
+// ifMTU is setMTU through the socket s.
+func ifMTU(s int, name string, mtu int) (old, cur int, err error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := unix.IoctlIfreq(s, unix.SIOCGIFMTU, ifr); err != nil {
-		return 0, fmt.Errorf("tap %s: get MTU: %w", name, err)
+		return 0, 0, fmt.Errorf("tap %s: get MTU: %w", name, err)
 	}
-	cur := int(ifr.Uint32())
-	if mtu == 0 || mtu == cur {
-		return cur, nil
+	old = int(ifr.Uint32())
+	if mtu == 0 || mtu == old {
+		return old, old, nil
 	}
 	ifr.SetUint32(uint32(mtu))
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return 0, fmt.Errorf("tap %s: set MTU %d: %w: %s", name, mtu, err, permHint)
+			return 0, 0, fmt.Errorf("tap %s: set MTU %d: %w: %s", name, mtu, err, permHint)
 		}
-		return 0, fmt.Errorf("tap %s: set MTU %d (the tap allows 68 to 65521): %w", name, mtu, err)
+		return 0, 0, fmt.Errorf("tap %s: set MTU %d (the tap allows 68 to 65521): %w", name, mtu, err)
 	}
-	return mtu, nil
+	return old, mtu, nil
 }
 
 func openError(name string, err error) error {
@@ -195,6 +241,9 @@ func setIffError(name string, err error) error {
 			}
 			return fmt.Errorf("tap %s: attach: %w (%w): close the other user (a VM monitor, "+
 				"another tapswitch) or choose another name", name, ErrBusy, err)
+		}
+		if l.Attrs().Flags&net.FlagLoopback != 0 {
+			return fmt.Errorf("tap %s: create: %w (%w): it is the loopback device: choose another name", name, ErrNameTaken, err)
 		}
 		return fmt.Errorf("tap %s: create: %w (%w): it is a %s device: choose another name, "+
 			"or delete that device (ip link del %s)", name, ErrNameTaken, err, describe(l), name)

@@ -95,6 +95,47 @@ func TestOpenAttachesPersistent(t *testing.T) {
 	}
 }
 
+// TestCloseRestoresPersistent: a tap that existed before gets back its MTU
+// and loses the offloads tapswitch turned on. Left on, the offloads made
+// the next program to open the tap without virtio-net headers receive
+// TCP segments with partial (wrong) checksums.
+func TestCloseRestoresPersistent(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	ns.IP(t, "tuntap", "add", name, "mode", "tap")
+	ns.IP(t, "link", "set", name, "mtu", "9000")
+	offloads := func() string {
+		var on []string
+		for _, l := range strings.Split(ns.Output(t, "ethtool", "-k", name), "\n") {
+			for _, f := range []string{"tx-checksumming:", "tcp-segmentation-offload:"} {
+				if strings.HasPrefix(l, f) && strings.Contains(l, ": on") {
+					on = append(on, f)
+				}
+			}
+		}
+		return strings.Join(on, " ")
+	}
+	if on := offloads(); on != "" {
+		t.Fatalf("a new tap has %s on", on)
+	}
+	d, err := openInErr(ns, tap.Config{Name: name, MTU: 1400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mtu := link(t, ns, name).Attrs().MTU; mtu != 1400 || offloads() == "" {
+		t.Fatalf("open: MTU %d, offloads on %q; want 1400 and some", mtu, offloads())
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if mtu := link(t, ns, name).Attrs().MTU; mtu != 9000 {
+		t.Errorf("after Close: MTU %d, want its own 9000 back", mtu)
+	}
+	if on := offloads(); on != "" {
+		t.Errorf("after Close: %s still on", on)
+	}
+}
+
 func TestOpenWithoutCapNetAdmin(t *testing.T) {
 	ns := testnet.NewNS(t)
 	owned := testnet.UniqueName("tap")

@@ -147,7 +147,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.hostMode, "host-mode", "", "macOS: give the host a vmnet.framework interface in this mode: shared, host or bridged (--host-bridge names the physical interface); vmnet then serves DHCP for --gateway/--dhcp-range itself")
 	f.StringVar(&o.hostInterfaceID, "host-interface-id", "", "macOS: vmnet interface UUID, for a stable MAC address")
 	f.StringVar(&o.hostNetworkID, "host-network-id", "", "macOS: vmnet network UUID of an isolated host-mode network, where macOS serves no DHCP (add --dhcp for tapswitch's)")
-	f.IntVar(&o.mtu, "mtu", 0, "MTU of the taps and host interface tapswitch creates (0: leave at 1500)")
+	f.IntVar(&o.mtu, "mtu", 0, "MTU of the taps and host interface tapswitch opens (0: leave as it is; a tap that existed before gets its own back at exit)")
 	f.StringArrayVar(&o.listen, "listen", nil, "accept VMs at unix:///PATH, tcp://HOST:PORT, unixgram:///PATH or udp://HOST:PORT (repeatable)")
 	f.StringArrayVar(&o.connect, "connect", nil, "connect to a QEMU listening with -netdev stream,server=on at unix:///PATH or tcp://HOST:PORT, reconnecting (repeatable)")
 	f.StringVar(&o.socketGroup, "socket-group", "", "group owning the VM sockets (mode 0660); default: tapswitch's own group")
