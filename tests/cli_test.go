@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -497,4 +498,66 @@ func TestReloadReattaches(t *testing.T) {
 		return slices.Contains(p, tap) && slices.Contains(p, portName)
 	})
 	waitLink(t, ns, tap)
+}
+
+// TestCLIFailuresLeaveThingsAlone: a second serve that cannot start
+// leaves the running one's pidfile (it removed it); a capture that cannot
+// reach a switch leaves an existing -w file (it emptied it); and the qemu
+// wrapper leaves a SIGINT to its command (it also sent SIGTERM, then
+// SIGKILL, turning a clean exit into 143 or 137).
+func TestCLIFailuresLeaveThingsAlone(t *testing.T) {
+	dir := t.TempDir()
+	sock, pidfile := filepath.Join(dir, "vm.sock"), filepath.Join(dir, "ts.pid")
+	d := startSwitch(t, nil, "--listen", "unix://"+sock, "--pidfile", pidfile)
+	first := fmt.Sprint(d.cmd.Process.Pid)
+	// A second serve that did start would run for ever: 10 s is plenty.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "serve", "--ctl", filepath.Join(dir, "ctl2.sock"), "--listen", "unix://"+filepath.Join(dir, "other.sock"),
+		"--pidfile", pidfile).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is running") {
+		t.Errorf("second serve with the same pidfile: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(pidfile); err != nil || strings.TrimSpace(string(b)) != first {
+		t.Errorf("the running switch's pidfile after a second serve failed: %q, %v; want %s", b, err, first)
+	}
+
+	keep := filepath.Join(dir, "keep.pcap")
+	writeFile(t, keep, "precious")
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	if out, err := exec.CommandContext(cctx, bin, "capture", "--ctl", filepath.Join(dir, "none.sock"), "-w", keep).CombinedOutput(); err == nil {
+		t.Errorf("capture without a switch succeeded: %s", out)
+	}
+	if b, err := os.ReadFile(keep); err != nil || string(b) != "precious" {
+		t.Errorf("capture without a switch left %q in the existing -w file, %v", b, err)
+	}
+
+	// The command traps SIGINT and exits 3; it has no TERM trap, so a
+	// SIGTERM from the wrapper would make the status 143.
+	cmd := exec.Command(bin, "qemu", "--socket", sock, "--",
+		"sh", "-c", `trap "exit 3" INT; echo ready; while :; do sleep 0.05; done`)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(stdout, make([]byte, len("ready\n"))); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if code := cmd.ProcessState.ExitCode(); code != 3 {
+			t.Errorf("qemu wrapper after SIGINT: exit %d (%v), want the command's own 3", code, err)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("qemu wrapper still running 20 s after SIGINT")
+	}
 }

@@ -30,15 +30,6 @@ they enter the switch, once each.`,
   tapswitch capture --port tap0 -w - | tcpdump -n -r -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var w io.Writer = cmd.OutOrStdout()
-			if out != "-" {
-				f, err := os.Create(out)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				w = f
-			}
 			ctx := cmd.Context()
 			if duration > 0 {
 				var cancel context.CancelFunc
@@ -50,6 +41,17 @@ they enter the switch, once each.`,
 				return err
 			}
 			defer rc.Close()
+			// Only now: a switch that is not running or a bad --port
+			// leaves an existing FILE as it was.
+			var w io.Writer = cmd.OutOrStdout()
+			if out != "-" {
+				f, err := os.Create(out)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
 			n, err := copyCapture(w, rc, count)
 			if ctx.Err() != nil {
 				err = nil // --duration elapsed or interrupted: a normal end

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -36,7 +37,10 @@ listener at URL (unix://, tcp://, unixgram://, udp://).`,
 				if cmd.ArgsLenAtDash() != 0 || len(args) == 0 {
 					return errors.New("usage: tapswitch qemu --socket PATH -- COMMAND [ARGS...]")
 				}
-				code, err := qemu.RunWithSocket(cmd.Context(), socket, args, qemu.RunConfig{})
+				// SIGINT and SIGTERM are the child's to act on (RunWithSocket
+				// forwards them); the context they cancel must not also
+				// send it SIGTERM and then SIGKILL.
+				code, err := qemu.RunWithSocket(context.WithoutCancel(cmd.Context()), socket, args, qemu.RunConfig{})
 				if err != nil {
 					return err
 				}

@@ -474,7 +474,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		if err := writePidfile(o.pidfile); err != nil {
 			return err
 		}
-		undo.add(func() { os.Remove(o.pidfile) })
+		undo.add(func() { removePidfile(o.pidfile) })
 	}
 	for _, a := range p.listens {
 		if a.IsUnix() {
@@ -738,7 +738,12 @@ func apiLeases(ls []dhcp.Lease) []api.Lease {
 	return out
 }
 
+// writePidfile writes this process's ID to path, unless path names
+// another tapswitch that is running.
 func writePidfile(path string) error {
+	if pid, ok := pidfileOwner(path); ok && pid != os.Getpid() && sameProgramRunning(pid) {
+		return fmt.Errorf("--pidfile %s: process %d, which wrote it, is running: stop it first, or give this one another --pidfile", path, pid)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("--pidfile: %w", err)
 	}
@@ -746,6 +751,35 @@ func writePidfile(path string) error {
 		return fmt.Errorf("--pidfile: %w", err)
 	}
 	return nil
+}
+
+// removePidfile removes path if it still holds this process's ID.
+func removePidfile(path string) {
+	if pid, ok := pidfileOwner(path); ok && pid == os.Getpid() {
+		os.Remove(path)
+	}
+}
+
+// pidfileOwner returns the process ID path holds.
+func pidfileOwner(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid, err == nil && pid > 0
+}
+
+// sameProgramRunning reports whether process pid runs and, where /proc
+// tells (Linux), runs this program: a PID reused by another program after
+// a crash does not block a restart.
+func sameProgramRunning(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	theirs, err1 := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	ours, err2 := os.ReadFile("/proc/self/comm")
+	return err1 != nil || err2 != nil || string(theirs) == string(ours)
 }
 
 // printSummary tells the user what was set up and how to connect VMs.
