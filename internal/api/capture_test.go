@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/tapswitch/tapswitch/internal/api"
+	"github.com/tapswitch/tapswitch/internal/pcap"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
@@ -56,5 +59,50 @@ func TestCaptureLossLogged(t *testing.T) {
 	lost, _ := e.Data["lost"].(uint64)
 	if e.Level != logrus.WarnLevel || lost == 0 || lost >= 20_000 {
 		t.Fatalf("logged %v %q %v, want a warning with 1..19999 frames lost", e.Level, e.Message, e.Data)
+	}
+}
+
+// TestCaptureEndsCleanlyOnShutdown: when the API stops (the daemon exits),
+// a running capture's stream ends after its last whole record, so that
+// `tapswitch capture` ends normally. The connection used to be cut, and
+// the reader failed with a truncated record.
+func TestCaptureEndsCleanlyOnShutdown(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	p1 := porttest.New(porttest.Config{Name: "one"})
+	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &api.Server{Switch: sw}
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	rc, err := api.NewClient(sock).Capture(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	r, err := pcap.NewReader(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, []byte("before the end"))
+	if err := p1.Send(fr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(nil); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(nil); !errors.Is(err, io.EOF) {
+		t.Fatalf("after shutdown the capture ended with %v, want io.EOF", err)
 	}
 }

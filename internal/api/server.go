@@ -59,18 +59,29 @@ func (s *Server) Handler() http.Handler {
 // connection and returns. The caller creates ln with the
 // access rights it wants (mode 0600 for the control socket).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Requests see ctx end, so that a running capture finishes its
+	// stream (the client reads a clean end, not a cut record).
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	shut := make(chan struct{})
 	go func() {
-		// Close, not Shutdown: requests are short, except captures,
-		// which end with the switch anyway; a client's idle or half-open
-		// connection must not delay the daemon's exit.
+		defer close(shut)
+		// Shutdown, bounded: requests are short and captures end with
+		// ctx; a client's idle or half-open connection must not delay
+		// the daemon's exit for longer.
 		<-ctx.Done()
-		hs.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if hs.Shutdown(sctx) != nil {
+			hs.Close()
+		}
 	}()
-	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("control API: %w", err)
+	err := hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		<-shut // the requests under way have ended
+		return nil
 	}
-	return nil
+	return fmt.Errorf("control API: %w", err)
 }
 
 func (s *Server) ports(w http.ResponseWriter, _ *http.Request) {
