@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -423,6 +424,19 @@ func TestReloadConnect(t *testing.T) {
 		t.Fatalf("the switch did not dial %s after SIGHUP:\n%s", url, d.Output())
 	}
 	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(ports(), portName) })
+
+	// A file with an error changes nothing: the URL it no longer lists
+	// stays connected. (A bad value used to be logged, or left for a restart, while the rest
+	// of the file was applied.)
+	writeFile(t, cfg, base+"fdb-size: 0\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the bad file reported", func() bool { return strings.Contains(d.Output(), "configuration not reloaded") })
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after a reload of a file with an error, the connection it dropped: %v, want it kept", err)
+	}
 
 	writeFile(t, cfg, base)
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {

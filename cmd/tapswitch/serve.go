@@ -841,7 +841,9 @@ func (r *reloader) reload() {
 		return
 	}
 	// A fresh flag set with the command line's flags, then the file.
-	fresh := newServeCmd().Flags()
+	var fo serveOptions
+	fresh := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	fo.addFlags(fresh)
 	var err error
 	r.cmd.Flags().Visit(func(fl *pflag.Flag) {
 		if err != nil {
@@ -856,6 +858,13 @@ func (r *reloader) reload() {
 	})
 	if err == nil {
 		err = applyConfigFile(fresh, r.o.config)
+	}
+	// Checked as at start, so that a file with any error changes nothing.
+	if err == nil {
+		_, err = fo.plan()
+	}
+	if err == nil {
+		_, err = newLogger(fo.logLevel, fo.logFormat)
 	}
 	if err != nil {
 		r.log.WithError(err).Error("SIGHUP: configuration not reloaded")
@@ -872,11 +881,9 @@ func (r *reloader) reload() {
 			}
 		}
 	})
-	if lv, err := logrus.ParseLevel(fresh.Lookup("log-level").Value.String()); err != nil {
-		r.log.WithError(err).Error("SIGHUP: log level")
-	} else if lv != r.log.GetLevel() {
+	if lv, _ := logrus.ParseLevel(fo.logLevel); lv != r.log.GetLevel() {
 		r.log.SetLevel(lv)
-		r.log.WithField("level", lv).Info("SIGHUP: log level changed")
+		r.log.WithField("new_level", lv).Info("SIGHUP: log level changed")
 	}
 	taps, _ := fresh.GetStringArray("tap")
 	attached := map[string]bool{}
@@ -913,10 +920,6 @@ func (r *reloader) reload() {
 		// A URL the file lists is dialled again if its port was
 		// detached (tapswitch ctl detach) since.
 		if ds := r.dialing[u]; ds == nil || ds.ended() {
-			if a, err := listen.Parse(u); err != nil || a.Kind() != listen.KindStream {
-				r.log.WithField("connect", u).Error("SIGHUP: --connect needs a unix:// or tcp:// URL")
-				continue
-			}
 			r.connect(u)
 			r.log.WithField("connect", u).Info("SIGHUP: connecting")
 		}
