@@ -311,7 +311,9 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	if cfg.LockMAC && cfg.LockedMAC != (MAC{}) {
 		a.locked.Store(macBits(cfg.LockedMAC) | lockedBit)
 	}
-	a.tokens = cfg.NewMACRate
+	if cfg.NewMACRate > 0 {
+		a.tokens = max(cfg.NewMACRate, 1)
+	}
 	old := *s.ports.Load()
 	ports := make([]*Attachment, len(old), len(old)+1)
 	copy(ports, old)
@@ -395,10 +397,15 @@ func macBits(m MAC) uint64 {
 }
 
 // allowSource reports whether a LockMAC port may send from src, binding
-// the port to src if it is not bound yet.
-func (a *Attachment) allowSource(src MAC) bool {
+// the port to src if it is not bound yet. A port is not bound to an
+// address that is live on another port: that would let a VM take over
+// another's (or the gateway's) address with its first frame.
+func (a *Attachment) allowSource(src MAC, now int64) bool {
 	l := a.locked.Load()
 	if l == 0 {
+		if o := a.s.fdb.lookup(src, now); o != nil && o != a {
+			return false
+		}
 		a.locked.Store(macBits(src) | lockedBit)
 		return true
 	}
@@ -426,7 +433,9 @@ func (a *Attachment) mayLearn(now int64) bool {
 	}
 	if r := a.cfg.NewMACRate; r > 0 {
 		if a.tokensAt != 0 {
-			a.tokens = min(r, a.tokens+r*float64(now-a.tokensAt)/float64(time.Second))
+			// The bucket holds at least one token, so that a rate below
+			// one a second still lets an address in now and then.
+			a.tokens = min(max(r, 1), a.tokens+r*float64(now-a.tokensAt)/float64(time.Second))
 		}
 		a.tokensAt = now
 		if a.tokens < 1 {
@@ -733,7 +742,7 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			a.c.drops[DropSrcMulticast].Add(1)
 			continue
 		}
-		if a.cfg.LockMAC && !a.allowSource(src) {
+		if a.cfg.LockMAC && !a.allowSource(src, now) {
 			a.c.drops[DropLockedMAC].Add(1)
 			continue
 		}

@@ -705,6 +705,55 @@ func TestPortSecurity(t *testing.T) {
 	}
 }
 
+// TestLockMACNoTakeover: a locked port whose first frame uses an address
+// live on another port (another VM's, the gateway's) is not bound to it:
+// the frame is dropped as locked_mac and the address stays where it was.
+// The port used to be bound to it and take the address's traffic.
+func TestLockMACNoTakeover(t *testing.T) {
+	r := newRig(t, 2, vswitch.Config{})
+	r.learnAll() // MAC(0) on port 0, MAC(1) on port 1
+	p := porttest.New(porttest.Config{Name: "attacker"})
+	a, err := r.sw.AddPort(p, vswitch.PortConfig{Kind: "mem", NoReader: true, LockMAC: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ports, r.atts = append(r.ports, p), append(r.atts, a)
+	r.send(2, porttest.Frame(porttest.Broadcast, porttest.MAC(0), 0x0800, []byte("I am port 0")))
+	st := r.sw.Stats().Ports[2]
+	if st.Drops[vswitch.DropLockedMAC] != 1 || st.LockedMAC != nil {
+		t.Fatalf("attacker: %d locked_mac drops, bound to %v; want 1 and unbound", st.Drops[vswitch.DropLockedMAC], st.LockedMAC)
+	}
+	toZero := porttest.Frame(porttest.MAC(0), porttest.MAC(1), 0x0800, []byte("for port 0"))
+	r.send(1, toZero)
+	r.expect(0, toZero)
+	// Its own address is still bound on its first frame.
+	own := porttest.Frame(porttest.Broadcast, porttest.MAC(9), 0x0800, []byte("mine"))
+	r.send(2, own)
+	if st := r.sw.Stats().Ports[2]; st.LockedMAC == nil || *st.LockedMAC != porttest.MAC(9) {
+		t.Fatalf("attacker's own address: bound to %v, want %v", st.LockedMAC, porttest.MAC(9))
+	}
+}
+
+// TestNewMACRateBelowOne: a rate below one address a second still lets
+// addresses in, one per 1/rate seconds. The bucket was capped at the rate,
+// so it never held a whole token and the port learned nothing.
+func TestNewMACRateBelowOne(t *testing.T) {
+	r := newRig(t, 1, vswitch.Config{})
+	p := porttest.New(porttest.Config{Name: "slow"})
+	a, err := r.sw.AddPort(p, vswitch.PortConfig{Kind: "mem", NoReader: true, NewMACRate: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ports, r.atts = append(r.ports, p), append(r.atts, a)
+	for n := range 6 {
+		r.send(1, porttest.Frame(porttest.Broadcast, porttest.MAC(100+n), 0x0800, nil))
+		r.clock.Advance(time.Second)
+	}
+	if st := r.sw.Stats().Ports[1]; st.LearnedMACs != 3 || st.LearnRefused != 3 {
+		t.Fatalf("rate 0.5/s over 6 s: %d learned, %d refused; want 3 and 3", st.LearnedMACs, st.LearnRefused)
+	}
+}
+
 // TestQueueBytes: a port that stops reading holds at most QueueBytes of
 // buffers, whatever the frame count allows.
 func TestQueueBytes(t *testing.T) {

@@ -584,9 +584,16 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			}
 			undo.add(func() { l.Close() })
 			dgrams = append(dgrams, l)
+			if len(o.allowUID)+len(o.allowGID) > 0 {
+				// Datagrams carry no credentials to check.
+				log.WithField("listen", a.String()).Warn("--allow-uid and --allow-gid do not apply to datagram sockets: " +
+					"anyone who may write this socket (its mode 0660 and --socket-group) can send frames to the switch")
+			}
 		}
 		if a.IsUnix() && p.socketGID >= 0 {
-			if err := os.Chown(a.Address, -1, p.socketGID); err != nil {
+			// Lchown: whoever may write the directory could have put a
+			// symlink there by now; chown would follow it.
+			if err := os.Lchown(a.Address, -1, p.socketGID); err != nil {
 				return fmt.Errorf("--socket-group: %w", err)
 			}
 		}
@@ -744,10 +751,28 @@ func writePidfile(path string) error {
 	if pid, ok := pidfileOwner(path); ok && pid != os.Getpid() && sameProgramRunning(pid) {
 		return fmt.Errorf("--pidfile %s: process %d, which wrote it, is running: stop it first, or give this one another --pidfile", path, pid)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("--pidfile: %w", err)
 	}
-	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	// A new file renamed over path: a symlink planted at path is
+	// replaced, not followed (root would write through it).
+	f, err := os.CreateTemp(dir, ".tapswitch-pid-")
+	if err != nil {
+		return fmt.Errorf("--pidfile: %w", err)
+	}
+	_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
 		return fmt.Errorf("--pidfile: %w", err)
 	}
 	return nil

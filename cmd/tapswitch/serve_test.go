@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -107,5 +110,33 @@ func TestPlanIsolatedNetworkDHCP(t *testing.T) {
 	}
 	if p.dhcp != nil || p.host.StartAddr.String() != "192.168.106.1" || p.host.EndAddr.String() != "192.168.106.200" {
 		t.Fatalf("host mode: dhcp %+v, vmnet %v-%v", p.dhcp, p.host.StartAddr, p.host.EndAddr)
+	}
+}
+
+// TestPidfileReplacesSymlink: a symlink planted at the pidfile's path (in
+// a directory others may write) is replaced, not written through: root
+// used to overwrite the file it pointed to.
+func TestPidfileReplacesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target, path := filepath.Join(dir, "precious"), filepath.Join(dir, "ts.pid")
+	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePidfile(path); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me" {
+		t.Errorf("the symlink's target now holds %q", b)
+	}
+	fi, err := os.Lstat(path)
+	if b, _ := os.ReadFile(path); err != nil || !fi.Mode().IsRegular() || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
+		t.Errorf("pidfile: %v %v %q, want a regular file holding %d", fi, err, b, os.Getpid())
+	}
+	removePidfile(path)
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("pidfile left after removePidfile: %v", err)
 	}
 }
