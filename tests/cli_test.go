@@ -266,6 +266,9 @@ func TestBadConfig(t *testing.T) {
 		{name: "bad value", file: "tap: [" + tapName + "]\nfdb-size: many\n", want: "cfg.yaml:2: fdb-size:"},
 		{name: "list for a scalar", file: "tap: [" + tapName + "]\nmtu: [1, 2]\n", want: "cfg.yaml:2: mtu: takes one value"},
 		{name: "bad yaml", file: "tap: [" + tapName + "\n", want: "cfg.yaml"},
+		{name: "empty value", file: "tap: [" + tapName + "]\npidfile:\n", want: "cfg.yaml:2: pidfile: no value"},
+		{name: "null in a list key", file: "tap: ~\n", want: "cfg.yaml:1: tap: no value"},
+		{name: "second document", file: "tap: [" + tapName + "]\n---\nlisen: x\n", want: "cfg.yaml:2: a second YAML document"},
 		{name: "bad listen flag", args: []string{"--tap", tapName, "--listen", "ftp://x"}, want: "--listen"},
 		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
 		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "need --dhcp"},
@@ -278,9 +281,12 @@ func TestBadConfig(t *testing.T) {
 				writeFile(t, f, c.file)
 				args = append(args, "--config", f)
 			}
-			out, err := ns.Exec(t.Context(), append([]string{bin}, args...)...).CombinedOutput()
-			if err == nil {
-				t.Fatalf("exit status 0 for %s", c.name)
+			// A file that is wrongly accepted starts the switch: 10 s ends it.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			out, err := ns.Exec(ctx, append([]string{bin}, args...)...).CombinedOutput()
+			if err == nil || ctx.Err() != nil {
+				t.Fatalf("%s: exit status 0, or still running after 10 s", c.name)
 			}
 			msg := strings.TrimSpace(string(out))
 			if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, c.want) {

@@ -22,11 +22,20 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	var doc yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil // an empty file sets nothing
 		}
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		line := more.Line
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return fmt.Errorf("%s:%d: a second YAML document (after ---): the configuration is one mapping", path, line)
 	}
 	if len(doc.Content) == 0 {
 		return nil
@@ -60,6 +69,10 @@ func setFlagFromNode(fl *pflag.Flag, v *yaml.Node) error {
 	sv, isSlice := fl.Value.(pflag.SliceValue)
 	switch v.Kind {
 	case yaml.ScalarNode:
+		if v.Tag == "!!null" {
+			// "key:", "key: ~" or "key: null" would set the literal text.
+			return errors.New("no value: give one, or remove the key")
+		}
 		if isSlice {
 			return sv.Replace([]string{v.Value})
 		}
