@@ -108,7 +108,7 @@ func newCtlCmd() *cobra.Command {
 				t := st.Totals
 				for _, row := range [][2]any{
 					{"ports", len(st.Ports)},
-					{"ports departed", len(st.Departed)},
+					{"ports departed (last 64 kept)", len(st.Departed)},
 					{"rx frames", t.RxFrames}, {"rx bytes", t.RxBytes},
 					{"tx frames", t.TxFrames}, {"tx bytes", t.TxBytes},
 					{"forwarded", st.Forwarded}, {"flooded", st.Flooded},

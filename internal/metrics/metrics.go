@@ -26,6 +26,9 @@ type Collector struct {
 	fdbSize, fdbMax, fdbLearned, fdbRefused  *prometheus.Desc
 	fdbExpired, fdbMoved, forwarded, flooded *prometheus.Desc
 	portsByKind, leases, pool                *prometheus.Desc
+	// Switch-wide totals, departed ports included: unlike the sums of the
+	// per-port series, they never go back when a port leaves.
+	totRxFrames, totRxBytes, totTxFrames, totTxBytes, totDrops *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -55,6 +58,11 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 		forwarded:   d("forwarded_frames_total", "Frames sent to one port by FDB lookup."),
 		flooded:     d("flooded_frames_total", "Frames flooded to every other port."),
 		portsByKind: d("ports", "Live ports, by kind.", "kind"),
+		totRxFrames: d("rx_frames_total", "Frames received on every port, departed ports included."),
+		totRxBytes:  d("rx_bytes_total", "Bytes received on every port, departed ports included."),
+		totTxFrames: d("tx_frames_total", "Frames sent out of every port, departed ports included."),
+		totTxBytes:  d("tx_bytes_total", "Bytes sent out of every port, departed ports included."),
+		totDrops:    d("drops_total", "Frames dropped on every port, departed ports included, by reason.", "reason"),
 		leases:      d("dhcp_leases_in_use", "DHCP leases currently bound."),
 		pool:        d("dhcp_pool_size", "Addresses in the DHCP pool."),
 	}
@@ -64,7 +72,8 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.txCoalesced, c.drops,
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
-		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool} {
+		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool,
+		c.totRxFrames, c.totRxBytes, c.totTxFrames, c.totTxBytes, c.totDrops} {
 		ch <- d
 	}
 }
@@ -94,6 +103,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range kinds {
 		gauge(c.portsByKind, float64(n), k)
+	}
+	t := st.Totals
+	counter(c.totRxFrames, t.RxFrames)
+	counter(c.totRxBytes, t.RxBytes)
+	counter(c.totTxFrames, t.TxFrames)
+	counter(c.totTxBytes, t.TxBytes)
+	for _, r := range vswitch.DropReasons() {
+		counter(c.totDrops, t.Drops[r], r.String())
 	}
 	gauge(c.fdbSize, float64(st.FDB.Size))
 	gauge(c.fdbMax, float64(st.FDB.Max))

@@ -73,6 +73,13 @@ func TestCollector(t *testing.T) {
 	if v := value("tapswitch_port_drops_total", map[string]string{"port": "one", "reason": "too_short"}); v != 1 {
 		t.Errorf("too_short drops = %v, want 1", v)
 	}
+	// Totals count departed ports too: they stay when a port leaves.
+	if v := value("tapswitch_rx_frames_total", nil); v != 2 {
+		t.Errorf("total rx frames = %v, want 2", v)
+	}
+	if v := value("tapswitch_drops_total", map[string]string{"reason": "too_short"}); v != 1 {
+		t.Errorf("total too_short drops = %v, want 1", v)
+	}
 	if v := value("tapswitch_fdb_entries", nil); v != 1 {
 		t.Errorf("fdb entries = %v", v)
 	}
@@ -81,5 +88,18 @@ func TestCollector(t *testing.T) {
 	}
 	if v := value("tapswitch_dhcp_pool_size", nil); v != 250 {
 		t.Errorf("pool = %v", v)
+	}
+
+	// Port one leaves: its series go, the switch-wide totals stay.
+	a := sw.Ports()[0]
+	a.Close()
+	<-a.Done()
+	rec = httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if fams, err = parser.TextToMetricFamilies(rec.Body); err != nil {
+		t.Fatalf("parse metrics: %v", err)
+	}
+	if v := value("tapswitch_rx_frames_total", nil); v != 2 {
+		t.Errorf("total rx frames after port one left = %v, want still 2", v)
 	}
 }
