@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"syscall"
 )
 
 // hostOS is the system serve plans for: runtime.GOOS, except in tests,
@@ -48,3 +50,50 @@ func stateDir() string {
 }
 
 func defaultCtlPath() string { return filepath.Join(runDir(), "ctl.sock") }
+
+// sharedRunDirFallback reports whether runDir is the fallback under the
+// temporary directory, which other users may write.
+func sharedRunDirFallback() bool {
+	return os.Geteuid() != 0 && os.Getenv("XDG_RUNTIME_DIR") == ""
+}
+
+// usesRunDir reports whether p puts a socket in runDir.
+func usesRunDir(p *plan) bool {
+	dir := runDir()
+	if filepath.Dir(p.ctl) == dir {
+		return true
+	}
+	for _, a := range p.listens {
+		if a.IsUnix() && filepath.Dir(a.Address) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPrivateDir makes dir (mode 0700) unless it exists, and refuses it
+// unless it is a directory of this user's that nobody else may write: in
+// a shared temporary directory another user could have made it first and
+// then swap the sockets put in it for their own.
+func checkPrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("run directory %s is not this user's own (a %v owned by uid %d): "+
+			"remove it, or set XDG_RUNTIME_DIR, or give --ctl and --listen paths", dir, fi.Mode(), ownerUID(st))
+	}
+	return nil
+}
+
+func ownerUID(st *syscall.Stat_t) int {
+	if st == nil {
+		return -1
+	}
+	return int(st.Uid)
+}

@@ -467,6 +467,11 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	if err != nil {
 		return err
 	}
+	if sharedRunDirFallback() && usesRunDir(p) {
+		if err := checkPrivateDir(runDir()); err != nil {
+			return err
+		}
+	}
 	var undo cleanup
 	defer func() { undo.run() }()
 

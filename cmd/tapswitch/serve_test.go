@@ -140,3 +140,37 @@ func TestPidfileReplacesSymlink(t *testing.T) {
 		t.Errorf("pidfile left after removePidfile: %v", err)
 	}
 }
+
+// TestCheckPrivateDir: the fallback run directory under the temporary
+// directory must be this user's and writable by nobody else; one another
+// user made first (or left writable) is refused.
+func TestCheckPrivateDir(t *testing.T) {
+	base := t.TempDir()
+	own := filepath.Join(base, "own")
+	if err := checkPrivateDir(own); err != nil {
+		t.Fatalf("a directory it makes: %v", err)
+	}
+	if fi, _ := os.Stat(own); fi.Mode().Perm() != 0o700 {
+		t.Errorf("made with mode %v, want 0700", fi.Mode().Perm())
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPrivateDir(open); err == nil || !strings.Contains(err.Error(), "not this user's own") {
+		t.Errorf("a world-writable directory: %v", err)
+	}
+	other := filepath.Join(base, "other")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(other, 65534, 65534); err != nil {
+		t.Skipf("cannot give a directory to another user here (not root): %v", err)
+	}
+	if err := checkPrivateDir(other); err == nil {
+		t.Error("another user's directory accepted")
+	}
+}
