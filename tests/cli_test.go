@@ -230,6 +230,11 @@ log-level: debug
 	if out := d.ctl(t, "flush-fdb"); !strings.Contains(out, "flushed") {
 		t.Errorf("ctl flush-fdb: %s", out)
 	}
+	// --json applies to them too (it was ignored): the flush result as JSON.
+	var fl api.FlushResult
+	if out := d.ctl(t, "flush-fdb", "--json"); json.Unmarshal([]byte(out), &fl) != nil {
+		t.Errorf("ctl flush-fdb --json: %q", out)
+	}
 
 	// SIGTERM leaves no socket, device or pidfile behind.
 	d.Stop(t)

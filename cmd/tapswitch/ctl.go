@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -38,9 +39,7 @@ func newCtlCmd() *cobra.Command {
 		}
 		out := cmd.OutOrStdout()
 		if asJSON {
-			enc := json.NewEncoder(out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(v)
+			return printJSON(out, v)
 		}
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		table(tw)
@@ -154,9 +153,15 @@ the switch restarts; a tap or --connect URL that serve's --config file
 lists comes back when SIGHUP re-reads the file.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == "" {
+				return errors.New("detach: give a port's ID or name (tapswitch ctl ports lists them)")
+			}
 			ps, err := client().Detach(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), ps)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "detached %s (id %d)\n", ps.Name, ps.ID)
 			return nil
@@ -170,6 +175,9 @@ lists comes back when SIGHUP re-reads the file.`,
 			var r api.FlushResult
 			if err := client().Do(cmd.Context(), "POST", "/v1/fdb/flush", nil, &r); err != nil {
 				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), r)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "flushed %d entries\n", r.Flushed)
 			return nil
@@ -205,4 +213,11 @@ func dropSummary(d vswitch.DropCounts) string {
 		return "0"
 	}
 	return strings.Join(parts, ",")
+}
+
+// printJSON prints v as indented JSON (--json).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
