@@ -320,6 +320,19 @@ func TestStuckClients(t *testing.T) {
 			clients = append(clients, dialStream(t, sock))
 		}
 		waitPortsWhere(t, n.d, func(ps []api.Port) bool { return len(ps) == 7 }) // 2 taps, host, 4 clients
+		// Transfer once the stuck clients' queues are full and dropping:
+		// a fast transfer could otherwise end before the broadcasts
+		// filled their socket buffers and queues (~0.15 s).
+		full := func(ps []api.Port) bool {
+			n := 0
+			for _, p := range ps {
+				if p.Kind == "stream" && p.Drops[vswitch.DropQueueFull] > 0 {
+					n++
+				}
+			}
+			return n >= 3
+		}
+		waitPortsWhere(t, n.d, full)
 		stuck = append(stuck, iperfGbps(t, n))
 		for _, p := range waitPortsWhere(t, n.d, func([]api.Port) bool { return true }) {
 			if p.Kind == "stream" {
