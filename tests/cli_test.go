@@ -470,6 +470,29 @@ func TestReloadConnect(t *testing.T) {
 	if !strings.Contains(d.Output(), "no longer dialled") {
 		t.Errorf("the removal was not logged:\n%s", d.Output())
 	}
+
+	// Connected by ctl attach, then listed in the file: SIGHUP does not
+	// dial it a second time (it used to: two ports to one QEMU).
+	d.ctl(t, "attach", "--connect", url)
+	select {
+	case c3 := <-conns:
+		defer c3.Close()
+	case <-time.After(20 * time.Second):
+		t.Fatalf("ctl attach --connect did not dial %s", url)
+	}
+	porttest.WaitFor(t, "the attached port", func() bool { return slices.Contains(ports(), portName) })
+	writeFile(t, cfg, base+"connect: [\""+url+"\"]\n")
+	reloads := strings.Count(d.Output(), "configuration reloaded")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the reload", func() bool { return strings.Count(d.Output(), "configuration reloaded") > reloads })
+	select {
+	case c4 := <-conns:
+		c4.Close()
+		t.Errorf("SIGHUP dialled %s a second time", url)
+	case <-time.After(time.Second):
+	}
 }
 
 // TestReloadReattaches: the file is the configuration in force, so SIGHUP

@@ -950,6 +950,12 @@ func (r *reloader) reload() {
 		// A URL the file lists is dialled again if its port was
 		// detached (tapswitch ctl detach) since.
 		if ds := r.dialing[u]; ds == nil || ds.ended() {
+			// Connected already by tapswitch ctl attach --connect: a
+			// second connection to the same QEMU would be a second port.
+			if a, err := listen.Parse(u); err == nil && attached[a.Network+":"+a.Address] {
+				r.log.WithField("connect", u).Info("SIGHUP: already connected (ctl attach); not dialled again")
+				continue
+			}
 			r.connect(u)
 			r.log.WithField("connect", u).Info("SIGHUP: connecting")
 		}
