@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,28 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serve runs srv on a fresh unix socket until stop (at the latest when
+// the test ends); stop returns what Serve returned.
+func serve(t *testing.T, srv *api.Server) (sock string, stop func() error) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	var once sync.Once
+	var serr error
+	stop = func() error {
+		once.Do(func() { cancel(); serr = <-served })
+		return serr
+	}
+	t.Cleanup(func() { stop() })
+	return sock, stop
+}
 
 func TestAPI(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
@@ -39,15 +62,9 @@ func TestAPI(t *testing.T) {
 			return nil
 		},
 	}
-	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
+	sock, stop := serve(t, srv)
+	defer stop()
+	ctx := t.Context()
 	c := api.NewClient(sock)
 
 	f := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0806, nil)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
-	"path/filepath"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -27,18 +25,10 @@ func TestCaptureLossLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, hook := logtest.NewNullLogger()
-	srv := &api.Server{Switch: sw, Logger: log}
-	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
+	sock, stop := serve(t, &api.Server{Switch: sw, Logger: log})
+	defer stop()
 
-	cctx, ccancel := context.WithCancel(ctx)
+	cctx, ccancel := context.WithCancel(t.Context())
 	rc, err := api.NewClient(sock).Capture(cctx, "")
 	if err != nil {
 		t.Fatal(err)
@@ -73,15 +63,7 @@ func TestCaptureEndsCleanlyOnShutdown(t *testing.T) {
 	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
 		t.Fatal(err)
 	}
-	srv := &api.Server{Switch: sw}
-	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	sock, stop := serve(t, &api.Server{Switch: sw})
 	rc, err := api.NewClient(sock).Capture(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
@@ -98,8 +80,7 @@ func TestCaptureEndsCleanlyOnShutdown(t *testing.T) {
 	if _, err := r.Next(nil); err != nil {
 		t.Fatal(err)
 	}
-	cancel()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Next(nil); !errors.Is(err, io.EOF) {
