@@ -1,3 +1,5 @@
+//go:build linux
+
 package tests
 
 // End-to-end tests of the DHCP responder through the real binary: real
