@@ -228,10 +228,30 @@ func TestVMNetError(t *testing.T) {
 		!strings.Contains(err.Error(), "root") || !strings.Contains(err.Error(), "VMNET_INVALID_ACCESS") {
 		t.Errorf("invalid access: %v", err)
 	}
+	if err := vmnetError("vmnet-shared", "vmnet_start_interface", statusNotAuthorized); !errors.Is(err, fs.ErrPermission) ||
+		!strings.Contains(err.Error(), "VMNET_NOT_AUTHORIZED") {
+		t.Errorf("not authorized: %v", err)
+	}
+	// Without root, vmnet_start_interface fails with VMNET_FAILURE as
+	// often as with a permission status; as root it is a general failure.
+	euid := geteuid
+	t.Cleanup(func() { geteuid = euid })
+	for _, c := range []struct {
+		uid    int
+		op     string
+		denied bool
+	}{{501, "vmnet_start_interface", true}, {0, "vmnet_start_interface", false}, {501, "vmnet_read", false}} {
+		geteuid = func() int { return c.uid }
+		err := vmnetError("vmnet-shared", c.op, statusFailure)
+		if errors.Is(err, fs.ErrPermission) != c.denied || !strings.Contains(err.Error(), "VMNET_FAILURE") {
+			t.Errorf("uid %d, %s, VMNET_FAILURE: %v (want a missing privilege: %v)", c.uid, c.op, err, c.denied)
+		}
+	}
+	geteuid = func() int { return 0 }
 	if err := vmnetError("x", "vmnet_write", statusBufferExhausted); !errors.Is(err, ErrBufferExhausted) {
 		t.Errorf("buffer exhausted: %v", err)
 	}
-	for st := statusSuccess; st <= statusSharingBusy; st++ {
+	for st := statusSuccess; st <= statusNotAuthorized; st++ {
 		if strings.HasPrefix(statusText(st), "vmnet status") {
 			t.Errorf("status %d has no name", st)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 )
 
 // ErrBufferExhausted is returned, wrapped, by WriteFrames on macOS when
@@ -24,6 +25,7 @@ const (
 	statusBufferExhausted  uint32 = 1007
 	statusTooManyPackets   uint32 = 1008
 	statusSharingBusy      uint32 = 1009
+	statusNotAuthorized    uint32 = 1010
 	statusUnknownParameter uint32 = 1 // the shim's own: a key the running macOS lacks
 )
 
@@ -50,18 +52,29 @@ func statusText(st uint32) string {
 		return "VMNET_TOO_MANY_PACKETS"
 	case statusSharingBusy:
 		return "VMNET_SHARING_SERVICE_BUSY"
+	case statusNotAuthorized:
+		return "VMNET_NOT_AUTHORIZED"
 	}
 	return fmt.Sprintf("vmnet status %d", st)
 }
 
+// geteuid is os.Geteuid, replaced by tests.
+var geteuid = os.Geteuid
+
 // vmnetError describes a failed vmnet call on the interface name, with
 // what to do about it where there is something to do. A missing privilege
-// matches fs.ErrPermission, as on Linux.
+// matches fs.ErrPermission, as on Linux. vmnet_start_interface refuses a
+// process that is neither root nor entitled with VMNET_FAILURE, as often
+// as with VMNET_INVALID_ACCESS or VMNET_NOT_AUTHORIZED, so a general
+// failure to start counts as a missing privilege when not root.
 func vmnetError(name, op string, st uint32) error {
-	switch st {
-	case statusInvalidAccess:
+	denied := st == statusInvalidAccess || st == statusNotAuthorized ||
+		st == statusFailure && op == "vmnet_start_interface" && geteuid() != 0
+	if denied {
 		return fmt.Errorf("host interface %s: %s: %s: %w: run tapswitch as root (sudo, or a launchd daemon), "+
 			"or sign it with the com.apple.vm.networking entitlement", name, op, statusText(st), fs.ErrPermission)
+	}
+	switch st {
 	case statusBufferExhausted:
 		return fmt.Errorf("host interface %s: %s: %w (%s)", name, op, ErrBufferExhausted, statusText(st))
 	case statusSharingBusy:

@@ -35,7 +35,8 @@ const DefaultName = "tapswitch0"
 
 // Errors returned by Open, wrapped with the interface and bridge names;
 // test them with errors.Is. A missing privilege is reported with an error
-// matching fs.ErrPermission whose text says that CAP_NET_ADMIN is missing.
+// matching fs.ErrPermission whose text says what is missing (Linux:
+// CAP_NET_ADMIN; macOS: root or the com.apple.vm.networking entitlement).
 var (
 	// ErrNoBridge: Config.Bridge names no device.
 	ErrNoBridge = errors.New("bridge not found")

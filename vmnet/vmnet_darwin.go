@@ -3,7 +3,7 @@
 package vmnet
 
 /*
-#cgo CFLAGS: -mmacosx-version-min=11
+#cgo CFLAGS: -mmacosx-version-min=12
 #cgo LDFLAGS: -framework vmnet
 #include <stdlib.h>
 #include "vmnet_darwin.h"

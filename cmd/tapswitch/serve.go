@@ -522,8 +522,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		hc.NoOffload = !o.tapOffload
 		hi, err := vmnet.Open(hc)
 		switch {
-		case err != nil && p.defaultHost && errors.Is(err, fs.ErrPermission):
-			log.WithError(err).Warn("no host interface (needs CAP_NET_ADMIN on Linux, root on macOS): guests reach each other, but not the host")
+		case err != nil && p.defaultHost && hostOptional(err):
+			log.WithError(err).Warn("no host interface (needs CAP_NET_ADMIN on Linux, root and cgo on macOS): guests reach each other, but not the host")
 		case err != nil:
 			return fmt.Errorf("host interface: %w", err)
 		default:
@@ -709,6 +709,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	log.Info("shutting down")
 	cancel()
 	return g.Wait()
+}
+
+// hostOptional says whether an error opening the default host interface
+// (no --host flags) leaves serve running without one: a missing privilege,
+// or a build without vmnet (macOS without cgo).
+func hostOptional(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, errors.ErrUnsupported)
 }
 
 // hostAddrsIn returns the addresses the interfaces of this network

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -172,5 +175,25 @@ func TestCheckPrivateDir(t *testing.T) {
 	}
 	if err := checkPrivateDir(other); err == nil {
 		t.Error("another user's directory accepted")
+	}
+}
+
+// TestHostOptional: serve without --host flags carries on without a host
+// interface when it lacks the privilege (Linux CAP_NET_ADMIN, macOS root,
+// where vmnet may say VMNET_FAILURE) or the build has no vmnet (macOS
+// without cgo), and fails on anything else.
+func TestHostOptional(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("host interface tapswitch0: create: %w", fs.ErrPermission), true},
+		{fmt.Errorf("host interface vmnet-shared: open: %w: vmnet needs cgo", errors.ErrUnsupported), true},
+		{fmt.Errorf("host interface tapswitch0: %w", vmnet.ErrNoBridge), false},
+		{errors.New("host interface vmnet-shared: vmnet_start_interface: VMNET_SHARING_SERVICE_BUSY"), false},
+	} {
+		if got := hostOptional(tc.err); got != tc.want {
+			t.Errorf("hostOptional(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
