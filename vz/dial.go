@@ -44,8 +44,9 @@ type Config struct {
 	Switch string
 	// Local is the path the VM's end of the socket is bound to: the
 	// switch sends the VM's frames there. Empty means a new name in
-	// os.TempDir(). A stale socket file left there by a process that
-	// died is replaced; one in use is an error.
+	// os.TempDir(). A relative path is made absolute (the switch cannot
+	// answer a sender bound to a relative path). A stale socket file left
+	// there by a process that died is replaced; one in use is an error.
 	Local string
 	// MTU, if not 0, is set on the attachment (macOS 13+): 1500 to 65535.
 	// The switch's listener must carry frames of MTU+14 bytes.
@@ -118,6 +119,10 @@ func Dial(cfg Config) (*Conn, error) {
 			return nil, fmt.Errorf("vz: local socket name: %w", err)
 		}
 		local = filepath.Join(os.TempDir(), fmt.Sprintf("tapswitch-vz-%d-%s.sock", os.Getpid(), hex.EncodeToString(b[:])))
+	}
+	local, err := filepath.Abs(local)
+	if err != nil {
+		return nil, fmt.Errorf("vz: local socket %s: %w", cfg.Local, err)
 	}
 	for _, p := range []string{local, cfg.Switch} {
 		if len(p) > maxSockPath {

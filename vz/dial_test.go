@@ -119,6 +119,26 @@ func TestDialNoHelloAndTempPath(t *testing.T) {
 	}
 }
 
+// TestDialRelativeLocal: a relative Config.Local is bound as an absolute
+// path, so the switch sees a sender it can answer (it drops senders bound
+// to relative paths).
+func TestDialRelativeLocal(t *testing.T) {
+	dir := shortTemp(t)
+	sw, swPath := fakeSwitch(t, dir)
+	t.Chdir(dir)
+	c, err := Dial(Config{Switch: swPath, Local: "vm.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !filepath.IsAbs(c.LocalPath()) || filepath.Base(c.LocalPath()) != "vm.sock" {
+		t.Errorf("LocalPath = %q, want an absolute path to vm.sock", c.LocalPath())
+	}
+	if _, from := recv(t, sw); from == nil || from.Name != c.LocalPath() {
+		t.Errorf("hello from %v, want from %s", from, c.LocalPath())
+	}
+}
+
 func TestDialBuffers(t *testing.T) {
 	dir := shortTemp(t)
 	_, swPath := fakeSwitch(t, dir)
