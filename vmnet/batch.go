@@ -78,19 +78,20 @@ func deliver(bufs [][]byte, sizes []int, offset int, src [][]byte, srcSizes []ui
 }
 
 // stage copies the frames bufs[i][offset:] into vmnet's write buffers,
-// dst[k] with its length in dstSizes[k], and returns how many it staged. A
-// frame longer than maxPacket (vmnet_max_packet_size_key) or than its
-// buffer is dropped and counted instead, so that the frames after it still
-// go out. len(dst) must be at least len(bufs).
-func stage(dst [][]byte, dstSizes []uint64, bufs [][]byte, offset, maxPacket int, c *counters) int {
+// dst[k] with its length in dstSizes[k] and i in from[k], and returns how
+// many it staged. A frame longer than maxPacket (vmnet_max_packet_size_key)
+// or than its buffer is dropped and counted instead, so that the frames
+// after it still go out. len(dst) and len(from) must be at least len(bufs).
+func stage(dst [][]byte, dstSizes []uint64, from []int, bufs [][]byte, offset, maxPacket int, c *counters) int {
 	k := 0
-	for _, b := range bufs {
+	for i, b := range bufs {
 		f := b[offset:]
 		if len(f) > maxPacket || len(f) > len(dst[k]) {
 			c.tooLong.Add(1)
 			continue
 		}
 		dstSizes[k] = uint64(copy(dst[k], f))
+		from[k] = i
 		k++
 	}
 	return k

@@ -83,10 +83,16 @@ func TestStage(t *testing.T) {
 	bufs := [][]byte{mk(60, 1), mk(1600, 2), mk(1514, 3), mk(100, 4)}
 	dst := [][]byte{make([]byte, 1514), make([]byte, 1514), make([]byte, 1514), make([]byte, 1514)}
 	dstSizes := make([]uint64, 4)
+	from := make([]int, 4)
 	var c counters
-	k := stage(dst, dstSizes, bufs, off, 1514, &c)
+	k := stage(dst, dstSizes, from, bufs, off, 1514, &c)
 	if k != 3 || !slices.Equal(dstSizes[:3], []uint64{60, 1514, 100}) {
 		t.Fatalf("stage = %d, sizes %v; want 3 frames of 60, 1514, 100 (the 1600-byte one dropped)", k, dstSizes[:k])
+	}
+	// A write that stops after the first staged frame stops before input
+	// frame 2: the dropped one, 1, is behind it.
+	if !slices.Equal(from[:3], []int{0, 2, 3}) {
+		t.Errorf("staged frames come from %v, want [0 2 3]", from[:3])
 	}
 	for i, fill := range []byte{1, 3, 4} {
 		if !bytes.Equal(dst[i][:dstSizes[i]], bytes.Repeat([]byte{fill}, int(dstSizes[i]))) {
@@ -97,7 +103,7 @@ func TestStage(t *testing.T) {
 		t.Errorf("counters %+v, want one too long", got)
 	}
 	// maxPacket larger than the buffers: the buffer bounds.
-	if k := stage(dst, dstSizes, [][]byte{mk(2000, 9)}, off, 65535, &c); k != 0 || c.snapshot().TooLong != 2 {
+	if k := stage(dst, dstSizes, from, [][]byte{mk(2000, 9)}, off, 65535, &c); k != 0 || c.snapshot().TooLong != 2 {
 		t.Errorf("stage of a frame longer than the buffer = %d, TooLong %d", k, c.snapshot().TooLong)
 	}
 }

@@ -98,6 +98,7 @@ func Open(cfg Config) (*Interface, error) {
 	}
 	p.rbufs, p.rsizes = cBuffers(bufs.rmem, bufs.rsizes, p.batch, pkt)
 	p.wbufs, p.wsizes = cBuffers(bufs.wmem, bufs.wsizes, p.batch, pkt)
+	p.wfrom = make([]int, p.batch)
 
 	macText := C.GoString(&info.mac[0])
 	mac, err := net.ParseMAC(macText)
@@ -178,6 +179,7 @@ type port struct {
 	wmu    sync.Mutex
 	wbufs  [][]byte
 	wsizes []uint64
+	wfrom  []int // the index in WriteFrames' chunk of each staged frame
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -247,20 +249,22 @@ func (p *port) WriteFrames(bufs [][]byte, offset int) (int, error) {
 			return done, fmt.Errorf("host interface %s: write: %w", p.name, net.ErrClosed)
 		}
 		chunk := bufs[done:min(len(bufs), done+p.batch)]
-		if k := stage(p.wbufs, p.wsizes, chunk, offset, p.maxPacket, &p.c); k > 0 {
+		// Frames that stage dropped count as written: the result is the
+		// chunk index of the first staged frame vmnet did not take.
+		if k := stage(p.wbufs, p.wsizes, p.wfrom, chunk, offset, p.maxPacket, &p.c); k > 0 {
 			var wrote C.int
 			switch st := uint32(C.tsvmnet_write(p.h, C.int(k), &wrote)); st {
 			case statusSuccess:
-				if int(wrote) < k {
-					p.c.bufferExhausted.Add(uint64(k - int(wrote)))
-					return done + int(wrote), fmt.Errorf("host interface %s: write: %w (%d of %d frames taken)",
-						p.name, ErrBufferExhausted, wrote, k)
+				if w := max(int(wrote), 0); w < k {
+					p.c.bufferExhausted.Add(uint64(k - w))
+					return done + p.wfrom[w], fmt.Errorf("host interface %s: write: %w (%d of %d frames taken)",
+						p.name, ErrBufferExhausted, w, k)
 				}
 			case statusBufferExhausted:
 				p.c.bufferExhausted.Add(uint64(k))
-				return done, vmnetError(p.name, "vmnet_write", st)
+				return done + p.wfrom[0], vmnetError(p.name, "vmnet_write", st)
 			default:
-				return done, vmnetError(p.name, "vmnet_write", st)
+				return done + p.wfrom[0], vmnetError(p.name, "vmnet_write", st)
 			}
 		}
 		done += len(chunk)
