@@ -17,6 +17,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -53,12 +54,20 @@ func Open(cfg Config) (*Interface, error) {
 
 	// The wake pipe carries vmnet's packets-available events to the
 	// reader; its read end is on the Go poller, so Close wakes the reader.
+	// macOS has no pipe2: hold ForkLock, as package os does, so that no
+	// child started meanwhile inherits the pipe.
 	var fds [2]int
-	if err := unix.Pipe(fds[:]); err != nil {
+	syscall.ForkLock.RLock()
+	err = unix.Pipe(fds[:])
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
 		return nil, fmt.Errorf("host interface %s: pipe: %w", name, err)
 	}
 	for _, fd := range fds {
-		unix.CloseOnExec(fd)
 		if err := unix.SetNonblock(fd, true); err != nil {
 			unix.Close(fds[0])
 			unix.Close(fds[1])
