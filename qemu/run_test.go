@@ -113,7 +113,7 @@ func helperCmd(t *testing.T, mode string) ([]string, []string) {
 func switchWithListener(t *testing.T) (*vswitch.Switch, string, net.Conn) {
 	t.Helper()
 	sw := vswitch.New(vswitch.Config{})
-	path := filepath.Join(t.TempDir(), "ts.sock")
+	path := filepath.Join(porttest.SocketDir(t), "ts.sock")
 	l, err := stream.Listen(context.Background(), "unix://"+path, stream.ListenerConfig{}, sw)
 	if err != nil {
 		sw.Close()

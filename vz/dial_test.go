@@ -15,19 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// shortTemp returns a directory whose socket paths fit in sun_path (the
-// test's own temporary directory may be too deep).
-func shortTemp(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "vz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
 
 // fakeSwitch binds a unixgram socket as the switch's datagram listener.
 func fakeSwitch(t *testing.T, dir string) (*net.UnixConn, string) {
@@ -53,7 +43,7 @@ func recv(t *testing.T, c *net.UnixConn) ([]byte, *net.UnixAddr) {
 }
 
 func TestDialHelloAndFrames(t *testing.T) {
-	dir := shortTemp(t)
+	dir := porttest.SocketDir(t)
 	sw, swPath := fakeSwitch(t, dir)
 	local := filepath.Join(dir, "vm.sock")
 	c, err := Dial(Config{Switch: swPath, Local: local})
@@ -100,7 +90,7 @@ func TestDialHelloAndFrames(t *testing.T) {
 }
 
 func TestDialNoHelloAndTempPath(t *testing.T) {
-	dir := shortTemp(t)
+	dir := porttest.SocketDir(t)
 	sw, swPath := fakeSwitch(t, dir)
 	t.Setenv("TMPDIR", dir)
 	c, err := Dial(Config{Switch: swPath, NoHello: true})
@@ -123,7 +113,7 @@ func TestDialNoHelloAndTempPath(t *testing.T) {
 // path, so the switch sees a sender it can answer (it drops senders bound
 // to relative paths).
 func TestDialRelativeLocal(t *testing.T) {
-	dir := shortTemp(t)
+	dir := porttest.SocketDir(t)
 	sw, swPath := fakeSwitch(t, dir)
 	t.Chdir(dir)
 	c, err := Dial(Config{Switch: swPath, Local: "vm.sock"})
@@ -140,7 +130,7 @@ func TestDialRelativeLocal(t *testing.T) {
 }
 
 func TestDialBuffers(t *testing.T) {
-	dir := shortTemp(t)
+	dir := porttest.SocketDir(t)
 	_, swPath := fakeSwitch(t, dir)
 	c, err := Dial(Config{Switch: swPath, Local: filepath.Join(dir, "vm.sock")})
 	if err != nil {
@@ -182,7 +172,7 @@ func sysctl(t *testing.T, path string) int {
 }
 
 func TestDialStaleAndBusyLocal(t *testing.T) {
-	dir := shortTemp(t)
+	dir := porttest.SocketDir(t)
 	_, swPath := fakeSwitch(t, dir)
 	local := filepath.Join(dir, "vm.sock")
 
@@ -204,7 +194,7 @@ func TestDialStaleAndBusyLocal(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
-	dir := shortTemp(t)
+	dir := porttest.SocketDir(t)
 	streamPath := filepath.Join(dir, "stream.sock")
 	l, err := net.Listen("unix", streamPath)
 	if err != nil {

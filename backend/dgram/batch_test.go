@@ -43,7 +43,7 @@ func rawReader(t *testing.T, c net.PacketConn) *reader {
 // unixgram socket queues net.unix.max_dgram_qlen (10 by default) before
 // senders block.
 func TestReadBatch(t *testing.T) {
-	dir := t.TempDir()
+	dir := porttest.SocketDir(t)
 	path := filepath.Join(dir, "sw.sock")
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {

@@ -93,7 +93,7 @@ type env struct {
 
 func setup(t *testing.T, network string, cfg Config) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir()}
+	e := &env{t: t, dir: porttest.SocketDir(t)}
 	e.sw = vswitch.New(vswitch.Config{Logger: logger()})
 	url := "udp://127.0.0.1:0"
 	if network == "unixgram" {
@@ -422,7 +422,7 @@ func TestMaxPeers(t *testing.T) {
 func TestSocketFile(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
-	path := filepath.Join(t.TempDir(), "vz.sock")
+	path := filepath.Join(porttest.SocketDir(t), "vz.sock")
 	// A stale socket file from a previous run.
 	old, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {

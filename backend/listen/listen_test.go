@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 func TestParse(t *testing.T) {
@@ -63,7 +65,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestListenUnixModeAndStale(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
+	path := filepath.Join(porttest.SocketDir(t), "s.sock")
 
 	// A stale socket file: bound, then closed without unlinking.
 	old, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -148,7 +150,7 @@ func TestListenUnixRefusesNonSocket(t *testing.T) {
 }
 
 func TestRemoveLeavesReplacedFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "g.sock")
+	path := filepath.Join(porttest.SocketDir(t), "g.sock")
 	c, f, err := ListenUnixgram(path, 0o600)
 	if err != nil {
 		t.Fatal(err)

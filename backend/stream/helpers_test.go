@@ -160,7 +160,7 @@ func setup(t *testing.T, cfg ListenerConfig) (*vswitch.Switch, *Listener, string
 	t.Helper()
 	log, _ := testLogger(t)
 	sw := vswitch.New(vswitch.Config{Logger: log})
-	path := filepath.Join(t.TempDir(), "ts.sock")
+	path := filepath.Join(porttest.SocketDir(t), "ts.sock")
 	if cfg.Logger == nil {
 		cfg.Logger = log
 	}

@@ -493,7 +493,7 @@ func TestSocketFileLifecycle(t *testing.T) {
 	log, _ := testLogger(t)
 	sw := vswitch.New(vswitch.Config{Logger: log})
 	defer sw.Close()
-	path := filepath.Join(t.TempDir(), "life.sock")
+	path := filepath.Join(porttest.SocketDir(t), "life.sock")
 
 	// Stale socket from a previous run.
 	old, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -539,7 +539,7 @@ func TestListenContextCancel(t *testing.T) {
 	log, _ := testLogger(t)
 	sw := vswitch.New(vswitch.Config{Logger: log})
 	defer sw.Close()
-	path := filepath.Join(t.TempDir(), "ctx.sock")
+	path := filepath.Join(porttest.SocketDir(t), "ctx.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	l, err := Listen(ctx, "unix://"+path, ListenerConfig{Logger: log}, sw)
 	if err != nil {
@@ -563,7 +563,7 @@ func TestAcceptRetriesOnEMFILE(t *testing.T) {
 	log, h := testLogger(t)
 	sw := vswitch.New(vswitch.Config{Logger: log})
 	defer sw.Close()
-	path := filepath.Join(t.TempDir(), "emfile.sock")
+	path := filepath.Join(porttest.SocketDir(t), "emfile.sock")
 	l, err := Listen(context.Background(), "unix://"+path, ListenerConfig{Logger: log}, sw)
 	if err != nil {
 		t.Fatal(err)
@@ -659,7 +659,7 @@ func TestDialReconnects(t *testing.T) {
 	if _, err := sw.AddPort(mem, vswitch.PortConfig{Kind: "mem"}); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "qemu.sock")
+	path := filepath.Join(porttest.SocketDir(t), "qemu.sock")
 	serve := func() (*net.UnixListener, *client) {
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		if err != nil {
@@ -711,7 +711,7 @@ func TestDialStopsWhenDetached(t *testing.T) {
 	log, _ := testLogger(t)
 	sw := vswitch.New(vswitch.Config{Logger: log})
 	defer sw.Close()
-	path := filepath.Join(t.TempDir(), "qemu.sock")
+	path := filepath.Join(porttest.SocketDir(t), "qemu.sock")
 	conns := porttest.StreamServer(t, path)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -754,7 +754,7 @@ func TestDialWaitsForRoom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "qemu.sock")
+	path := filepath.Join(porttest.SocketDir(t), "qemu.sock")
 	conns := porttest.StreamServer(t, path)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -793,7 +793,7 @@ func TestDialWaitsForRoom(t *testing.T) {
 
 func TestDialStopsWhenSwitchCloses(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
-	path := filepath.Join(t.TempDir(), "q.sock")
+	path := filepath.Join(porttest.SocketDir(t), "q.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)

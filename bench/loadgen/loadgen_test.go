@@ -6,6 +6,7 @@ import (
 	"time"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 // benchTransport runs two active clients of transport through an
@@ -17,7 +18,7 @@ func benchTransport(b *testing.B, transport string) {
 	for _, size := range []int{64, 1500} {
 		for _, idle := range []int{0, 8} {
 			b.Run(fmt.Sprintf("%dB/idle=%d", size, idle), func(b *testing.B) {
-				sw, err := StartSwitch(b.TempDir(), vswitch.Config{})
+				sw, err := StartSwitch(porttest.SocketDir(b), vswitch.Config{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -68,7 +69,7 @@ func BenchmarkDgram(b *testing.B) { benchTransport(b, Dgram) }
 func TestSession(t *testing.T) {
 	for _, transport := range []string{Stream, Dgram} {
 		t.Run(transport, func(t *testing.T) {
-			sw, err := StartSwitch(t.TempDir(), vswitch.Config{})
+			sw, err := StartSwitch(porttest.SocketDir(t), vswitch.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +108,7 @@ func BenchmarkRelay(b *testing.B) {
 	for _, transport := range []string{Stream, Dgram} {
 		for _, size := range []int{64, 1500} {
 			b.Run(fmt.Sprintf("%s/%dB", transport, size), func(b *testing.B) {
-				rl, err := StartRelay(b.TempDir(), transport)
+				rl, err := StartRelay(porttest.SocketDir(b), transport)
 				if err != nil {
 					b.Fatal(err)
 				}

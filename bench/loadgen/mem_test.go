@@ -19,6 +19,7 @@ import (
 	"time"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 // memChildEnv makes the test binary a switch for TestMemory64Ports: it
@@ -128,7 +129,7 @@ func TestMemory64Ports(t *testing.T) {
 
 func memScenario(t *testing.T, size int, paced bool, queueLen int) memReport {
 	const ports, macsPerPort = 64, 128
-	dir := t.TempDir()
+	dir := porttest.SocketDir(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), memChildEnv+"="+dir, memQueueEnv+"="+strconv.Itoa(queueLen))
 	cmd.Stderr = os.Stderr

@@ -24,7 +24,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // the test ends); stop returns what Serve returned.
 func serve(t *testing.T, srv *api.Server) (sock string, stop func() error) {
 	t.Helper()
-	sock = filepath.Join(t.TempDir(), "ctl.sock")
+	sock = filepath.Join(porttest.SocketDir(t), "ctl.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,10 @@ package porttest
 import (
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
@@ -244,3 +246,16 @@ func MAC(n int) vswitch.MAC {
 
 // Broadcast is ff:ff:ff:ff:ff:ff.
 var Broadcast = vswitch.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// SocketDir returns a new directory for a test's unix sockets, removed when
+// the test ends. t.TempDir's path holds the test's name and can exceed
+// sun_path's 104 bytes on macOS, whose TMPDIR alone is about 49.
+func SocketDir(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
