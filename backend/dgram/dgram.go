@@ -160,7 +160,9 @@ type Stats struct {
 	Invalid uint64 `json:"invalid"`
 	// TooLong counts datagrams longer than MaxFrame, dropped.
 	TooLong uint64 `json:"too_long"`
-	// Refused counts datagrams dropped because MaxPeers was reached.
+	// Refused counts datagrams from new senders dropped because no peer
+	// could be added for them: MaxPeers reached, or the switch refused the
+	// port (vswitch.Config.MaxPorts).
 	Refused uint64 `json:"refused"`
 	// ReadErrors counts failed reads other than the socket closing.
 	ReadErrors uint64 `json:"read_errors"`
@@ -529,6 +531,7 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	p, err := l.newPeer(key)
 	if err != nil {
 		l.mu.Unlock()
+		l.c.refused.Add(1)
 		if ok, s := l.lim.Allow(); ok {
 			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
 		}
@@ -540,6 +543,7 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	a, err := l.sw.AddPort(p, pc)
 	if err != nil {
 		l.mu.Unlock()
+		l.c.refused.Add(1)
 		if ok, s := l.lim.Allow(); ok {
 			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
 		}

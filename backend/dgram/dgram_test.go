@@ -419,6 +419,28 @@ func TestMaxPeers(t *testing.T) {
 	}
 }
 
+// TestSwitchRefusesPeer: a new sender the switch has no room for
+// (vswitch.Config.MaxPorts) is dropped and counted as refused, as one over
+// MaxPeers is; it used to be only logged.
+func TestSwitchRefusesPeer(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{Logger: logger(), MaxPorts: 1})
+	defer sw.Close()
+	l, err := Listen(context.Background(), "udp://127.0.0.1:0", Config{Logger: logger()}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := &env{t: t, sw: sw, l: l}
+	a, b := e.vm("a"), e.vm("b")
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "hi"))
+	porttest.WaitFor(t, "the first peer's port", func() bool { return e.ports() == 1 })
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "hi"))
+	porttest.WaitFor(t, "the second sender refused", func() bool { return l.Stats().Refused == 1 })
+	if st := l.Stats(); e.ports() != 1 || st.Peers != 1 {
+		t.Errorf("%d ports, %d peers; want 1 of each", e.ports(), st.Peers)
+	}
+}
+
 func TestSocketFile(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
