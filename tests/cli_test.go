@@ -104,18 +104,21 @@ func TestCLI(t *testing.T) {
 	cfg := filepath.Join(dir, "tapswitch.yaml")
 	pidfile := filepath.Join(dir, "tapswitch.pid")
 	stream := filepath.Join(dir, "vm.sock")
+	dgramSock := filepath.Join(dir, "vz.sock")
 	writeFile(t, cfg, fmt.Sprintf(`# a config file as a user writes it
 tap:
   - %s
   - %s
 host: 198.18.21.1/24
 host-ifname: %s
-listen: unix://%s
+listen:
+  - unix://%s
+  - unixgram://%s
 metrics: 127.0.0.1:9141
 pidfile: %s
 fdb-age: 120s
 log-level: debug
-`, tapA, tapB, host, stream, pidfile))
+`, tapA, tapB, host, stream, dgramSock, pidfile))
 	d := startSwitch(t, swNS, "--config", cfg, "--log-level", "info") // the flag wins over the file
 	n := &tapNet{sw: swNS, a: nsA, b: nsB, tapA: tapA, tapB: tapB, host: host, d: d,
 		hostIP: "198.18.21.1", ipA: "198.18.21.2", ipB: "198.18.21.3"}
@@ -206,6 +209,34 @@ log-level: debug
 		t.Errorf("capture lacks the ICMP exchange:\n%s", dump)
 	}
 
+	// ctl listeners: both sockets; a datagram from an unbound socket (it
+	// cannot be answered) is counted as dropped.
+	uc, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: dgramSock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := uc.Write(make([]byte, 60)); err != nil {
+		t.Fatal(err)
+	}
+	uc.Close()
+	dgramURL := "unixgram://" + dgramSock
+	var ls []api.Listener
+	porttest.WaitFor(t, "the unbound datagram counted", func() bool {
+		mustJSON(t, d.ctl(t, "listeners", "--json"), &ls)
+		for _, l := range ls {
+			if l.URL == dgramURL && l.Datagram != nil && l.Datagram.Unbound == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	if len(ls) != 2 || ls[0].URL != "unix://"+stream || ls[0].Kind != "stream" || ls[1].Kind != "datagram" || ls[1].Ports != 0 {
+		t.Errorf("ctl listeners --json: %+v", ls)
+	}
+	if out := d.ctl(t, "listeners"); !strings.Contains(out, dgramURL) || !strings.Contains(out, "unbound=1") {
+		t.Errorf("ctl listeners:\n%s", out)
+	}
+
 	// /metrics parses and counts the traffic.
 	text := swNS.Output(t, "busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:9141/metrics")
 	parser := expfmt.NewTextParser(model.UTF8Validation)
@@ -223,6 +254,19 @@ log-level: debug
 	}
 	if rx == 0 || fams["tapswitch_fdb_entries"].GetMetric()[0].GetGauge().GetValue() < 2 {
 		t.Errorf("metrics: rx frames of %s = %v, fdb entries %v", tapA, rx, fams["tapswitch_fdb_entries"])
+	}
+	var unbound float64
+	for _, m := range fams["tapswitch_dgram_dropped_total"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["listener"] == dgramURL && labels["reason"] == "unbound" {
+			unbound = m.GetCounter().GetValue()
+		}
+	}
+	if unbound != 1 {
+		t.Errorf("metrics: tapswitch_dgram_dropped_total{reason=unbound} of %s = %v, want 1", dgramURL, unbound)
 	}
 
 	// Runtime changes: detach a tap, flush the FDB.
@@ -243,7 +287,7 @@ log-level: debug
 	if d.err != nil {
 		t.Errorf("tapswitch exited with %v after SIGTERM\n%s", d.err, d.Output())
 	}
-	for _, f := range []string{d.Ctl, stream, pidfile} {
+	for _, f := range []string{d.Ctl, stream, dgramSock, pidfile} {
 		if _, err := os.Lstat(f); !os.IsNotExist(err) {
 			t.Errorf("%s left behind (%v)", f, err)
 		}

@@ -24,6 +24,7 @@ func newCtlCmd() *cobra.Command {
 		Short: "Inspect and change a running switch",
 		Example: `  tapswitch ctl ports
   tapswitch ctl fdb --json
+  tapswitch ctl listeners
   tapswitch ctl attach --tap tap3
   tapswitch ctl detach tap3
   tapswitch ctl flush-fdb`,
@@ -125,6 +126,33 @@ func newCtlCmd() *cobra.Command {
 			})
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "listeners",
+		Short: "List listening sockets: ports made, datagrams received and dropped",
+		Long: `List the switch's listening sockets with the ports each made. A datagram
+listener also counts the datagrams it received and those it dropped before
+they reached a port: unbound (the sender's socket is bound to no absolute
+path, so it cannot be answered), invalid (shorter than an Ethernet header,
+from an address that is not a peer), too_long (over --max-frame) and
+refused (no port could be made for a new sender: 1024 peers on the socket
+already, or --max-ports reached). --json adds the rest of its counters.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ls []api.Listener
+			return show(cmd, "/v1/listeners", &ls, func(w io.Writer) {
+				fmt.Fprintln(w, "LISTENER\tKIND\tPORTS\tDATAGRAMS\tDROPPED")
+				for _, l := range ls {
+					datagrams, dropped := "-", "-"
+					if d := l.Datagram; d != nil {
+						datagrams = strconv.FormatUint(d.Datagrams, 10)
+						dropped = countSummary([]string{"unbound", "invalid", "too_long", "refused"},
+							[]uint64{d.Unbound, d.Invalid, d.TooLong, d.Refused})
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", l.URL, l.Kind, l.Ports, datagrams, dropped)
+				}
+			})
+		},
+	})
 	var tap, connect string
 	attach := &cobra.Command{
 		Use:   "attach (--tap NAME | --connect URL)",
@@ -203,10 +231,21 @@ func dash(s string) string {
 
 // dropSummary prints the non-zero drop counters as reason=n,...
 func dropSummary(d vswitch.DropCounts) string {
+	rs := vswitch.DropReasons()
+	names, counts := make([]string, len(rs)), make([]uint64, len(rs))
+	for i, r := range rs {
+		names[i], counts[i] = r.String(), d[r]
+	}
+	return countSummary(names, counts)
+}
+
+// countSummary prints the non-zero counts as name=n,... and "0" when
+// there are none.
+func countSummary(names []string, counts []uint64) string {
 	var parts []string
-	for _, r := range vswitch.DropReasons() {
-		if d[r] != 0 {
-			parts = append(parts, fmt.Sprintf("%s=%d", r, d[r]))
+	for i, n := range counts {
+		if n != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", names[i], n))
 		}
 	}
 	if parts == nil {

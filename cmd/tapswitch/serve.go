@@ -604,6 +604,18 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		}
 	}
 
+	listeners := func() []api.Listener {
+		out := make([]api.Listener, 0, len(streams)+len(dgrams))
+		for _, l := range streams {
+			out = append(out, api.Listener{URL: l.String(), Kind: "stream", Ports: len(l.Ports())})
+		}
+		for _, l := range dgrams {
+			st := l.Stats()
+			out = append(out, api.Listener{URL: l.String(), Kind: "datagram", Ports: st.Peers, Datagram: &st})
+		}
+		return out
+	}
+
 	// Each --connect URL is dialled under its own context, so that a
 	// reload that drops the URL can end it.
 	dialing := map[string]*dialState{}
@@ -632,7 +644,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return fmt.Errorf("--ctl: %w", err)
 		}
 		undo.add(func() { sf.Remove() })
-		as := &api.Server{Switch: sw, Logger: log, Attach: func(actx context.Context, req api.AttachRequest) error {
+		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Attach: func(actx context.Context, req api.AttachRequest) error {
 			if req.Tap != "" {
 				return attachTap(sw, req.Tap, o.mtu, o.tapOffload, log)
 			}
@@ -660,7 +672,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 				return metrics.DHCPStats{LeasesInUse: st.LeasesInUse, PoolSize: st.PoolSize}
 			}
 		}
-		reg.MustRegister(metrics.New(sw, ds), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(metrics.New(sw, ds, listeners), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		ln, err := net.Listen("tcp", o.metrics)

@@ -9,6 +9,7 @@
 //	POST   /v1/fdb/flush      forget every learned address
 //	GET    /v1/leases         []Lease (404 when DHCP is off)
 //	GET    /v1/stats          vswitch.Stats
+//	GET    /v1/listeners      []Listener: listening sockets, datagram counters
 //	GET    /v1/capture?port=  a pcap stream of the frames crossing the switch
 //
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
@@ -18,6 +19,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tapswitch/tapswitch/backend/dgram"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -37,6 +39,22 @@ type Lease struct {
 	Hostname string      `json:"hostname,omitempty"`
 	// State is "offered", "bound", "released" or "static".
 	State string `json:"state"`
+}
+
+// Listener is one of the switch's listening sockets as `ctl listeners`
+// shows it.
+type Listener struct {
+	// URL is the listener's address, e.g. unixgram:///run/tapswitch/x.sock.
+	URL string `json:"url"`
+	// Kind is "stream" or "datagram".
+	Kind string `json:"kind"`
+	// Ports is the number of live ports the listener made (clients,
+	// datagram peers).
+	Ports int `json:"ports"`
+	// Datagram holds a datagram listener's counters, among them the
+	// datagrams it dropped before they reached a port (unbound senders,
+	// too long, peers refused); nil for a stream listener.
+	Datagram *dgram.Stats `json:"datagram,omitempty"`
 }
 
 // AttachRequest asks the switch to add a port: exactly one field is set.

@@ -96,6 +96,11 @@ func TestAPI(t *testing.T) {
 	if err := c.Do(ctx, "GET", "/v1/leases", nil, nil); err == nil {
 		t.Fatal("leases without DHCP: no error")
 	}
+	// No Listeners function: an empty list, not null or an error.
+	var ls []api.Listener
+	if err := c.Do(ctx, "GET", "/v1/listeners", nil, &ls); err != nil || ls == nil || len(ls) != 0 {
+		t.Fatalf("listeners without a Listeners function: %#v, %v; want an empty list", ls, err)
+	}
 
 	// Capture one port while a frame crosses it.
 	cctx, ccancel := context.WithCancel(ctx)

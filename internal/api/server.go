@@ -23,6 +23,8 @@ type Server struct {
 	Switch *vswitch.Switch
 	// Leases returns the DHCP leases; nil when DHCP is off.
 	Leases func() []Lease
+	// Listeners describes the listening sockets; nil lists none.
+	Listeners func() []Listener
 	// Attach adds a port; nil makes POST /v1/ports answer 501.
 	Attach func(ctx context.Context, req AttachRequest) error
 	// Logger receives the end of each capture that lost frames to a slow
@@ -51,6 +53,13 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, s.Leases())
 	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.Switch.Stats()) })
+	mux.HandleFunc("GET /v1/listeners", func(w http.ResponseWriter, _ *http.Request) {
+		ls := []Listener{}
+		if s.Listeners != nil {
+			ls = s.Listeners()
+		}
+		writeJSON(w, ls)
+	})
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	return mux
 }

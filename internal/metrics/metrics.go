@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tapswitch/tapswitch/internal/api"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -18,8 +19,9 @@ type DHCPStats struct {
 
 // Collector is a prometheus.Collector for one switch.
 type Collector struct {
-	sw   *vswitch.Switch
-	dhcp func() DHCPStats
+	sw        *vswitch.Switch
+	dhcp      func() DHCPStats
+	listeners func() []api.Listener
 
 	rxFrames, rxBytes, rxAnswers             *prometheus.Desc
 	txFrames, txBytes, txCoalesced, drops    *prometheus.Desc
@@ -29,12 +31,15 @@ type Collector struct {
 	// Switch-wide totals, departed ports included: unlike the sums of the
 	// per-port series, they never go back when a port leaves.
 	totRxFrames, totRxBytes, totTxFrames, totTxBytes, totDrops *prometheus.Desc
+	// Listening sockets.
+	listenerPorts, dgramDatagrams, dgramDropped *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
 
-// New returns a collector for sw; dhcp may be nil when DHCP is off.
-func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
+// New returns a collector for sw; dhcp may be nil when DHCP is off, and
+// listeners nil when there are none.
+func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Listener) *Collector {
 	port := []string{"port", "id", "kind"}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("tapswitch_"+name, help, labels, nil)
@@ -42,6 +47,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 	return &Collector{
 		sw:          sw,
 		dhcp:        dhcp,
+		listeners:   listeners,
 		rxFrames:    d("port_rx_frames_total", "Frames received on the port.", port...),
 		rxBytes:     d("port_rx_bytes_total", "Bytes received on the port.", port...),
 		rxAnswers:   d("port_rx_answers_total", "Frames received on the port (a tap) by the goroutine that had just written into it, without a wakeup.", port...),
@@ -65,6 +71,12 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats) *Collector {
 		totDrops:    d("drops_total", "Frames dropped on every port, departed ports included, by reason.", "reason"),
 		leases:      d("dhcp_leases_in_use", "DHCP leases currently bound."),
 		pool:        d("dhcp_pool_size", "Addresses in the DHCP pool."),
+		listenerPorts: d("listener_ports", "Live ports a listening socket made (clients, datagram peers).",
+			"listener", "kind"),
+		dgramDatagrams: d("dgram_datagrams_total", "Datagrams a datagram listener received.", "listener"),
+		dgramDropped: d("dgram_dropped_total", "Datagrams a datagram listener dropped before they reached a port, "+
+			"by reason: unbound (sender bound to no absolute path), invalid (shorter than an Ethernet header, "+
+			"from no peer), too_long, refused (too many peers).", "listener", "reason"),
 	}
 }
 
@@ -73,7 +85,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.txCoalesced, c.drops,
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
 		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool,
-		c.totRxFrames, c.totRxBytes, c.totTxFrames, c.totTxBytes, c.totDrops} {
+		c.totRxFrames, c.totRxBytes, c.totTxFrames, c.totTxBytes, c.totDrops,
+		c.listenerPorts, c.dgramDatagrams, c.dgramDropped} {
 		ch <- d
 	}
 }
@@ -124,5 +137,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		d := c.dhcp()
 		gauge(c.leases, float64(d.LeasesInUse))
 		gauge(c.pool, float64(d.PoolSize))
+	}
+	if c.listeners != nil {
+		for _, l := range c.listeners() {
+			gauge(c.listenerPorts, float64(l.Ports), l.URL, l.Kind)
+			if d := l.Datagram; d != nil {
+				counter(c.dgramDatagrams, d.Datagrams, l.URL)
+				counter(c.dgramDropped, d.Unbound, l.URL, "unbound")
+				counter(c.dgramDropped, d.Invalid, l.URL, "invalid")
+				counter(c.dgramDropped, d.TooLong, l.URL, "too_long")
+				counter(c.dgramDropped, d.Refused, l.URL, "refused")
+			}
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/tapswitch/tapswitch/backend/dgram"
+	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/metrics"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
@@ -35,7 +37,14 @@ func TestCollector(t *testing.T) {
 	})
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(metrics.New(sw, func() metrics.DHCPStats { return metrics.DHCPStats{LeasesInUse: 3, PoolSize: 250} }))
+	listeners := func() []api.Listener {
+		return []api.Listener{
+			{URL: "unix:///run/vm.sock", Kind: "stream", Ports: 3},
+			{URL: "unixgram:///run/vz.sock", Kind: "datagram", Ports: 1,
+				Datagram: &dgram.Stats{Datagrams: 40, Unbound: 5, Invalid: 6, TooLong: 7, Refused: 8, Peers: 1}},
+		}
+	}
+	reg.MustRegister(metrics.New(sw, func() metrics.DHCPStats { return metrics.DHCPStats{LeasesInUse: 3, PoolSize: 250} }, listeners))
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	parser := expfmt.NewTextParser(model.UTF8Validation)
@@ -88,6 +97,21 @@ func TestCollector(t *testing.T) {
 	}
 	if v := value("tapswitch_dhcp_pool_size", nil); v != 250 {
 		t.Errorf("pool = %v", v)
+	}
+	if v := value("tapswitch_listener_ports", map[string]string{"listener": "unix:///run/vm.sock", "kind": "stream"}); v != 3 {
+		t.Errorf("stream listener ports = %v, want 3", v)
+	}
+	vz := "unixgram:///run/vz.sock"
+	if v := value("tapswitch_dgram_datagrams_total", map[string]string{"listener": vz}); v != 40 {
+		t.Errorf("datagrams = %v, want 40", v)
+	}
+	for reason, want := range map[string]float64{"unbound": 5, "invalid": 6, "too_long": 7, "refused": 8} {
+		if v := value("tapswitch_dgram_dropped_total", map[string]string{"listener": vz, "reason": reason}); v != want {
+			t.Errorf("datagrams dropped as %s = %v, want %v", reason, v, want)
+		}
+	}
+	if f := fams["tapswitch_dgram_datagrams_total"]; len(f.GetMetric()) != 1 {
+		t.Errorf("datagram counters for %d listeners, want only the datagram one", len(f.GetMetric()))
 	}
 
 	// Port one leaves: its series go, the switch-wide totals stay.
