@@ -18,6 +18,12 @@ import (
 // that a test can queue datagrams before reading them.
 func rawReader(t *testing.T, c net.PacketConn) *reader {
 	t.Helper()
+	return newReader(rawListener(t, c))
+}
+
+// rawListener returns a Listener on c with only what a reader needs.
+func rawListener(t *testing.T, c net.PacketConn) *Listener {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	// A datagram lost would leave a read waiting: fail instead.
 	c.SetReadDeadline(time.Now().Add(time.Minute))
@@ -34,7 +40,7 @@ func rawReader(t *testing.T, c net.PacketConn) *reader {
 		t.Fatal(err)
 	}
 	l.rc = rc
-	return newReader(l)
+	return l
 }
 
 // TestReadBatch queues bursts of datagrams on a unixgram socket and checks
@@ -221,14 +227,12 @@ func TestBatchOrder(t *testing.T) {
 }
 
 // TestNoAllocs checks that forwarding frames between two unixgram peers,
-// read with recvmmsg and written directly (WriteFrameNow) or in batches
-// (WriteFrames, sendmmsg), allocates nothing once the peers are known.
+// read with recvmmsg (recvfrom outside Linux) and written directly
+// (WriteFrameNow) or in batches (WriteFrames, sendmmsg), allocates nothing
+// once the peers are known.
 func TestNoAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; run without -race to count allocations")
-	}
-	if runtime.GOOS != "linux" {
-		t.Skip("one-datagram reads (outside Linux) allocate the sender's address")
 	}
 	e := setup(t, "unixgram", Config{})
 	dial := func(name string) *net.UnixConn {

@@ -1,11 +1,9 @@
 package dgram
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"syscall"
 	"unsafe"
@@ -105,33 +103,8 @@ func (r *reader) recvmmsg(fd uintptr) bool {
 
 // source returns the sender of datagram i, its path aliasing r.names[i].
 func (r *reader) source(i int) source {
-	sa, n := &r.names[i], int(r.msgs[i].Hdr.Namelen)
-	if r.ux {
-		// An unbound sender has no name (n is 0). A path ends at its NUL;
-		// an abstract name (leading NUL) is n bytes long.
-		su := (*unix.RawSockaddrUnix)(unsafe.Pointer(sa))
-		path := unsafe.Slice((*byte)(unsafe.Pointer(&su.Path[0])), len(su.Path))
-		path = path[:min(max(n-int(unsafe.Offsetof(su.Path)), 0), len(path))]
-		if len(path) > 0 && path[0] != 0 {
-			if j := bytes.IndexByte(path, 0); j >= 0 {
-				path = path[:j]
-			}
-		}
-		return source{path: path}
-	}
-	switch {
-	case sa.Addr.Family == unix.AF_INET && n >= unix.SizeofSockaddrInet4:
-		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return source{ap: netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), sockaddrPort(&s4.Port))}
-	case sa.Addr.Family == unix.AF_INET6 && n >= unix.SizeofSockaddrInet6:
-		s6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
-		return source{ap: netip.AddrPortFrom(netip.AddrFrom16(s6.Addr).Unmap(), sockaddrPort(&s6.Port)), scope: s6.Scope_id}
-	}
-	return source{}
+	return sockaddrSource(&r.names[i], int(r.msgs[i].Hdr.Namelen), r.ux)
 }
-
-// sockaddrPort reads a sockaddr's port, which is in network byte order.
-func sockaddrPort(p *uint16) uint16 { return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(p))[:]) }
 
 // sender sends one peer's datagrams with sendmmsg(2) to the peer's
 // sockaddr, built once; its message headers take 80 bytes per frame of a
