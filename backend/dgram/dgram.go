@@ -161,8 +161,9 @@ type Stats struct {
 	// TooLong counts datagrams longer than MaxFrame, dropped.
 	TooLong uint64 `json:"too_long"`
 	// Refused counts datagrams from new senders dropped because no peer
-	// could be added for them: MaxPeers reached, or the switch refused the
-	// port (vswitch.Config.MaxPorts).
+	// could be added for them: MaxPeers reached, the switch refused the
+	// port (vswitch.Config.MaxPorts), or (Linux) the sender's socket file
+	// is not a socket the sender owns.
 	Refused uint64 `json:"refused"`
 	// ReadErrors counts failed reads other than the socket closing.
 	ReadErrors uint64 `json:"read_errors"`
@@ -207,6 +208,10 @@ type source struct {
 	path  []byte
 	ap    netip.AddrPort
 	scope uint32
+	// uid is the sending process's user (SCM_CREDENTIALS, unixgram on
+	// Linux), if cred.
+	uid  uint32
+	cred bool
 }
 
 func (s *source) same(o *source) bool {
@@ -317,6 +322,16 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Swit
 		}
 		if err != nil {
 			return fail(fmt.Errorf("listen %s: getsockname: %w", l.addr, err))
+		}
+	}
+	if l.ux != nil {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = passCred(int(fd)) })
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fail(fmt.Errorf("listen %s: SO_PASSCRED: %w", l.addr, err))
 		}
 	}
 	if err := l.setBuffers(); err != nil {
@@ -528,7 +543,7 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		}
 		return nil
 	}
-	p, err := l.newPeer(key)
+	p, err := l.newPeer(key, src)
 	if err != nil {
 		l.mu.Unlock()
 		l.c.refused.Add(1)
@@ -580,7 +595,7 @@ func (k peerKey) String() string {
 	return k.ap.String()
 }
 
-func (l *Listener) newPeer(key peerKey) (*peer, error) {
+func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 	p := &peer{l: l, key: key, closed: make(chan struct{})}
 	if key.path != "" {
 		p.name = "unixgram:" + key.String()
@@ -590,7 +605,17 @@ func (l *Listener) newPeer(key peerKey) (*peer, error) {
 		}
 		p.name = "udp:" + key.String()
 	}
-	if err := p.tx.init(l.rc, key, l.v6, l.cfg.BatchSize); err != nil {
+	to := key
+	if key.path != "" && key.path[0] == '/' {
+		// Send to the socket the peer sent from, not to whatever its path
+		// names later (see pinPeer).
+		dst, f, err := pinPeer(key.path, src, l.file)
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: %w", key, err)
+		}
+		to.path, p.pin = dst, f
+	}
+	if err := p.tx.init(l.rc, to, l.v6, l.cfg.BatchSize); err != nil {
 		return nil, fmt.Errorf("peer %s: %w", key, err)
 	}
 	return p, nil
@@ -679,6 +704,11 @@ type peer struct {
 	// vswitch.DirectWriter).
 	tx  sender
 	one [1][]byte // WriteFrameNow's frame, as a batch for tx.send
+	// pin holds the peer's socket open while tx sends to it by
+	// descriptor (Linux, unixgram; see pinPeer). It is never closed
+	// explicitly: a send may be under way when the peer goes, and the
+	// descriptor's number must not be reused until none can be.
+	pin *os.File
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last datagram
 	att      atomic.Pointer[vswitch.Attachment]

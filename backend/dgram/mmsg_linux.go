@@ -30,6 +30,7 @@ type reader struct {
 	msgs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrAny
+	ctrl  []byte // per slot credsSpace bytes: the sender's SCM_CREDENTIALS (unixgram)
 
 	// The results of call, which is r.recvmmsg bound once: a method value
 	// or closure made per read would allocate, as RawConn.Read's argument
@@ -51,6 +52,9 @@ func newReader(l *Listener) *reader {
 		iovs:  make([]unix.Iovec, k),
 		names: make([]unix.RawSockaddrAny, k),
 	}
+	if r.ux {
+		r.ctrl = make([]byte, k*credsSpace)
+	}
 	for i := range k {
 		// One byte beyond MaxFrame tells a datagram that is too long
 		// from one that just fits.
@@ -70,7 +74,12 @@ func newReader(l *Listener) *reader {
 // Closing the socket makes it return an error matching net.ErrClosed.
 func (r *reader) read() (int, error) {
 	for i := range r.msgs {
-		r.msgs[i].Hdr.Namelen = unix.SizeofSockaddrAny
+		h := &r.msgs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrAny
+		if r.ctrl != nil {
+			h.Control = &r.ctrl[i*credsSpace]
+			h.SetControllen(credsSpace)
+		}
 	}
 	if err := r.rc.Read(r.call); err != nil {
 		return 0, err
@@ -101,9 +110,36 @@ func (r *reader) recvmmsg(fd uintptr) bool {
 	}
 }
 
-// source returns the sender of datagram i, its path aliasing r.names[i].
+// source returns the sender of datagram i, its path aliasing r.names[i],
+// with its credentials when it came with them.
 func (r *reader) source(i int) source {
-	return sockaddrSource(&r.names[i], int(r.msgs[i].Hdr.Namelen), r.ux)
+	src := sockaddrSource(&r.names[i], int(r.msgs[i].Hdr.Namelen), r.ux)
+	if r.ctrl != nil {
+		src.uid, src.cred = creds(r.ctrl[i*credsSpace:][:min(int(r.msgs[i].Hdr.Controllen), credsSpace)])
+	}
+	return src
+}
+
+// credsSpace is the room for one SCM_CREDENTIALS control message.
+var credsSpace = unix.CmsgSpace(unix.SizeofUcred)
+
+// creds returns the user in an SCM_CREDENTIALS control message at the
+// start of b, if there is one.
+func creds(b []byte) (uid uint32, ok bool) {
+	if len(b) < unix.CmsgLen(unix.SizeofUcred) {
+		return 0, false
+	}
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	if h.Level != unix.SOL_SOCKET || h.Type != unix.SCM_CREDENTIALS || int(h.Len) < unix.CmsgLen(unix.SizeofUcred) {
+		return 0, false
+	}
+	return (*unix.Ucred)(unsafe.Pointer(&b[unix.CmsgLen(0)])).Uid, true
+}
+
+// passCred asks the kernel for each sender's credentials with its
+// datagrams (SO_PASSCRED), which pinPeer checks.
+func passCred(fd int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
 }
 
 // sender sends one peer's datagrams with sendmmsg(2) to the peer's

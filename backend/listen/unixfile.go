@@ -42,6 +42,10 @@ type SocketFile struct {
 // Path returns the socket file's path.
 func (f *SocketFile) Path() string { return f.path }
 
+// SameFile reports whether fi describes the socket file this process
+// created.
+func (f *SocketFile) SameFile(fi os.FileInfo) bool { return os.SameFile(f.fi, fi) }
+
 // Remove deletes the socket file unless it has been replaced by another
 // file since it was created (by a second instance started by mistake, say).
 // It is idempotent.
