@@ -215,7 +215,15 @@ func (l *Listener) attach(c net.Conn) {
 		}
 		if len(l.cfg.AllowUIDs)+len(l.cfg.AllowGIDs) > 0 && (err != nil || !l.cfg.admits(cred)) {
 			c.Close()
-			l.log.WithFields(logrus.Fields{"peer": peer}).WithError(err).Warn("client refused: not in --allow-uid / --allow-gid")
+			// Rate-limited: a refused user may connect as fast as it
+			// likes.
+			if ok, n := l.lim.Allow(); ok {
+				e := l.log.WithFields(logrus.Fields{"peer": peer, "suppressed": n})
+				if err != nil {
+					e = e.WithError(err)
+				}
+				e.Warn("client refused: not in --allow-uid / --allow-gid")
+			}
 			return
 		}
 	}

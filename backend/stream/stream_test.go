@@ -859,3 +859,30 @@ func countFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestRefusedClientsLogRateLimited: a user outside --allow-uid that
+// connects again and again is refused each time, with a log line now and
+// then; it used to get one line per attempt (4 MB in 0.7 s).
+func TestRefusedClientsLogRateLimited(t *testing.T) {
+	log, h := testLogger(t)
+	sw, _, path := setup(t, ListenerConfig{Logger: log, AllowUIDs: []int{os.Getuid() + 4242}})
+	const msg = "client refused: not in --allow-uid / --allow-gid"
+	for range 50 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The listener closes a refused connection.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("refused client read: %v, want EOF", err)
+		}
+		c.Close()
+	}
+	if n := h.count(msg); n != 1 {
+		t.Errorf("%d log lines for 50 refused clients, want 1 (rate-limited)", n)
+	}
+	if n := len(sw.Ports()); n != 0 {
+		t.Errorf("%d ports, want none", n)
+	}
+}
