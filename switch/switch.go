@@ -117,6 +117,10 @@ type Switch struct {
 	// not reached gone yet (their transmit side is still draining), so
 	// that Stats counts each port exactly once.
 	departing map[*Attachment]struct{}
+	// locks holds, by macBits, the port each address is reserved for:
+	// the address a LockMAC port is bound to, and a port's OwnMAC. No
+	// other LockMAC port may bind to it while that port is attached.
+	locks map[uint64]*Attachment
 
 	forwarded, flooded atomic.Uint64
 
@@ -135,6 +139,7 @@ func New(cfg Config) *Switch {
 		done: make(chan struct{}),
 
 		departing: make(map[*Attachment]struct{}),
+		locks:     make(map[uint64]*Attachment),
 	}
 	s.ports.Store(&[]*Attachment{})
 	s.wg.Add(1)
@@ -187,6 +192,11 @@ type PortConfig struct {
 	// spoof another station nor flood the FDB.
 	LockMAC   bool
 	LockedMAC MAC
+	// OwnMAC, if set, is the port's own address (the host interface's,
+	// the DHCP responder's): no LockMAC port may bind to it while this
+	// port is attached, even when it has been silent for longer than the
+	// FDB keeps it.
+	OwnMAC MAC
 	// MaxMACs, if positive, bounds the addresses learned on the port;
 	// NewMACRate, if positive, bounds how many new addresses per second it
 	// may teach the switch (with a burst of the same size). Frames from an
@@ -308,8 +318,21 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		a.poller, _ = p.(Poller)
 		a.rxBufs, a.rxSizes = a.receiveBuffers()
 	}
+	var reserve []MAC
+	if cfg.OwnMAC != (MAC{}) {
+		reserve = append(reserve, cfg.OwnMAC)
+	}
 	if cfg.LockMAC && cfg.LockedMAC != (MAC{}) {
+		reserve = append(reserve, cfg.LockedMAC)
 		a.locked.Store(macBits(cfg.LockedMAC) | lockedBit)
+	}
+	for _, m := range reserve {
+		if o := s.locks[macBits(m)]; o != nil {
+			return nil, fmt.Errorf("add port %s: address %s is reserved for port %s", p, m, o.name)
+		}
+	}
+	for _, m := range reserve {
+		s.locks[macBits(m)] = a
 	}
 	if cfg.NewMACRate > 0 {
 		a.tokens = max(cfg.NewMACRate, 1)
@@ -374,6 +397,11 @@ func (a *Attachment) remove(cause error, detach bool) {
 		s.ports.Store(&ports)
 		s.departing[a] = struct{}{}
 		s.dhcp.CompareAndSwap(a, nil)
+		for m, o := range s.locks {
+			if o == a {
+				delete(s.locks, m)
+			}
+		}
 		s.mu.Unlock()
 
 		s.fdb.purge(a)
@@ -398,18 +426,30 @@ func macBits(m MAC) uint64 {
 
 // allowSource reports whether a LockMAC port may send from src, binding
 // the port to src if it is not bound yet. A port is not bound to an
-// address that is live on another port: that would let a VM take over
-// another's (or the gateway's) address with its first frame.
+// address that is live on another port, nor to one reserved for another
+// (bound to another LockMAC port, or another port's OwnMAC), however long
+// that port has been silent: that would let a VM take over another's (or
+// the gateway's) address with its first frame.
 func (a *Attachment) allowSource(src MAC, now int64) bool {
 	l := a.locked.Load()
-	if l == 0 {
-		if o := a.s.fdb.lookup(src, now); o != nil && o != a {
-			return false
-		}
-		a.locked.Store(macBits(src) | lockedBit)
-		return true
+	if l != 0 {
+		return l == macBits(src)|lockedBit
 	}
-	return l == macBits(src)|lockedBit
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := a.locked.Load(); l != 0 { // bound meanwhile (Poller)
+		return l == macBits(src)|lockedBit
+	}
+	if o := s.locks[macBits(src)]; o != nil && o != a || a.removed.Load() {
+		return false
+	}
+	if o := s.fdb.lookup(src, now); o != nil && o != a {
+		return false
+	}
+	s.locks[macBits(src)] = a
+	a.locked.Store(macBits(src) | lockedBit)
+	return true
 }
 
 // Stats returns the port's current counters.

@@ -734,6 +734,65 @@ func TestLockMACNoTakeover(t *testing.T) {
 	}
 }
 
+// TestLockMACReservedWhileAttached: an address bound to a LockMAC port,
+// or a port's OwnMAC, is not taken by another LockMAC port when its entry
+// has aged out of the FDB or the FDB was flushed, only once its port is
+// gone. The check looked at the FDB alone: a VM silent for five minutes (or
+// any after a flush) lost its address, and its unicast, to the next
+// locked port that claimed it.
+func TestLockMACReservedWhileAttached(t *testing.T) {
+	r := newRig(t, 1, vswitch.Config{FDBAge: time.Minute})
+	addLocked := func(name string, cfg vswitch.PortConfig) int {
+		t.Helper()
+		p := porttest.New(porttest.Config{Name: name})
+		cfg.Kind, cfg.NoReader = "mem", true
+		a, err := r.sw.AddPort(p, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.ports, r.atts = append(r.ports, p), append(r.atts, a)
+		return len(r.atts) - 1
+	}
+	victim := addLocked("victim", vswitch.PortConfig{LockMAC: true})
+	addLocked("gateway", vswitch.PortConfig{OwnMAC: porttest.MAC(7)})
+	attacker := addLocked("attacker", vswitch.PortConfig{LockMAC: true})
+	r.send(victim, porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, []byte("hello")))
+	r.clock.Advance(2 * time.Minute) // the victim's entry ages out
+	r.sw.FlushFDB()
+	for _, m := range []vswitch.MAC{porttest.MAC(5), porttest.MAC(7)} {
+		r.send(attacker, porttest.Frame(porttest.Broadcast, m, 0x0800, []byte("I am them")))
+	}
+	st := r.sw.Stats().Ports[attacker]
+	if st.Drops[vswitch.DropLockedMAC] != 2 || st.LockedMAC != nil {
+		t.Fatalf("attacker: %d locked_mac drops, bound to %v; want 2 and unbound", st.Drops[vswitch.DropLockedMAC], st.LockedMAC)
+	}
+	// The victim speaks again and gets its unicast.
+	r.send(victim, porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, []byte("back")))
+	toVictim := porttest.Frame(porttest.MAC(5), porttest.MAC(0), 0x0800, []byte("for the victim"))
+	r.send(0, toVictim)
+	for range 3 { // the victim's broadcasts, then the unicast
+		if f, ok := r.ports[victim].Recv(wait); ok && bytes.Equal(f, toVictim) {
+			break
+		} else if !ok {
+			t.Fatal("the victim got no unicast")
+		}
+	}
+	if f, ok := r.ports[attacker].Recv(100 * time.Millisecond); ok && bytes.Equal(f, toVictim) {
+		t.Fatal("the attacker got the victim's unicast")
+	}
+	// Once the victim's port is gone its address is free.
+	r.atts[victim].Close()
+	<-r.atts[victim].Done()
+	r.send(attacker, porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, []byte("now mine")))
+	if st := r.sw.Stats().Ports; st[len(st)-1].LockedMAC == nil || *st[len(st)-1].LockedMAC != porttest.MAC(5) {
+		t.Errorf("after the victim left, the attacker is bound to %v, want %v", st[len(st)-1].LockedMAC, porttest.MAC(5))
+	}
+	// A port cannot be added with a reserved OwnMAC or LockedMAC.
+	if _, err := r.sw.AddPort(porttest.New(porttest.Config{Name: "x"}), vswitch.PortConfig{OwnMAC: porttest.MAC(7)}); err == nil {
+		t.Error("AddPort with another port's OwnMAC: no error")
+	}
+}
+
 // TestNewMACRateBelowOne: a rate below one address a second still lets
 // addresses in, one per 1/rate seconds. The bucket was capped at the rate,
 // so it never held a whole token and the port learned nothing.

@@ -527,7 +527,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		case err != nil:
 			return fmt.Errorf("host interface: %w", err)
 		default:
-			if _, err := sw.AddPort(hi, vswitch.PortConfig{Kind: "host"}); err != nil {
+			var own vswitch.MAC
+			copy(own[:], hi.MAC())
+			if _, err := sw.AddPort(hi, vswitch.PortConfig{Kind: "host", OwnMAC: own}); err != nil {
 				hi.Close()
 				return err
 			}
@@ -552,7 +554,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		if srv, err = dhcp.New(*p.dhcp); err != nil {
 			return err
 		}
-		if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true, DHCPAddr: p.dhcp.Gateway.Addr()}); err != nil {
+		if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true, DHCPAddr: p.dhcp.Gateway.Addr(), OwnMAC: srv.MAC()}); err != nil {
 			srv.Close()
 			return err
 		}
