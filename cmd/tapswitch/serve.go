@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,7 +74,7 @@ type serveOptions struct {
 	newMACRate float64
 	maxPorts   int
 
-	dhcp          bool
+	dhcp          optionalBool
 	gateway       string
 	dhcpRange     string
 	dhcpStatic    []string
@@ -157,7 +158,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.maxMACs, "max-macs-per-port", 0, "learn at most this many MAC addresses per VM port (0: no limit)")
 	f.Float64Var(&o.newMACRate, "new-mac-rate", 0, "learn at most this many new MAC addresses per second per VM port (0: no limit)")
 	f.IntVar(&o.maxPorts, "max-ports", 0, "accept at most this many ports in all (0: no limit)")
-	f.BoolVar(&o.dhcp, "dhcp", false, "answer DHCP on the segment (on by default in the default setup)")
+	f.VarPF(&o.dhcp, "dhcp", "", "answer DHCP on the segment (on by default in the default setup; --dhcp=false turns it off there)").NoOptDefVal = "true"
 	f.StringVar(&o.gateway, "gateway", "", "gateway address and subnet for DHCP, e.g. 198.18.0.1/24 (default: the first --host address, else "+defaultGateway+")")
 	f.StringVar(&o.dhcpRange, "dhcp-range", "", "dynamic DHCP pool START-END (default: the whole gateway subnet)")
 	f.StringArrayVar(&o.dhcpStatic, "dhcp-static", nil, "static lease MAC=IP (repeatable)")
@@ -275,7 +276,7 @@ func (o *serveOptions) plan() (*plan, error) {
 		if err := p.planVmnet(o, vmnetMode); err != nil {
 			return nil, err
 		}
-		if !o.dhcp {
+		if !o.dhcp.val {
 			return p, nil
 		}
 		// An isolated network (planVmnet admits --dhcp only there): macOS
@@ -292,7 +293,7 @@ func (o *serveOptions) plan() (*plan, error) {
 		return nil, errors.New("--host-bridge and --host exclude each other: a bridged host interface has no address of its own (put it on the bridge)")
 	}
 
-	wantDHCP := o.dhcp || p.defaults
+	wantDHCP := o.dhcp.val || p.defaults && !o.dhcp.set
 	if !wantDHCP && (o.dhcpRange != "" || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
 		return nil, errors.New("--dhcp-range, --dhcp-static, --dns, --domain and --dhcp-lease-file need --dhcp")
 	}
@@ -300,6 +301,16 @@ func (o *serveOptions) plan() (*plan, error) {
 		p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu, Bridge: o.hostBridge}
 	}
 	if !wantDHCP {
+		if p.defaults {
+			// The default setup with --dhcp=false: the host leg still
+			// holds the gateway address.
+			gw, err := parseGateway(cmp.Or(o.gateway, defaultGateway))
+			if err != nil {
+				return nil, err
+			}
+			p.hostAddrs = []netip.Prefix{gw}
+			p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu}
+		}
 		p.setHostAddrs()
 		return p, nil
 	}
@@ -323,8 +334,8 @@ func (p *plan) planDHCP(o *serveOptions) error {
 		gw = defaultGateway
 	}
 	var err error
-	if dc.Gateway, err = netip.ParsePrefix(gw); err != nil || !dc.Gateway.Addr().Is4() {
-		return fmt.Errorf("--gateway %q: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", gw)
+	if dc.Gateway, err = parseGateway(gw); err != nil {
+		return err
 	}
 	if p.defaults {
 		p.hostAddrs = []netip.Prefix{dc.Gateway}
@@ -358,8 +369,40 @@ func (p *plan) planDHCP(o *serveOptions) error {
 		p.leaseDir = stateDir()
 		dc.LeaseFile = filepath.Join(p.leaseDir, "dhcp-leases-"+strings.ReplaceAll(dc.Gateway.Masked().String(), "/", "_"))
 	}
+	// Checked now, as a start and a reload check a configuration before
+	// they change anything (a reload used to accept what a restart then
+	// refused).
+	if err := dc.Check(); err != nil {
+		return err
+	}
 	p.dhcp = dc
 	p.setHostAddrs()
+	return nil
+}
+
+// parseGateway parses a --gateway value.
+func parseGateway(s string) (netip.Prefix, error) {
+	gw, err := netip.ParsePrefix(s)
+	if err != nil || !gw.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("--gateway %q: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", s)
+	}
+	return gw, nil
+}
+
+// optionalBool is a boolean flag that knows whether it was given, so that
+// --dhcp=false can turn off what the default setup turns on.
+type optionalBool struct{ set, val bool }
+
+func (b *optionalBool) String() string   { return strconv.FormatBool(b.val) }
+func (b *optionalBool) Type() string     { return "bool" }
+func (b *optionalBool) IsBoolFlag() bool { return true }
+
+func (b *optionalBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	b.set, b.val = true, v
 	return nil
 }
 
@@ -379,10 +422,10 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 	// On an isolated network (--host-network-id) macOS serves no DHCP:
 	// there --dhcp is tapswitch's, with its --gateway and --dhcp-range.
 	isolated := o.hostNetworkID != ""
-	if !isolated && (o.dhcp || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
+	if !isolated && (o.dhcp.val || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
 		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain and --dhcp-lease-file options (only an isolated network, --host-network-id, takes tapswitch's --dhcp)")
 	}
-	if isolated && !o.dhcp && (len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
+	if isolated && !o.dhcp.val && (len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
 		return errors.New("--dhcp-static, --dns, --domain and --dhcp-lease-file need --dhcp")
 	}
 	mode, err := vmnet.ParseMode(modeName)
@@ -394,7 +437,7 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 	if gw == "" && p.defaults {
 		gw = defaultGateway
 	}
-	if o.dhcp {
+	if o.dhcp.val {
 		gw = "" // tapswitch's DHCP subnet, not vmnet's start address
 	}
 	if gw != "" {
@@ -404,7 +447,7 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 		}
 		hc.StartAddr, hc.Mask = pfx.Addr(), net.CIDRMask(pfx.Bits(), 32)
 	}
-	if o.dhcpRange != "" && !o.dhcp {
+	if o.dhcpRange != "" && !o.dhcp.val {
 		r, err := dhcp.ParseRange(o.dhcpRange)
 		if err != nil {
 			return fmt.Errorf("--dhcp-range: %w", err)

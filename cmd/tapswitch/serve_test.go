@@ -78,6 +78,37 @@ func TestPlanSocketsOnEverySystem(t *testing.T) {
 	}
 }
 
+// TestPlanDHCP: the default setup's responder can be turned off with
+// --dhcp=false (it was ignored), keeping the host leg's gateway address;
+// and DHCP settings a responder would refuse are refused by the plan, so
+// that a SIGHUP, which checks the file with the plan, no longer accepts
+// what the next start refuses.
+func TestPlanDHCP(t *testing.T) {
+	p, err := planFor(t, "linux")
+	if err != nil || p.dhcp == nil || p.host == nil {
+		t.Fatalf("default setup: %+v, %v; want DHCP and a host interface", p, err)
+	}
+	for _, args := range [][]string{{"--dhcp=false"}, {"--dhcp=false", "--gateway", "198.18.9.1/24"}} {
+		p, err := planFor(t, "linux", args...)
+		want := "192.168.109.1/24"
+		if len(args) > 1 {
+			want = args[2]
+		}
+		if err != nil || p.dhcp != nil || p.host == nil || len(p.host.Addrs) != 1 || p.host.Addrs[0].String() != want {
+			t.Errorf("%q: %+v, %v; want no DHCP and a host interface holding %s", args, p, err, want)
+		}
+	}
+	for _, args := range [][]string{
+		{"--dhcp-lease-time", "5s"},
+		{"--gateway", "198.18.0.1/31"},
+		{"--listen", "unix:///tmp/t.sock", "--dhcp", "--dhcp-static", "52:54:00:00:00:01=10.0.0.5"},
+	} {
+		if _, err := planFor(t, "linux", args...); err == nil || !strings.Contains(err.Error(), "invalid dhcp configuration") {
+			t.Errorf("%q: %v, want the responder's refusal", args, err)
+		}
+	}
+}
+
 // TestPlanIsolatedNetworkDHCP: on an isolated vmnet network macOS serves
 // no DHCP, so --dhcp there plans tapswitch's responder on --gateway (the
 // docs/macos.md example); on the other vmnet networks it is refused.

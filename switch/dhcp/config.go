@@ -171,6 +171,15 @@ type settings struct {
 	t1, t2         time.Duration
 }
 
+// Check reports what New would refuse in c's settings, without loading
+// the lease file.
+func (c Config) Check() error {
+	if _, err := c.validate(); err != nil {
+		return fmt.Errorf("dhcp server %v: %w", c.Gateway, err)
+	}
+	return nil
+}
+
 func (c Config) validate() (*settings, error) {
 	bad := func(format string, args ...any) (*settings, error) {
 		return nil, fmt.Errorf("%w: %s", errConfig, fmt.Sprintf(format, args...))
