@@ -655,3 +655,43 @@ func TestCLIFailuresLeaveThingsAlone(t *testing.T) {
 		t.Fatal("qemu wrapper still running 20 s after SIGINT")
 	}
 }
+
+// TestAttachConnectStoppable: ctl attach --connect to a URL where nothing
+// listens yet says that the switch is dialling (it said "attached"),
+// refuses to dial the same URL a second time (a second dialler, later a
+// second port), and ctl detach by URL stops the dialling: with no port of
+// that name, nothing could stop it.
+func TestAttachConnectStoppable(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	qsock := filepath.Join(dir, "qemu.sock")
+	url := "unix://" + qsock
+	d := startSwitch(t, ns, "--listen", "unix://"+filepath.Join(dir, "sw.sock"))
+	if out := d.ctl(t, "attach", "--connect", url); !strings.Contains(out, "connecting to "+url) {
+		t.Errorf("ctl attach --connect: %q, want it to say that it is connecting", out)
+	}
+	out, err := exec.Command(bin, "ctl", "--ctl", d.Ctl, "attach", "--connect", url).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "being dialled already") {
+		t.Errorf("second ctl attach --connect of %s: %v, %q; want it refused", url, err, out)
+	}
+	if out := d.ctl(t, "detach", url); !strings.Contains(out, "stopped dialling unix:"+qsock) {
+		t.Errorf("ctl detach %s: %q", url, out)
+	}
+	// The backoff between attempts is at most 5 s: a dialler still running
+	// would connect to a server started now within that.
+	conns := porttest.StreamServer(t, qsock)
+	select {
+	case c := <-conns:
+		c.Close()
+		t.Fatalf("the switch still dials %s after ctl detach", url)
+	case <-time.After(6 * time.Second):
+	}
+	// Attached again, it connects.
+	d.ctl(t, "attach", "--connect", url)
+	select {
+	case c := <-conns:
+		c.Close()
+	case <-time.After(20 * time.Second):
+		t.Fatalf("ctl attach --connect after the detach did not dial %s", url)
+	}
+}

@@ -164,6 +164,11 @@ a socket it owns). --json adds the rest of its counters.`,
 			if err := client().Do(cmd.Context(), "POST", "/v1/ports", req, nil); err != nil {
 				return err
 			}
+			if connect != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "connecting to %s: the switch dials until it connects, and again after the connection ends "+
+					"(tapswitch ctl ports shows the port; tapswitch ctl detach %s stops it)\n", connect, connect)
+				return nil
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), "attached")
 			return nil
 		},
@@ -179,7 +184,9 @@ a socket it owns). --json adds the rest of its counters.`,
 		Long: `Detach a port, by ID or name. A port the switch dialled (serve --connect,
 ctl attach --connect) is not dialled again until it is attached again or
 the switch restarts; a tap or --connect URL that serve's --config file
-lists comes back when SIGHUP re-reads the file.`,
+lists comes back when SIGHUP re-reads the file. A URL that is being dialled
+and has not connected is stopped by its URL or port name (unix:PATH,
+tcp:HOST:PORT).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] == "" {
@@ -191,6 +198,10 @@ lists comes back when SIGHUP re-reads the file.`,
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), ps)
+			}
+			if ps.ID == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "stopped dialling %s (it had not connected)\n", ps.Name)
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "detached %s (id %d)\n", ps.Name, ps.ID)
 			return nil

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -662,8 +663,14 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	}
 
 	// Each --connect URL is dialled under its own context, so that a
-	// reload that drops the URL can end it.
+	// reload that drops the URL can end it; so is each URL of ctl attach
+	// --connect (in ctlDialing, keyed by port name, which reloads leave
+	// alone), so that ctl detach can end one that never connected. dialMu
+	// guards both maps (the API and reloads use them).
+	var dialMu sync.Mutex
 	dialing := map[string]*dialState{}
+	ctlDialing := map[string]*dialState{}
+	// connect dials u; the caller holds dialMu.
 	connect := func(u string) {
 		if old := dialing[u]; old != nil {
 			old.cancel()
@@ -676,8 +683,24 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return stream.Dial(ctx, u, dial, sw)
 		})
 	}
+	dialMu.Lock()
 	for _, u := range o.connect {
 		connect(u)
+	}
+	dialMu.Unlock()
+	// dialer returns the live dialling of the port named key ("unix:PATH",
+	// "tcp:HOST:PORT"), from --connect or ctl attach, and the map and key
+	// it is under; the caller holds dialMu.
+	dialer := func(key string) (*dialState, map[string]*dialState, string) {
+		if ds := ctlDialing[key]; ds != nil && !ds.ended() {
+			return ds, ctlDialing, key
+		}
+		for u, ds := range dialing {
+			if a, err := listen.Parse(u); err == nil && a.Network+":"+a.Address == key && !ds.ended() {
+				return ds, dialing, u
+			}
+		}
+		return nil, nil, ""
 	}
 
 	if p.ctl != "none" {
@@ -697,10 +720,34 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			if err != nil || a.Kind() != listen.KindStream {
 				return fmt.Errorf("%w: connect %q: want unix:///PATH or tcp://HOST:PORT", api.ErrBadRequest, req.Connect)
 			}
+			key := a.Network + ":" + a.Address
+			dialMu.Lock()
+			defer dialMu.Unlock()
+			if ds, _, _ := dialer(key); ds != nil || slices.ContainsFunc(sw.Ports(), func(p *vswitch.Attachment) bool { return p.Name() == key }) {
+				return fmt.Errorf("%w: %s is connected or being dialled already (tapswitch ctl detach %s ends it)", api.ErrBadRequest, key, key)
+			}
+			ctx, cancel := context.WithCancel(gctx)
+			ds := &dialState{cancel: cancel, done: make(chan struct{})}
+			ctlDialing[key] = ds
 			g.Go(func() error {
-				return stream.Dial(gctx, req.Connect, dial, sw)
+				defer close(ds.done)
+				return stream.Dial(ctx, req.Connect, dial, sw)
 			})
 			return nil
+		}, StopDial: func(name string) string {
+			key := name
+			if a, err := listen.Parse(name); err == nil {
+				key = a.Network + ":" + a.Address
+			}
+			dialMu.Lock()
+			defer dialMu.Unlock()
+			ds, m, k := dialer(key)
+			if ds == nil {
+				return ""
+			}
+			ds.cancel()
+			delete(m, k)
+			return key
 		}}
 		if srv != nil {
 			as.Leases = func() []api.Lease { return apiLeases(srv.Leases()) }
@@ -745,7 +792,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), dialing: dialing, connect: connect}
+	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...),
+		dialMu: &dialMu, dialing: dialing, ctlDialing: ctlDialing, connect: connect}
 	g.Go(func() error {
 		for {
 			select {
@@ -904,13 +952,15 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 // those it lists that were detached since are attached again; any other
 // change is reported as needing a restart.
 type reloader struct {
-	cmd     *cobra.Command
-	o       *serveOptions
-	sw      *vswitch.Switch
-	log     *logrus.Logger
-	taps    []string              // the taps the file (or command line) attached
-	dialing map[string]*dialState // the URLs dialled
-	connect func(url string)      // dials url and adds it to dialing
+	cmd        *cobra.Command
+	o          *serveOptions
+	sw         *vswitch.Switch
+	log        *logrus.Logger
+	taps       []string              // the taps the file (or command line) attached
+	dialMu     *sync.Mutex           // guards dialing and ctlDialing
+	dialing    map[string]*dialState // the --connect URLs dialled
+	ctlDialing map[string]*dialState // ctl attach --connect's, by port name
+	connect    func(url string)      // dials url and adds it to dialing; needs dialMu
 }
 
 // dialState is a --connect URL's dialling: cancel ends it; done is closed
@@ -1010,15 +1060,21 @@ func (r *reloader) reload() {
 		return true
 	})
 	connects, _ := fresh.GetStringArray("connect")
+	r.dialMu.Lock()
+	defer r.dialMu.Unlock()
 	for _, u := range connects {
 		// A URL the file lists is dialled again if its port was
 		// detached (tapswitch ctl detach) since.
 		if ds := r.dialing[u]; ds == nil || ds.ended() {
-			// Connected already by tapswitch ctl attach --connect: a
-			// second connection to the same QEMU would be a second port.
-			if a, err := listen.Parse(u); err == nil && attached[a.Network+":"+a.Address] {
-				r.log.WithField("connect", u).Info("SIGHUP: already connected (ctl attach); not dialled again")
-				continue
+			// Connected or being dialled already by tapswitch ctl attach
+			// --connect: a second connection to the same QEMU would be a
+			// second port.
+			if a, err := listen.Parse(u); err == nil {
+				key := a.Network + ":" + a.Address
+				if ds := r.ctlDialing[key]; attached[key] || ds != nil && !ds.ended() {
+					r.log.WithField("connect", u).Info("SIGHUP: already connected or being dialled (ctl attach); not dialled again")
+					continue
+				}
 			}
 			r.connect(u)
 			r.log.WithField("connect", u).Info("SIGHUP: connecting")

@@ -27,6 +27,11 @@ type Server struct {
 	Listeners func() []Listener
 	// Attach adds a port; nil makes POST /v1/ports answer 501.
 	Attach func(ctx context.Context, req AttachRequest) error
+	// StopDial, if set, is asked by DELETE /v1/ports/{id} when no port is
+	// named id: it stops dialling the URL or port name id (a --connect or
+	// attached URL that has not connected) and returns the port name it
+	// would have had, or "" when nothing is dialled there.
+	StopDial func(name string) string
 	// Logger receives the end of each capture that lost frames to a slow
 	// reader; nil discards it.
 	Logger logrus.FieldLogger
@@ -148,6 +153,13 @@ func (s *Server) findPort(key string) *vswitch.Attachment {
 func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
 	a := s.findPort(r.PathValue("id"))
 	if a == nil {
+		if s.StopDial != nil {
+			if name := s.StopDial(r.PathValue("id")); name != "" {
+				// No port yet: ID 0 tells the client.
+				writeJSON(w, vswitch.PortStats{Name: name})
+				return
+			}
+		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no port %q", r.PathValue("id")))
 		return
 	}
