@@ -21,6 +21,7 @@ import (
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
 	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 // nobody is the unprivileged identity the access tests connect as.
@@ -409,4 +410,26 @@ func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// TestAllowUIDWarnings: --allow-uid covers unix sockets only (datagram
+// ones with their senders' credentials); serve says so for each TCP or UDP
+// listener, naming who can reach it (a TCP listener got no warning, a UDP
+// one the unix socket's).
+func TestAllowUIDWarnings(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	d := startSwitch(t, ns, "--allow-uid", "0", "--listen", "unix://"+filepath.Join(dir, "vm.sock"),
+		"--listen", "tcp://127.0.0.1:0", "--listen", "udp://127.0.0.1:0", "--listen", "unixgram://"+filepath.Join(dir, "vz.sock"))
+	porttest.WaitFor(t, "the warnings", func() bool { return strings.Count(d.Output(), "do not apply to") == 2 })
+	out := d.Output()
+	for _, want := range []string{"do not apply to tcp sockets: anyone who can reach 127.0.0.1:",
+		"do not apply to udp sockets: anyone who can reach 127.0.0.1:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("serve's log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "do not apply to datagram sockets") {
+		t.Errorf("serve warns that the unixgram socket is not covered; on Linux it is:\n%s", out)
+	}
 }

@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,13 @@ type Config struct {
 	// Port is the template of each peer's PortConfig (port security
 	// limits); Kind, Peer and NoReader are set by the listener.
 	Port vswitch.PortConfig
+	// AllowUIDs and AllowGIDs, if either is set, admit as unixgram peers
+	// only senders whose user ID is in AllowUIDs or whose group ID is in
+	// AllowGIDs, as the credentials that come with each datagram
+	// (SO_PASSCRED) tell them: Linux only. Datagrams from others are
+	// dropped and counted as refused. Elsewhere, and for UDP, datagrams
+	// carry no credentials and the lists do not apply.
+	AllowUIDs, AllowGIDs []int
 }
 
 func (c *Config) setDefaults() {
@@ -208,10 +216,10 @@ type source struct {
 	path  []byte
 	ap    netip.AddrPort
 	scope uint32
-	// uid is the sending process's user (SCM_CREDENTIALS, unixgram on
-	// Linux), if cred.
-	uid  uint32
-	cred bool
+	// uid and gid are the sending process's user and group
+	// (SCM_CREDENTIALS, unixgram on Linux), if cred.
+	uid, gid uint32
+	cred     bool
 }
 
 func (s *source) same(o *source) bool {
@@ -535,6 +543,15 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		return nil
 	}
 	key := src.key()
+	if !l.admits(src) {
+		l.mu.Unlock()
+		l.c.refused.Add(1)
+		if ok, s := l.lim.Allow(); ok {
+			l.log.WithFields(logrus.Fields{"peer": key.String(), "uid": src.uid, "gid": src.gid, "suppressed": s}).
+				Warn("datagram refused: sender not in --allow-uid / --allow-gid")
+		}
+		return nil
+	}
 	if len(l.peers) >= l.cfg.MaxPeers {
 		l.mu.Unlock()
 		l.c.refused.Add(1)
@@ -574,6 +591,16 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		return nil
 	}
 	return p
+}
+
+// admits reports whether a new peer may send from src: always, unless
+// the allow lists are set and src is a unixgram sender whose credentials
+// are in neither (or who came without any, which Linux always gives).
+func (l *Listener) admits(src *source) bool {
+	if len(l.cfg.AllowUIDs)+len(l.cfg.AllowGIDs) == 0 || l.ux == nil || !credsPassed {
+		return true
+	}
+	return src.cred && (slices.Contains(l.cfg.AllowUIDs, int(src.uid)) || slices.Contains(l.cfg.AllowGIDs, int(src.gid)))
 }
 
 // String returns the path ("@name" for an abstract address) or the UDP

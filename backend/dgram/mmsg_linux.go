@@ -115,7 +115,7 @@ func (r *reader) recvmmsg(fd uintptr) bool {
 func (r *reader) source(i int) source {
 	src := sockaddrSource(&r.names[i], int(r.msgs[i].Hdr.Namelen), r.ux)
 	if r.ctrl != nil {
-		src.uid, src.cred = creds(r.ctrl[i*credsSpace:][:min(int(r.msgs[i].Hdr.Controllen), credsSpace)])
+		src.uid, src.gid, src.cred = creds(r.ctrl[i*credsSpace:][:min(int(r.msgs[i].Hdr.Controllen), credsSpace)])
 	}
 	return src
 }
@@ -123,18 +123,23 @@ func (r *reader) source(i int) source {
 // credsSpace is the room for one SCM_CREDENTIALS control message.
 var credsSpace = unix.CmsgSpace(unix.SizeofUcred)
 
-// creds returns the user in an SCM_CREDENTIALS control message at the
-// start of b, if there is one.
-func creds(b []byte) (uid uint32, ok bool) {
+// creds returns the user and group in an SCM_CREDENTIALS control message
+// at the start of b, if there is one.
+func creds(b []byte) (uid, gid uint32, ok bool) {
 	if len(b) < unix.CmsgLen(unix.SizeofUcred) {
-		return 0, false
+		return 0, 0, false
 	}
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	if h.Level != unix.SOL_SOCKET || h.Type != unix.SCM_CREDENTIALS || int(h.Len) < unix.CmsgLen(unix.SizeofUcred) {
-		return 0, false
+		return 0, 0, false
 	}
-	return (*unix.Ucred)(unsafe.Pointer(&b[unix.CmsgLen(0)])).Uid, true
+	u := (*unix.Ucred)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+	return u.Uid, u.Gid, true
 }
+
+// credsPassed says that datagrams on a unixgram listener come with their
+// senders' credentials (passCred).
+const credsPassed = true
 
 // passCred asks the kernel for each sender's credentials with its
 // datagrams (SO_PASSCRED), which pinPeer checks.

@@ -128,3 +128,27 @@ func TestPinPeer(t *testing.T) {
 		keep.Close()
 	}
 }
+
+// TestAllowUIDs: with allow lists, a unixgram sender is admitted by the
+// user or group its datagram's credentials name, and any other is dropped
+// and counted as refused (the lists applied to stream sockets only).
+func TestAllowUIDs(t *testing.T) {
+	uid, gid := os.Getuid(), os.Getgid()
+	for _, tc := range []struct {
+		cfg   Config
+		admit bool
+	}{
+		{Config{AllowUIDs: []int{uid + 4242}}, false},
+		{Config{AllowUIDs: []int{uid + 4242}, AllowGIDs: []int{gid + 4242}}, false},
+		{Config{AllowUIDs: []int{uid}}, true},
+		{Config{AllowUIDs: []int{uid + 4242}, AllowGIDs: []int{gid}}, true},
+	} {
+		e := setup(t, "unixgram", tc.cfg)
+		e.vm("a.sock").send(frame(porttest.Broadcast, porttest.MAC(1), "hi"))
+		porttest.WaitFor(t, "the datagram handled", func() bool { st := e.l.Stats(); return st.Peers+int(st.Refused) == 1 })
+		if st := e.l.Stats(); (st.Peers == 1) != tc.admit || (st.Refused == 1) == tc.admit {
+			t.Errorf("uids %v gids %v, sender %d/%d: %d peers, %d refused; want admitted: %v",
+				tc.cfg.AllowUIDs, tc.cfg.AllowGIDs, uid, gid, st.Peers, st.Refused, tc.admit)
+		}
+	}
+}

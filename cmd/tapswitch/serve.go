@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,8 +154,8 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.listen, "listen", nil, "accept VMs at unix:///PATH, tcp://HOST:PORT, unixgram:///PATH or udp://HOST:PORT (repeatable)")
 	f.StringArrayVar(&o.connect, "connect", nil, "connect to a QEMU listening with -netdev stream,server=on at unix:///PATH or tcp://HOST:PORT, reconnecting (repeatable)")
 	f.StringVar(&o.socketGroup, "socket-group", "", "group owning the VM sockets (mode 0660); default: tapswitch's own group")
-	f.IntSliceVar(&o.allowUID, "allow-uid", nil, "admit to unix stream sockets only these user IDs (and --allow-gid groups)")
-	f.IntSliceVar(&o.allowGID, "allow-gid", nil, "admit to unix stream sockets only these primary group IDs (and --allow-uid users)")
+	f.IntSliceVar(&o.allowUID, "allow-uid", nil, "admit to unix sockets (datagram ones on Linux only) only these user IDs (and --allow-gid groups)")
+	f.IntSliceVar(&o.allowGID, "allow-gid", nil, "admit to unix sockets (datagram ones on Linux only) only these group IDs (and --allow-uid users)")
 	f.BoolVar(&o.lockMAC, "lock-mac", false, "bind each VM port to the first source MAC it uses; drop frames from other MACs")
 	f.IntVar(&o.maxMACs, "max-macs-per-port", 0, "learn at most this many MAC addresses per VM port (0: no limit)")
 	f.Float64Var(&o.newMACRate, "new-mac-rate", 0, "learn at most this many new MAC addresses per second per VM port (0: no limit)")
@@ -165,7 +166,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.dhcpStatic, "dhcp-static", nil, "static lease MAC=IP (repeatable)")
 	f.StringArrayVar(&o.dns, "dns", nil, "DNS server offered by DHCP (repeatable)")
 	f.StringVar(&o.domain, "domain", "", "domain name offered by DHCP")
-	f.StringVar(&o.dhcpLeaseFile, "dhcp-lease-file", "", "lease file (default: STATEDIR/dhcp-leases-SUBNET, STATEDIR being $TAPSWITCH_STATE_DIR or /var/lib/tapswitch as root)")
+	f.StringVar(&o.dhcpLeaseFile, "dhcp-lease-file", "", "lease file (default: STATEDIR/dhcp-leases-SUBNET, STATEDIR being $TAPSWITCH_STATE_DIR, else /var/lib/tapswitch as root, else $XDG_STATE_HOME/tapswitch or ~/.local/state/tapswitch)")
 	f.DurationVar(&o.dhcpLeaseTime, "dhcp-lease-time", dhcp.DefaultLeaseTime, "DHCP lease time")
 	f.StringVar(&o.ctl, "ctl", "", "control socket (default RUNDIR/ctl.sock); \"none\" disables the control API")
 	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at this address, e.g. 127.0.0.1:9141")
@@ -629,16 +630,27 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			undo.add(func() { l.Close() })
 			streams = append(streams, l)
 		case listen.KindDgram:
-			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort}, sw)
+			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort,
+				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
 				return err
 			}
 			undo.add(func() { l.Close() })
 			dgrams = append(dgrams, l)
-			if len(o.allowUID)+len(o.allowGID) > 0 {
-				// Datagrams carry no credentials to check.
+		}
+		if len(o.allowUID)+len(o.allowGID) > 0 {
+			// A unix stream socket tells who connected, a unixgram one on
+			// Linux who sent (SO_PASSCRED).
+			switch a.Network {
+			case "unixgram":
+				if runtime.GOOS == "linux" {
+					break // checked with each sender's credentials
+				}
 				log.WithField("listen", a.String()).Warn("--allow-uid and --allow-gid do not apply to datagram sockets: " +
 					"anyone who may write this socket (its mode 0660 and --socket-group) can send frames to the switch")
+			case "tcp", "udp":
+				log.WithField("listen", a.String()).Warn("--allow-uid and --allow-gid do not apply to " + a.Network +
+					" sockets: anyone who can reach " + a.Address + " can send frames to the switch")
 			}
 		}
 		if a.IsUnix() && p.socketGID >= 0 {
