@@ -3,10 +3,10 @@
 // Command vz boots a Linux VM with Apple's Virtualization framework and
 // plugs its network device into a tapswitch datagram listener:
 //
-//	tapswitch serve --listen unixgram:///tmp/tapswitch-vz.sock ... &
+//	sudo tapswitch serve --listen unixgram:///var/run/tapswitch-vz.sock --socket-group staff ... &
 //	go build -o vzdemo ./examples/vz
 //	codesign --entitlements examples/vz/vz.entitlements -s - vzdemo
-//	./vzdemo -switch /tmp/tapswitch-vz.sock -kernel vmlinuz -initrd initrd.img
+//	./vzdemo -switch /var/run/tapswitch-vz.sock -kernel vmlinuz -initrd initrd.img
 //
 // The guest's console is on this terminal (hvc0). The binary must be
 // signed with the com.apple.security.virtualization entitlement (see
@@ -35,7 +35,7 @@ func main() {
 		initrd  = flag.String("initrd", "", "initial ramdisk `path` (optional)")
 		disk    = flag.String("disk", "", "raw disk image `path` for /dev/vda (optional)")
 		cmdline = flag.String("cmdline", "console=hvc0", "kernel command line")
-		sw      = flag.String("switch", "/tmp/tapswitch-vz.sock", "the switch's unixgram socket `path`")
+		sw      = flag.String("switch", "/var/run/tapswitch-vz.sock", "the switch's unixgram socket `path`")
 		local   = flag.String("local", "", "`path` of this VM's socket (default: a new file in $TMPDIR)")
 		mac     = flag.String("mac", "", "the NIC's MAC `address` (default: random, locally administered)")
 		mtu     = flag.Int("mtu", 0, "the NIC's MTU, 1500 to 65535 (macOS 13+; 0: 1500)")
