@@ -127,10 +127,12 @@ func TestUDPCoalescing(t *testing.T) {
 	if f, ok := uso.Recv(100 * time.Millisecond); ok {
 		t.Fatalf("uso: unexpected frame of %d bytes", len(f))
 	}
-	porttest.WaitFor(t, "tx counters", func() bool { return offa.Stats().TxFrames == 1+5 })
-	if st := usoa.Stats(); st.TxFrames != 1+5 || st.TxCoalesced != 5 {
-		t.Errorf("uso: tx_frames %d, tx_coalesced %d; want 6 (broadcast and datagrams), 5", st.TxFrames, st.TxCoalesced)
-	}
+	// Each counter is updated after its write returns, one after the
+	// other: wait for every one.
+	porttest.WaitFor(t, "tx counters", func() bool {
+		st := usoa.Stats()
+		return offa.Stats().TxFrames == 1+5 && st.TxFrames == 1+5 && st.TxCoalesced == 5
+	})
 	if st := offa.Stats(); st.TxCoalesced != 0 {
 		t.Errorf("off: tx_coalesced %d", st.TxCoalesced)
 	}
@@ -164,10 +166,10 @@ func TestUDPCoalescing(t *testing.T) {
 	if gh, gf, ok := uso.RecvOffload(5 * time.Second); !ok || offload.DecodeHdr(gh) != hs[2] || !bytes.Equal(gf, frames[2]) {
 		t.Fatal("uso: the third datagram is missing or changed")
 	}
-	porttest.WaitFor(t, "tx counters", func() bool { return usoa.Stats().TxFrames == 6+3 })
-	if st := usoa.Stats(); st.TxCoalesced != 5+2 {
-		t.Errorf("uso: tx_coalesced %d, want 7", st.TxCoalesced)
-	}
+	porttest.WaitFor(t, "tx counters 9 frames, 7 coalesced", func() bool {
+		st := usoa.Stats()
+		return st.TxFrames == 6+3 && st.TxCoalesced == 5+2
+	})
 }
 
 // TestUDPCoalescingNoAllocs: merging and forwarding a batch of datagrams

@@ -64,16 +64,21 @@ func newTapNetBin(t *testing.T, binary string, subnet int, extra ...string) *tap
 		tapA: testnet.UniqueName("tsa"), tapB: testnet.UniqueName("tsb"), host: testnet.UniqueName("tsh"),
 		hostIP: fmt.Sprintf("198.18.%d.1", subnet), ipA: fmt.Sprintf("198.18.%d.2", subnet), ipB: fmt.Sprintf("198.18.%d.3", subnet),
 	}
-	// IPv4 only: IPv6 on new links sends multicast listener reports and
-	// router solicitations for seconds, which would mix into the frames
-	// the tests count and capture.
-	for _, ns := range []*testnet.NS{n.sw, n.a, n.b} {
-		ns.Run(t, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-	}
+	ipv4Only(t, n.sw, n.a, n.b)
 	args := append([]string{"--tap", n.tapA, "--tap", n.tapB, "--host", n.hostIP + "/24", "--host-ifname", n.host}, extra...)
 	n.d = startSwitchBin(t, n.sw, binary, args...)
 	n.join(t)
 	return n
+}
+
+// ipv4Only turns IPv6 off in the namespaces: on new links it sends
+// multicast listener reports and router solicitations for seconds, which
+// would mix into the frames the tests count and capture.
+func ipv4Only(t *testing.T, nss ...*testnet.NS) {
+	t.Helper()
+	for _, ns := range nss {
+		ns.Run(t, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	}
 }
 
 // join moves the taps into the client namespaces and addresses them.
@@ -99,6 +104,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("tcpdump not found (install tcpdump): %v", err)
 	}
 	swNS, nsA, nsB := testnet.NewNS(t), testnet.NewNS(t), testnet.NewNS(t)
+	ipv4Only(t, swNS, nsA, nsB) // the capture below counts six frames
 	tapA, tapB, host := testnet.UniqueName("tsa"), testnet.UniqueName("tsb"), testnet.UniqueName("tsh")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tapswitch.yaml")
@@ -409,13 +415,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLink(t, ns, tap2)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.Output(), "configuration reloaded") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload logged:\n%s", d.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	porttest.WaitFor(t, "the reload logged", func() bool { return strings.Contains(d.Output(), "configuration reloaded") })
 	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
 		t.Errorf("ports after reload: %v, want only %s", names, tap2)
 	}
@@ -433,12 +433,7 @@ func TestReload(t *testing.T) {
 	// A broken file is reported and changes nothing.
 	writeFile(t, cfg, "tap: ["+tap1+"]\nbogus: 1\n")
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	for !strings.Contains(d.Output(), "configuration not reloaded") {
-		if time.Now().After(deadline) {
-			t.Fatalf("bad reload not reported:\n%s", d.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	porttest.WaitFor(t, "the bad file reported", func() bool { return strings.Contains(d.Output(), "configuration not reloaded") })
 	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
 		t.Errorf("a bad configuration changed the ports: %v", names)
 	}

@@ -201,7 +201,9 @@ func TestVFKitMagicConsumed(t *testing.T) {
 }
 
 func TestIdleExpiry(t *testing.T) {
-	e := setup(t, "udp", Config{IdleTimeout: 300 * time.Millisecond})
+	// a speaks every 50 ms: a timeout well above that keeps a loaded
+	// machine's pauses from making a look idle.
+	e := setup(t, "udp", Config{IdleTimeout: 1500 * time.Millisecond})
 	a, b := e.vm("a"), e.vm("b")
 	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))

@@ -116,6 +116,9 @@ func TestCollector(t *testing.T) {
 
 	// Port one leaves: its series go, the switch-wide totals stay.
 	a := sw.Ports()[0]
+	if a.Name() != "one" {
+		t.Fatalf("first port %s, want one", a.Name())
+	}
 	a.Close()
 	<-a.Done()
 	rec = httptest.NewRecorder()
@@ -125,5 +128,12 @@ func TestCollector(t *testing.T) {
 	}
 	if v := value("tapswitch_rx_frames_total", nil); v != 2 {
 		t.Errorf("total rx frames after port one left = %v, want still 2", v)
+	}
+	for _, m := range fams["tapswitch_port_rx_frames_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "port" && l.GetValue() == "one" {
+				t.Error("port one's series are still exported after it left")
+			}
+		}
 	}
 }
