@@ -26,10 +26,17 @@ import (
 // the sending goroutine. The descriptor names the socket found now, for
 // good. It must be a socket owned by the sender (SCM_CREDENTIALS; root may
 // send from any), so that a path swapped before the switch opened it does
-// not lead elsewhere either, and not the listener's own (self).
+// not lead elsewhere either, and not the listener's own (self). A sender
+// that is root or the switch's own user is trusted with its path.
 func pinPeer(path string, src *source, self *listen.SocketFile) (string, *os.File, error) {
 	if !src.cred {
 		return "", nil, errors.New("no sender credentials with the datagram")
+	}
+	if src.uid == 0 || int(src.uid) == os.Geteuid() {
+		// A sender with the switch's privileges (or root's) gains nothing
+		// by redirecting them: send to the path, which costs one lookup
+		// of it per datagram where /proc/self/fd/N costs about 2 µs more.
+		return path, nil, nil
 	}
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -4,38 +4,93 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tapswitch/tapswitch/backend/listen"
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
-// TestSwappedPathNotFollowed: a peer that replaces its socket file after
-// its first datagram, with a symlink to another program's socket or to the
-// switch's own, gets nothing sent there. The switch used to send to the
-// path afresh every time: it delivered the peer's flood to the other
-// socket (as root: to sockets the peer may not write), and to its own
-// socket it looped every frame for ever.
+// nobody is the user the tests' unprivileged senders run as.
+const nobody = 65534
+
+// boundAs binds a unixgram socket at path and sends frame to the
+// listener at to, both as user uid, on a thread of its own that ends with
+// it (the credentials of one thread only are changed, with raw system
+// calls: Go's Setresuid would change every thread's). The caller must be
+// root.
+func boundAs(t *testing.T, uid int, path, to string, frame []byte) *net.UnixConn {
+	t.Helper()
+	type result struct {
+		c   *net.UnixConn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		for _, call := range []uintptr{unix.SYS_SETRESGID, unix.SYS_SETRESUID} {
+			if _, _, e := unix.RawSyscall(call, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+				done <- result{err: e}
+				return
+			}
+		}
+		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+		if err == nil {
+			_, err = c.WriteTo(frame, &net.UnixAddr{Name: to, Net: "unixgram"})
+		}
+		done <- result{c, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("bind %s and send as uid %d: %v", path, uid, r.err)
+	}
+	t.Cleanup(func() { r.c.Close() })
+	return r.c
+}
+
+// TestSwappedPathNotFollowed: a peer that is not root or the switch's
+// user, and replaces its socket file after its first datagram with a
+// symlink to another program's socket or to the switch's own, gets nothing
+// sent there. The switch used to send to the path afresh every time: it
+// delivered the peer's flood to the other socket (as root: to sockets the
+// peer may not write), and to its own socket it looped every frame for
+// ever.
 func TestSwappedPathNotFollowed(t *testing.T) {
-	e := setup(t, "unixgram", Config{})
+	if os.Geteuid() != 0 {
+		t.Skip("sends as another user: needs root")
+	}
+	e := setup(t, "unixgram", Config{Mode: 0o666})
 	victimPath := filepath.Join(e.dir, "victim.sock")
 	victim, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: victimPath, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer victim.Close()
-	toVictim, toSelf, b := e.vm("a.sock"), e.vm("c.sock"), e.vm("b.sock")
-	toVictim.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
-	toSelf.send(frame(porttest.Broadcast, porttest.MAC(3), "c"))
+	att := filepath.Join(e.dir, "att")
+	if err := os.Chmod(e.dir, 0o711); err != nil { // nobody reaches att
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(att, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(att, 0o777); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	sw := e.l.Addr().Address
+	toVictim := boundAs(t, nobody, filepath.Join(att, "a.sock"), sw, frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	toSelf := boundAs(t, nobody, filepath.Join(att, "c.sock"), sw, frame(porttest.Broadcast, porttest.MAC(3), "c"))
+	b := e.vm("b.sock")
 	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
 	for _, s := range []struct {
-		v      *vm
+		c      *net.UnixConn
 		target string
-	}{{toVictim, victimPath}, {toSelf, e.l.Addr().Address}} {
-		path := s.v.c.LocalAddr().String()
-		s.v.c.Close()
+	}{{toVictim, victimPath}, {toSelf, sw}} {
+		path := s.c.LocalAddr().String()
+		s.c.Close()
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
 		}
@@ -59,10 +114,14 @@ func TestSwappedPathNotFollowed(t *testing.T) {
 	}
 }
 
-// TestPinPeer: the socket a peer is sent to must be a socket, owned by the
-// sender (unless root sent), not a symlink, and not the listener's own;
-// the path returned reaches that socket.
+// TestPinPeer: the socket a peer that is not root or the switch's user is
+// sent to must be a socket, owned by the sender, not a symlink, and not
+// the listener's own; the path returned reaches that socket. Root and the
+// switch's user are sent to by path.
 func TestPinPeer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chowns files to other users: needs root")
+	}
 	dir := porttest.SocketDir(t)
 	self, f, err := listen.ListenUnixgram(filepath.Join(dir, "sw.sock"), 0)
 	if err != nil {
@@ -76,12 +135,17 @@ func TestPinPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	owner := uint32(os.Getuid())
-	other := owner + 4242
+	const owner, other = 4242, 4343
+	if err := os.Chown(peerPath, owner, owner); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink(peerPath, filepath.Join(dir, "link.sock")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(dir, "file"), owner, owner); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(dir, filepath.Join(dir, "dirlink")); err != nil {
@@ -90,10 +154,10 @@ func TestPinPeer(t *testing.T) {
 	for _, tc := range []struct {
 		what, path string
 		src        source
-		want       string // an error containing this, or "" for none
+		want       string // an error containing this, "/proc" for a pinned socket, else the path returned
 	}{
-		{"the sender's socket", peerPath, source{uid: owner, cred: true}, ""},
-		{"root sending from another's socket", peerPath, source{uid: 0, cred: true}, ""},
+		{"the sender's socket", peerPath, source{uid: owner, cred: true}, "/proc"},
+		{"root, from another's socket", peerPath, source{uid: 0, cred: true}, peerPath},
 		{"another user's socket", peerPath, source{uid: other, cred: true}, "owned by uid"},
 		{"no credentials", peerPath, source{}, "no sender credentials"},
 		{"a symlink", filepath.Join(dir, "link.sock"), source{uid: owner, cred: true}, "not a socket"},
@@ -102,13 +166,18 @@ func TestPinPeer(t *testing.T) {
 		{"gone", filepath.Join(dir, "none.sock"), source{uid: owner, cred: true}, "no such file"},
 	} {
 		dst, keep, err := pinPeer(tc.path, &tc.src, f)
-		if tc.want != "" {
+		switch {
+		case tc.want == peerPath:
+			if err != nil || dst != peerPath || keep != nil {
+				t.Errorf("%s: pinPeer = %q, %v, %v; want the path itself", tc.what, dst, keep, err)
+			}
+			continue
+		case tc.want != "/proc":
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s: pinPeer = %q, %v; want an error saying %q", tc.what, dst, err, tc.want)
 			}
 			continue
-		}
-		if err != nil {
+		case err != nil:
 			t.Errorf("%s: %v", tc.what, err)
 			continue
 		}
