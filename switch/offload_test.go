@@ -175,13 +175,9 @@ func TestOffloadForwarding(t *testing.T) {
 	if err := in.SendOffload(hdr, super); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for sw.Stats().Ports[0].Drops[vswitch.DropBadOffload] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("bad offload header not counted")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	porttest.WaitFor(t, "the bad offload header counted", func() bool {
+		return sw.Stats().Ports[0].Drops[vswitch.DropBadOffload] == 1
+	})
 }
 
 // TestSegmentBounds: a super-frame whose gso_size would cut it into more

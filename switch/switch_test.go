@@ -310,15 +310,11 @@ func TestDropReasons(t *testing.T) {
 	fa.Input([][]byte{fbuf}, []int{60}, vswitch.Headroom)
 	r.send(0, porttest.Frame(porttest.MAC(5), a, 0x0800, nil))
 
-	deadline := time.Now().Add(wait)
 	var st vswitch.Stats
-	for time.Now().Before(deadline) {
+	porttest.WaitFor(t, "the tx_error on p2", func() bool {
 		st = r.sw.Stats()
-		if st.Ports[2].Drops[vswitch.DropTxError] == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return st.Ports[2].Drops[vswitch.DropTxError] == 1
+	})
 	p0, p1, p2 := st.Ports[0].Drops, st.Ports[1].Drops, st.Ports[2].Drops
 	for _, c := range []struct {
 		got  uint64
@@ -902,7 +898,12 @@ func TestNoLearningAfterRemove(t *testing.T) {
 			a.Input(bufs, sizes, vswitch.Headroom)
 			close(done)
 		}()
+		// Spin, not sleep: a's removal must come while Input runs.
+		deadline := time.Now().Add(wait)
 		for a.Stats().RxFrames == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("Input counted no frame")
+			}
 			runtime.Gosched()
 		}
 		a.Close()

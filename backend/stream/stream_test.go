@@ -315,7 +315,11 @@ func TestCloseUnblocksAndLaterCallsFail(t *testing.T) {
 		_, err := c.ReadFrames(bufs, sizes, 16)
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	select {
+	case err := <-errc:
+		t.Fatalf("ReadFrames returned %v before Close, with nothing to read", err)
+	case <-time.After(100 * time.Millisecond): // blocked, as it should be
+	}
 	c.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("blocked ReadFrames after Close: %v", err)

@@ -327,7 +327,11 @@ func TestPendingReadEndsOnCloseTap(t *testing.T) {
 		_, err := d.ReadFrames([][]byte{make([]byte, 16+65535)}, []int{0}, 16)
 		errc <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-errc:
+		t.Fatalf("ReadFrames returned %v before Close, with nothing to read", err)
+	case <-time.After(100 * time.Millisecond): // blocked, as it should be
+	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
