@@ -113,6 +113,15 @@ type UDPSegmentPort interface {
 	AcceptsUDPSegments() bool
 }
 
+// BackendCounter is implemented by ports that count trouble of their own,
+// which the switch never sees: a stream connection's write timeouts, the
+// frames vmnet dropped. The switch shows the counts in PortStats.Backend.
+type BackendCounter interface {
+	// BackendCounters returns the port's own counters by name
+	// (snake_case). It may be called at any time, also after Close.
+	BackendCounters() map[string]uint64
+}
+
 // Poller is implemented by ports that can be read without waiting, as a
 // tap can. The switch reads such a port under a per-port lock, from its
 // own receive goroutine and, right after it wrote a frame into the port

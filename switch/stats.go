@@ -134,6 +134,9 @@ type PortStats struct {
 	LearnedMACs  int    `json:"learned_macs"`
 	LearnRefused uint64 `json:"learn_refused"`
 	LockedMAC    *MAC   `json:"locked_mac,omitempty"`
+	// Backend holds the port's own counters (BackendCounter), if it keeps
+	// any; they are not part of the totals.
+	Backend map[string]uint64 `json:"backend,omitempty"`
 }
 
 // Stats is a snapshot of the whole switch.

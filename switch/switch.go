@@ -461,6 +461,9 @@ func (a *Attachment) Stats() PortStats {
 		ps.LockedMAC = &m
 	}
 	a.c.snapshot(&ps)
+	if bc, ok := a.port.(BackendCounter); ok {
+		ps.Backend = bc.BackendCounters()
+	}
 	return ps
 }
 

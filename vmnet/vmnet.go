@@ -146,6 +146,17 @@ func (i *Interface) Counters() Counters {
 	return i.counters()
 }
 
+// BackendCounters returns Counters by name, for the switch's port
+// statistics (vswitch.BackendCounter); nil where the interface keeps none
+// (Linux, whose tap drops nothing on its own).
+func (i *Interface) BackendCounters() map[string]uint64 {
+	if i.counters == nil {
+		return nil
+	}
+	c := i.counters()
+	return map[string]uint64{"buffer_exhausted": c.BufferExhausted, "too_long": c.TooLong, "too_short": c.TooShort}
+}
+
 // Counters are frames an Interface dropped and counted instead of ending the
 // port: per-frame trouble is never fatal.
 type Counters struct {

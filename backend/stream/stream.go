@@ -153,8 +153,9 @@ type Conn struct {
 }
 
 var (
-	_ vswitch.Port        = (*Conn)(nil)
-	_ vswitch.SizedReader = (*Conn)(nil)
+	_ vswitch.Port           = (*Conn)(nil)
+	_ vswitch.SizedReader    = (*Conn)(nil)
+	_ vswitch.BackendCounter = (*Conn)(nil)
 )
 
 // NewConn returns a port that reads and writes length-prefixed frames on
@@ -349,6 +350,13 @@ func (c *Conn) Stats() ConnStats {
 		WriteTimeouts: c.timeouts.Load(),
 		PartialWrites: c.partial.Load(),
 	}
+}
+
+// BackendCounters returns Stats by name, for the switch's port statistics
+// (vswitch.BackendCounter).
+func (c *Conn) BackendCounters() map[string]uint64 {
+	st := c.Stats()
+	return map[string]uint64{"discarded": st.Discarded, "write_timeouts": st.WriteTimeouts, "partial_writes": st.PartialWrites}
 }
 
 // Close closes the connection, unblocking ReadFrames and WriteFrames; later

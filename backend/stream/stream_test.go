@@ -891,3 +891,26 @@ func TestRefusedClientsLogRateLimited(t *testing.T) {
 		t.Errorf("%d ports, want none", n)
 	}
 }
+
+// TestBackendCountersInPortStats: a connection's own counters (here, write
+// timeouts to a client that never reads) show in the switch's port
+// statistics, so ctl ports --json and /metrics have them; they were kept
+// by the connection only.
+func TestBackendCountersInPortStats(t *testing.T) {
+	sw, _, path := setup(t, ListenerConfig{Conn: ConnConfig{WriteTimeout: 10 * time.Millisecond}})
+	a := dialClient(t, "unix", path)
+	dialClient(t, "unix", path) // never reads
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	payload := make([]byte, 1400)
+	porttest.WaitFor(t, "a write timeout counted on the stuck port", func() bool {
+		for range 64 {
+			a.send(frame(porttest.Broadcast, porttest.MAC(1), payload))
+		}
+		for _, ps := range sw.Stats().Ports {
+			if strings.HasSuffix(ps.Name, "#2") && ps.Backend["write_timeouts"] > 0 {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -23,7 +23,7 @@ type Collector struct {
 	dhcp      func() DHCPStats
 	listeners func() []api.Listener
 
-	rxFrames, rxBytes, rxAnswers             *prometheus.Desc
+	rxFrames, rxBytes, rxAnswers, backend    *prometheus.Desc
 	txFrames, txBytes, txCoalesced, drops    *prometheus.Desc
 	fdbSize, fdbMax, fdbLearned, fdbRefused  *prometheus.Desc
 	fdbExpired, fdbMoved, forwarded, flooded *prometheus.Desc
@@ -55,6 +55,8 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 		txBytes:     d("port_tx_bytes_total", "Bytes sent out of the port.", port...),
 		txCoalesced: d("port_tx_coalesced_total", "Frames sent out of the port (a tap) merged into UDP segmentation super-frames; part of port_tx_frames_total.", port...),
 		drops:       d("port_drops_total", "Frames dropped on the port, by reason.", append(port, "reason")...),
+		backend: d("port_backend_total", "The port's own counters, by name: a stream connection's discarded frames, "+
+			"write timeouts and partial writes; the frames vmnet dropped (macOS).", append(port, "counter")...),
 		fdbSize:     d("fdb_entries", "MAC addresses in the forwarding database."),
 		fdbMax:      d("fdb_max_entries", "Bound on the forwarding database."),
 		fdbLearned:  d("fdb_learned_total", "MAC addresses learned."),
@@ -82,7 +84,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.txCoalesced, c.drops,
+	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.txCoalesced, c.drops, c.backend,
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
 		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool,
 		c.totRxFrames, c.totRxBytes, c.totTxFrames, c.totTxBytes, c.totDrops,
@@ -112,6 +114,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.txCoalesced, p.TxCoalesced, l...)
 		for _, r := range vswitch.DropReasons() {
 			counter(c.drops, p.Drops[r], append(l, r.String())...)
+		}
+		for name, v := range p.Backend {
+			counter(c.backend, v, append(l, name)...)
 		}
 	}
 	for k, n := range kinds {

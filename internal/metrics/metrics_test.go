@@ -17,13 +17,20 @@ import (
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
+// countingPort is a port that keeps counters of its own.
+type countingPort struct{ *porttest.Port }
+
+func (countingPort) BackendCounters() map[string]uint64 {
+	return map[string]uint64{"write_timeouts": 4, "discarded": 0}
+}
+
 func TestCollector(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
 	p1 := porttest.New(porttest.Config{Name: "one"})
 	p2 := porttest.New(porttest.Config{Name: "two"})
 	sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"})
-	sw.AddPort(p2, vswitch.PortConfig{Kind: "mem"})
+	sw.AddPort(countingPort{p2}, vswitch.PortConfig{Kind: "mem"})
 	p1.Send(porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0806, nil))
 	p1.Send(make([]byte, 10)) // too short
 	if _, ok := p2.Recv(5 * time.Second); !ok {
@@ -81,6 +88,12 @@ func TestCollector(t *testing.T) {
 	}
 	if v := value("tapswitch_port_drops_total", map[string]string{"port": "one", "reason": "too_short"}); v != 1 {
 		t.Errorf("too_short drops = %v, want 1", v)
+	}
+	if v := value("tapswitch_port_backend_total", map[string]string{"port": "two", "counter": "write_timeouts"}); v != 4 {
+		t.Errorf("two's write_timeouts = %v, want 4", v)
+	}
+	if f := fams["tapswitch_port_backend_total"]; len(f.GetMetric()) != 2 {
+		t.Errorf("%d backend series, want two's 2 (port one keeps none)", len(f.GetMetric()))
 	}
 	// Totals count departed ports too: they stay when a port leaves.
 	if v := value("tapswitch_rx_frames_total", nil); v != 2 {
