@@ -430,26 +430,40 @@ func macBits(m MAC) uint64 {
 // (bound to another LockMAC port, or another port's OwnMAC), however long
 // that port has been silent: that would let a VM take over another's (or
 // the gateway's) address with its first frame.
-func (a *Attachment) allowSource(src MAC, now int64) bool {
+//
+// When it refuses src because the port holding it has been silent for
+// longer than the FDB keeps an address, it also returns that port, probe:
+// the caller sends it the frame, as a flood would have. A port can be gone
+// without the switch knowing until it sends to it (a datagram peer whose
+// socket closed: a VM restarted with a new socket), and the failed send
+// removes it and frees the address for the VM's new port.
+func (a *Attachment) allowSource(src MAC, now int64) (ok bool, probe *Attachment) {
 	l := a.locked.Load()
 	if l != 0 {
-		return l == macBits(src)|lockedBit
+		return l == macBits(src)|lockedBit, nil
 	}
 	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := a.locked.Load(); l != 0 { // bound meanwhile (Poller)
-		return l == macBits(src)|lockedBit
+		return l == macBits(src)|lockedBit, nil
 	}
-	if o := s.locks[macBits(src)]; o != nil && o != a || a.removed.Load() {
-		return false
+	if a.removed.Load() {
+		return false, nil
 	}
-	if o := s.fdb.lookup(src, now); o != nil && o != a {
-		return false
+	live := s.fdb.lookup(src, now)
+	if o := s.locks[macBits(src)]; o != nil && o != a {
+		if live != o {
+			return false, o
+		}
+		return false, nil
+	}
+	if live != nil && live != a {
+		return false, nil
 	}
 	s.locks[macBits(src)] = a
 	a.locked.Store(macBits(src) | lockedBit)
-	return true
+	return true, nil
 }
 
 // Stats returns the port's current counters.
@@ -785,20 +799,28 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			a.c.drops[DropSrcMulticast].Add(1)
 			continue
 		}
-		if a.cfg.LockMAC && !a.allowSource(src, now) {
-			a.c.drops[DropLockedMAC].Add(1)
-			continue
-		}
-		s.fdb.learn(src, a, now)
 		var out *Attachment // nil: flood
-		dst := MAC(fr[0:6])
-		if dhcp != nil && dhcp != a && dhcp.wantsDHCP(dst, fr) {
-			out = dhcp
-		} else if !dst.Multicast() {
-			out = s.fdb.lookup(dst, now)
-			if out == a {
-				a.c.drops[DropSamePort].Add(1)
-				continue
+		if a.cfg.LockMAC {
+			ok, probe := a.allowSource(src, now)
+			if !ok {
+				a.c.drops[DropLockedMAC].Add(1)
+				if probe == nil {
+					continue
+				}
+				out = probe // not learned; see allowSource
+			}
+		}
+		if out == nil {
+			s.fdb.learn(src, a, now)
+			dst := MAC(fr[0:6])
+			if dhcp != nil && dhcp != a && dhcp.wantsDHCP(dst, fr) {
+				out = dhcp
+			} else if !dst.Multicast() {
+				out = s.fdb.lookup(dst, now)
+				if out == a {
+					a.c.drops[DropSamePort].Add(1)
+					continue
+				}
 			}
 		}
 		if h.Flags&offload.NeedsCsum != 0 && h.GSOType == offload.GSONone && (out == nil || !out.offload) {

@@ -766,11 +766,15 @@ func TestLockMACReservedWhileAttached(t *testing.T) {
 	r.send(victim, porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, []byte("back")))
 	toVictim := porttest.Frame(porttest.MAC(5), porttest.MAC(0), 0x0800, []byte("for the victim"))
 	r.send(0, toVictim)
-	for range 3 { // the victim's broadcasts, then the unicast
-		if f, ok := r.ports[victim].Recv(wait); ok && bytes.Equal(f, toVictim) {
-			break
-		} else if !ok {
+	// The victim gets the attacker's refused frame (sent to the silent
+	// holder of the address, see allowSource), then the unicast.
+	for got := 0; ; got++ {
+		f, ok := r.ports[victim].Recv(wait)
+		if !ok || got == 3 {
 			t.Fatal("the victim got no unicast")
+		}
+		if bytes.Equal(f, toVictim) {
+			break
 		}
 	}
 	if f, ok := r.ports[attacker].Recv(100 * time.Millisecond); ok && bytes.Equal(f, toVictim) {

@@ -532,3 +532,46 @@ func TestUDPIPv6Loopback(t *testing.T) {
 		t.Fatalf("peer %q, want [::1]:port", p)
 	}
 }
+
+// TestRestartedVMGetsItsAddress: with --lock-mac, a VM restarted with a new
+// socket path and its old MAC gets its address back once its old peer's
+// entry has aged out of the FDB: the refused frame is sent to the old peer,
+// whose socket is gone, and that removes it. The address stayed reserved
+// for the old peer, which nothing ever sent to again, so the VM was locked
+// out for good.
+func TestRestartedVMGetsItsAddress(t *testing.T) {
+	dir := porttest.SocketDir(t)
+	sw := vswitch.New(vswitch.Config{Logger: logger(), FDBAge: 200 * time.Millisecond})
+	defer sw.Close()
+	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"),
+		Config{Logger: logger(), Port: vswitch.PortConfig{LockMAC: true}}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := &env{t: t, sw: sw, l: l, dir: dir}
+	old := e.vm("run1.sock")
+	old.send(frame(porttest.Broadcast, porttest.MAC(1), "boot 1"))
+	porttest.WaitFor(t, "the first run's peer", func() bool { return e.ports() == 1 })
+	old.c.Close()
+	os.Remove(filepath.Join(dir, "run1.sock"))
+	porttest.WaitFor(t, "its address aged out", func() bool { return len(sw.FDB()) == 0 })
+
+	restarted := e.vm("run2.sock")
+	porttest.WaitFor(t, "the restarted VM bound to its address", func() bool {
+		restarted.send(frame(porttest.Broadcast, porttest.MAC(1), "boot 2"))
+		for _, ps := range sw.Stats().Ports {
+			if ps.Peer == restarted.c.LocalAddr().String() && ps.LockedMAC != nil && *ps.LockedMAC == porttest.MAC(1) {
+				return true
+			}
+		}
+		return false
+	})
+	if st := l.Stats(); st.PeersGone != 1 || e.ports() != 1 {
+		t.Errorf("%d peers gone, %d ports; want the first run's peer gone and one port", st.PeersGone, e.ports())
+	}
+	other := e.vm("other.sock")
+	f := frame(porttest.MAC(1), porttest.MAC(2), "for the VM")
+	other.send(f)
+	restarted.expect(f)
+}
