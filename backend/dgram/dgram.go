@@ -223,7 +223,7 @@ type source struct {
 }
 
 func (s *source) same(o *source) bool {
-	return s.ap == o.ap && s.scope == o.scope && bytes.Equal(s.path, o.path)
+	return s.ap == o.ap && s.scope == o.scope && s.uid == o.uid && s.cred == o.cred && bytes.Equal(s.path, o.path)
 }
 
 // key returns s as a peerKey, allocating the path. Lookups index the map
@@ -534,9 +534,20 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	}
 	l.mu.Lock()
 	if p := l.peers[peerKey{path: string(src.path), ap: src.ap, scope: src.scope}]; p != nil {
+		if !src.cred || !p.cred || src.uid == p.uid {
+			l.mu.Unlock()
+			p.lastSeen.Store(now)
+			return p
+		}
+		// Another user's socket has the path now (the peer's closed and
+		// another was bound there): that is a new sender, to be admitted
+		// (and pinned) as one, not one with the old peer's port.
+		delete(l.peers, p.key)
 		l.mu.Unlock()
-		p.lastSeen.Store(now)
-		return p
+		l.c.gone.Add(1)
+		l.log.WithFields(logrus.Fields{"port": p.name, "uid": p.uid, "new_uid": src.uid}).Info("peer's path now has another user's socket; removing the old peer")
+		p.kill()
+		l.mu.Lock()
 	}
 	if !create || l.closed {
 		l.mu.Unlock()
@@ -575,6 +586,9 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	a, err := l.sw.AddPort(p, pc)
 	if err != nil {
 		l.mu.Unlock()
+		if p.pin != nil {
+			p.pin.Close() // never sent to
+		}
 		l.c.refused.Add(1)
 		if ok, s := l.lim.Allow(); ok {
 			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
@@ -642,7 +656,11 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 		}
 		to.path, p.pin = dst, f
 	}
+	p.uid, p.cred = src.uid, src.cred
 	if err := p.tx.init(l.rc, to, l.v6, l.cfg.BatchSize); err != nil {
+		if p.pin != nil {
+			p.pin.Close() // never sent to
+		}
 		return nil, fmt.Errorf("peer %s: %w", key, err)
 	}
 	return p, nil
@@ -736,6 +754,11 @@ type peer struct {
 	// explicitly: a send may be under way when the peer goes, and the
 	// descriptor's number must not be reused until none can be.
 	pin *os.File
+	// uid is the user that sent the peer's first datagram, if cred
+	// (unixgram on Linux): a datagram from the same path but another user
+	// is another sender.
+	uid  uint32
+	cred bool
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last datagram
 	att      atomic.Pointer[vswitch.Attachment]

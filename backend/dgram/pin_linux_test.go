@@ -1,10 +1,12 @@
 package dgram
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapswitch/tapswitch/backend/listen"
+	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
@@ -24,6 +27,12 @@ const nobody = 65534
 // calls: Go's Setresuid would change every thread's). The caller must be
 // root.
 func boundAs(t *testing.T, uid int, path, to string, frame []byte) *net.UnixConn {
+	t.Helper()
+	return sendAs(t, uid, path, to, frame, 1)
+}
+
+// sendAs is boundAs sending frame n times.
+func sendAs(t *testing.T, uid int, path, to string, frame []byte, n int) *net.UnixConn {
 	t.Helper()
 	type result struct {
 		c   *net.UnixConn
@@ -39,7 +48,7 @@ func boundAs(t *testing.T, uid int, path, to string, frame []byte) *net.UnixConn
 			}
 		}
 		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-		if err == nil {
+		for i := 0; err == nil && i < n; i++ {
 			_, err = c.WriteTo(frame, &net.UnixAddr{Name: to, Net: "unixgram"})
 		}
 		done <- result{c, err}
@@ -220,4 +229,76 @@ func TestAllowUIDs(t *testing.T) {
 				tc.cfg.AllowUIDs, tc.cfg.AllowGIDs, uid, gid, st.Peers, st.Refused, tc.admit)
 		}
 	}
+}
+
+// TestPathTakenByAnotherUser: once an admitted peer's socket is gone and
+// another user binds its path, that user's datagrams are a new sender's:
+// checked against --allow-uid (here refused) and not forwarded through
+// the old peer's port, which they were.
+func TestPathTakenByAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sends as another user: needs root")
+	}
+	e := setup(t, "unixgram", Config{Mode: 0o666, AllowUIDs: []int{0}})
+	if err := os.Chmod(e.dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	a := e.vm("a.sock") // root: admitted
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "root's VM"))
+	b := e.vm("b.sock")
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+	path := a.c.LocalAddr().String()
+	a.c.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	intruder := frame(porttest.MAC(2), porttest.MAC(1), "from nobody")
+	boundAs(t, nobody, path, e.l.Addr().Address, intruder)
+	porttest.WaitFor(t, "the datagram refused", func() bool { return e.l.Stats().Refused == 1 })
+	b.expectNothing()
+	if st := e.l.Stats(); st.Peers != 1 || st.PeersGone != 1 {
+		t.Errorf("%d peers, %d gone; want only b's left", st.Peers, st.PeersGone)
+	}
+}
+
+// TestRefusedSendersKeepNoDescriptor: a sender refused a port (the switch
+// is full) after its socket was opened to pin it leaves no descriptor
+// open; each refused datagram used to leave one for the garbage collector.
+func TestRefusedSendersKeepNoDescriptor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sends as another user: needs root")
+	}
+	dir := porttest.SocketDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sw := vswitch.New(vswitch.Config{Logger: logger(), MaxPorts: 1})
+	defer sw.Close()
+	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: logger(), Mode: 0o666}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := &env{t: t, sw: sw, l: l, dir: dir}
+	e.vm("first.sock").send(frame(porttest.Broadcast, porttest.MAC(1), "first"))
+	porttest.WaitFor(t, "the one port", func() bool { return e.ports() == 1 })
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no finalizer closes them meanwhile
+	before := openFDs(t)
+	const n = 200
+	sendAs(t, nobody, filepath.Join(dir, "late.sock"), l.Addr().Address, frame(porttest.Broadcast, porttest.MAC(2), "late"), n)
+	porttest.WaitFor(t, "the datagrams refused", func() bool { return l.Stats().Refused == n })
+	if after := openFDs(t); after > before+5 {
+		t.Errorf("%d descriptors open after %d refused datagrams, %d before", after, n, before)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
