@@ -681,12 +681,18 @@ func TestAttachConnectStoppable(t *testing.T) {
 		t.Fatalf("the switch still dials %s after ctl detach", url)
 	case <-time.After(6 * time.Second):
 	}
-	// Attached again, it connects.
+	// Attached again, it connects; detached by its URL then, the port
+	// goes with its counters (it was taken for a dialling that had not
+	// connected).
 	d.ctl(t, "attach", "--connect", url)
 	select {
 	case c := <-conns:
-		c.Close()
+		defer c.Close()
 	case <-time.After(20 * time.Second):
 		t.Fatalf("ctl attach --connect after the detach did not dial %s", url)
+	}
+	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(d.portNames(t), "unix:"+qsock) })
+	if out := d.ctl(t, "detach", url); !strings.Contains(out, "detached unix:"+qsock+" (id ") {
+		t.Errorf("ctl detach %s of a connected port: %q", url, out)
 	}
 }

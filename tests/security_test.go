@@ -446,6 +446,9 @@ func TestAllowUIDWarnings(t *testing.T) {
 	out := d.Output()
 	for _, want := range []string{"do not apply to tcp sockets: anyone who can reach 127.0.0.1:",
 		"do not apply to udp sockets: anyone who can reach 127.0.0.1:"} {
+		if strings.Contains(out, want+"0 ") {
+			t.Errorf("serve's warning names port 0, not the port bound:\n%s", out)
+		}
 		if !strings.Contains(out, want) {
 			t.Errorf("serve's log lacks %q:\n%s", want, out)
 		}

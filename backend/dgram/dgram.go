@@ -6,11 +6,12 @@
 // VZFileHandleNetworkDeviceAttachment. The switch binds one socket; every
 // distinct source address that sends to it becomes a port of its own
 // (vswitch.PortConfig{NoReader: true}). One read loop reads datagrams in
-// batches (recvmmsg(2) on Linux, one at a time elsewhere), demultiplexes
-// them by source address and hands each run of consecutive frames from one
-// peer to the peer's Attachment.Input in one call; each peer's port sends
-// to its own address on the shared socket (in batches with sendmmsg(2) on
-// Linux). Neither direction allocates per frame on Linux.
+// batches (recvmmsg(2) on Linux, one recvfrom(2) per datagram until the
+// socket is empty elsewhere), demultiplexes them by source address and
+// hands each run of consecutive frames from one peer to the peer's
+// Attachment.Input in one call; each peer's port sends to its own address
+// on the shared socket (in batches with sendmmsg(2) on Linux). Neither
+// direction allocates per frame.
 //
 // Peers come and go without a connection to tell: a unixgram peer is
 // removed when a send to it fails for good (ECONNREFUSED or ENOENT: its

@@ -155,7 +155,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.connect, "connect", nil, "connect to a QEMU listening with -netdev stream,server=on at unix:///PATH or tcp://HOST:PORT, reconnecting (repeatable)")
 	f.StringVar(&o.socketGroup, "socket-group", "", "group owning the VM sockets (mode 0660); default: tapswitch's own group")
 	f.IntSliceVar(&o.allowUID, "allow-uid", nil, "admit to unix sockets (datagram ones on Linux only) only these user IDs (and --allow-gid groups)")
-	f.IntSliceVar(&o.allowGID, "allow-gid", nil, "admit to unix sockets (datagram ones on Linux only) only these group IDs (and --allow-uid users)")
+	f.IntSliceVar(&o.allowGID, "allow-gid", nil, "admit to unix sockets (datagram ones on Linux only) only these primary group IDs (and --allow-uid users)")
 	f.BoolVar(&o.lockMAC, "lock-mac", false, "bind each VM port to the first source MAC it uses; drop frames from other MACs")
 	f.IntVar(&o.maxMACs, "max-macs-per-port", 0, "learn at most this many MAC addresses per VM port (0: no limit)")
 	f.Float64Var(&o.newMACRate, "new-mac-rate", 0, "learn at most this many new MAC addresses per second per VM port (0: no limit)")
@@ -395,7 +395,14 @@ func parseGateway(s string) (netip.Prefix, error) {
 // --dhcp=false can turn off what the default setup turns on.
 type optionalBool struct{ set, val bool }
 
-func (b *optionalBool) String() string   { return strconv.FormatBool(b.val) }
+// String is "" while the flag is not given, so that a reload sees a file
+// that adds or drops "dhcp: false" as a change.
+func (b *optionalBool) String() string {
+	if !b.set {
+		return ""
+	}
+	return strconv.FormatBool(b.val)
+}
 func (b *optionalBool) Type() string     { return "bool" }
 func (b *optionalBool) IsBoolFlag() bool { return true }
 
@@ -629,6 +636,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			}
 			undo.add(func() { l.Close() })
 			streams = append(streams, l)
+			a = l.Addr() // a TCP port of 0 is the one chosen now
 		case listen.KindDgram:
 			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort,
 				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
@@ -637,6 +645,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			}
 			undo.add(func() { l.Close() })
 			dgrams = append(dgrams, l)
+			a = l.Addr()
 		}
 		if len(o.allowUID)+len(o.allowGID) > 0 {
 			// A unix stream socket tells who connected, a unixgram one on
@@ -742,7 +751,15 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			ds := &dialState{cancel: cancel, done: make(chan struct{})}
 			ctlDialing[key] = ds
 			g.Go(func() error {
-				defer close(ds.done)
+				defer func() {
+					cancel()
+					dialMu.Lock()
+					if ctlDialing[key] == ds {
+						delete(ctlDialing, key)
+					}
+					dialMu.Unlock()
+					close(ds.done)
+				}()
 				return stream.Dial(ctx, req.Connect, dial, sw)
 			})
 			return nil

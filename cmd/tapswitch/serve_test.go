@@ -228,3 +228,23 @@ func TestHostOptional(t *testing.T) {
 		}
 	}
 }
+
+// TestDHCPFlagChangeSeen: the reloader compares flags by their text, so
+// "--dhcp not given" and "--dhcp=false" must differ: a file adding
+// "dhcp: false" to the default setup turns the responder off at the next
+// start, and SIGHUP must say so.
+func TestDHCPFlagChangeSeen(t *testing.T) {
+	var unset, off, on optionalBool
+	if err := off.Set("false"); err != nil {
+		t.Fatal(err)
+	}
+	if err := on.Set("true"); err != nil {
+		t.Fatal(err)
+	}
+	if unset.String() == off.String() || off.String() == on.String() || unset.String() == on.String() {
+		t.Errorf("unset %q, false %q, true %q: want three different texts", unset.String(), off.String(), on.String())
+	}
+	if err := unset.Set("maybe"); err == nil {
+		t.Error("--dhcp=maybe accepted")
+	}
+}

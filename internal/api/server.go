@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/tapswitch/tapswitch/backend/listen"
 	"github.com/tapswitch/tapswitch/internal/logx"
 	"github.com/tapswitch/tapswitch/internal/pcap"
 	vswitch "github.com/tapswitch/tapswitch/switch"
@@ -152,6 +153,9 @@ func (s *Server) findPort(key string) *vswitch.Attachment {
 
 func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
 	a := s.findPort(r.PathValue("id"))
+	if u, err := listen.Parse(r.PathValue("id")); a == nil && err == nil {
+		a = s.findPort(u.Network + ":" + u.Address) // a dialled port, by its URL
+	}
 	if a == nil {
 		if s.StopDial != nil {
 			if name := s.StopDial(r.PathValue("id")); name != "" {

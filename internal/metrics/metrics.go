@@ -78,7 +78,8 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 		dgramDatagrams: d("dgram_datagrams_total", "Datagrams a datagram listener received.", "listener"),
 		dgramDropped: d("dgram_dropped_total", "Datagrams a datagram listener dropped before they reached a port, "+
 			"by reason: unbound (sender bound to no absolute path), invalid (shorter than an Ethernet header, "+
-			"from no peer), too_long, refused (too many peers).", "listener", "reason"),
+			"from no peer), too_long, refused (no port for a new sender: too many peers or ports, not in --allow-uid, "+
+			"or its socket not its own).", "listener", "reason"),
 	}
 }
 
