@@ -113,6 +113,19 @@ type UDPSegmentPort interface {
 	AcceptsUDPSegments() bool
 }
 
+// Prober is implemented by ports that can be gone without the switch
+// knowing until it sends to them (a datagram peer whose socket closed).
+// When a LockMAC port is refused an address because it is reserved for
+// such a port, silent for longer than the FDB keeps addresses, the switch
+// asks it to Probe: a port that finds itself gone removes itself (closes
+// its Attachment), which frees the address, as for a VM restarted with a
+// new socket. Probe is called at most once a second per port, without the
+// switch's locks held, from the receive path of the refused port; it must
+// not send anything to the port's peer.
+type Prober interface {
+	Probe()
+}
+
 // BackendCounter is implemented by ports that count trouble of their own,
 // which the switch never sees: a stream connection's write timeouts, the
 // frames vmnet dropped. The switch shows the counts in PortStats.Backend.

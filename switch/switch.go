@@ -264,6 +264,8 @@ type Attachment struct {
 	// locked holds the MAC a LockMAC port is bound to, with bit 48 set
 	// once it is bound; only the port's receiving goroutine sets it.
 	locked atomic.Uint64
+	// lastProbe is when the port was last asked to Probe (unix ns).
+	lastProbe atomic.Int64
 	// macs counts the port's FDB entries; tokens and tokensAt are its
 	// new-address budget. All three change under the FDB's write lock.
 	macs     atomic.Int64
@@ -432,11 +434,8 @@ func macBits(m MAC) uint64 {
 // the gateway's) address with its first frame.
 //
 // When it refuses src because the port holding it has been silent for
-// longer than the FDB keeps an address, it also returns that port, probe:
-// the caller sends it the frame, as a flood would have. A port can be gone
-// without the switch knowing until it sends to it (a datagram peer whose
-// socket closed: a VM restarted with a new socket), and the failed send
-// removes it and frees the address for the VM's new port.
+// longer than the FDB keeps an address, it also returns that port, for
+// the caller to probe (see Prober).
 func (a *Attachment) allowSource(src MAC, now int64) (ok bool, probe *Attachment) {
 	l := a.locked.Load()
 	if l != 0 {
@@ -464,6 +463,19 @@ func (a *Attachment) allowSource(src MAC, now int64) (ok bool, probe *Attachment
 	s.locks[macBits(src)] = a
 	a.locked.Store(macBits(src) | lockedBit)
 	return true, nil
+}
+
+// probe asks a Prober port whether it is gone, at most once a second.
+func (a *Attachment) probe(now int64) {
+	pr, ok := a.port.(Prober)
+	if !ok {
+		return
+	}
+	last := a.lastProbe.Load()
+	if now-last < int64(time.Second) || !a.lastProbe.CompareAndSwap(last, now) {
+		return
+	}
+	pr.Probe()
 }
 
 // Stats returns the port's current counters.
@@ -799,28 +811,25 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			a.c.drops[DropSrcMulticast].Add(1)
 			continue
 		}
-		var out *Attachment // nil: flood
 		if a.cfg.LockMAC {
-			ok, probe := a.allowSource(src, now)
-			if !ok {
+			if ok, holder := a.allowSource(src, now); !ok {
 				a.c.drops[DropLockedMAC].Add(1)
-				if probe == nil {
-					continue
+				if holder != nil {
+					holder.probe(now)
 				}
-				out = probe // not learned; see allowSource
+				continue
 			}
 		}
-		if out == nil {
-			s.fdb.learn(src, a, now)
-			dst := MAC(fr[0:6])
-			if dhcp != nil && dhcp != a && dhcp.wantsDHCP(dst, fr) {
-				out = dhcp
-			} else if !dst.Multicast() {
-				out = s.fdb.lookup(dst, now)
-				if out == a {
-					a.c.drops[DropSamePort].Add(1)
-					continue
-				}
+		s.fdb.learn(src, a, now)
+		var out *Attachment // nil: flood
+		dst := MAC(fr[0:6])
+		if dhcp != nil && dhcp != a && dhcp.wantsDHCP(dst, fr) {
+			out = dhcp
+		} else if !dst.Multicast() {
+			out = s.fdb.lookup(dst, now)
+			if out == a {
+				a.c.drops[DropSamePort].Add(1)
+				continue
 			}
 		}
 		if h.Flags&offload.NeedsCsum != 0 && h.GSOType == offload.GSONone && (out == nil || !out.offload) {

@@ -766,17 +766,7 @@ func TestLockMACReservedWhileAttached(t *testing.T) {
 	r.send(victim, porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, []byte("back")))
 	toVictim := porttest.Frame(porttest.MAC(5), porttest.MAC(0), 0x0800, []byte("for the victim"))
 	r.send(0, toVictim)
-	// The victim gets the attacker's refused frame (sent to the silent
-	// holder of the address, see allowSource), then the unicast.
-	for got := 0; ; got++ {
-		f, ok := r.ports[victim].Recv(wait)
-		if !ok || got == 3 {
-			t.Fatal("the victim got no unicast")
-		}
-		if bytes.Equal(f, toVictim) {
-			break
-		}
-	}
+	r.expect(victim, toVictim) // and nothing of the attacker's before it
 	if f, ok := r.ports[attacker].Recv(100 * time.Millisecond); ok && bytes.Equal(f, toVictim) {
 		t.Fatal("the attacker got the victim's unicast")
 	}
@@ -790,6 +780,60 @@ func TestLockMACReservedWhileAttached(t *testing.T) {
 	// A port cannot be added with a reserved OwnMAC or LockedMAC.
 	if _, err := r.sw.AddPort(porttest.New(porttest.Config{Name: "x"}), vswitch.PortConfig{OwnMAC: porttest.MAC(7)}); err == nil {
 		t.Error("AddPort with another port's OwnMAC: no error")
+	}
+}
+
+// probingPort is a port that counts the switch's Probe calls.
+type probingPort struct {
+	*porttest.Port
+	probes atomic.Int32
+}
+
+func (p *probingPort) Probe() { p.probes.Add(1) }
+
+// TestProbeSilentHolder: a locked port refused an address because it is
+// reserved for a port silent past the FDB age makes the switch ask that
+// port whether it is gone (Prober), at most once a second, and sends it
+// nothing; a holder still in the FDB is not asked.
+func TestProbeSilentHolder(t *testing.T) {
+	r := newRig(t, 0, vswitch.Config{FDBAge: time.Minute})
+	add := func(p vswitch.Port) int {
+		t.Helper()
+		a, err := r.sw.AddPort(p, vswitch.PortConfig{Kind: "mem", NoReader: true, LockMAC: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.atts = append(r.atts, a)
+		return len(r.atts) - 1
+	}
+	holder := &probingPort{Port: porttest.New(porttest.Config{Name: "holder"})}
+	h := add(holder)
+	other := porttest.New(porttest.Config{Name: "other"})
+	o := add(other)
+	r.ports = []*porttest.Port{holder.Port, other}
+	claim := porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, []byte("mine"))
+	r.send(h, claim)
+	r.send(o, claim) // the holder is live: refused, not probed
+	if n := holder.probes.Load(); n != 0 {
+		t.Fatalf("%d probes of a live holder", n)
+	}
+	r.clock.Advance(2 * time.Minute)
+	for range 3 {
+		r.send(o, claim)
+	}
+	if n := holder.probes.Load(); n != 1 {
+		t.Fatalf("%d probes for 3 refused frames within a second, want 1", n)
+	}
+	r.clock.Advance(2 * time.Second)
+	r.send(o, claim)
+	if n := holder.probes.Load(); n != 2 {
+		t.Fatalf("%d probes after a second more, want 2", n)
+	}
+	if f, ok := holder.Recv(100 * time.Millisecond); ok {
+		t.Fatalf("the holder was sent %x", f[:14])
+	}
+	if d := r.sw.Stats().Ports[o].Drops[vswitch.DropLockedMAC]; d != 5 {
+		t.Errorf("locked_mac drops %d, want 5", d)
 	}
 }
 

@@ -540,13 +540,30 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 			p.lastSeen.Store(now)
 			return p
 		}
-		// Another user's socket has the path now (the peer's closed and
-		// another was bound there): that is a new sender, to be admitted
-		// (and pinned) as one, not one with the old peer's port.
-		delete(l.peers, p.key)
+		l.mu.Unlock()
+		// Another user's socket has the peer's path: a new sender, never
+		// one for the old peer's port. It takes the path over only if it
+		// is admitted and the old peer's socket is gone (a pinned one can
+		// be asked; an unpinned one was sent to by path, which now leads
+		// to the new socket).
+		if !create || !l.admits(src) || p.pin != nil && !p.socketGone() {
+			l.c.refused.Add(1)
+			if ok, s := l.lim.Allow(); ok {
+				l.log.WithFields(logrus.Fields{"port": p.name, "uid": p.uid, "sender_uid": src.uid, "suppressed": s}).
+					Warn("datagram from a peer's path but another user refused")
+			}
+			return nil
+		}
+		l.mu.Lock()
+		if l.peers[p.key] == p {
+			delete(l.peers, p.key)
+		}
 		l.mu.Unlock()
 		l.c.gone.Add(1)
-		l.log.WithFields(logrus.Fields{"port": p.name, "uid": p.uid, "new_uid": src.uid}).Info("peer's path now has another user's socket; removing the old peer")
+		if ok, s := l.lim.Allow(); ok {
+			l.log.WithFields(logrus.Fields{"port": p.name, "uid": p.uid, "new_uid": src.uid, "suppressed": s}).
+				Info("peer's socket gone and its path another user's now; removing the old peer")
+		}
 		p.kill()
 		l.mu.Lock()
 	}
@@ -658,6 +675,12 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 		to.path, p.pin = dst, f
 	}
 	p.uid, p.cred = src.uid, src.cred
+	if to.path != "" {
+		p.dst = to.path
+		if to.path[0] == 0 {
+			p.dst = "@" + to.path[1:] // an abstract name, as x/sys spells it
+		}
+	}
 	if err := p.tx.init(l.rc, to, l.v6, l.cfg.BatchSize); err != nil {
 		if p.pin != nil {
 			p.pin.Close() // never sent to
@@ -760,6 +783,9 @@ type peer struct {
 	// is another sender.
 	uid  uint32
 	cred bool
+	// dst is where a unixgram peer's frames go: its path, or
+	// /proc/self/fd/N of its pinned socket ("@name" for an abstract one).
+	dst string
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last datagram
 	att      atomic.Pointer[vswitch.Attachment]
@@ -772,6 +798,7 @@ type peer struct {
 var (
 	_ vswitch.Port         = (*peer)(nil)
 	_ vswitch.DirectWriter = (*peer)(nil)
+	_ vswitch.Prober       = (*peer)(nil)
 )
 
 // kill removes the peer's port from the switch. If the port is still being
@@ -858,6 +885,39 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 		return false, nil
 	}
 	return true, p.sendFailed(err)
+}
+
+// Probe implements vswitch.Prober: a unixgram peer whose socket is gone
+// (closed, or its file removed) is removed, which frees the addresses it
+// held; nothing is sent to it. A UDP peer cannot be asked and stays until
+// it expires.
+func (p *peer) Probe() {
+	if p.dst == "" || !p.socketGone() {
+		return
+	}
+	p.l.c.gone.Add(1)
+	p.l.log.WithField("port", p.name).Info("peer gone (its socket is closed); removing")
+	p.kill()
+}
+
+// socketGone reports whether the socket p's frames go to is gone: a socket
+// of the switch's own is refused a connection to it or finds no file there.
+// Any other answer (EPERM: it is connected to the switch's socket, as vz's
+// and vfkit's are) means that it is there.
+func (p *peer) socketGone() bool {
+	// No SOCK_CLOEXEC on macOS: hold ForkLock, as package net does.
+	syscall.ForkLock.RLock()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err == nil {
+		unix.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	err = unix.Connect(fd, &unix.SockaddrUnix{Name: p.dst})
+	return errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 }
 
 // noRoom reports whether a send failed for want of buffer space, in the

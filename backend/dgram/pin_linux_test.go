@@ -1,6 +1,7 @@
 package dgram
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
@@ -231,35 +232,55 @@ func TestAllowUIDs(t *testing.T) {
 	}
 }
 
-// TestPathTakenByAnotherUser: once an admitted peer's socket is gone and
-// another user binds its path, that user's datagrams are a new sender's:
-// checked against --allow-uid (here refused) and not forwarded through
-// the old peer's port, which they were.
+// TestPathTakenByAnotherUser: a datagram from a peer's path but another
+// user is never the old peer's: one from a user outside --allow-uid is
+// refused and leaves the old peer alone (it went through the old peer's
+// port, and then, for a while, evicted it); one from an admitted user
+// takes the path over once the old peer's pinned socket is closed.
 func TestPathTakenByAnotherUser(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("sends as another user: needs root")
+		t.Skip("sends as other users: needs root")
 	}
-	e := setup(t, "unixgram", Config{Mode: 0o666, AllowUIDs: []int{0}})
+	const alice, bob = 4242, 4343
+	e := setup(t, "unixgram", Config{Mode: 0o666, AllowUIDs: []int{0, alice, bob}})
 	if err := os.Chmod(e.dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	a := e.vm("a.sock") // root: admitted
-	a.send(frame(porttest.Broadcast, porttest.MAC(1), "root's VM"))
-	b := e.vm("b.sock")
+	sw := e.l.Addr().Address
+	b := e.vm("b.sock") // root
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
-	path := a.c.LocalAddr().String()
-	a.c.Close()
+	porttest.WaitFor(t, "b's peer", func() bool { return e.ports() == 1 })
+
+	// Alice's VM (pinned), then its socket closed and its file removed.
+	path := filepath.Join(e.dir, "vm.sock")
+	c := boundAs(t, alice, path, sw, frame(porttest.Broadcast, porttest.MAC(1), "alice"))
+	b.expect(frame(porttest.Broadcast, porttest.MAC(1), "alice"))
+	c.Close()
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	intruder := frame(porttest.MAC(2), porttest.MAC(1), "from nobody")
-	boundAs(t, nobody, path, e.l.Addr().Address, intruder)
-	porttest.WaitFor(t, "the datagram refused", func() bool { return e.l.Stats().Refused == 1 })
+	// nobody binds the path: refused, not forwarded, alice's peer kept.
+	boundAs(t, nobody, path, sw, frame(porttest.MAC(2), porttest.MAC(1), "from nobody"))
+	porttest.WaitFor(t, "nobody refused", func() bool { return e.l.Stats().Refused == 1 })
 	b.expectNothing()
-	if st := e.l.Stats(); st.Peers != 1 || st.PeersGone != 1 {
-		t.Errorf("%d peers, %d gone; want only b's left", st.Peers, st.PeersGone)
+	if st := e.l.Stats(); st.Peers != 2 || st.PeersGone != 0 {
+		t.Errorf("after nobody: %d peers, %d gone; want alice's and b's, none gone", st.Peers, st.PeersGone)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	// Bob, admitted, binds it: alice's socket is closed, so bob takes over.
+	bobc := boundAs(t, bob, path, sw, frame(porttest.Broadcast, porttest.MAC(3), "bob"))
+	b.expect(frame(porttest.Broadcast, porttest.MAC(3), "bob"))
+	if st := e.l.Stats(); st.Peers != 2 || st.PeersGone != 1 {
+		t.Errorf("after bob: %d peers, %d gone; want bob's and b's, alice's gone", st.Peers, st.PeersGone)
+	}
+	toBob := frame(porttest.MAC(3), porttest.MAC(2), "for bob")
+	b.send(toBob)
+	bobc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 100)
+	if n, err := bobc.Read(got); err != nil || !bytes.Equal(got[:n], toBob) {
+		t.Errorf("bob's socket got %q, %v; want the frame for bob", got[:n], err)
 	}
 }
 
