@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -694,5 +695,71 @@ func TestAttachConnectStoppable(t *testing.T) {
 	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(d.portNames(t), "unix:"+qsock) })
 	if out := d.ctl(t, "detach", url); !strings.Contains(out, "detached unix:"+qsock+" (id ") {
 		t.Errorf("ctl detach %s of a connected port: %q", url, out)
+	}
+}
+
+// TestDefaultSetup runs the README's quick start, `tapswitch serve` with no
+// flags (as `make run` does), in a namespace of its own whose /run and
+// /var/lib are the test's directories: the sockets and modes the README
+// lists, the host interface tapswitch0 holding 192.168.109.1/24, and a
+// guest (a tap attached with ctl, in a namespace of its own) that gets an
+// address by DHCP and reaches the host; SIGTERM leaves the devices and
+// sockets gone and the lease on disk.
+func TestDefaultSetup(t *testing.T) {
+	ns, guest := testnet.NewNS(t), testnet.NewNS(t)
+	ipv4Only(t, ns, guest)
+	dir := t.TempDir()
+	run, lib := filepath.Join(dir, "run"), filepath.Join(dir, "lib")
+	for _, d := range []string{run, lib} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// unshare execs sh, which execs env, which execs the switch: the PID
+	// stays the switch's. The harness's TAPSWITCH_STATE_DIR is dropped:
+	// the default is what is tested.
+	script := fmt.Sprintf("mount --bind %q /run && mount --bind %q /var/lib && exec env -u TAPSWITCH_STATE_DIR %q serve", run, lib, bin)
+	d := startDaemon(t, ns, filepath.Join(run, "tapswitch", "ctl.sock"),
+		"unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+
+	for name, mode := range map[string]os.FileMode{"tapswitch.sock": 0o660, "tapswitch-dgram.sock": 0o660, "ctl.sock": 0o600} {
+		fi, err := os.Stat(filepath.Join(run, "tapswitch", name))
+		if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != mode {
+			t.Errorf("/run/tapswitch/%s: %v, %v; want a socket of mode %o", name, fi, err, mode)
+		}
+	}
+	if out := ns.Output(t, "ip", "-br", "addr", "show", "dev", "tapswitch0"); !strings.Contains(out, "192.168.109.1/24") {
+		t.Errorf("tapswitch0: %q, want 192.168.109.1/24", out)
+	}
+	if out := d.Output(); !strings.Contains(out, "DHCP:     gateway 192.168.109.1/24") || !strings.Contains(out, "addr.path=/run/tapswitch/tapswitch.sock") {
+		t.Errorf("start-up summary lacks the DHCP gateway or the QEMU arguments:\n%s", out)
+	}
+
+	tap := testnet.UniqueName("tsd")
+	d.ctl(t, "attach", "--tap", tap)
+	waitLink(t, ns, tap)
+	testnet.MoveLink(t, tap, ns, guest)
+	guest.SetUp(t, tap)
+	out, err := guest.Exec(t.Context(), "busybox", "udhcpc", "-i", tap, "-n", "-q", "-t", "10", "-T", "1", "-s", "/bin/true").CombinedOutput()
+	m := regexp.MustCompile(`lease of (192\.168\.109\.\d+) obtained`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("udhcpc got no lease in 192.168.109.0/24 (%v):\n%s", err, out)
+	}
+	guest.AddAddr(t, tap, m[1]+"/24")
+	guest.Ping(t, "192.168.109.1")
+
+	d.Stop(t)
+	if d.err != nil {
+		t.Errorf("exit after SIGTERM: %v", d.err)
+	}
+	if exec.Command("ip", "-n", ns.Name(), "link", "show", "dev", "tapswitch0").Run() == nil {
+		t.Error("tapswitch0 left behind")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(run, "tapswitch")); len(ents) != 0 {
+		t.Errorf("left in /run/tapswitch: %v", ents)
+	}
+	leases, err := os.ReadFile(filepath.Join(lib, "tapswitch", "dhcp-leases-192.168.109.0_24"))
+	if err != nil || !strings.Contains(string(leases), m[1]) {
+		t.Errorf("lease file: %v\n%s", err, leases)
 	}
 }
