@@ -2,6 +2,8 @@ package vswitch
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -69,6 +71,20 @@ func DropReasons() []DropReason {
 
 // DropCounts holds one counter per drop reason, indexed by DropReason.
 type DropCounts [numDropReasons]uint64
+
+// String lists the non-zero counters as reason=n,... ("0" if none).
+func (d DropCounts) String() string {
+	var parts []string
+	for _, r := range DropReasons() {
+		if d[r] != 0 {
+			parts = append(parts, r.String()+"="+strconv.FormatUint(d[r], 10))
+		}
+	}
+	if parts == nil {
+		return "0"
+	}
+	return strings.Join(parts, ",")
+}
 
 // Total is the sum over all reasons.
 func (d *DropCounts) Total() uint64 {

@@ -65,13 +65,21 @@ func newRig(t *testing.T, n int, cfg vswitch.Config) *rig {
 
 func (r *rig) add(i int) {
 	r.t.Helper()
-	p := porttest.New(porttest.Config{Name: fmt.Sprintf("p%d", i)})
-	a, err := r.sw.AddPort(p, vswitch.PortConfig{Kind: "mem", NoReader: true})
+	r.addCfg(fmt.Sprintf("p%d", i), vswitch.PortConfig{})
+}
+
+// addCfg adds a port named name with cfg (of kind "mem", NoReader) and
+// returns its index.
+func (r *rig) addCfg(name string, cfg vswitch.PortConfig) int {
+	r.t.Helper()
+	p := porttest.New(porttest.Config{Name: name})
+	cfg.Kind, cfg.NoReader = "mem", true
+	a, err := r.sw.AddPort(p, cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	r.ports = append(r.ports, p)
-	r.atts = append(r.atts, a)
+	r.ports, r.atts = append(r.ports, p), append(r.atts, a)
+	return len(r.atts) - 1
 }
 
 func (r *rig) send(i int, frame []byte) {
@@ -634,14 +642,7 @@ func TestPortSecurity(t *testing.T) {
 	r := newRig(t, 1, vswitch.Config{MaxPorts: 5})
 	add := func(name string, cfg vswitch.PortConfig) *vswitch.Attachment {
 		t.Helper()
-		p := porttest.New(porttest.Config{Name: name})
-		cfg.Kind, cfg.NoReader = "mem", true
-		a, err := r.sw.AddPort(p, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.ports, r.atts = append(r.ports, p), append(r.atts, a)
-		return a
+		return r.atts[r.addCfg(name, cfg)]
 	}
 	add("locked", vswitch.PortConfig{LockMAC: true})                             // 1: bound to its first MAC
 	add("fixed", vswitch.PortConfig{LockMAC: true, LockedMAC: porttest.MAC(77)}) // 2
@@ -708,12 +709,7 @@ func TestPortSecurity(t *testing.T) {
 func TestLockMACNoTakeover(t *testing.T) {
 	r := newRig(t, 2, vswitch.Config{})
 	r.learnAll() // MAC(0) on port 0, MAC(1) on port 1
-	p := porttest.New(porttest.Config{Name: "attacker"})
-	a, err := r.sw.AddPort(p, vswitch.PortConfig{Kind: "mem", NoReader: true, LockMAC: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ports, r.atts = append(r.ports, p), append(r.atts, a)
+	r.addCfg("attacker", vswitch.PortConfig{LockMAC: true})
 	r.send(2, porttest.Frame(porttest.Broadcast, porttest.MAC(0), 0x0800, []byte("I am port 0")))
 	st := r.sw.Stats().Ports[2]
 	if st.Drops[vswitch.DropLockedMAC] != 1 || st.LockedMAC != nil {
@@ -738,20 +734,9 @@ func TestLockMACNoTakeover(t *testing.T) {
 // locked port that claimed it.
 func TestLockMACReservedWhileAttached(t *testing.T) {
 	r := newRig(t, 1, vswitch.Config{FDBAge: time.Minute})
-	addLocked := func(name string, cfg vswitch.PortConfig) int {
-		t.Helper()
-		p := porttest.New(porttest.Config{Name: name})
-		cfg.Kind, cfg.NoReader = "mem", true
-		a, err := r.sw.AddPort(p, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.ports, r.atts = append(r.ports, p), append(r.atts, a)
-		return len(r.atts) - 1
-	}
-	victim := addLocked("victim", vswitch.PortConfig{LockMAC: true})
-	addLocked("gateway", vswitch.PortConfig{OwnMAC: porttest.MAC(7)})
-	attacker := addLocked("attacker", vswitch.PortConfig{LockMAC: true})
+	victim := r.addCfg("victim", vswitch.PortConfig{LockMAC: true})
+	r.addCfg("gateway", vswitch.PortConfig{OwnMAC: porttest.MAC(7)})
+	attacker := r.addCfg("attacker", vswitch.PortConfig{LockMAC: true})
 	r.send(victim, porttest.Frame(porttest.Broadcast, porttest.MAC(5), 0x0800, []byte("hello")))
 	r.clock.Advance(2 * time.Minute) // the victim's entry ages out
 	r.sw.FlushFDB()
@@ -842,12 +827,7 @@ func TestProbeSilentHolder(t *testing.T) {
 // so it never held a whole token and the port learned nothing.
 func TestNewMACRateBelowOne(t *testing.T) {
 	r := newRig(t, 1, vswitch.Config{})
-	p := porttest.New(porttest.Config{Name: "slow"})
-	a, err := r.sw.AddPort(p, vswitch.PortConfig{Kind: "mem", NoReader: true, NewMACRate: 0.5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ports, r.atts = append(r.ports, p), append(r.atts, a)
+	r.addCfg("slow", vswitch.PortConfig{NewMACRate: 0.5})
 	for n := range 6 {
 		r.send(1, porttest.Frame(porttest.Broadcast, porttest.MAC(100+n), 0x0800, nil))
 		r.clock.Advance(time.Second)
@@ -999,5 +979,17 @@ func TestTotalsWhileRemoving(t *testing.T) {
 		if len(wrong) > 0 {
 			t.Fatalf("totals counted %v received frames while the port went, want %d", wrong[:min(len(wrong), 5)], frames)
 		}
+	}
+}
+
+// TestDropCountsString: the form ctl's tables print.
+func TestDropCountsString(t *testing.T) {
+	var d vswitch.DropCounts
+	if s := d.String(); s != "0" {
+		t.Errorf("no drops: %q, want 0", s)
+	}
+	d[vswitch.DropTooShort], d[vswitch.DropTxError] = 1, 2
+	if s := d.String(); s != "too_short=1,tx_error=2" {
+		t.Errorf("%q, want too_short=1,tx_error=2", s)
 	}
 }

@@ -440,6 +440,32 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// accepted returns the next connection the switch makes to a stand-in
+// server, closed when the test ends; it fails the test after 20 s.
+func accepted(t *testing.T, conns <-chan net.Conn, what string) net.Conn {
+	t.Helper()
+	select {
+	case c := <-conns:
+		t.Cleanup(func() { c.Close() })
+		return c
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no connection: %s", what)
+		return nil
+	}
+}
+
+// noConn fails the test if the switch connects to a stand-in server
+// within d.
+func noConn(t *testing.T, conns <-chan net.Conn, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case c := <-conns:
+		c.Close()
+		t.Errorf("unexpected: %s", what)
+	case <-time.After(d):
+	}
+}
+
 // qemuServer makes the test's namespace and directory, and in it a stand-in
 // for a QEMU listening with -netdev stream,server=on at qsock: the
 // connections the switch makes to it arrive on conns.
@@ -469,13 +495,7 @@ func TestReloadConnect(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	var c net.Conn
-	select {
-	case c = <-conns:
-		defer c.Close()
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the switch did not dial %s after SIGHUP:\n%s", url, d.Output())
-	}
+	c := accepted(t, conns, "the dial after SIGHUP")
 	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(ports(), portName) })
 
 	// A file with an error changes nothing: the URL it no longer lists
@@ -503,12 +523,7 @@ func TestReloadConnect(t *testing.T) {
 	porttest.WaitFor(t, "the port to go", func() bool { return !slices.Contains(ports(), portName) })
 	// A URL still dialled would be dialled again within the minimum
 	// backoff (100 ms); ten times that passes without a new connection.
-	select {
-	case c2 := <-conns:
-		c2.Close()
-		t.Errorf("the switch dialled %s again after it was removed", url)
-	case <-time.After(time.Second):
-	}
+	noConn(t, conns, time.Second, "a dial after the URL was removed")
 	if !strings.Contains(d.Output(), "no longer dialled") {
 		t.Errorf("the removal was not logged:\n%s", d.Output())
 	}
@@ -516,12 +531,7 @@ func TestReloadConnect(t *testing.T) {
 	// Connected by ctl attach, then listed in the file: SIGHUP does not
 	// dial it a second time (it used to: two ports to one QEMU).
 	d.ctl(t, "attach", "--connect", url)
-	select {
-	case c3 := <-conns:
-		defer c3.Close()
-	case <-time.After(20 * time.Second):
-		t.Fatalf("ctl attach --connect did not dial %s", url)
-	}
+	accepted(t, conns, "the dial of ctl attach --connect")
 	porttest.WaitFor(t, "the attached port", func() bool { return slices.Contains(ports(), portName) })
 	writeFile(t, cfg, base+"connect: [\""+url+"\"]\n")
 	reloads := strings.Count(d.Output(), "configuration reloaded")
@@ -529,12 +539,7 @@ func TestReloadConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	porttest.WaitFor(t, "the reload", func() bool { return strings.Count(d.Output(), "configuration reloaded") > reloads })
-	select {
-	case c4 := <-conns:
-		c4.Close()
-		t.Errorf("SIGHUP dialled %s a second time", url)
-	case <-time.After(time.Second):
-	}
+	noConn(t, conns, time.Second, "a second dial of the attached URL by SIGHUP")
 }
 
 // TestReloadReattaches: the file is the configuration in force, so SIGHUP
@@ -548,18 +553,7 @@ func TestReloadReattaches(t *testing.T) {
 	writeFile(t, cfg, "tap: ["+tap+"]\nconnect: [\"unix://"+qsock+"\"]\n")
 	d := startSwitch(t, ns, "--config", cfg)
 	ports := func() []string { return d.portNames(t) }
-	accept := func(what string) net.Conn {
-		t.Helper()
-		select {
-		case c := <-conns:
-			t.Cleanup(func() { c.Close() })
-			return c
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%s: the switch did not dial %s:\n%s", what, qsock, d.Output())
-			return nil
-		}
-	}
-	accept("at start")
+	accepted(t, conns, "the dial at start")
 	porttest.WaitFor(t, "both ports", func() bool {
 		p := ports()
 		return slices.Contains(p, tap) && slices.Contains(p, portName)
@@ -572,17 +566,12 @@ func TestReloadReattaches(t *testing.T) {
 		return !slices.Contains(p, tap) && !slices.Contains(p, portName)
 	})
 	// Detached, the URL is not dialled again on its own.
-	select {
-	case c := <-conns:
-		c.Close()
-		t.Fatal("a detached URL was dialled again before SIGHUP")
-	case <-time.After(time.Second): // ten times the minimum backoff
-	}
+	noConn(t, conns, time.Second, "a dial of the detached URL before SIGHUP") // ten times the minimum backoff
 
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	accept("after SIGHUP")
+	accepted(t, conns, "the dial after SIGHUP")
 	porttest.WaitFor(t, "both ports back", func() bool {
 		p := ports()
 		return slices.Contains(p, tap) && slices.Contains(p, portName)
@@ -676,22 +665,12 @@ func TestAttachConnectStoppable(t *testing.T) {
 	// The backoff between attempts is at most 5 s: a dialler still running
 	// would connect to a server started now within that.
 	conns := porttest.StreamServer(t, qsock)
-	select {
-	case c := <-conns:
-		c.Close()
-		t.Fatalf("the switch still dials %s after ctl detach", url)
-	case <-time.After(6 * time.Second):
-	}
+	noConn(t, conns, 6*time.Second, "a dial after ctl detach")
 	// Attached again, it connects; detached by its URL then, the port
 	// goes with its counters (it was taken for a dialling that had not
 	// connected).
 	d.ctl(t, "attach", "--connect", url)
-	select {
-	case c := <-conns:
-		defer c.Close()
-	case <-time.After(20 * time.Second):
-		t.Fatalf("ctl attach --connect after the detach did not dial %s", url)
-	}
+	accepted(t, conns, "the dial of ctl attach --connect after the detach")
 	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(d.portNames(t), "unix:"+qsock) })
 	if out := d.ctl(t, "detach", url); !strings.Contains(out, "detached unix:"+qsock+" (id ") {
 		t.Errorf("ctl detach %s of a connected port: %q", url, out)

@@ -916,7 +916,12 @@ func (p *peer) socketGone() bool {
 		return false
 	}
 	defer unix.Close(fd)
-	err = unix.Connect(fd, &unix.SockaddrUnix{Name: p.dst})
+	return goneErr(unix.Connect(fd, &unix.SockaddrUnix{Name: p.dst}))
+}
+
+// goneErr reports whether err, from sending or connecting to a unixgram
+// peer, says that its socket is gone: closed, or its file removed.
+func goneErr(err error) bool {
 	return errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 }
 
@@ -932,7 +937,7 @@ func noRoom(err error) bool {
 func (p *peer) sendFailed(err error) error {
 	p.l.c.sendErrors.Add(1)
 	err = fmt.Errorf("dgram %s: send: %w", p.name, err)
-	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+	if goneErr(err) {
 		p.l.c.gone.Add(1)
 		p.l.log.WithError(err).WithField("port", p.name).Info("peer gone; removing")
 		p.kill()

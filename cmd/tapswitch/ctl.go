@@ -61,7 +61,7 @@ func newCtlCmd() *cobra.Command {
 						macs[i] = m.String()
 					}
 					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", p.ID, p.Name, p.Kind, dash(p.Peer),
-						dash(strings.Join(macs, ",")), p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, dropSummary(p.Drops))
+						dash(strings.Join(macs, ",")), p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Drops)
 				}
 			})
 		},
@@ -112,7 +112,7 @@ func newCtlCmd() *cobra.Command {
 					{"rx frames", t.RxFrames}, {"rx bytes", t.RxBytes},
 					{"tx frames", t.TxFrames}, {"tx bytes", t.TxBytes},
 					{"forwarded", st.Forwarded}, {"flooded", st.Flooded},
-					{"drops", dropSummary(t.Drops)},
+					{"drops", t.Drops},
 					{"fdb entries", fmt.Sprintf("%d of %d", st.FDB.Size, st.FDB.Max)},
 					{"fdb learned", st.FDB.Learned}, {"fdb moved", st.FDB.Moved},
 					{"fdb refused (full)", st.FDB.Refused}, {"fdb expired", st.FDB.Expired},
@@ -240,16 +240,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// dropSummary prints the non-zero drop counters as reason=n,...
-func dropSummary(d vswitch.DropCounts) string {
-	rs := vswitch.DropReasons()
-	names, counts := make([]string, len(rs)), make([]uint64, len(rs))
-	for i, r := range rs {
-		names[i], counts[i] = r.String(), d[r]
-	}
-	return countSummary(names, counts)
 }
 
 // countSummary prints the non-zero counts as name=n,... and "0" when
