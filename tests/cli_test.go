@@ -326,6 +326,7 @@ func TestBadConfig(t *testing.T) {
 		{name: "bad yaml", file: "tap: [" + tapName + "\n", want: "cfg.yaml"},
 		{name: "empty value", file: "tap: [" + tapName + "]\npidfile:\n", want: "cfg.yaml:2: pidfile: no value"},
 		{name: "null in a list key", file: "tap: ~\n", want: "cfg.yaml:1: tap: no value"},
+		{name: "refused by the plan", file: "tap: [" + tapName + "]\nfdb-size: 0\n", want: "cfg.yaml:2: --fdb-size 0: must be positive"},
 		{name: "second document", file: "tap: [" + tapName + "]\n---\nlisen: x\n", want: "cfg.yaml:2: a second YAML document"},
 		{name: "bad listen flag", args: []string{"--tap", tapName, "--listen", "ftp://x"}, want: "--listen"},
 		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
@@ -506,6 +507,9 @@ func TestReloadConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	porttest.WaitFor(t, "the bad file reported", func() bool { return strings.Contains(d.Output(), "configuration not reloaded") })
+	if want := "tapswitch.yaml:2: --fdb-size 0: must be positive"; !strings.Contains(d.Output(), want) {
+		t.Errorf("the reload's error does not name the line: want %q in\n%s", want, d.Output())
+	}
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("after a reload of a file with an error, the connection it dropped: %v, want it kept", err)

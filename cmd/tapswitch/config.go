@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -15,54 +16,79 @@ import (
 // line from the YAML file at path. The file is a mapping whose keys are the
 // flag names (without "--"); a repeatable flag takes a sequence. Unknown
 // keys and bad values are rejected with the file, line and reason. Flags
-// given on the command line win over the file.
-func applyConfigFile(fs *pflag.FlagSet, path string) error {
+// given on the command line win over the file. The lines returned say
+// where the file set each flag, for errors found later (configLines.locate).
+func applyConfigFile(fs *pflag.FlagSet, path string) (configLines, error) {
+	lines := configLines{path: path, line: map[string]int{}}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return lines, fmt.Errorf("config: %w", err)
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil // an empty file sets nothing
+			return lines, nil // an empty file sets nothing
 		}
-		return fmt.Errorf("%s: %w", path, err)
+		return lines, fmt.Errorf("%s: %w", path, err)
 	}
 	var more yaml.Node
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		line := more.Line
 		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return lines, fmt.Errorf("%s: %w", path, err)
 		}
-		return fmt.Errorf("%s:%d: a second YAML document (after ---): the configuration is one mapping", path, line)
+		return lines, fmt.Errorf("%s:%d: a second YAML document (after ---): the configuration is one mapping", path, line)
 	}
 	if len(doc.Content) == 0 {
-		return nil
+		return lines, nil
 	}
 	m := doc.Content[0]
 	if m.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s:%d: the configuration must be a mapping of flag names to values", path, m.Line)
+		return lines, fmt.Errorf("%s:%d: the configuration must be a mapping of flag names to values", path, m.Line)
 	}
-	seen := map[string]bool{}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i], m.Content[i+1]
 		fl := fs.Lookup(k.Value)
 		if fl == nil || k.Value == "config" || fl.Hidden {
-			return fmt.Errorf("%s:%d: unknown key %q", path, k.Line, k.Value)
+			return lines, fmt.Errorf("%s:%d: unknown key %q", path, k.Line, k.Value)
 		}
-		if seen[k.Value] {
-			return fmt.Errorf("%s:%d: key %q given twice", path, k.Line, k.Value)
+		if _, dup := lines.line[k.Value]; dup {
+			return lines, fmt.Errorf("%s:%d: key %q given twice", path, k.Line, k.Value)
 		}
-		seen[k.Value] = true
+		lines.line[k.Value] = 0
 		if fl.Changed {
 			continue // the command line wins
 		}
 		if err := setFlagFromNode(fl, v); err != nil {
-			return fmt.Errorf("%s:%d: %s: %w", path, v.Line, k.Value, err)
+			return lines, fmt.Errorf("%s:%d: %s: %w", path, v.Line, k.Value, err)
 		}
+		lines.line[k.Value] = k.Line
 	}
-	return nil
+	return lines, nil
+}
+
+// configLines records the line of the configuration file at path that set
+// each flag (0: the command line's value won).
+type configLines struct {
+	path string
+	line map[string]int
+}
+
+// locate puts the file and line in front of err when err is about one flag
+// ("--name ..." or "--name: ...") that the file set, so that an error found
+// after the file was read (a bad address, a range outside the subnet, a
+// socket in use) points at the line to change.
+func (c configLines) locate(err error) error {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "--") {
+		return err
+	}
+	name, _, _ := strings.Cut(msg[2:], " ")
+	if line := c.line[strings.TrimSuffix(name, ":")]; line > 0 {
+		return fmt.Errorf("%s:%d: %w", c.path, line, err)
+	}
+	return err
 }
 
 func setFlagFromNode(fl *pflag.Flag, v *yaml.Node) error {

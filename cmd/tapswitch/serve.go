@@ -128,12 +128,17 @@ Every flag but --config is also a key of the YAML file given with --config
   tapswitch serve --config /etc/tapswitch.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lines configLines
 			if o.config != "" {
-				if err := applyConfigFile(cmd.Flags(), o.config); err != nil {
+				var err error
+				if lines, err = applyConfigFile(cmd.Flags(), o.config); err != nil {
 					return err
 				}
 			}
-			return runServe(cmd.Context(), cmd, &o)
+			if err := runServe(cmd.Context(), cmd, &o); err != nil {
+				return lines.locate(err)
+			}
+			return nil
 		},
 	}
 	o.addFlags(cmd.Flags())
@@ -219,11 +224,23 @@ func (o *serveOptions) plan() (*plan, error) {
 	if o.maxFrame < 14 || o.maxFrame > 65535 {
 		return nil, fmt.Errorf("--max-frame %d: must be between 14 and 65535", o.maxFrame)
 	}
-	if o.fdbSize < 1 || o.queueLen < 1 || o.queueBytes < 1 || o.fdbAge <= 0 {
-		return nil, errors.New("--fdb-size, --fdb-age, --queue-len and --queue-bytes must be positive")
-	}
-	if o.maxMACs < 0 || o.newMACRate < 0 || o.maxPorts < 0 {
-		return nil, errors.New("--max-macs-per-port, --new-mac-rate and --max-ports must not be negative")
+	for _, c := range []struct {
+		flag string
+		val  any
+		bad  bool
+		want string
+	}{
+		{"fdb-size", o.fdbSize, o.fdbSize < 1, "positive"},
+		{"fdb-age", o.fdbAge, o.fdbAge <= 0, "positive"},
+		{"queue-len", o.queueLen, o.queueLen < 1, "positive"},
+		{"queue-bytes", o.queueBytes, o.queueBytes < 1, "positive"},
+		{"max-macs-per-port", o.maxMACs, o.maxMACs < 0, "0 (no limit) or more"},
+		{"new-mac-rate", o.newMACRate, !(o.newMACRate >= 0), "0 (no limit) or more"}, // NaN too
+		{"max-ports", o.maxPorts, o.maxPorts < 0, "0 (no limit) or more"},
+	} {
+		if c.bad {
+			return nil, fmt.Errorf("--%s %v: must be %s", c.flag, c.val, c.want)
+		}
 	}
 	if o.mtu != 0 && (o.mtu < 68 || o.mtu > o.maxFrame-14) {
 		return nil, fmt.Errorf("--mtu %d: must be between 68 and --max-frame minus 14 (%d)", o.mtu, o.maxFrame-14)
@@ -375,11 +392,31 @@ func (p *plan) planDHCP(o *serveOptions) error {
 	// they change anything (a reload used to accept what a restart then
 	// refused).
 	if err := dc.Check(); err != nil {
-		return err
+		return dhcpFlagError(err, o)
 	}
 	p.dhcp = dc
 	p.setHostAddrs()
 	return nil
+}
+
+// dhcpFlags names the flag that sets each dhcp.Config field.
+var dhcpFlags = map[string]string{
+	"Gateway": "gateway", "Range": "dhcp-range", "Static": "dhcp-static", "DNS": "dns",
+	"Domain": "domain", "LeaseTime": "dhcp-lease-time", "MTU": "mtu", "Reserved": "host",
+}
+
+// dhcpFlagError puts the flag that set the refused field in front of the
+// responder's refusal err, as every other plan error starts with its flag.
+func dhcpFlagError(err error, o *serveOptions) error {
+	var ce *dhcp.ConfigError
+	if !errors.As(err, &ce) || dhcpFlags[ce.Field] == "" {
+		return err
+	}
+	flag := dhcpFlags[ce.Field]
+	if flag == "gateway" && o.gateway == "" && len(o.host) > 0 {
+		flag = "host" // the gateway is the first --host address
+	}
+	return fmt.Errorf("--%s: %w", flag, err)
 }
 
 // parseGateway parses a --gateway value.
@@ -1018,6 +1055,7 @@ func (r *reloader) reload() {
 	fresh := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fo.addFlags(fresh)
 	var err error
+	var lines configLines
 	r.cmd.Flags().Visit(func(fl *pflag.Flag) {
 		if err != nil {
 			return
@@ -1030,7 +1068,7 @@ func (r *reloader) reload() {
 		fresh.Lookup(fl.Name).Changed = true
 	})
 	if err == nil {
-		err = applyConfigFile(fresh, r.o.config)
+		lines, err = applyConfigFile(fresh, r.o.config)
 	}
 	// Checked as at start, so that a file with any error changes nothing.
 	if err == nil {
@@ -1038,6 +1076,9 @@ func (r *reloader) reload() {
 	}
 	if err == nil {
 		_, err = newLogger(fo.logLevel, fo.logFormat)
+	}
+	if err != nil {
+		err = lines.locate(err)
 	}
 	if err != nil {
 		r.log.WithError(err).Error("SIGHUP: configuration not reloaded")

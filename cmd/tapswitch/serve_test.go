@@ -98,13 +98,69 @@ func TestPlanDHCP(t *testing.T) {
 			t.Errorf("%q: %+v, %v; want no DHCP and a host interface holding %s", args, p, err, want)
 		}
 	}
-	for _, args := range [][]string{
-		{"--dhcp-lease-time", "5s"},
-		{"--gateway", "198.18.0.1/31"},
-		{"--listen", "unix:///tmp/t.sock", "--dhcp", "--dhcp-static", "52:54:00:00:00:01=10.0.0.5"},
+	manyDNS := []string{"--listen", "unix:///tmp/t.sock", "--dhcp"}
+	for i := range 100 {
+		manyDNS = append(manyDNS, "--dns", fmt.Sprintf("198.18.1.%d", i+1))
+	}
+	for _, c := range []struct {
+		args []string
+		flag string // the flag the error starts with, "" for none
+	}{
+		{[]string{"--dhcp-lease-time", "5s"}, "--dhcp-lease-time: "},
+		{[]string{"--gateway", "198.18.0.1/31"}, "--gateway: "},
+		{[]string{"--listen", "unix:///tmp/t.sock", "--host", "198.18.0.1/31", "--dhcp"}, "--host: "},
+		{[]string{"--listen", "unix:///tmp/t.sock", "--dhcp", "--dhcp-static", "52:54:00:00:00:01=10.0.0.5"}, "--dhcp-static: "},
+		{[]string{"--dhcp-range", "198.18.0.10-198.18.0.20"}, "--dhcp-range: "},
+		// A reply longer than clients accept was refused only by the
+		// responder, after the host interface had been made.
+		{manyDNS, ""},
 	} {
-		if _, err := planFor(t, "linux", args...); err == nil || !strings.Contains(err.Error(), "invalid dhcp configuration") {
-			t.Errorf("%q: %v, want the responder's refusal", args, err)
+		_, err := planFor(t, "linux", c.args...)
+		if err == nil || !strings.Contains(err.Error(), "invalid dhcp configuration") {
+			t.Errorf("%q: %v, want the responder's refusal", c.args, err)
+			continue
+		}
+		if c.flag != "" && !strings.HasPrefix(err.Error(), c.flag) {
+			t.Errorf("%q: %v, want it to start with %q", c.args, err, c.flag)
+		}
+	}
+}
+
+// TestConfigErrorsNameTheLine: an error found after the file was read (by
+// the plan, or when serve opens what it plans) names the file and the line
+// of the key that set the flag it is about; one about a flag given on the
+// command line, which wins over the file, does not.
+func TestConfigErrorsNameTheLine(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "ts.yaml")
+	file := "listen: unix:///tmp/t.sock\ndhcp: true\ngateway: 198.18.0.1/24\n" +
+		"dhcp-static:\n  - 52:54:00:00:00:01=198.18.0.5\n  - 52:54:00:00:00:02=10.0.0.5\nfdb-size: 0\n"
+	if err := os.WriteFile(cfg, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, cfg + ":7: --fdb-size 0: must be positive"},
+		{[]string{"--fdb-size", "10"}, cfg + ":4: --dhcp-static: "},
+		{[]string{"--fdb-size", "10", "--dhcp-static", "52:54:00:00:00:02=10.0.0.5"}, "--dhcp-static: "},
+	} {
+		var o serveOptions
+		f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+		o.addFlags(f)
+		if err := f.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		lines, err := applyConfigFile(f, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = o.plan()
+		if err == nil {
+			t.Fatalf("%q: planned", c.args)
+		}
+		if err = lines.locate(err); !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%q: %v, want it to start with %q", c.args, err, c.want)
 		}
 	}
 }

@@ -159,6 +159,23 @@ func ParseStaticLease(s string) (StaticLease, error) {
 // errConfig marks configuration errors.
 var errConfig = errors.New("invalid dhcp configuration")
 
+// ConfigError is a setting of Config that New and Check refuse. It
+// matches errors.Is(err, errConfig) and names the refused field, so that
+// a caller can point at what set it (a flag, a line of a file).
+type ConfigError struct {
+	// Field is the name of the Config field refused: "Gateway",
+	// "Range", "Reserved", "Static", "DNS", "Domain", "Search",
+	// "LeaseTime", "MTU", "MAC", or "Options" when DNS, Domain and
+	// Search together make a reply too long.
+	Field string
+	msg   string
+}
+
+func (e *ConfigError) Error() string { return errConfig.Error() + ": " + e.msg }
+
+// Unwrap makes errors.Is(err, errConfig) true.
+func (e *ConfigError) Unwrap() error { return errConfig }
+
 // settings is a validated Config with its derived values.
 type settings struct {
 	Config
@@ -174,29 +191,33 @@ type settings struct {
 // Check reports what New would refuse in c's settings, without loading
 // the lease file.
 func (c Config) Check() error {
-	if _, err := c.validate(); err != nil {
+	s, err := c.validate()
+	if err == nil {
+		_, err = s.options()
+	}
+	if err != nil {
 		return fmt.Errorf("dhcp server %v: %w", c.Gateway, err)
 	}
 	return nil
 }
 
 func (c Config) validate() (*settings, error) {
-	bad := func(format string, args ...any) (*settings, error) {
-		return nil, fmt.Errorf("%w: %s", errConfig, fmt.Sprintf(format, args...))
+	bad := func(field, format string, args ...any) (*settings, error) {
+		return nil, &ConfigError{Field: field, msg: fmt.Sprintf(format, args...)}
 	}
 	s := &settings{Config: c}
 	if !c.Gateway.IsValid() || !c.Gateway.Addr().Is4() {
-		return bad("gateway %v: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", c.Gateway)
+		return bad("Gateway", "gateway %v: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", c.Gateway)
 	}
 	if b := c.Gateway.Bits(); b < 8 || b > 30 {
-		return bad("gateway %v: prefix length must be 8..30", c.Gateway)
+		return bad("Gateway", "gateway %v: prefix length must be 8..30", c.Gateway)
 	}
 	s.gw = c.Gateway.Addr()
 	s.subnet = c.Gateway.Masked()
 	s.network = s.subnet.Addr()
 	s.bcast = addrFrom(u32(s.network) | (1<<(32-s.subnet.Bits()) - 1))
 	if s.gw == s.network || s.gw == s.bcast {
-		return bad("gateway %v is the subnet's network or broadcast address", c.Gateway)
+		return bad("Gateway", "gateway %v is the subnet's network or broadcast address", c.Gateway)
 	}
 	inSubnet := func(a netip.Addr) bool { return a.Is4() && s.subnet.Contains(a) }
 
@@ -205,14 +226,14 @@ func (c Config) validate() (*settings, error) {
 	} else {
 		s.start, s.end = c.Range.Start, c.Range.End
 		if !inSubnet(s.start) || !inSubnet(s.end) || s.end.Less(s.start) {
-			return bad("range %v: must be inside %v, start <= end", c.Range, s.subnet)
+			return bad("Range", "range %v: must be inside %v, start <= end", c.Range, s.subnet)
 		}
 	}
 	s.excluded = []netip.Addr{s.network, s.bcast, s.gw}
 	reserved := map[netip.Addr]bool{}
 	for _, a := range c.Reserved {
 		if !a.Is4() {
-			return bad("reserved address %v: want IPv4", a)
+			return bad("Reserved", "reserved address %v: want IPv4", a)
 		}
 		reserved[a] = true
 		s.excluded = append(s.excluded, a)
@@ -222,54 +243,54 @@ func (c Config) validate() (*settings, error) {
 	for _, l := range c.Static {
 		switch {
 		case l.MAC.Multicast() || l.MAC == vswitch.MAC{}:
-			return bad("static lease %v: MAC must be unicast", l)
+			return bad("Static", "static lease %v: MAC must be unicast", l)
 		case !inSubnet(l.IP) || l.IP == s.network || l.IP == s.bcast:
-			return bad("static lease %v: address must be a host address in %v", l, s.subnet)
+			return bad("Static", "static lease %v: address must be a host address in %v", l, s.subnet)
 		case l.IP == s.gw:
-			return bad("static lease %v: address is the gateway", l)
+			return bad("Static", "static lease %v: address is the gateway", l)
 		case reserved[l.IP]:
-			return bad("static lease %v: address is reserved", l)
+			return bad("Static", "static lease %v: address is reserved", l)
 		}
 		if _, dup := s.static[l.MAC]; dup {
-			return bad("static lease %v: MAC listed twice", l)
+			return bad("Static", "static lease %v: MAC listed twice", l)
 		}
 		if m, dup := staticIPs[l.IP]; dup {
-			return bad("static lease %v: address already given to %v", l, m)
+			return bad("Static", "static lease %v: address already given to %v", l, m)
 		}
 		s.static[l.MAC] = l.IP
 		staticIPs[l.IP] = l.MAC
 	}
 	for _, a := range c.DNS {
 		if !a.Is4() {
-			return bad("DNS server %v: want IPv4", a)
+			return bad("DNS", "DNS server %v: want IPv4", a)
 		}
 	}
 	if c.Domain != "" && !validDomain(c.Domain) {
-		return bad("domain %q: not a valid domain name", c.Domain)
+		return bad("Domain", "domain %q: not a valid domain name", c.Domain)
 	}
 	s.Domain = strings.TrimSuffix(c.Domain, ".")
 	s.Search = nil
 	for _, d := range c.Search {
 		if !validDomain(d) {
-			return bad("search domain %q: not a valid domain name", d)
+			return bad("Search", "search domain %q: not a valid domain name", d)
 		}
 		// A final dot would encode as an empty label, ending the name early.
 		s.Search = append(s.Search, strings.TrimSuffix(d, "."))
 	}
 	if c.LeaseTime < 0 {
-		return bad("lease time %v: negative", c.LeaseTime)
+		return bad("LeaseTime", "lease time %v: negative", c.LeaseTime)
 	}
 	if s.LeaseTime == 0 {
 		s.LeaseTime = DefaultLeaseTime
 	}
 	if s.LeaseTime < minLeaseTime || s.LeaseTime.Seconds() >= math.MaxUint32 {
-		return bad("lease time %v: want %v..136 years", c.LeaseTime, minLeaseTime)
+		return bad("LeaseTime", "lease time %v: want %v..136 years", c.LeaseTime, minLeaseTime)
 	}
 	s.LeaseTime = s.LeaseTime.Truncate(time.Second)
 	s.t1 = (s.LeaseTime / 2).Truncate(time.Second)
 	s.t2 = (s.LeaseTime * 7 / 8).Truncate(time.Second)
 	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
-		return bad("MTU %d: want 68..65535 or 0", c.MTU)
+		return bad("MTU", "MTU %d: want 68..65535 or 0", c.MTU)
 	}
 	if s.QueueLen <= 0 {
 		s.QueueLen = DefaultQueueLen
@@ -277,7 +298,7 @@ func (c Config) validate() (*settings, error) {
 	if s.MAC == (vswitch.MAC{}) {
 		s.MAC = defaultMAC(s.gw)
 	} else if s.MAC.Multicast() {
-		return bad("MAC %v: must be unicast", s.MAC)
+		return bad("MAC", "MAC %v: must be unicast", s.MAC)
 	}
 	if s.Now == nil {
 		s.Now = time.Now

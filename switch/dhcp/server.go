@@ -160,10 +160,8 @@ func New(cfg Config) (*Server, error) {
 		closed: make(chan struct{}),
 		t:      newTable(s.subnet, s.start, s.end, s.excluded, s.static),
 	}
-	srv.opts = srv.configOptions()
-	if n := len(srv.reply(sampleRequest(), dhcpv4.MessageTypeAck, s.end, true).ToBytes()); n > maxReplyLen {
-		return nil, fmt.Errorf("dhcp server %v: %w: options take a %d-byte reply, more than the %d bytes every client accepts (shorten the search list)",
-			cfg.Gateway, errConfig, n, maxReplyLen)
+	if srv.opts, err = s.options(); err != nil {
+		return nil, fmt.Errorf("dhcp server %v: %w", cfg.Gateway, err)
 	}
 	if s.LeaseFile != "" {
 		if err := srv.load(); err != nil {
@@ -261,6 +259,19 @@ func (srv *Server) LoadError() error { return srv.loadErr }
 func (srv *Server) MAC() vswitch.MAC { return srv.s.MAC }
 
 // configOptions returns the modifiers adding the configured options.
+// options returns configOptions for s, or an error if they make a reply
+// larger than every client accepts.
+func (s *settings) options() ([]dhcpv4.Modifier, error) {
+	srv := &Server{s: s}
+	srv.opts = srv.configOptions()
+	if n := len(srv.reply(sampleRequest(), dhcpv4.MessageTypeAck, s.end, true).ToBytes()); n > maxReplyLen {
+		return nil, &ConfigError{Field: "Options", msg: fmt.Sprintf(
+			"DNS servers, domain and search list take a %d-byte reply, more than the %d bytes every client accepts (shorten them)",
+			n, maxReplyLen)}
+	}
+	return srv.opts, nil
+}
+
 func (srv *Server) configOptions() []dhcpv4.Modifier {
 	s := srv.s
 	mods := []dhcpv4.Modifier{
