@@ -41,9 +41,39 @@ func pseudoHdr(ip []byte, proto uint8, l4Len int) []byte {
 		p := append([]byte(nil), ip[12:20]...)
 		return append(p, 0, proto, byte(l4Len>>8), byte(l4Len))
 	}
-	p := append([]byte(nil), ip[8:40]...)
+	_, _, dst := ipv6Upper(ip)
+	p := append([]byte(nil), ip[8:24]...)
+	p = append(p, dst...)
 	return append(p, 0, 0, byte(l4Len>>8), byte(l4Len), 0, 0, 0, proto)
 }
+
+// ipv6Upper walks the extension headers of the IPv6 packet ip and returns
+// the upper-layer protocol, its offset in ip, and the final destination:
+// the IPv6 header's, or the address a type 2 routing header with
+// segments left carries (RFC 8200 8.1).
+func ipv6Upper(ip []byte) (proto uint8, off int, dst []byte) {
+	proto, off, dst = ip[6], 40, ip[24:40]
+	for proto == 0 || proto == 43 || proto == 60 {
+		if proto == 43 && ip[off+2] == 2 && ip[off+3] != 0 {
+			dst = ip[off+8 : off+24]
+		}
+		proto, off = ip[off], off+(int(ip[off+1])+1)*8
+	}
+	return proto, off, dst
+}
+
+// extHdr is an IPv6 extension header for spec.ext: its protocol number
+// and its bytes, whose next header field build sets.
+type extHdr struct {
+	proto uint8
+	b     []byte
+}
+
+var (
+	hopByHop     = extHdr{0, []byte{0, 0, 1, 4, 0, 0, 0, 0}}                                // PadN
+	dstOpts      = extHdr{60, []byte{0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}      // PadN, 16 bytes
+	routingType2 = extHdr{43, []byte{0, 2, 2, 1, 0, 0, 0, 0, 0x20, 1, 0xd, 0xb8, 23: 0x99}} // to 2001:db8::99, segments left 1
+)
 
 // TCP flags.
 const (
@@ -59,15 +89,17 @@ const (
 type spec struct {
 	v6      bool
 	vlan    bool
-	ipOpts  int // bytes of IPv4 options, a multiple of 4
-	tcpOpts int // bytes of TCP options, a multiple of 4; 12 is a timestamp
+	qinq    bool // a service tag in front of the vlan tag
+	ipOpts  int  // bytes of IPv4 options, a multiple of 4
+	tcpOpts int  // bytes of TCP options, a multiple of 4; 12 is a timestamp
 	flags   uint8
 	payload int
 	mss     uint16 // 0 builds an ordinary frame (no GSO)
 	ecn     bool
 	seq     uint32
 	id      uint16
-	udp     bool // a UDP datagram instead (ordinary frames only)
+	udp     bool     // a UDP datagram instead (ordinary frames only)
+	ext     []extHdr // IPv6 extension headers, in order
 }
 
 // build returns a frame as a Linux tap hands it out with offloads on: IP
@@ -77,6 +109,9 @@ type spec struct {
 func build(s spec) (offload.Hdr, []byte) {
 	rng := rand.New(rand.NewPCG(uint64(s.payload), uint64(s.mss)))
 	f := []byte{0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1}
+	if s.qinq {
+		f = append(f, 0x88, 0xa8, 0x00, 0x0a) // VID 10
+	}
 	if s.vlan {
 		f = append(f, 0x81, 0x00, 0x00, 0x64) // VID 100
 	}
@@ -91,10 +126,25 @@ func build(s spec) (offload.Hdr, []byte) {
 		tos = 0x02 // ECT(0)
 	}
 	if s.v6 {
+		extLen, first := 0, proto
+		if len(s.ext) > 0 {
+			first = s.ext[0].proto
+		}
+		for _, e := range s.ext {
+			extLen += len(e.b)
+		}
 		f = append(f, 0x86, 0xdd)
-		f = append(f, 0x60|tos>>4, tos<<4, 0x12, 0x34, byte(l4Len>>8), byte(l4Len), proto, 64)
+		f = append(f, 0x60|tos>>4, tos<<4, 0x12, 0x34, byte((l4Len+extLen)>>8), byte(l4Len+extLen), first, 64)
 		f = append(f, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)
 		f = append(f, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2)
+		for i, e := range s.ext {
+			next := proto
+			if i+1 < len(s.ext) {
+				next = s.ext[i+1].proto
+			}
+			f = append(f, next)
+			f = append(f, e.b[1:]...)
+		}
 	} else {
 		ihl := 20 + s.ipOpts
 		tot := ihl + l4Len
@@ -151,6 +201,16 @@ func build(s spec) (offload.Hdr, []byte) {
 	return h, f
 }
 
+// ipOffset returns the offset of the IP header of the Ethernet frame f,
+// after any VLAN tags.
+func ipOffset(f []byte) int {
+	off := 14
+	for len(f) >= off+4 && (be.Uint16(f[off-2:]) == 0x8100 || be.Uint16(f[off-2:]) == 0x88a8) {
+		off += 4
+	}
+	return off
+}
+
 // parsed is what verify learned of one segment.
 type parsed struct {
 	ipOff, l4Off, hdrEnd int
@@ -168,12 +228,8 @@ func verify(f []byte) (parsed, error) {
 	if len(f) < 14 {
 		return p, fmt.Errorf("frame of %d bytes", len(f))
 	}
-	p.ipOff = 14
-	et := be.Uint16(f[12:])
-	if et == 0x8100 || et == 0x88a8 {
-		p.ipOff = 18
-		et = be.Uint16(f[16:])
-	}
+	p.ipOff = ipOffset(f)
+	et := be.Uint16(f[p.ipOff-2:])
 	switch et {
 	case 0x0800:
 		if len(f) < p.ipOff+20 {
@@ -206,11 +262,12 @@ func verify(f []byte) (parsed, error) {
 		if got := int(be.Uint16(ip[4:])); got != len(ip)-40 {
 			return p, fmt.Errorf("ipv6 payload length %d, payload is %d", got, len(ip)-40)
 		}
-		if ip[6] != 6 {
-			return p, fmt.Errorf("ipv6 next header %d", ip[6])
+		proto, upper, _ := ipv6Upper(ip)
+		if proto != 6 {
+			return p, fmt.Errorf("ipv6 upper-layer protocol %d", proto)
 		}
 		p.v6 = true
-		p.l4Off = p.ipOff + 40
+		p.l4Off = p.ipOff + upper
 	default:
 		return p, fmt.Errorf("ethertype %#x", et)
 	}
@@ -251,12 +308,10 @@ func masked(f []byte, p parsed) []byte {
 func checkSegments(orig []byte, mss int, segs [][]byte) error {
 	// orig's checksums are partial: parse its layout by hand.
 	var o parsed
-	o.ipOff = 14
-	if et := be.Uint16(orig[12:]); et == 0x8100 || et == 0x88a8 {
-		o.ipOff = 18
-	}
+	o.ipOff = ipOffset(orig)
 	if orig[o.ipOff]>>4 == 6 {
-		o.v6, o.l4Off = true, o.ipOff+40
+		_, upper, _ := ipv6Upper(orig[o.ipOff:])
+		o.v6, o.l4Off = true, o.ipOff+upper
 	} else {
 		o.l4Off = o.ipOff + int(orig[o.ipOff]&15)*4
 		o.id = be.Uint16(orig[o.ipOff+4:])

@@ -16,7 +16,12 @@ const (
 	etherTypeIPv6   = 0x86dd
 	etherTypeVLAN   = 0x8100 // 802.1Q
 	etherTypeQinQ   = 0x88a8 // 802.1ad service tag
+	maxVLANTags     = 2      // a service tag and a customer tag (QinQ)
 	protoTCP        = 6
+	protoHopByHop   = 0  // IPv6 hop-by-hop options header
+	protoRouting    = 43 // IPv6 routing header
+	protoDstOpts    = 60 // IPv6 destination options header
+	maxExtHdrs      = 8  // IPv6 extension headers followed to the TCP header
 	tcpCsumOffset   = 16
 	tcpFlagsOffset  = 13
 	tcpFlagFIN      = 0x01
@@ -36,14 +41,17 @@ var (
 	errGSOSize      = wrap(ErrMalformed, "segment: gso_size 0")
 	errHdrLen       = wrap(ErrMalformed, "segment: hdr_len beyond the frame")
 	errShortEth     = wrap(ErrMalformed, "segment: frame shorter than its ethernet header")
-	errTwoTags      = wrap(ErrUnsupported, "segment: more than one vlan tag")
+	errVLANTags     = wrap(ErrUnsupported, "segment: more than two vlan tags")
 	errEtherType    = wrap(ErrMalformed, "segment: ethertype does not match the gso type")
 	errShortIP      = wrap(ErrMalformed, "segment: frame shorter than its ip header")
 	errIPVersion    = wrap(ErrMalformed, "segment: ip version does not match the ethertype")
 	errIPv4HdrLen   = wrap(ErrMalformed, "segment: ipv4 header length below 20")
 	errIPv4Fragment = wrap(ErrMalformed, "segment: ipv4 fragment")
 	errNotTCP       = wrap(ErrMalformed, "segment: ip protocol is not tcp")
-	errIPv6NextHdr  = wrap(ErrUnsupported, "segment: ipv6 next header is not tcp (extension headers)")
+	errIPv6NextHdr  = wrap(ErrUnsupported, "segment: ipv6 next header is neither tcp nor a hop-by-hop, routing or destination options header")
+	errIPv6ExtHdrs  = wrap(ErrUnsupported, "segment: more ipv6 extension headers than followed")
+	errShortExtHdr  = wrap(ErrMalformed, "segment: frame shorter than its ipv6 extension headers")
+	errRoutingCsum  = wrap(ErrUnsupported, "segment: ipv6 routing header without a partial checksum to start from")
 	errShortTCP     = wrap(ErrMalformed, "segment: frame shorter than its tcp header")
 	errTCPHdrLen    = wrap(ErrMalformed, "segment: tcp data offset below 5")
 	errCsumStart    = wrap(ErrMalformed, "segment: csum_start/csum_offset do not point at the tcp checksum")
@@ -58,8 +66,11 @@ type layout struct {
 	tcp     int // offset of the TCP header
 	payload int // offset of the payload, the end of the headers
 	v6      bool
-	n       int // number of segments
-	maxLen  int // length of the longest (first) segment
+	// routed: an IPv6 routing header with segments left, so that the
+	// pseudo-header's destination is not the IPv6 header's.
+	routed bool
+	n      int // number of segments
+	maxLen int // length of the longest (first) segment
 }
 
 // parse checks h and the headers of frame and lays out the segmentation.
@@ -93,15 +104,15 @@ func parse(h Hdr, frame []byte) (layout, error) {
 	}
 	l.ip = ethHdrLen
 	et := be.Uint16(frame[12:])
-	if et == etherTypeVLAN || et == etherTypeQinQ {
-		if len(frame) < ethHdrLen+vlanTagLen {
+	for tags := 0; et == etherTypeVLAN || et == etherTypeQinQ; tags++ {
+		if tags == maxVLANTags {
+			return l, errVLANTags
+		}
+		if len(frame) < l.ip+vlanTagLen {
 			return l, errShortEth
 		}
+		et = be.Uint16(frame[l.ip+2:])
 		l.ip += vlanTagLen
-		et = be.Uint16(frame[16:])
-		if et == etherTypeVLAN || et == etherTypeQinQ {
-			return l, errTwoTags
-		}
 	}
 
 	if !l.v6 {
@@ -140,10 +151,31 @@ func parse(h Hdr, frame []byte) (layout, error) {
 		if ip[0]>>4 != 6 {
 			return l, errIPVersion
 		}
-		if ip[6] != protoTCP {
-			return l, errIPv6NextHdr
+		// Extension headers come between the IPv6 and TCP headers when
+		// the sending socket asked for them (IPV6_HOPOPTS, IPV6_DSTOPTS,
+		// IPV6_RTHDR); the kernel's TSO takes them, so the super-frames
+		// carry them. Each is its next header, its length in 8-byte units
+		// beyond the first 8, then its data.
+		next, off := ip[6], l.ip+ipv6HdrLen
+		for n := 0; next != protoTCP; n++ {
+			switch {
+			case next != protoHopByHop && next != protoRouting && next != protoDstOpts,
+				next == protoHopByHop && n > 0: // only right after the IPv6 header
+				return l, errIPv6NextHdr
+			case n == maxExtHdrs:
+				return l, errIPv6ExtHdrs
+			case len(frame) < off+8:
+				return l, errShortExtHdr
+			}
+			if next == protoRouting && frame[off+3] != 0 {
+				l.routed = true // segments left
+			}
+			next, off = frame[off], off+(int(frame[off+1])+1)*8
 		}
-		l.tcp = l.ip + ipv6HdrLen
+		if len(frame) < off {
+			return l, errShortExtHdr
+		}
+		l.tcp = off
 	}
 
 	if len(frame) < l.tcp+tcpMinLen {
@@ -159,6 +191,9 @@ func parse(h Hdr, frame []byte) (layout, error) {
 	}
 	if h.Flags&NeedsCsum != 0 && (int(h.CsumStart) != l.tcp || h.CsumOffset != tcpCsumOffset) {
 		return l, errCsumStart
+	}
+	if l.routed && h.Flags&NeedsCsum == 0 {
+		return l, errRoutingCsum
 	}
 
 	// Like the kernel (inet_gso_segment, ipv6_gso_segment), the payload is
@@ -199,12 +234,13 @@ func SegmentCount(h Hdr, frame []byte) (n, maxLen int, err error) {
 // Segment splits frame, a TCP super-frame described by h (GSOType GSOTCPv4
 // or GSOTCPv6, possibly with GSOECN), into ordinary Ethernet frames, one
 // per h.GSOSize bytes of payload, as Linux's tcp_gso_segment does. frame
-// is a whole Ethernet frame, untagged or with one 802.1Q (or 802.1ad) tag,
-// then IPv4 (options allowed, fragments not) or IPv6 (no extension
-// headers), then TCP. Its payload is everything after the TCP header, as
-// for the kernel; the IP length fields of frame are not trusted. h.HdrLen
-// is a hint and is ignored beyond a sanity check; if h has NeedsCsum, its
-// checksum offsets must point at the TCP checksum.
+// is a whole Ethernet frame, untagged or with one or two 802.1Q/802.1ad
+// tags, then IPv4 (options allowed, fragments not) or IPv6 (hop-by-hop,
+// routing and destination options headers allowed), then TCP. Its payload
+// is everything after the TCP header, as for the kernel; the IP length
+// fields of frame are not trusted. h.HdrLen is a hint and is ignored
+// beyond a sanity check; if h has NeedsCsum, its checksum offsets must
+// point at the TCP checksum.
 //
 // Segment writes segment i into out[i][:len] and sets out[i] to that
 // slice, so a caller that wants headroom passes out[i] = buf[off:off]. It
@@ -245,9 +281,17 @@ func Segment(h Hdr, frame []byte, out [][]byte) (n int, err error) {
 	flags := frame[l.tcp+tcpFlagsOffset]
 	var id uint16
 	var pseudo uint64 // sum of the pseudo-header's addresses and protocol
-	if l.v6 {
+	switch {
+	case l.routed:
+		// The pseudo-header's destination is the final one, which only
+		// the routing header's type knows how to find. The sender left
+		// the pseudo-header's sum, with the super-frame's TCP length, in
+		// the checksum field (NeedsCsum): take that length out, as
+		// tcp_gso_segment does.
+		pseudo = uint64(be.Uint16(frame[l.tcp+tcpCsumOffset:])) + uint64(^uint32(len(frame)-l.tcp))
+	case l.v6:
 		pseudo = uint64(sum(frame[l.ip+8:l.ip+40], protoTCP))
-	} else {
+	default:
 		id = be.Uint16(frame[l.ip+4:])
 		pseudo = uint64(sum(frame[l.ip+12:l.ip+20], protoTCP))
 	}
@@ -260,7 +304,7 @@ func Segment(h Hdr, frame []byte, out [][]byte) (n int, err error) {
 		copy(seg[l.payload:], frame[start:end])
 
 		if l.v6 {
-			be.PutUint16(seg[l.ip+4:], uint16(len(seg)-l.tcp))
+			be.PutUint16(seg[l.ip+4:], uint16(len(seg)-l.ip-ipv6HdrLen))
 		} else {
 			ip := seg[l.ip:l.tcp]
 			be.PutUint16(ip[2:], uint16(len(seg)-l.ip))

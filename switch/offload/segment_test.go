@@ -66,6 +66,13 @@ func TestSegment(t *testing.T) {
 		{"ipv6 one segment", spec{v6: true, payload: 1000, mss: 1440, flags: ack | psh | fin}},
 		{"ipv6 vlan", spec{v6: true, vlan: true, tcpOpts: 12, payload: 50000, mss: 8948, flags: ack}},
 		{"ipv6 64k", spec{v6: true, tcpOpts: 12, payload: 65535 - 32, mss: 1428, flags: ack | psh}},
+		// Extension headers were refused (a socket with IPV6_DSTOPTS sent
+		// nothing but retransmits through the switch), and so was QinQ.
+		{"ipv6 destination options", spec{v6: true, ext: []extHdr{dstOpts}, tcpOpts: 12, payload: 5*1420 + 9, mss: 1420, flags: ack | psh}},
+		{"ipv6 three extension headers", spec{v6: true, ext: []extHdr{hopByHop, dstOpts, routingType2}, payload: 4 * 1400, mss: 1400, flags: ack | fin}},
+		{"ipv6 routing header", spec{v6: true, ext: []extHdr{routingType2}, ecn: true, payload: 3*1400 + 1, mss: 1400, flags: ack | cwr | psh}},
+		{"ipv4 qinq", spec{qinq: true, vlan: true, payload: 3000, mss: 1000, flags: ack}},
+		{"ipv6 qinq extension headers", spec{v6: true, qinq: true, vlan: true, ext: []extHdr{hopByHop}, payload: 3000, mss: 1000, flags: ack}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, f := build(tc.s)
@@ -160,7 +167,7 @@ func TestSegmentWithoutNeedsCsum(t *testing.T) {
 
 func TestSegmentMalformed(t *testing.T) {
 	type mod func(h *offload.Hdr, f []byte) []byte
-	const ip, tcp = 14, 34 // untagged IPv4 without options
+	const ip, tcp, tcp6 = 14, 34, 54 // untagged IPv4 without options, IPv6
 	for _, tc := range []struct {
 		name string
 		v6   bool
@@ -181,10 +188,10 @@ func TestSegmentMalformed(t *testing.T) {
 			f[12], f[13] = 0x81, 0x00
 			return f[:17]
 		}, offload.ErrMalformed},
-		{"two vlan tags", false, func(h *offload.Hdr, f []byte) []byte {
+		{"three vlan tags", false, func(h *offload.Hdr, f []byte) []byte {
 			g := append([]byte(nil), f[:12]...)
-			g = append(g, 0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2)
-			h.CsumStart += 8
+			g = append(g, 0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, 3)
+			h.CsumStart += 12
 			return append(g, f[12:]...)
 		}, offload.ErrUnsupported},
 		{"arp ethertype", false, func(h *offload.Hdr, f []byte) []byte { f[12], f[13] = 0x08, 0x06; return f }, offload.ErrMalformed},
@@ -199,7 +206,37 @@ func TestSegmentMalformed(t *testing.T) {
 		{"ipv4 more fragments", false, func(h *offload.Hdr, f []byte) []byte { f[ip+6] = 0x20; return f }, offload.ErrMalformed},
 		{"ipv4 fragment offset", false, func(h *offload.Hdr, f []byte) []byte { f[ip+7] = 0x01; return f }, offload.ErrMalformed},
 		{"ipv4 udp", false, func(h *offload.Hdr, f []byte) []byte { f[ip+9] = 17; return f }, offload.ErrMalformed},
-		{"ipv6 hop-by-hop", true, func(h *offload.Hdr, f []byte) []byte { f[ip+6] = 0; return f }, offload.ErrUnsupported},
+		{"ipv6 udp", true, func(h *offload.Hdr, f []byte) []byte { f[ip+6] = 17; return f }, offload.ErrUnsupported},
+		{"ipv6 fragment header", true, func(h *offload.Hdr, f []byte) []byte { f[ip+6] = 44; return f }, offload.ErrUnsupported},
+		{"ipv6 hop-by-hop not first", true, func(h *offload.Hdr, f []byte) []byte {
+			f[ip+6] = 60 // the TCP header read as destination options: next header 0x9c
+			f[tcp6] = 0
+			return f
+		}, offload.ErrUnsupported},
+		{"ipv6 extension header beyond frame", true, func(h *offload.Hdr, f []byte) []byte {
+			f[ip+6], f[tcp6], f[tcp6+1] = 60, 6, 0xff // 2 KiB long
+			h.HdrLen = 0
+			return f[:tcp6+100]
+		}, offload.ErrMalformed},
+		{"ipv6 extension header cut", true, func(h *offload.Hdr, f []byte) []byte { f[ip+6] = 60; h.HdrLen = 0; return f[:tcp6+7] }, offload.ErrMalformed},
+		{"ipv6 too many extension headers", true, func(h *offload.Hdr, f []byte) []byte {
+			g := append([]byte(nil), f[:tcp6]...)
+			g[ip+6] = 60
+			for range 9 {
+				g = append(g, 60, 0, 1, 4, 0, 0, 0, 0)
+			}
+			g[len(g)-8] = 6
+			h.CsumStart += 72
+			return append(g, f[tcp6:]...)
+		}, offload.ErrUnsupported},
+		{"ipv6 routing header without partial checksum", true, func(h *offload.Hdr, f []byte) []byte {
+			g := append([]byte(nil), f[:tcp6]...)
+			g[ip+6] = 43
+			g = append(g, routingType2.b...)
+			g[tcp6] = 6 // next header
+			h.Flags = 0
+			return append(g, f[tcp6:]...)
+		}, offload.ErrUnsupported},
 		{"tcp data offset 4", false, func(h *offload.Hdr, f []byte) []byte { f[tcp+12] = 0x40; return f }, offload.ErrMalformed},
 		{"tcp header beyond frame", false, func(h *offload.Hdr, f []byte) []byte { f[tcp+12] = 0xf0; h.HdrLen = 0; return f[:tcp+40] }, offload.ErrMalformed},
 		{"truncated tcp", false, func(h *offload.Hdr, f []byte) []byte { h.HdrLen = 0; return f[:tcp+19] }, offload.ErrMalformed},
