@@ -526,6 +526,10 @@ func (a *Attachment) receiveBuffers() ([][]byte, []int) {
 	if a.offload {
 		size = max(size, maxGSOFrame)
 	}
+	// One byte more than the largest frame: a port that reads into a
+	// buffer (a tap) cuts a longer frame to the buffer's length, and Input
+	// can then tell it from one that fits (and drop it as too long).
+	size++
 	bufs[0] = make([]byte, Headroom+size)
 	if sr, ok := a.port.(SizedReader); ok && sr.ReadsSized() && size > smallFrame {
 		size = smallFrame

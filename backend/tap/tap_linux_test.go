@@ -564,6 +564,29 @@ func TestSwitchIPv6ExtensionHeaders(t *testing.T) {
 	}
 }
 
+// TestSwitchOversizeFrameDropped: a frame longer than the switch's
+// MaxFrame from a tap without offloads is dropped and counted (too_long).
+// The receive buffer was exactly MaxFrame long, so the tap's read cut the
+// frame to fit and the switch forwarded what was left.
+func TestSwitchOversizeFrameDropped(t *testing.T) {
+	swNS := testnet.NewNS(t)
+	sw := vswitch.New(vswitch.Config{MaxFrame: 1014})
+	t.Cleanup(func() { sw.Close() })
+	segs := addSegments(t, sw, swNS, 4, 2, tap.Config{NoOffload: true}, tap.Config{NoOffload: true})
+	a, b := segs[0], segs[1]
+	a.ns.Ping(t, b.addr) // 98-byte frames
+	before := b.att.Stats().TxBytes
+	// A 1242-byte frame; the ping is not answered.
+	a.ns.Exec(t.Context(), "ping", "-n", "-q", "-c", "1", "-W", "1", "-s", "1200", b.addr).Run()
+	if d := a.att.Stats().Drops[vswitch.DropTooLong]; d != 1 {
+		t.Errorf("%d frames dropped as too long, want 1", d)
+	}
+	// ARP may go on; the ping cut to 1014 bytes may not.
+	if n := b.att.Stats().TxBytes - before; n >= 1014 {
+		t.Errorf("%d bytes written into the other tap after the oversize ping: it went through cut", n)
+	}
+}
+
 func TestSwitchSurvivesDeletedTaps(t *testing.T) {
 	sw, swNS := newSwitch(t)
 	segs := addSegments(t, sw, swNS, 2, 4)
