@@ -16,7 +16,8 @@ import (
 )
 
 // The lease file, version 1, is UTF-8 text, one record per line, every line
-// ending in '\n':
+// ending in '\n' (a '\r' before it is ignored, so that a file edited with a
+// CRLF editor still reads):
 //
 //	tapswitch-leases 1
 //	# MAC IP EXPIRY STATE HOSTNAME
@@ -99,7 +100,7 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 			bad(line, "truncated line %q", clip(data))
 			break
 		}
-		text := string(data[:i])
+		text := strings.TrimSuffix(string(data[:i]), "\r")
 		data = data[i+1:]
 		switch {
 		case line == 1:

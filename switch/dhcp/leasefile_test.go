@@ -120,6 +120,36 @@ func TestLeaseFileRoundTrip(t *testing.T) {
 	}
 }
 
+// TestLeaseFileCRLF: a lease file saved with CRLF line endings (an
+// editor on Windows, a copy through a CRLF-converting tool) reads as the
+// same leases, rather than as a file of a newer version.
+func TestLeaseFileCRLF(t *testing.T) {
+	crlf := bytes.ReplaceAll(encodeLeaseFile(sampleLeases()), []byte("\n"), []byte("\r\n"))
+	got, err := parseLeaseFile("leases", crlf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		got[i].Expiry = got[i].Expiry.UTC()
+	}
+	if !reflect.DeepEqual(got, sampleLeases()) {
+		t.Errorf("CRLF file:\n got %+v\nwant %+v", got, sampleLeases())
+	}
+
+	path := filepath.Join(t.TempDir(), "leases")
+	if err := os.WriteFile(path, crlf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := newFileServer(t, path, newClock())
+	defer srv.Close()
+	if err := srv.LoadError(); err != nil {
+		t.Errorf("CRLF file reported as corrupt: %v", err)
+	}
+	if ls := srv.Leases(); len(ls) != len(sampleLeases()) {
+		t.Errorf("loaded %d leases, want %d", len(ls), len(sampleLeases()))
+	}
+}
+
 // TestLeaseFileTruncated cuts a valid file at every byte offset: each cut
 // parses without panic to a prefix of the leases, and is reported.
 func TestLeaseFileTruncated(t *testing.T) {
