@@ -44,7 +44,8 @@ type LeaseFileError struct {
 	Path   string
 	Line   int
 	Reason string
-	// Err is the sentinel behind Reason, if any (ErrLeaseFileVersion).
+	// Err is the sentinel behind Reason, if any (ErrLeaseFileVersion,
+	// ErrNotLeaseFile).
 	Err error
 }
 
@@ -61,6 +62,11 @@ func (e *LeaseFileError) Unwrap() error { return e.Err }
 // to start rather than overwrite such a file.
 var ErrLeaseFileVersion = errors.New("unsupported lease file version")
 
+// ErrNotLeaseFile matches the error for a file whose first line is not a
+// lease file header: the path names some other file. New refuses to start
+// rather than replace it.
+var ErrNotLeaseFile = errors.New("not a tapswitch lease file")
+
 // maxLeaseFileErrors bounds the errors reported for one file.
 const maxLeaseFileErrors = 10
 
@@ -76,8 +82,10 @@ func ReadLeaseFile(path string) ([]Lease, error) {
 	return parseLeaseFile(path, data)
 }
 
-// parseLeaseFile parses a lease file. It never fails outright except on a
-// version mismatch: it returns every lease it could read, and the errors.
+// parseLeaseFile parses a lease file. It fails outright only on a file that
+// is not a lease file (ErrNotLeaseFile) or is of another version
+// (ErrLeaseFileVersion): else it returns every lease it could read, and the
+// errors.
 func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 	var (
 		leases []Lease
@@ -97,6 +105,11 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 		line++
 		i := bytes.IndexByte(data, '\n')
 		if i < 0 {
+			// A header cut short is a truncated lease file; anything else
+			// on the first line is some other file.
+			if hdr := leaseFileMagic + " "; line == 1 && !strings.HasPrefix(string(data), hdr) && !strings.HasPrefix(hdr, string(data)) {
+				return nil, notLeaseFile(path, data)
+			}
 			bad(line, "truncated line %q", clip(data))
 			break
 		}
@@ -106,8 +119,7 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 		case line == 1:
 			v, ok := strings.CutPrefix(text, leaseFileMagic+" ")
 			if !ok {
-				bad(line, "not a tapswitch lease file: header %q", clip([]byte(text)))
-				continue
+				return nil, notLeaseFile(path, []byte(text))
 			}
 			if v != strconv.Itoa(leaseFileVersion) {
 				return nil, &LeaseFileError{Path: path, Line: line, Err: ErrLeaseFileVersion,
@@ -144,6 +156,11 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 		bad(line+1, "truncated: no end line")
 	}
 	return leases, errors.Join(errs...)
+}
+
+func notLeaseFile(path string, first []byte) error {
+	return &LeaseFileError{Path: path, Line: 1, Err: ErrNotLeaseFile,
+		Reason: fmt.Sprintf("%v: first line %q is not %q", ErrNotLeaseFile, clip(first), leaseFileMagic+" N")}
 }
 
 // parseLeaseLine parses "MAC IP EXPIRY STATE HOSTNAME".
@@ -217,7 +234,12 @@ func sanitizeHostname(s string) string {
 // writeFileAtomic replaces path with data durably: it writes a temporary
 // file in the same directory, fsyncs it, renames it over path and fsyncs
 // the directory, so that a crash leaves either the old or the new file.
+// The file gets the permission bits of the file it replaces, so that an
+// administrator's chmod survives the rewrite; perm is for a new file.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	if fi, err := os.Stat(path); err == nil {
+		perm = fi.Mode().Perm()
+	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

@@ -251,7 +251,7 @@ func TestLeaseFileGarbageLine(t *testing.T) {
 		t.Errorf("rewritten file: %d leases, %v", len(ls), err)
 	}
 	// A second corrupt load on the same second does not overwrite the first copy.
-	if err := os.WriteFile(path, []byte("junk\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("tapswitch-leases 1\njunk\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	srv2 := newFileServer(t, path, clock)
@@ -293,6 +293,84 @@ func TestLeaseFileNewerVersion(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(path); string(data) != "tapswitch-leases 2\nwhatever\n" {
 		t.Error("a newer lease file was modified")
+	}
+}
+
+// TestLeaseFileNotALeaseFile: --dhcp-lease-file pointing at some other
+// file (a typo, a path swapped with another flag's) must not have that
+// file kept aside and replaced, nor its mode changed: New refuses to start.
+// A file cut inside its header is still a truncated lease file, and an
+// empty file still starts an empty table (TestLeaseFileTruncatedLoad).
+func TestLeaseFileNotALeaseFile(t *testing.T) {
+	for _, content := range []string{
+		"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/:/bin/sh\n",
+		"tapswitch-leases\nend 0\n",
+		"\x7fELF\x02\x01\x01", // no newline at all
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "leases")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := New(Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now})
+		if err == nil {
+			srv.Close()
+			t.Errorf("%q: New succeeded", content)
+			continue
+		}
+		if !errors.Is(err, ErrNotLeaseFile) || !strings.Contains(err.Error(), path+":1: not a tapswitch lease file") {
+			t.Errorf("%q: error %q, want %s:1: not a tapswitch lease file", content, err, path)
+		}
+		if data, _ := os.ReadFile(path); string(data) != content {
+			t.Errorf("%q: the file was modified to %q", content, data)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%q: mode %v, %v; want 0600", content, fi.Mode(), err)
+		}
+		if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
+			t.Errorf("%q: kept aside as %v", content, aside)
+		}
+	}
+}
+
+// TestLeaseFileModeKept: rewriting the lease file keeps the permission
+// bits the administrator gave it; a new file is 0644.
+func TestLeaseFileModeKept(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leases")
+	if err := os.WriteFile(path, encodeLeaseFile(sampleLeases()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := newClock()
+	srv := newFileServer(t, path, clock)
+	writes := srv.Stats().LeaseWrites
+	acquire(t, srv, porttest.MAC(9))
+	if srv.Stats().LeaseWrites == writes {
+		t.Fatal("a new binding did not rewrite the lease file")
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode after a rewrite %v, %v; want 0600", fi.Mode(), err)
+	}
+	srv.Close()
+
+	// A corrupt file is rewritten at start, keeping its mode too.
+	if err := os.WriteFile(path, []byte("tapswitch-leases 1\njunk\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	srv = newFileServer(t, path, clock)
+	srv.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode after rewriting a corrupt file %v, %v; want 0640", fi.Mode(), err)
+	}
+
+	fresh := filepath.Join(dir, "new")
+	srv = newFileServer(t, fresh, clock)
+	srv.Close()
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode of a new lease file %v, %v; want 0644", fi.Mode(), err)
 	}
 }
 

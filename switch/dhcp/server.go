@@ -146,7 +146,9 @@ type rateLimit struct {
 // reason", the file is kept aside as PATH.corrupt-TIMESTAMP, the server
 // starts with the leases that could be read and LoadError returns the
 // problem. New fails if the file cannot be read, kept aside or rewritten,
-// or is of a newer format (ErrLeaseFileVersion).
+// is not a lease file (its first line is not the header: ErrNotLeaseFile)
+// or is of a newer format (ErrLeaseFileVersion); it leaves such a file as
+// it is. A rewritten file keeps the permission bits of the one it replaces.
 func New(cfg Config) (*Server, error) {
 	s, err := cfg.validate()
 	if err != nil {
@@ -204,8 +206,8 @@ func (srv *Server) load() error {
 		return fmt.Errorf("dhcp server: load lease file: %w", err)
 	}
 	leases, perr := parseLeaseFile(path, data)
-	if errors.Is(perr, ErrLeaseFileVersion) {
-		return fmt.Errorf("dhcp server: load lease file: %w", perr)
+	if errors.Is(perr, ErrLeaseFileVersion) || errors.Is(perr, ErrNotLeaseFile) {
+		return fmt.Errorf("dhcp server: load lease file: %w (refusing to replace it)", perr)
 	}
 	kept := 0
 	var conflicts []string
