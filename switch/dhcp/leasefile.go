@@ -62,6 +62,11 @@ func (e *LeaseFileError) Unwrap() error { return e.Err }
 // to start rather than overwrite such a file.
 var ErrLeaseFileVersion = errors.New("unsupported lease file version")
 
+// ErrLeaseFileInUse matches the error of New for a lease file another
+// server (in this process or another) holds: two servers on one subnet
+// given the same file, typically its default path.
+var ErrLeaseFileInUse = errors.New("in use")
+
 // ErrNotLeaseFile matches the error for a file whose first line is not a
 // lease file header: the path names some other file. New refuses to start
 // rather than replace it.

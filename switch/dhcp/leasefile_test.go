@@ -251,6 +251,7 @@ func TestLeaseFileGarbageLine(t *testing.T) {
 		t.Errorf("rewritten file: %d leases, %v", len(ls), err)
 	}
 	// A second corrupt load on the same second does not overwrite the first copy.
+	srv.Close()
 	if err := os.WriteFile(path, []byte("tapswitch-leases 1\njunk\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -480,8 +481,9 @@ func TestRenewalSurvivesCrash(t *testing.T) {
 	if acks := replies(t, exchange(t, srv, clientFrame(srv.MAC(), a, ip, testGW, renew))); len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("renewal: %v", acks)
 	}
-	// A crash: srv is never closed. The file says the lease ends at +1h,
-	// the client holds it until +1h30.
+	// A crash: srv is never closed, and the kernel drops its lock. The
+	// file says the lease ends at +1h, the client holds it until +1h30.
+	srv.lock.Close()
 	clock.Add(35 * time.Minute)
 	srv2, err := New(cfg)
 	if err != nil {
@@ -554,4 +556,70 @@ func TestLeaseFileCreated(t *testing.T) {
 	if _, err := New(Config{Gateway: testGateway, LeaseFile: filepath.Join(path, "sub", "leases")}); err == nil {
 		t.Error("New with an unwritable lease file path succeeded")
 	}
+}
+
+// TestLeaseFileLocked: two servers given one lease file (two instances on
+// one subnet share the default path) would each rewrite the file from
+// their own table, dropping the other's acknowledged bindings. The second
+// New fails, naming the file; Close releases the lock, even when its
+// final write fails.
+func TestLeaseFileLocked(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leases")
+	clock := newClock()
+	srv := newFileServer(t, path, clock)
+	a := porttest.MAC(1)
+	ip := acquire(t, srv, a)
+
+	srv2, err := New(Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now})
+	if err == nil {
+		srv2.Close()
+		t.Fatal("a second server on the same lease file started")
+	}
+	if !errors.Is(err, ErrLeaseFileInUse) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another tapswitch") {
+		t.Errorf("error %q: want ErrLeaseFileInUse naming %s and another tapswitch", err, path)
+	}
+	if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 1 || ls[0].IP != ip {
+		t.Errorf("lease file after the refused start: %+v, %v", ls, err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Once closed, the file is free: the next server loads the binding.
+	srv = newFileServer(t, path, clock)
+	if got := acquire(t, srv, a); got != ip {
+		t.Errorf("after a restart %v got %v, want %v", a, got, ip)
+	}
+	// A lazily kept renewal (the first one is written: the restart's
+	// renewal above has waited more than lazyFlush), and a lease file that
+	// cannot be replaced (a directory took its name): Close fails, and
+	// still lets go.
+	renew := newMsg(t, dhcpv4.MessageTypeRequest, a, dhcpv4.WithClientIP(ip.AsSlice()))
+	for _, d := range []time.Duration{30 * time.Minute, 10 * time.Second} {
+		clock.Add(d)
+		if acks := replies(t, exchange(t, srv, clientFrame(srv.MAC(), a, ip, testGW, renew))); len(acks) != 1 {
+			t.Fatalf("renewal: %v", acks)
+		}
+	}
+	if err := os.Rename(path, path+".saved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(path, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err == nil {
+		t.Error("Close succeeded although the lease file could not be written")
+	}
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".saved", path); err != nil {
+		t.Fatal(err)
+	}
+	srv, err = New(Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now})
+	if err != nil {
+		t.Fatalf("New after a Close whose write failed: %v", err)
+	}
+	srv.Close()
 }

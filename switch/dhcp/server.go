@@ -43,6 +43,8 @@ type Server struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	loadErr   error
+	// lock holds the lease file's lock (see lockLeaseFile) until Close.
+	lock *os.File
 
 	// mu guards the table and everything below. It is held across a
 	// lease file write so that the file always follows the table in
@@ -139,7 +141,10 @@ type rateLimit struct {
 	suppressed int
 }
 
-// New returns a responder for cfg. If cfg.LeaseFile exists it is loaded;
+// New returns a responder for cfg. With a cfg.LeaseFile, New first locks
+// PATH.lock for the server's life, and fails with ErrLeaseFileInUse if
+// another server holds it: two servers writing one file would each drop
+// the other's bindings. If cfg.LeaseFile exists it is loaded;
 // if it does not, it is created at once, so that a path that cannot be
 // written fails here rather than at the first ACK. A corrupt or truncated
 // lease file does not fail New: each bad line is logged as "PATH:LINE:
@@ -166,7 +171,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("dhcp server %v: %w", cfg.Gateway, err)
 	}
 	if s.LeaseFile != "" {
+		if srv.lock, err = lockLeaseFile(s.LeaseFile); err != nil {
+			return nil, fmt.Errorf("dhcp server: %w", err)
+		}
 		if err := srv.load(); err != nil {
+			srv.lock.Close()
 			return nil, err
 		}
 	}
@@ -438,7 +447,8 @@ func (srv *Server) MTU() int { return portMTU }
 func (srv *Server) String() string { return "dhcp" }
 
 // Close implements vswitch.Port. It writes any lazily kept lease changes
-// to the lease file; the first call returns the error of that write.
+// to the lease file and releases the file's lock, even if that write
+// fails; the first call returns the error of that write.
 func (srv *Server) Close() error {
 	err := net.ErrClosed
 	srv.closeOnce.Do(func() {
@@ -449,6 +459,9 @@ func (srv *Server) Close() error {
 		if err != nil {
 			err = fmt.Errorf("dhcp server: close: %w", err)
 		}
+		if srv.lock != nil {
+			srv.lock.Close()
+		}
 	})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
@@ -457,10 +470,16 @@ func (srv *Server) Close() error {
 }
 
 // Flush writes lease changes kept lazily (extended expiries) to the lease
-// file now. It does nothing without a lease file.
+// file now. It does nothing without a lease file, or after Close, which
+// wrote the file and gave up its lock.
 func (srv *Server) Flush() error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	select {
+	case <-srv.closed:
+		return nil
+	default:
+	}
 	_, err := srv.persist(srv.s.Now(), true)
 	return err
 }
