@@ -70,6 +70,8 @@ func FuzzServer(f *testing.F) {
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP{198, 18, 0, 254})))))
 	// RELEASE of MAC 1's address.
 	f.Add(clientFrame(gwMAC, m1, ip4("198.18.0.10"), testGW, msg(dhcpv4.MessageTypeRelease, m1, sid, dhcpv4.WithClientIP(net.IP{198, 18, 0, 10}))))
+	// RELEASE of MAC 1's address sent by MAC 2: dropped.
+	f.Add(clientFrame(gwMAC, m2, ip4("198.18.0.10"), testGW, msg(dhcpv4.MessageTypeRelease, m1, sid, dhcpv4.WithClientIP(net.IP{198, 18, 0, 10}))))
 	// DECLINE of MAC 1's address.
 	f.Add(bcastFrame(m1, msg(dhcpv4.MessageTypeDecline, m1, sid, reqIP("198.18.0.10"))))
 	// INFORM: ACK without lease, unicast to ciaddr.

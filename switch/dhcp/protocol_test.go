@@ -406,6 +406,46 @@ func TestSwitchReleaseAndDecline(t *testing.T) {
 	}
 }
 
+// TestChaddrMustBeSource: leases are keyed by chaddr, but port security
+// (--lock-mac, --max-macs-per-port 1) checks the Ethernet source. A guest
+// naming another MAC in chaddr must not release, decline or renew that
+// MAC's lease, nor take addresses for MACs it may not send from.
+func TestChaddrMustBeSource(t *testing.T) {
+	srv, err := New(Config{Gateway: testGateway, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	victim, rogue := porttest.MAC(1), porttest.MAC(2)
+	ip := acquire(t, srv, victim)
+	sid := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(testGW.AsSlice()))
+	forged := []*dhcpv4.DHCPv4{
+		newMsg(t, dhcpv4.MessageTypeRelease, victim, sid, dhcpv4.WithClientIP(ip.AsSlice())),
+		newMsg(t, dhcpv4.MessageTypeDecline, victim, sid, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.AsSlice()))),
+		newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.AsSlice())),
+	}
+	for i := 3; i < 13; i++ {
+		forged = append(forged, newMsg(t, dhcpv4.MessageTypeDiscover, porttest.MAC(i)))
+	}
+	for _, d := range forged {
+		if out := exchange(t, srv, bcastFrame(rogue, d)); len(out) != 0 {
+			t.Errorf("%v naming %v sent by %v: %d replies", d.MessageType(), vswitch.MAC(d.ClientHWAddr), rogue, len(out))
+		}
+	}
+	if ls := srv.Leases(); len(ls) != 1 || ls[0].MAC != victim || ls[0].IP != ip || ls[0].State != LeaseBound {
+		t.Errorf("leases after forged messages: %+v, want only %v bound to %v", ls, victim, ip)
+	}
+	if st := srv.Stats(); st.ChaddrMismatch != uint64(len(forged)) || st.Dropped != uint64(len(forged)) {
+		t.Errorf("chaddr_mismatch %d, dropped %d; want %d each", st.ChaddrMismatch, st.Dropped, len(forged))
+	}
+	// The victim itself still may.
+	rel := newMsg(t, dhcpv4.MessageTypeRelease, victim, sid, dhcpv4.WithClientIP(ip.AsSlice()))
+	exchange(t, srv, clientFrame(srv.MAC(), victim, ip, testGW, rel))
+	if ls := srv.Leases(); len(ls) != 1 || ls[0].State != LeaseReleased {
+		t.Errorf("the victim's own RELEASE: %+v", ls)
+	}
+}
+
 // TestSwitchReleasedReusedWhenFull: a released address goes to another
 // client once the pool has no other.
 func TestSwitchReleasedReusedWhenFull(t *testing.T) {
@@ -610,6 +650,13 @@ func TestServerDrops(t *testing.T) {
 	udp := func(dst netip.Addr, dstPort uint16, payload []byte) []byte {
 		return buildUDP(gwMAC, m2, 1, ip4("198.18.0.11"), dst, portClient, dstPort, payload)
 	}
+	// from1 makes f come from MAC 1 (no checksum covers the Ethernet
+	// header), for messages naming MAC 1 as the client.
+	from1 := func(f []byte) []byte {
+		f = append([]byte(nil), f...)
+		copy(f[6:12], m1[:])
+		return f
+	}
 	discover := bcastFrame(m2, msg(dhcpv4.MessageTypeDiscover, m2))
 	mutate := func(f []byte, fn func(f []byte)) []byte {
 		f = append([]byte(nil), f...)
@@ -645,9 +692,10 @@ func TestServerDrops(t *testing.T) {
 		{"relayed", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeDiscover, m2, dhcpv4.WithGatewayIP(net.IP{198, 19, 0, 1})))), false},
 		{"request without address", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeRequest, m2))), true},
 		{"release not held", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeRelease, m2, dhcpv4.WithClientIP(net.IP{198, 18, 0, 10})))), false},
-		{"release other server", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeRelease, m1, dhcpv4.WithClientIP(net.IP{198, 18, 0, 10}),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP{198, 18, 0, 254}))))), false},
-		{"decline without address", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeDecline, m1))), false},
+		{"release other server", from1(udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeRelease, m1, dhcpv4.WithClientIP(net.IP{198, 18, 0, 10}),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP{198, 18, 0, 254})))))), false},
+		{"decline without address", from1(udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeDecline, m1)))), false},
+		{"chaddr not the source", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeRelease, m1, dhcpv4.WithClientIP(net.IP{198, 18, 0, 10})))), false},
 		{"decline not held", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeDecline, m2,
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP{198, 18, 0, 10}))))), false},
 		{"offer to port 67", udp(testGW, 67, dhcpPayload(msg(dhcpv4.MessageTypeOffer, m2))), false},

@@ -84,6 +84,7 @@ const (
 type counters struct {
 	discovers, offers, requests, acks, naks, releases, declines, informs atomic.Uint64
 	dropped, malformed, exhausted, arpReplies, echoReplies, queueFull    atomic.Uint64
+	chaddrMismatch                                                       atomic.Uint64
 	leaseWrites, leaseWriteErrors, withheld                              atomic.Uint64
 }
 
@@ -105,6 +106,12 @@ type Stats struct {
 	// Dropped that could not be parsed.
 	Dropped   uint64 `json:"dropped"`
 	Malformed uint64 `json:"malformed"`
+	// ChaddrMismatch is the part of Dropped that named a client (chaddr)
+	// other than the frame's Ethernet source: a guest acting for another
+	// MAC, e.g. to release another guest's lease or to drain the pool past
+	// its port's MAC limit. Relayed messages are not checked (nor
+	// answered).
+	ChaddrMismatch uint64 `json:"chaddr_mismatch"`
 	// PoolExhausted counts DISCOVERs that got no OFFER for want of an
 	// address.
 	PoolExhausted uint64 `json:"pool_exhausted"`
@@ -500,7 +507,7 @@ func (srv *Server) Stats() Stats {
 		Discovers: c.discovers.Load(), Requests: c.requests.Load(), Releases: c.releases.Load(),
 		Declines: c.declines.Load(), Informs: c.informs.Load(),
 		Offers: c.offers.Load(), Acks: c.acks.Load(), Naks: c.naks.Load(),
-		Dropped: c.dropped.Load(), Malformed: c.malformed.Load(), PoolExhausted: c.exhausted.Load(),
+		Dropped: c.dropped.Load(), Malformed: c.malformed.Load(), ChaddrMismatch: c.chaddrMismatch.Load(), PoolExhausted: c.exhausted.Load(),
 		ARPReplies: c.arpReplies.Load(), EchoReplies: c.echoReplies.Load(), QueueFull: c.queueFull.Load(),
 		LeaseWrites: c.leaseWrites.Load(), LeaseWriteErrors: c.leaseWriteErrors.Load(), Withheld: c.withheld.Load(),
 	}
@@ -674,9 +681,18 @@ func (srv *Server) handleDHCP(src vswitch.MAC, p ipv4Packet, data []byte, now ti
 		srv.dropped() // relayed: not this segment
 		return
 	}
+	c := &srv.c
+	if mac != src {
+		// Leases are keyed by chaddr, and the switch's port security
+		// (--lock-mac, --max-macs-per-port) applies to the Ethernet
+		// source: a message not relayed must come from the client it
+		// names, or a guest could release or decline another's lease.
+		c.chaddrMismatch.Add(1)
+		srv.dropped()
+		return
+	}
 	sid := addr4(req.ServerIdentifier())
 	otherServer := sid.IsValid() && sid != s.gw
-	c := &srv.c
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		c.discovers.Add(1)
