@@ -91,6 +91,29 @@ type record struct {
 	// restored: a binding read from the lease file at start, whose
 	// expiry there may lag a renewal acknowledged before a crash.
 	restored bool
+	// prevState and prevExpiry are what an offer displaced: a release or
+	// an expired binding of the same MAC and address (prevState is zero
+	// for an offer of an address the MAC did not hold). The record goes
+	// back to them when the offer lapses or is forgotten, and the lease
+	// file keeps them meanwhile: an offer not taken up must not cost the
+	// MAC its claim on the address.
+	prevState  LeaseState
+	prevExpiry time.Time
+}
+
+// inFile reports whether the lease file holds r: a dynamic binding or
+// release, or one an outstanding offer displaced.
+func (r *record) inFile() bool {
+	return !r.static && (r.state != LeaseOffered || r.prevState != 0)
+}
+
+// fileLease is r as the lease file holds it (see inFile).
+func (r *record) fileLease() Lease {
+	l := r.lease()
+	if r.state == LeaseOffered {
+		l.State, l.Expiry = r.prevState, r.prevExpiry
+	}
+	return l
 }
 
 // table is the lease table: which MAC has which address. It does no I/O
@@ -201,7 +224,9 @@ func (t *table) lower(ip netip.Addr) {
 	}
 }
 
-// expire forgets lapsed declines and offers, freeing their addresses.
+// expire forgets lapsed declines and offers, freeing their addresses; a
+// lapsed offer that displaced a release or an expired binding reverts to
+// it instead.
 func (t *table) expire(now time.Time) {
 	for ip, until := range t.declined {
 		if !until.After(now) {
@@ -210,11 +235,23 @@ func (t *table) expire(now time.Time) {
 		}
 	}
 	for ip, r := range t.offers {
+		if r.state == LeaseOffered && r.prevState != 0 && !r.expiry.After(now) {
+			t.revert(r)
+			continue
+		}
 		if !r.expiry.After(now) || r.state != LeaseOffered {
 			delete(t.offers, ip)
 			t.lower(ip)
 		}
 	}
+}
+
+// revert ends r's offer, giving it back the release or expired binding
+// the offer displaced.
+func (t *table) revert(r *record) {
+	delete(t.offers, r.ip)
+	r.state, r.expiry = r.prevState, r.prevExpiry
+	r.prevState, r.prevExpiry = 0, time.Time{}
 }
 
 // free reports whether ip may be handed to a new MAC now. If a record
@@ -233,7 +270,7 @@ func (t *table) free(ip netip.Addr, now time.Time) (holder *record, ok bool) {
 		return nil, true
 	case r.static:
 		return nil, false
-	case r.state == LeaseOffered && !r.expiry.After(now):
+	case r.state == LeaseOffered && r.prevState == 0 && !r.expiry.After(now):
 		return r, true
 	}
 	return nil, false
@@ -248,7 +285,7 @@ func (t *table) remove(r *record) {
 	if t.offers[r.ip] == r {
 		delete(t.offers, r.ip)
 	}
-	if r.state != LeaseOffered && !r.static {
+	if r.inFile() {
 		t.dirty = true
 	}
 	t.lower(r.ip)
@@ -321,7 +358,9 @@ func (t *table) oldestExpired(now time.Time) *record {
 // the static address; else the address mac already has (bound, expired,
 // released or offered) unless it has since been taken; else requested if
 // free; else the lowest free address; else the address of the binding
-// that expired first. ok is false when the pool is exhausted.
+// that expired first. An unexpired binding stays as it is; a release or
+// an expired binding becomes an offer that reverts to it if not taken up.
+// ok is false when the pool is exhausted.
 func (t *table) offer(mac vswitch.MAC, requested netip.Addr, now time.Time, hold time.Duration) (netip.Addr, bool) {
 	t.expire(now)
 	if ip, ok := t.static[mac]; ok {
@@ -333,19 +372,18 @@ func (t *table) offer(mac vswitch.MAC, requested netip.Addr, now time.Time, hold
 		return ip, true
 	}
 	if r := t.byMAC[mac]; r != nil {
-		switch r.state {
-		case LeaseBound:
-			return r.ip, true
-		case LeaseOffered:
-			r.expiry = now.Add(hold)
-			t.offers[r.ip] = r
-			return r.ip, true
-		case LeaseReleased:
-			r.state = LeaseOffered
-			r.expiry = now.Add(hold)
-			t.offers[r.ip] = r
+		if r.state == LeaseBound && r.expiry.After(now) {
 			return r.ip, true
 		}
+		if r.state != LeaseOffered {
+			// Held for mac during the offer, rather than handed to
+			// another MAC of a full pool as the oldest expired.
+			r.prevState, r.prevExpiry = r.state, r.expiry
+			r.state = LeaseOffered
+		}
+		r.expiry = now.Add(hold)
+		t.offers[r.ip] = r
+		return r.ip, true
 	}
 	ip, ok := netip.Addr{}, false
 	if requested.IsValid() {
@@ -402,12 +440,13 @@ func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.T
 	}
 	res := bindExtended
 	if r.state != LeaseBound {
-		if !r.static {
+		if !r.static && r.prevState != LeaseBound {
 			res = bindNew // offered or released: not on disk as bound
 			t.dirty = true
 		}
 		delete(t.offers, r.ip)
 		r.state = LeaseBound
+		r.prevState, r.prevExpiry = 0, time.Time{}
 	}
 	if r.hostname != hostname && hostname != "" {
 		r.hostname = hostname
@@ -422,7 +461,12 @@ func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.T
 
 // forgetOffer drops mac's pending offer: the client chose another server.
 func (t *table) forgetOffer(mac vswitch.MAC) {
-	if r := t.byMAC[mac]; r != nil && r.state == LeaseOffered {
+	r := t.byMAC[mac]
+	switch {
+	case r == nil || r.state != LeaseOffered:
+	case r.prevState != 0:
+		t.revert(r)
+	default:
 		t.remove(r)
 	}
 }
@@ -483,10 +527,9 @@ func (t *table) load(l Lease) bool {
 func (t *table) persistent() []Lease {
 	var ls []Lease
 	for _, r := range t.byMAC {
-		if r.static || r.state == LeaseOffered {
-			continue
+		if r.inFile() {
+			ls = append(ls, r.fileLease())
 		}
-		ls = append(ls, r.lease())
 	}
 	sort.Slice(ls, func(i, j int) bool { return ls[i].IP.Less(ls[j].IP) })
 	return ls

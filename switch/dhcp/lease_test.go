@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
@@ -239,10 +240,77 @@ func TestTableRelease(t *testing.T) {
 	if got := mustOffer(t, tb, a, clock.Now()); got != ipA {
 		t.Errorf("re-offer after release: got %v, want %v", got, ipA)
 	}
+	// ...and an offer a did not take up (it chose another server) leaves
+	// the release as it was: the next new MAC gets another address.
 	tb.forgetOffer(a)
-	// ...but it is free: the next new MAC gets it (lowest free).
-	if got := mustBind(t, tb, c, clock.Now()); got != ipA {
-		t.Errorf("released address not reused: got %v, want %v", got, ipA)
+	if r := tb.byMAC[a]; r == nil || r.state != LeaseReleased || r.ip != ipA {
+		t.Errorf("after the forgotten offer a's record is %+v, want released %v", r, ipA)
+	}
+	if got := mustBind(t, tb, c, clock.Now()); got == ipA {
+		t.Errorf("released address %v went to a new MAC while free ones remain", got)
+	}
+}
+
+// TestTableOfferKeepsRelease: a DISCOVER without a REQUEST (an offer that
+// lapses) must not cost a released lease or an expired binding its
+// protection, in the table or in the lease file.
+func TestTableOfferKeepsRelease(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.20")}})
+	a, b := porttest.MAC(1), porttest.MAC(2)
+	ipA := mustBind(t, tb, a, clock.Now())
+	ipB := mustBind(t, tb, b, clock.Now())
+	released := clock.Now()
+	tb.release(a, ipA, released)
+	clock.Add(2 * time.Hour) // b's binding has expired
+	for _, m := range []vswitch.MAC{a, b} {
+		mustOffer(t, tb, m, clock.Now())
+	}
+	want := []Lease{
+		{MAC: a, IP: ipA, Expiry: released, State: LeaseReleased},
+		{MAC: b, IP: ipB, Expiry: released.Add(time.Hour), State: LeaseBound},
+	}
+	if got := tb.persistent(); !reflect.DeepEqual(got, want) {
+		t.Errorf("lease file during the offers:\n got %+v\nwant %+v", got, want)
+	}
+	clock.Add(offerHold)
+	for i := 3; i < 8; i++ {
+		if got := mustOffer(t, tb, porttest.MAC(i), clock.Now()); got == ipA || got == ipB {
+			t.Errorf("after the offer lapsed %v went to a new MAC while free ones remain", got)
+		}
+	}
+	if got := tb.persistent(); !reflect.DeepEqual(got, want) {
+		t.Errorf("lease file after the offers lapsed:\n got %+v\nwant %+v", got, want)
+	}
+	// b takes up a new offer: its binding is on disk already.
+	mustOffer(t, tb, b, clock.Now())
+	if r := tb.bind(b, ipB, "", clock.Now(), time.Hour); r != bindExtended {
+		t.Errorf("binding the offered expired binding: %v, want bindExtended", r)
+	}
+}
+
+// TestTableOfferHoldsExpired: an expired binding offered to its own MAC is
+// held for it during the offer, rather than handed to another MAC of the
+// full pool as the oldest expired, and goes back to being the oldest
+// expired when the offer lapses.
+func TestTableOfferHoldsExpired(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.10")}})
+	a, b := porttest.MAC(1), porttest.MAC(2)
+	ip := mustBind(t, tb, a, clock.Now())
+	clock.Add(2 * time.Hour)
+	mustOffer(t, tb, a, clock.Now())
+	if got, ok := tb.offer(b, netip.Addr{}, clock.Now(), offerHold); ok {
+		t.Fatalf("%v offered to %v while offered to its expired holder", got, b)
+	}
+	if r := tb.bind(a, ip, "", clock.Now(), time.Hour); r != bindExtended {
+		t.Errorf("a takes up the offer: %v, want bindExtended", r)
+	}
+	clock.Add(2 * time.Hour)
+	mustOffer(t, tb, a, clock.Now())
+	clock.Add(offerHold)
+	if got := mustOffer(t, tb, b, clock.Now()); got != ip {
+		t.Errorf("after a's offer lapsed: %v, want the expired %v", got, ip)
 	}
 }
 
