@@ -1,7 +1,10 @@
 package dhcp
 
 import (
+	"container/heap"
+	"container/list"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -99,6 +102,11 @@ type record struct {
 	// MAC its claim on the address.
 	prevState  LeaseState
 	prevExpiry time.Time
+	// offerElem is r's place in table.offers while its offer is out.
+	offerElem *list.Element
+	// heapPos is r's position in its table.expiring heap plus one; zero
+	// when r is in neither.
+	heapPos int
 }
 
 // inFile reports whether the lease file holds r: a dynamic binding or
@@ -120,7 +128,12 @@ func (r *record) fileLease() Lease {
 // and reads no clock; callers pass now. It is not safe for concurrent use.
 //
 // Invariants: byMAC and byIP index the same records, one per MAC and one
-// per address; a static MAC's record, if any, has its static address.
+// per address; a static MAC's record, if any, has its static address, and
+// every other record has a pool address.
+//
+// What a packet costs (offer, bind) does not grow with the table: the
+// structures below keep lapsing offers and declines, free addresses and
+// expired bindings in the order they are needed.
 type table struct {
 	subnet     netip.Prefix
 	start, end uint32 // dynamic range, inclusive
@@ -132,15 +145,25 @@ type table struct {
 	byMAC    map[vswitch.MAC]*record
 	byIP     map[netip.Addr]*record
 	// declined maps an address a client declined to the time it may be
-	// offered again.
+	// offered again; declines holds the same in that order (every
+	// decline is held for DeclineHold), for expire to pop.
 	declined map[netip.Addr]time.Time
-	// offers are the pending offers (state LeaseOffered, unexpired); an
-	// address becomes free when its offer lapses.
-	offers map[netip.Addr]*record
-	// low is a hint: no address in [start, low) was free when last
-	// looked at. Every path that frees an address lowers it.
-	low      uint32
+	declines []declineHold
+	// offers are the records in state LeaseOffered whose offer expire has
+	// not seen lapse, by expiry: every offer is held for offerHold, so
+	// moving a record to the back when its offer is made or extended
+	// keeps the order. An address becomes free when its offer lapses.
+	offers list.List
+	// low is where lowestFree's scan resumes: every address in
+	// [start, low) was taken when the scan passed it. freed holds those
+	// of them freed since (lower), lowest first, some taken again since.
+	low      uint64
+	freed    addrHeap
 	poolSize int
+	// expiring holds the dynamic bindings and releases by expiry, for
+	// oldestExpired: [0] those of this run, [1] those restored from the
+	// lease file, which are not reused before reuseAfter.
+	expiring [2]expiryHeap
 	// dirty is set when a change the lease file must record happens: a
 	// new MAC→IP binding, a release, a removed binding. lazy is set when
 	// only expiry or host name changed.
@@ -178,9 +201,8 @@ func newTable(subnet netip.Prefix, start, end netip.Addr, excluded []netip.Addr,
 		byMAC:    make(map[vswitch.MAC]*record),
 		byIP:     make(map[netip.Addr]*record),
 		declined: make(map[netip.Addr]time.Time),
-		offers:   make(map[netip.Addr]*record),
 	}
-	t.low = t.start
+	t.low = uint64(t.start)
 	for _, a := range excluded {
 		t.excluded[u32(a)] = struct{}{}
 	}
@@ -221,10 +243,18 @@ func (t *table) inPool(ip netip.Addr) bool {
 	return a >= t.start && a <= t.end && !t.reservedAddr(a)
 }
 
-// lower notes that ip may have become free.
+// lower notes that ip may have become free. Every path that frees an
+// address calls it.
 func (t *table) lower(ip netip.Addr) {
-	if a := u32(ip); a < t.low && a >= t.start {
-		t.low = a
+	if a := u32(ip); uint64(a) < t.low && a >= t.start {
+		heap.Push(&t.freed, a)
+		if len(t.freed) > 2*int(t.end-t.start+1) {
+			// Freed and taken again many times over while no new MAC
+			// came to pop them: keep each address once. A sorted slice
+			// is a heap.
+			slices.Sort(t.freed)
+			t.freed = slices.Compact(t.freed)
+		}
 	}
 }
 
@@ -232,32 +262,71 @@ func (t *table) lower(ip netip.Addr) {
 // lapsed offer that displaced a release or an expired binding reverts to
 // it instead.
 func (t *table) expire(now time.Time) {
-	for ip, until := range t.declined {
+	for len(t.declines) > 0 && !t.declines[0].until.After(now) {
 		t.scanned++
-		if !until.After(now) {
-			delete(t.declined, ip)
-			t.lower(ip)
+		d := t.declines[0]
+		t.declines = t.declines[1:]
+		if until, ok := t.declined[d.ip]; ok && until.Equal(d.until) {
+			delete(t.declined, d.ip)
+			t.lower(d.ip)
 		}
 	}
-	for ip, r := range t.offers {
+	for e := t.offers.Front(); e != nil && !e.Value.(*record).expiry.After(now); e = t.offers.Front() {
 		t.scanned++
-		if r.state == LeaseOffered && r.prevState != 0 && !r.expiry.After(now) {
+		r := e.Value.(*record)
+		if r.prevState != 0 {
 			t.revert(r)
 			continue
 		}
-		if !r.expiry.After(now) || r.state != LeaseOffered {
-			delete(t.offers, ip)
-			t.lower(ip)
-		}
+		t.dropOffer(r)
+		t.lower(r.ip)
+	}
+}
+
+// holdOffer holds r's offer (r.state is LeaseOffered) until expiry, which
+// must be the latest of all offers (now+offerHold).
+func (t *table) holdOffer(r *record, expiry time.Time) {
+	r.expiry = expiry
+	if r.offerElem == nil {
+		r.offerElem = t.offers.PushBack(r)
+	} else {
+		t.offers.MoveToBack(r.offerElem)
+	}
+}
+
+// dropOffer takes r off the pending offers: bound, removed or reverted.
+func (t *table) dropOffer(r *record) {
+	if r.offerElem != nil {
+		t.offers.Remove(r.offerElem)
+		r.offerElem = nil
 	}
 }
 
 // revert ends r's offer, giving it back the release or expired binding
 // the offer displaced.
 func (t *table) revert(r *record) {
-	delete(t.offers, r.ip)
+	t.dropOffer(r)
 	r.state, r.expiry = r.prevState, r.prevExpiry
 	r.prevState, r.prevExpiry = 0, time.Time{}
+	t.track(r)
+}
+
+// track files r in t.expiring, or takes it out, after its state or expiry
+// changed or it left the table.
+func (t *table) track(r *record) {
+	h := &t.expiring[0]
+	if r.restored {
+		h = &t.expiring[1]
+	}
+	in := !r.static && (r.state == LeaseBound || r.state == LeaseReleased) && t.byMAC[r.mac] == r
+	switch {
+	case in && r.heapPos == 0:
+		heap.Push(h, r)
+	case in:
+		heap.Fix(h, r.heapPos-1)
+	case r.heapPos != 0:
+		heap.Remove(h, r.heapPos-1)
+	}
 }
 
 // free reports whether ip may be handed to a new MAC now. If a record
@@ -288,9 +357,8 @@ func (t *table) remove(r *record) {
 	if t.byIP[r.ip] == r {
 		delete(t.byIP, r.ip)
 	}
-	if t.offers[r.ip] == r {
-		delete(t.offers, r.ip)
-	}
+	t.dropOffer(r)
+	t.track(r)
 	if r.inFile() {
 		t.dirty = true
 	}
@@ -306,57 +374,57 @@ func (t *table) insert(mac vswitch.MAC, ip netip.Addr, state LeaseState, expiry 
 		t.remove(old)
 	}
 	_, static := t.static[mac]
-	r := &record{mac: mac, ip: ip, state: state, expiry: expiry, static: static}
+	r := &record{mac: mac, ip: ip, state: state, static: static}
 	t.byMAC[mac] = r
 	t.byIP[ip] = r
 	if state == LeaseOffered {
-		t.offers[ip] = r
-	} else if !static {
-		t.dirty = true
+		t.holdOffer(r, expiry)
+	} else {
+		r.expiry = expiry
+		t.track(r)
+		if !static {
+			t.dirty = true
+		}
 	}
 	return r
 }
 
-// lowestFree returns the lowest free address in the pool.
+// lowestFree returns the lowest free address in the pool. Each address
+// is passed by the scan once, and looked at again only when freed: a full
+// pool costs nothing to find full.
 func (t *table) lowestFree(now time.Time) (netip.Addr, bool) {
-	scan := func(from, to uint32) (netip.Addr, bool) {
-		for a := from; a <= to && a >= from; a++ { // a >= from: stop on wrap at 255.255.255.255
-			t.scanned++
-			if ip := addrFrom(a); !t.reservedAddr(a) {
-				if _, ok := t.free(ip, now); ok {
-					return ip, true
-				}
-			}
+	for len(t.freed) > 0 {
+		t.scanned++
+		if ip := addrFrom(t.freed[0]); t.freeNow(ip, now) {
+			return ip, true // left in freed: popped once taken
 		}
-		return netip.Addr{}, false
+		heap.Pop(&t.freed)
 	}
-	if ip, ok := scan(t.low, t.end); ok {
-		t.low = u32(ip)
-		return ip, true
-	}
-	// The hint should make this unnecessary; it keeps a missed lowering
-	// from ever turning into a false "exhausted".
-	if t.low > t.start {
-		if ip, ok := scan(t.start, t.low-1); ok {
-			t.low = u32(ip)
-			return ip, true
+	for ; t.low <= uint64(t.end); t.low++ {
+		t.scanned++
+		if a := uint32(t.low); !t.reservedAddr(a) && t.freeNow(addrFrom(a), now) {
+			return addrFrom(a), true
 		}
 	}
-	t.low = t.end
 	return netip.Addr{}, false
 }
 
-// oldestExpired returns the dynamic binding that expired first, if any.
+func (t *table) freeNow(ip netip.Addr, now time.Time) bool {
+	_, ok := t.free(ip, now)
+	return ok
+}
+
+// oldestExpired returns the dynamic binding or release that expired
+// first, if any.
 func (t *table) oldestExpired(now time.Time) *record {
 	var old *record
-	for _, r := range t.byMAC {
+	for i, h := range t.expiring {
 		t.scanned++
-		if r.static || r.state != LeaseBound && r.state != LeaseReleased || r.expiry.After(now) || !t.inPool(r.ip) ||
-			r.restored && now.Before(t.reuseAfter) {
+		if i == 1 && now.Before(t.reuseAfter) {
 			continue
 		}
-		if old == nil || r.expiry.Before(old.expiry) || r.expiry.Equal(old.expiry) && u32(r.ip) < u32(old.ip) {
-			old = r
+		if len(h) > 0 && !h[0].expiry.After(now) && (old == nil || h[0].expiresBefore(old)) {
+			old = h[0]
 		}
 	}
 	return old
@@ -375,7 +443,7 @@ func (t *table) offer(mac vswitch.MAC, requested netip.Addr, now time.Time, hold
 		if r := t.byMAC[mac]; r == nil {
 			t.insert(mac, ip, LeaseOffered, now.Add(hold))
 		} else if r.state == LeaseOffered {
-			r.expiry = now.Add(hold)
+			t.holdOffer(r, now.Add(hold))
 		}
 		return ip, true
 	}
@@ -388,9 +456,9 @@ func (t *table) offer(mac vswitch.MAC, requested netip.Addr, now time.Time, hold
 			// another MAC of a full pool as the oldest expired.
 			r.prevState, r.prevExpiry = r.state, r.expiry
 			r.state = LeaseOffered
+			t.track(r)
 		}
-		r.expiry = now.Add(hold)
-		t.offers[r.ip] = r
+		t.holdOffer(r, now.Add(hold))
 		return r.ip, true
 	}
 	ip, ok := netip.Addr{}, false
@@ -452,7 +520,7 @@ func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.T
 			res = bindNew // offered or released: not on disk as bound
 			t.dirty = true
 		}
-		delete(t.offers, r.ip)
+		t.dropOffer(r)
 		r.state = LeaseBound
 		r.prevState, r.prevExpiry = 0, time.Time{}
 	}
@@ -461,6 +529,7 @@ func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.T
 		t.lazy = true
 	}
 	r.expiry = now.Add(d)
+	t.track(r)
 	if !r.static {
 		t.lazy = true
 	}
@@ -490,6 +559,7 @@ func (t *table) release(mac vswitch.MAC, ip netip.Addr, now time.Time) bool {
 		return true
 	}
 	r.state = LeaseReleased
+	t.track(r)
 	t.dirty = true
 	return true
 }
@@ -507,6 +577,7 @@ func (t *table) decline(mac vswitch.MAC, ip netip.Addr, now time.Time, hold time
 	}
 	t.remove(r)
 	t.declined[ip] = now.Add(hold)
+	t.declines = append(t.declines, declineHold{ip, now.Add(hold)})
 	return true, false
 }
 
@@ -527,6 +598,7 @@ func (t *table) load(l Lease) bool {
 	r := &record{mac: l.MAC, ip: l.IP, expiry: l.Expiry, state: l.State, hostname: l.Hostname, restored: l.State == LeaseBound}
 	t.byMAC[l.MAC] = r
 	t.byIP[l.IP] = r
+	t.track(r)
 	return true
 }
 
@@ -571,6 +643,59 @@ func (t *table) inUse(now time.Time) int {
 
 func (r *record) lease() Lease {
 	return Lease{MAC: r.mac, IP: r.ip, Expiry: r.expiry, Static: r.static, Hostname: r.hostname, State: r.state}
+}
+
+// expiresBefore orders bindings for oldestExpired: by expiry, then by
+// address.
+func (r *record) expiresBefore(o *record) bool {
+	return r.expiry.Before(o.expiry) || r.expiry.Equal(o.expiry) && u32(r.ip) < u32(o.ip)
+}
+
+// declineHold is a declined address and when it may be offered again.
+type declineHold struct {
+	ip    netip.Addr
+	until time.Time
+}
+
+// expiryHeap is a container/heap of records by expiresBefore, each
+// knowing its position (heapPos).
+type expiryHeap []*record
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].expiresBefore(h[j]) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapPos, h[j].heapPos = i+1, j+1
+}
+
+func (h *expiryHeap) Push(x any) {
+	r := x.(*record)
+	*h = append(*h, r)
+	r.heapPos = len(*h)
+}
+
+func (h *expiryHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	r.heapPos = 0
+	return r
+}
+
+// addrHeap is a container/heap of addresses, lowest first.
+type addrHeap []uint32
+
+func (h addrHeap) Len() int           { return len(h) }
+func (h addrHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h addrHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *addrHeap) Push(x any)        { *h = append(*h, x.(uint32)) }
+
+func (h *addrHeap) Pop() any {
+	old := *h
+	a := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return a
 }
 
 // MarshalText implements encoding.TextMarshaler (JSON).

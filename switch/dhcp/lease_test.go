@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -358,5 +359,147 @@ func TestTableDurability(t *testing.T) {
 	ls := tb.persistent()
 	if len(ls) != 1 || ls[0].MAC != a || ls[0].IP != ip || ls[0].Hostname != "vm1" || !ls[0].Expiry.Equal(clock.Now().Add(time.Hour)) {
 		t.Errorf("persistent: %+v", ls)
+	}
+}
+
+// TestTablePerPacketWork checks that what a DISCOVER costs does not grow
+// with the table: outstanding offers, a full pool, a full pool of expired
+// bindings. It counts the entries looked at (table.scanned), not time.
+func TestTablePerPacketWork(t *testing.T) {
+	const perPacket = 8 // entries a DISCOVER may look at, on average
+	clock := newClock()
+	next := 0
+	discover := func(tb *table) (netip.Addr, bool) {
+		next++
+		return tb.offer(porttest.MAC(next), netip.Addr{}, clock.Now(), offerHold)
+	}
+	// work runs n DISCOVERs from new MACs and returns what they looked at
+	// and how many got an offer.
+	work := func(tb *table, n int) (scanned, offered int) {
+		before := tb.scanned
+		for range n {
+			if _, ok := discover(tb); ok {
+				offered++
+			}
+		}
+		return tb.scanned - before, offered
+	}
+
+	// Outstanding offers: 20000 in a /16.
+	tb := testTable(t, Config{Gateway: netip.MustParsePrefix("198.18.0.1/16")})
+	work(tb, 20000)
+	if got, _ := work(tb, 100); got > 100*perPacket {
+		t.Errorf("20000 offers outstanding: 100 DISCOVERs looked at %d entries, want <= %d", got, 100*perPacket)
+	}
+	// Once they lapse, each is looked at once more.
+	clock.Add(offerHold)
+	if got, _ := work(tb, 100); got > 20100+100*perPacket {
+		t.Errorf("20100 lapsed offers: 100 DISCOVERs looked at %d entries, want <= %d", got, 20100+100*perPacket)
+	}
+
+	// A full pool of 2000 unexpired bindings.
+	tb = testTable(t, Config{Gateway: netip.MustParsePrefix("198.18.0.1/16"), Range: Range{ip4("198.18.1.0"), ip4("198.18.8.207")}})
+	for range tb.poolSize {
+		ip, ok := discover(tb)
+		if !ok || tb.bind(porttest.MAC(next), ip, "", clock.Now(), time.Hour) != bindNew {
+			t.Fatalf("filling the pool: %v %v", ip, ok)
+		}
+	}
+	if got, offered := work(tb, 100); offered != 0 || got > tb.poolSize+100*perPacket {
+		t.Errorf("full pool: 100 DISCOVERs looked at %d entries (%d offers), want <= %d (0 offers)", got, offered, tb.poolSize+100*perPacket)
+	}
+	// The same bindings expired: every DISCOVER takes the oldest.
+	clock.Add(2 * time.Hour)
+	if got, offered := work(tb, 100); offered != 100 || got > 100*perPacket {
+		t.Errorf("full pool of expired bindings: 100 DISCOVERs looked at %d entries (%d offers), want <= %d (100 offers)", got, offered, 100*perPacket)
+	}
+}
+
+// TestTableIndexesMatchScan runs random operations on a small pool and
+// checks after each that lowestFree and oldestExpired, which keep indexes,
+// answer what a scan of the whole table does.
+func TestTableIndexesMatchScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.25")},
+		Static: []StaticLease{{MAC: porttest.MAC(99), IP: ip4("198.18.0.12")}}})
+	tb.reuseAfter = clock.Now().Add(time.Hour)
+	// Two restored bindings, as the lease file would give them.
+	tb.load(Lease{MAC: porttest.MAC(50), IP: ip4("198.18.0.20"), Expiry: clock.Now().Add(-time.Hour), State: LeaseBound})
+	tb.load(Lease{MAC: porttest.MAC(51), IP: ip4("198.18.0.21"), Expiry: clock.Now().Add(10 * time.Minute), State: LeaseBound})
+	macs := []vswitch.MAC{porttest.MAC(99), porttest.MAC(50), porttest.MAC(51)}
+	for i := 1; i <= 30; i++ {
+		macs = append(macs, porttest.MAC(i))
+	}
+	for step := range 20000 {
+		now := clock.Now()
+		m := macs[rng.IntN(len(macs))]
+		switch rng.IntN(8) {
+		case 0, 1:
+			var req netip.Addr
+			if rng.IntN(3) == 0 {
+				req = addrFrom(u32(ip4("198.18.0.8")) + uint32(rng.IntN(20)))
+			}
+			tb.offer(m, req, now, offerHold)
+		case 2, 3:
+			if r := tb.byMAC[m]; r != nil {
+				tb.bind(m, r.ip, "", now, time.Duration(1+rng.IntN(90))*time.Minute)
+			} else {
+				tb.bind(m, addrFrom(u32(ip4("198.18.0.10"))+uint32(rng.IntN(16))), "", now, time.Hour)
+			}
+		case 4:
+			if r := tb.byMAC[m]; r != nil {
+				tb.release(m, r.ip, now)
+			}
+		case 5:
+			if r := tb.byMAC[m]; r != nil && rng.IntN(4) == 0 {
+				tb.decline(m, r.ip, now, DeclineHold)
+			}
+		case 6:
+			tb.forgetOffer(m)
+		case 7:
+			clock.Add(time.Duration(rng.IntN(300)) * time.Second)
+		}
+
+		now = clock.Now()
+		tb.expire(now)
+		var wantFree netip.Addr
+		for a := tb.start; a <= tb.end; a++ {
+			if _, ok := tb.free(addrFrom(a), now); ok {
+				wantFree = addrFrom(a)
+				break
+			}
+		}
+		if got, _ := tb.lowestFree(now); got != wantFree {
+			t.Fatalf("step %d: lowestFree %v, a scan finds %v", step, got, wantFree)
+		}
+		var wantOld *record
+		for _, r := range tb.byMAC {
+			if r.static || r.state != LeaseBound && r.state != LeaseReleased || r.expiry.After(now) ||
+				r.restored && now.Before(tb.reuseAfter) {
+				continue
+			}
+			if wantOld == nil || r.expiresBefore(wantOld) {
+				wantOld = r
+			}
+		}
+		if got := tb.oldestExpired(now); got != wantOld {
+			t.Fatalf("step %d: oldestExpired %+v, a scan finds %+v", step, got, wantOld)
+		}
+		n := 0
+		for e := tb.offers.Front(); e != nil; e = e.Next() {
+			if r := e.Value.(*record); r.state != LeaseOffered || tb.byMAC[r.mac] != r {
+				t.Fatalf("step %d: %+v among the pending offers", step, r)
+			}
+			n++
+		}
+		for _, r := range tb.byMAC {
+			if r.state == LeaseOffered && r.expiry.After(now) {
+				n--
+			}
+		}
+		if n != 0 {
+			t.Fatalf("step %d: pending offers and unexpired offered records differ by %d", step, n)
+		}
 	}
 }
