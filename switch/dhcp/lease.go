@@ -168,6 +168,11 @@ type table struct {
 	// new MAC→IP binding, a release, a removed binding. lazy is set when
 	// only expiry or host name changed.
 	dirty, lazy bool
+	// unsaved holds the MACs given a new binding (bindNew) since the
+	// lease file was last written: their ACKs wait for a write, their
+	// renewals too. The server clears it when a write succeeds; it is
+	// empty unless dirty is set.
+	unsaved map[vswitch.MAC]struct{}
 	// reuseAfter: until then, bindings restored from the lease file are
 	// not reused even if expired there. Renewals are written lazily, so
 	// after a crash the file's expiry may be up to one lease time short
@@ -201,6 +206,7 @@ func newTable(subnet netip.Prefix, start, end netip.Addr, excluded []netip.Addr,
 		byMAC:    make(map[vswitch.MAC]*record),
 		byIP:     make(map[netip.Addr]*record),
 		declined: make(map[netip.Addr]time.Time),
+		unsaved:  make(map[vswitch.MAC]struct{}),
 	}
 	t.low = uint64(t.start)
 	for _, a := range excluded {
@@ -495,7 +501,8 @@ const (
 )
 
 // bind binds ip to mac until now+d, if mac may have ip: its static
-// address, the address its record holds, or a free pool address.
+// address, the address its record holds, or a free pool address. A new
+// dynamic binding puts mac in t.unsaved.
 func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.Time, d time.Duration) bindResult {
 	t.expire(now)
 	if sip, ok := t.static[mac]; ok && sip != ip {
@@ -512,6 +519,9 @@ func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.T
 		}
 		r = t.insert(mac, ip, LeaseBound, now.Add(d))
 		r.hostname = hostname
+		if !r.static {
+			t.unsaved[mac] = struct{}{}
+		}
 		return bindNew
 	}
 	res := bindExtended
@@ -519,6 +529,7 @@ func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.T
 		if !r.static && r.prevState != LeaseBound {
 			res = bindNew // offered or released: not on disk as bound
 			t.dirty = true
+			t.unsaved[mac] = struct{}{}
 		}
 		t.dropOffer(r)
 		r.state = LeaseBound

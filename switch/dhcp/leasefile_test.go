@@ -546,6 +546,58 @@ func TestLeaseWriteFailureWithholdsAck(t *testing.T) {
 	}
 }
 
+// TestLeaseWriteFailureRenewalsAcked: while the lease file cannot be
+// written, renewals of bindings it holds are acknowledged (a full disk
+// must not cost every VM its address as leases run out); a new binding's
+// ACK is withheld, and so are its renewals until a write holds it.
+func TestLeaseWriteFailureRenewalsAcked(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "leases")
+	clock := newClock()
+	srv := newFileServer(t, path, clock)
+	defer srv.Close()
+	a, b := porttest.MAC(1), porttest.MAC(2)
+	ipA := acquire(t, srv, a)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if ip := acquire(t, srv, b); ip.IsValid() {
+		t.Fatalf("ACK for the new binding %v sent although the lease file cannot be written", ip)
+	}
+	ipB := ip4("198.18.0.3")
+	renew := func(m vswitch.MAC, ip netip.Addr) int {
+		t.Helper()
+		clock.Add(10 * time.Second)
+		d := newMsg(t, dhcpv4.MessageTypeRequest, m, dhcpv4.WithClientIP(ip.AsSlice()))
+		return len(replies(t, exchange(t, srv, clientFrame(srv.MAC(), m, ip, testGW, d))))
+	}
+	for range 2 {
+		if n := renew(a, ipA); n != 1 {
+			t.Errorf("renewal of %v, in the file: %d ACKs, want 1", a, n)
+		}
+		if n := renew(b, ipB); n != 0 {
+			t.Errorf("renewal of %v, not in the file yet: %d ACKs, want 0", b, n)
+		}
+	}
+	if st := srv.Stats(); st.Withheld != 3 || st.Acks != 3 {
+		t.Errorf("withheld %d, acks %d; want 3 and 3", st.Withheld, st.Acks)
+	}
+	// The directory is back: b's next renewal writes the file and is
+	// acknowledged.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if n := renew(b, ipB); n != 1 {
+		t.Errorf("renewal of %v once the file can be written: %d ACKs", b, n)
+	}
+	if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 2 {
+		t.Errorf("lease file: %+v, %v", ls, err)
+	}
+}
+
 func TestLeaseFileCreated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "leases")
 	srv := newFileServer(t, path, newClock())

@@ -67,13 +67,14 @@ var _ vswitch.Port = (*Server)(nil)
 type pendingReply struct {
 	frame []byte
 	kind  replyKind
+	mac   vswitch.MAC // the client's (chaddr)
 }
 
 type replyKind uint8
 
 const (
 	replyOffer replyKind = iota + 1
-	replyAck             // ACK to a REQUEST: needs the table on disk
+	replyAck             // ACK to a REQUEST: needs the client's binding on disk
 	replyInformAck
 	replyNak
 	replyARP
@@ -122,7 +123,8 @@ type Stats struct {
 	// QueueFull counts replies dropped because ReadFrames fell behind.
 	QueueFull uint64 `json:"queue_full"`
 	// LeaseWrites and LeaseWriteErrors count lease file writes; Withheld
-	// counts ACKs not sent because the lease file could not be written.
+	// counts ACKs not sent because the lease file could not be written
+	// with the client's new binding.
 	LeaseWrites      uint64 `json:"lease_writes"`
 	LeaseWriteErrors uint64 `json:"lease_write_errors"`
 	Withheld         uint64 `json:"withheld"`
@@ -213,7 +215,7 @@ func (srv *Server) load() error {
 	now := srv.s.Now()
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		if _, err := srv.persist(now, true); err != nil {
+		if err := srv.persist(now, true); err != nil {
 			return fmt.Errorf("dhcp server: create lease file: %w", err)
 		}
 		return nil
@@ -255,7 +257,7 @@ func (srv *Server) load() error {
 	srv.lastWritten = data
 	if perr != nil || len(conflicts) > 0 {
 		srv.t.dirty = true // rewrite the file as it now stands
-		if _, err := srv.persist(now, true); err != nil {
+		if err := srv.persist(now, true); err != nil {
 			return fmt.Errorf("dhcp server: rewrite lease file: %w", err)
 		}
 	}
@@ -412,7 +414,9 @@ func (srv *Server) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, erro
 
 // WriteFrames implements vswitch.Port: it handles each frame at once and
 // queues the replies for ReadFrames, after writing the lease file if the
-// batch changed a binding. Every frame is consumed (n == len(bufs)) unless
+// batch changed a binding. If the write fails, the ACKs of clients whose
+// new binding the file does not hold yet are not sent (the clients
+// retry); renewals of bindings it holds are. Every frame is consumed (n == len(bufs)) unless
 // the Server is closed; frames that are not for the responder are counted
 // as dropped.
 func (srv *Server) WriteFrames(bufs [][]byte, offset int) (int, error) {
@@ -432,9 +436,12 @@ func (srv *Server) WriteFrames(bufs [][]byte, offset int) (int, error) {
 		}
 		srv.handle(b[offset:], now)
 	}
-	onDisk, _ := srv.persist(now, false)
+	srv.persist(now, false) // a failure is counted, logged, and withholds ACKs below
 	for i, p := range srv.pending {
-		if p.kind == replyAck && !onDisk {
+		// A renewal of a binding the file holds is acknowledged even if
+		// the write failed: a full disk must not cost every VM its
+		// address as its lease runs out.
+		if _, unsaved := srv.t.unsaved[p.mac]; unsaved && p.kind == replyAck {
 			srv.c.withheld.Add(1)
 		} else {
 			srv.enqueue(p.frame, p.kind, now)
@@ -462,7 +469,7 @@ func (srv *Server) Close() error {
 		close(srv.closed)
 		srv.mu.Lock()
 		defer srv.mu.Unlock()
-		_, err = srv.persist(srv.s.Now(), true)
+		err = srv.persist(srv.s.Now(), true)
 		if err != nil {
 			err = fmt.Errorf("dhcp server: close: %w", err)
 		}
@@ -487,8 +494,7 @@ func (srv *Server) Flush() error {
 		return nil
 	default:
 	}
-	_, err := srv.persist(srv.s.Now(), true)
-	return err
+	return srv.persist(srv.s.Now(), true)
 }
 
 // Leases returns a snapshot of the lease table ordered by address: every
@@ -519,34 +525,37 @@ func (srv *Server) Stats() Stats {
 }
 
 // persist writes the table to the lease file if a durable change is
-// pending, or a lazy one is due (or force is set and any is pending). It
-// reports whether the file now holds every durable change.
-func (srv *Server) persist(now time.Time, force bool) (bool, error) {
+// pending, or a lazy one is due (or force is set and any is pending). A
+// successful write empties t.unsaved.
+func (srv *Server) persist(now time.Time, force bool) error {
 	t := srv.t
 	if srv.s.LeaseFile == "" {
 		t.dirty, t.lazy = false, false
-		return true, nil
+		clear(t.unsaved)
+		return nil
 	}
 	if t.lazy && srv.lazySince.IsZero() {
 		srv.lazySince = now
 	}
 	due := t.dirty || t.lazy && (force || now.Sub(srv.lazySince) >= lazyFlush) || force && srv.lastWritten == nil
 	if !due {
-		return true, nil
+		return nil
 	}
 	data := encodeLeaseFile(t.persistent())
 	if !bytes.Equal(data, srv.lastWritten) {
 		if err := writeFileAtomic(srv.s.LeaseFile, data, 0o644); err != nil {
 			srv.c.leaseWriteErrors.Add(1)
-			srv.warn(warnLeaseWrite, now, srv.log.WithError(err), "cannot write the lease file: new leases are not acknowledged until it can be written")
-			return !t.dirty, err
+			srv.warn(warnLeaseWrite, now, srv.log.WithError(err),
+				"cannot write the lease file: new bindings are not acknowledged until it can be written (renewals of bindings it holds are)")
+			return err
 		}
 		srv.c.leaseWrites.Add(1)
 		srv.lastWritten = data
 	}
 	t.dirty, t.lazy = false, false
+	clear(t.unsaved)
 	srv.lazySince = time.Time{}
-	return true, nil
+	return nil
 }
 
 // warn logs msg unless a warning of the same kind was logged within
@@ -783,7 +792,7 @@ func (srv *Server) queueReply(req, resp *dhcpv4.DHCPv4, kind replyKind) {
 		dstMAC, dstIP = chaddr, yiaddr
 	}
 	f := buildUDP(dstMAC, s.MAC, srv.nextID(), s.gw, dstIP, portServer, portClient, resp.ToBytes())
-	srv.pending = append(srv.pending, pendingReply{frame: f, kind: kind})
+	srv.pending = append(srv.pending, pendingReply{frame: f, kind: kind, mac: chaddr})
 }
 
 func (srv *Server) handleARP(b []byte) {
