@@ -84,8 +84,9 @@ const (
 // net.unix.max_dgram_qlen datagrams, 10 by default) is retried after
 // 50, 100 and 200 µs, then the frame and the rest of its batch are
 // dropped. The bound keeps one slow peer from holding its transmit
-// goroutine for long; other peers are never held, since sends do not take
-// the socket's write lock.
+// goroutine for long; other peers are not held, since sends do not take
+// a socket's write lock and each unconnected unixgram peer is sent to from
+// a socket of its own (see ownSocket).
 var sendRetryDelays = [...]time.Duration{50 * time.Microsecond, 100 * time.Microsecond, 200 * time.Microsecond}
 
 // MagicVFKit is the 4-byte datagram vfkit sends when it connects, so that
@@ -604,9 +605,7 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	a, err := l.sw.AddPort(p, pc)
 	if err != nil {
 		l.mu.Unlock()
-		if p.pin != nil {
-			p.pin.Close() // never sent to
-		}
+		p.discard()
 		l.c.refused.Add(1)
 		if ok, s := l.lim.Allow(); ok {
 			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
@@ -681,13 +680,33 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 			p.dst = "@" + to.path[1:] // an abstract name, as x/sys spells it
 		}
 	}
-	if err := p.tx.init(l.rc, to, l.v6, l.cfg.BatchSize); err != nil {
-		if p.pin != nil {
-			p.pin.Close() // never sent to
+	rc := l.rc
+	if l.ux != nil {
+		var err error
+		if p.own, rc, err = ownSocket(l.cfg.SendBuffer); err != nil {
+			p.discard()
+			return nil, fmt.Errorf("peer %s: %w", key, err)
 		}
+		if p.own == nil {
+			rc = l.rc
+		}
+	}
+	if err := p.tx.init(rc, to, l.v6, l.cfg.BatchSize); err != nil {
+		p.discard()
 		return nil, fmt.Errorf("peer %s: %w", key, err)
 	}
 	return p, nil
+}
+
+// discard closes the descriptors of a peer that never became a port:
+// nothing was sent to it.
+func (p *peer) discard() {
+	if p.pin != nil {
+		p.pin.Close()
+	}
+	if p.own != nil {
+		p.own.Close()
+	}
 }
 
 // forget drops p from the peer table, if it is still there.
@@ -773,6 +792,9 @@ type peer struct {
 	// vswitch.DirectWriter).
 	tx  sender
 	one [1][]byte // WriteFrameNow's frame, as a batch for tx.send
+	// own is the socket tx sends from, a unixgram peer's own on Linux
+	// (see ownSocket), or nil: the listener's. It is closed with the peer.
+	own *os.File
 	// pin holds the peer's socket open while tx sends to it by
 	// descriptor (Linux, unixgram; see pinPeer). It is never closed
 	// explicitly: a send may be under way when the peer goes, and the
@@ -821,7 +843,7 @@ func (p *peer) ReadFrames([][]byte, []int, int) (int, error) {
 
 // WriteFrames sends each frame as one datagram to the peer's address, as
 // many per system call as the system takes, and returns how many were
-// sent. Sends never wait: the socket is shared with every other peer. A
+// sent. Sends never wait (the listener's socket is shared). A
 // frame the system has no room for (ENOBUFS, EAGAIN) is retried briefly,
 // then it and the rest of the batch are dropped. A peer whose socket is
 // gone (ECONNREFUSED, ENOENT) is removed. Other errors drop the frame and
@@ -840,6 +862,9 @@ func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
 			sent += n
 			bufs = bufs[n:]
 			try = 0
+			continue
+		}
+		if p.fromListener(err) {
 			continue
 		}
 		// bufs[0] failed.
@@ -877,6 +902,9 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 	}
 	p.one[0] = b
 	_, err := p.tx.send(p.one[:], offset)
+	if p.fromListener(err) {
+		_, err = p.tx.send(p.one[:], offset)
+	}
 	p.one[0] = nil
 	switch {
 	case err == nil:
@@ -885,6 +913,19 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 		return false, nil
 	}
 	return true, p.sendFailed(err)
+}
+
+// fromListener moves tx to the listener's socket if err says that the
+// peer takes datagrams from that socket only (its socket is connected to
+// it: vfkit, vz), and reports whether it did, so that the caller sends
+// again. The peer's own socket is closed.
+func (p *peer) fromListener(err error) bool {
+	if p.own == nil || !connectedElsewhere(err) || p.tx.rc == p.l.rc {
+		return false
+	}
+	p.tx.rc = p.l.rc
+	p.own.Close()
+	return true
 }
 
 // Probe implements vswitch.Prober: a unixgram peer whose socket is gone
@@ -964,11 +1005,15 @@ func (p *peer) MTU() int {
 // String returns "unixgram:PATH" or "udp:HOST:PORT" of the peer.
 func (p *peer) String() string { return p.name }
 
-// Close forgets the peer; the shared socket stays open. It is idempotent.
+// Close forgets the peer and closes its own socket; the shared socket
+// stays open. It is idempotent.
 func (p *peer) Close() error {
 	p.once.Do(func() {
 		close(p.closed)
 		p.l.forget(p)
+		if p.own != nil {
+			p.own.Close() // a send under way holds the descriptor until it returns
+		}
 	})
 	return nil
 }

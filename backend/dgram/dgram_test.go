@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -406,6 +408,62 @@ func TestFullPeerDoesNotStallOthers(t *testing.T) {
 	}
 	if e.l.Stats().SendRetries == 0 {
 		t.Fatal("no send was retried")
+	}
+}
+
+// TestStuckPeersDoNotStarveOthers: peers that stop reading (a paused VM)
+// no longer take the send buffer the other peers' frames go through. Sent
+// from the listener's socket, the datagrams queued for 24 peers that never
+// read (11 each, Linux's queue limit for an unconnected socket) filled its
+// send buffer, and from then on sends to every peer failed.
+func TestStuckPeersDoNotStarveOthers(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	a, b := e.vm("a.sock"), e.vm("b.sock")
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	// Sent to a, so that the stuck peers' queues are empty when the big
+	// frames come (a reads what its queue took).
+	for i := range 24 {
+		e.vm(fmt.Sprintf("stuck%d.sock", i)).send(frame(porttest.MAC(1), porttest.MAC(10+i), "I never read"))
+	}
+	porttest.WaitFor(t, "26 ports", func() bool { return e.ports() == 26 })
+	for _, err := a.recv(time.Second); err == nil; _, err = a.recv(200 * time.Millisecond) {
+	}
+	for i := range 300 {
+		f := frame(porttest.Broadcast, porttest.MAC(1), strings.Repeat("x", 9000)+strconv.Itoa(i))
+		a.send(f)
+		b.expect(f)
+	}
+}
+
+// TestConnectedPeer: a peer whose socket is connected to the listener's,
+// as vfkit's and vz's are, takes datagrams from that socket only; the
+// switch finds out at the first send and sends to it from there.
+func TestConnectedPeer(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	laddr := &net.UnixAddr{Name: filepath.Join(e.dir, "vfkit.sock"), Net: "unixgram"}
+	c, err := net.DialUnix("unixgram", laddr, &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(MagicVFKit); err != nil {
+		t.Fatal(err)
+	}
+	a := e.vm("a.sock")
+	porttest.WaitFor(t, "the connected peer's port", func() bool { return e.ports() == 1 })
+	for i := range 3 {
+		f := frame(porttest.Broadcast, porttest.MAC(1), "to the connected peer "+strconv.Itoa(i))
+		a.send(f)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 100)
+		if n, err := c.Read(got); err != nil || !bytes.Equal(got[:n], f) {
+			t.Fatalf("connected peer got %q, %v; want %q", got[:n], err, f)
+		}
+	}
+	if st := e.l.Stats(); st.SendErrors != 0 {
+		t.Errorf("%d send errors", st.SendErrors)
 	}
 }
 
