@@ -12,6 +12,11 @@
 //	GET    /v1/listeners      []Listener: listening sockets, datagram counters
 //	GET    /v1/capture?port=  a pcap stream of the frames crossing the switch
 //
+// A port is named in a path or query by its ID (decimal, as the API writes
+// it: "7", not "07") or, when no port has that ID, by its name; a name
+// that several ports have is refused with 409. A tap whose name is all
+// digits (see CheckTapName) or that the switch has already is not attached.
+//
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
 package api
 

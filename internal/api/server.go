@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -128,6 +129,19 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `give exactly one of "tap" and "connect"`)
 		return
 	}
+	if err := CheckTapName(req.Tap); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// The switch would open the tap again and find it busy (its own
+	// descriptor), and a second port of the name could not be detached by
+	// name.
+	for _, a := range s.Switch.Ports() {
+		if req.Tap != "" && a.Name() == req.Tap {
+			writeError(w, http.StatusConflict, fmt.Sprintf("tap %s is already attached (port %d)", req.Tap, a.ID()))
+			return
+		}
+	}
 	if err := s.Attach(r.Context(), req); err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, ErrBadRequest) {
@@ -140,31 +154,76 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, req)
 }
 
-// findPort resolves a port by ID or by name.
-func (s *Server) findPort(key string) *vswitch.Attachment {
-	id, err := strconv.Atoi(key)
-	for _, a := range s.Switch.Ports() {
-		if (err == nil && a.ID() == id) || a.Name() == key {
-			return a
+// findPort resolves key to a port: by ID when key is one written as the
+// API writes IDs (no sign, no leading zero), else by name; a tap may be
+// named "7" or "dhcp", and taking the first port whose ID or name matched
+// detached the wrong one. It returns an *httpError, 404 when no port
+// matches and 409 when several have the name.
+func (s *Server) findPort(key string) (*vswitch.Attachment, error) {
+	ports := s.Switch.Ports()
+	if id, err := strconv.Atoi(key); err == nil && strconv.Itoa(id) == key {
+		for _, a := range ports {
+			if a.ID() == id {
+				return a, nil
+			}
 		}
+	}
+	var found []*vswitch.Attachment
+	for _, a := range ports {
+		if a.Name() == key {
+			found = append(found, a)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("no port %q", key)}
+	case 1:
+		return found[0], nil
+	}
+	ids := make([]string, len(found))
+	for i, a := range found {
+		ids[i] = strconv.Itoa(a.ID())
+	}
+	return nil, &httpError{http.StatusConflict, fmt.Sprintf("%d ports are named %q (IDs %s): give the ID", len(found), key, strings.Join(ids, ", "))}
+}
+
+// httpError is an answer's status and error message.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func notFound(err error) bool {
+	var he *httpError
+	return errors.As(err, &he) && he.code == http.StatusNotFound
+}
+
+// CheckTapName refuses a tap name that the API could not tell from a port
+// ID: one of decimal digits only. The kernel accepts such names.
+func CheckTapName(name string) error {
+	if name != "" && strings.Trim(name, "0123456789") == "" {
+		return fmt.Errorf("tap %q: a name of digits only would be taken for a port ID: choose another", name)
 	}
 	return nil
 }
 
 func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
-	a := s.findPort(r.PathValue("id"))
-	if u, err := listen.Parse(r.PathValue("id")); a == nil && err == nil {
-		a = s.findPort(u.Network + ":" + u.Address) // a dialled port, by its URL
+	key := r.PathValue("id")
+	a, err := s.findPort(key)
+	if u, perr := listen.Parse(key); notFound(err) && perr == nil {
+		a, err = s.findPort(u.Network + ":" + u.Address) // a dialled port, by its URL
 	}
-	if a == nil {
-		if s.StopDial != nil {
-			if name := s.StopDial(r.PathValue("id")); name != "" {
-				// No port yet: ID 0 tells the client.
-				writeJSON(w, vswitch.PortStats{Name: name})
-				return
-			}
+	if notFound(err) && s.StopDial != nil {
+		if name := s.StopDial(key); name != "" {
+			// No port yet: ID 0 tells the client.
+			writeJSON(w, vswitch.PortStats{Name: name})
+			return
 		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no port %q", r.PathValue("id")))
+	}
+	if err != nil {
+		writeHTTPError(w, err)
 		return
 	}
 	a.Close()
@@ -175,9 +234,9 @@ func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
 func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	var cfg vswitch.CaptureConfig
 	if p := r.URL.Query().Get("port"); p != "" {
-		a := s.findPort(p)
-		if a == nil {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no port %q", p))
+		a, err := s.findPort(p)
+		if err != nil {
+			writeHTTPError(w, err)
 			return
 		}
 		cfg.Port = a.ID()
@@ -223,6 +282,17 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// writeHTTPError answers with err's status when it is an *httpError, else
+// with 500.
+func writeHTTPError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	var he *httpError
+	if errors.As(err, &he) {
+		code = he.code
+	}
+	writeError(w, code, err.Error())
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

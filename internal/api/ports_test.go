@@ -1,0 +1,118 @@
+package api_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tapswitch/tapswitch/internal/api"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
+)
+
+// rawDo sends one request to the API at sock and returns the status,
+// Content-Type and body of the answer, unparsed.
+func rawDo(t *testing.T, sock, method, path, body string) (code int, ctype, answer string) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(t.Context(), method, "http://tapswitch"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+// TestPortKeys: a port is found by its ID written as the API writes IDs,
+// else by a name only one port has. The first port whose ID or name
+// matched used to be taken: detaching 7 detached the tap named "7" (ID 6)
+// rather than port 7, a tap named "dhcp" could not be detached without
+// detaching the DHCP responder, and "03" or "+3" detached port 3. A tap
+// whose name the API cannot tell from an ID, or that the switch has, is
+// not attached.
+func TestPortKeys(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	add := func(name string) *vswitch.Attachment {
+		t.Helper()
+		a, err := sw.AddPort(porttest.New(porttest.Config{Name: name}), vswitch.PortConfig{Kind: "mem"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	byName := map[string]*vswitch.Attachment{}
+	for _, name := range []string{"dhcp", "a", "b", "c", "d", "7", "x", "twin", "twin"} {
+		byName[name] = add(name)
+	}
+	var attached []api.AttachRequest
+	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+		attached = append(attached, req)
+		return nil
+	}})
+	defer stop()
+	live := func(name string) bool {
+		select {
+		case <-byName[name].Done():
+			return false
+		default:
+			return true
+		}
+	}
+
+	for _, key := range []string{"03", "+3", "3.0"} {
+		if code, _, body := rawDo(t, sock, "DELETE", "/v1/ports/"+key, ""); code != http.StatusNotFound {
+			t.Errorf("DELETE %s: %d %s, want 404: no port has that name", key, code, body)
+		}
+	}
+	if !live("b") {
+		t.Fatal("port 3 (b) detached by a key that is not its ID")
+	}
+	if code, _, body := rawDo(t, sock, "DELETE", "/v1/ports/7", ""); code != http.StatusOK || !strings.Contains(body, `"name": "x"`) {
+		t.Errorf("DELETE 7: %d %s, want port 7 (x) detached", code, body)
+	}
+	if live("x") || !live("7") {
+		t.Errorf("DELETE 7: x live %v, the tap named 7 live %v; want port 7 (x) gone, the other kept", live("x"), live("7"))
+	}
+	// Now no port has ID 7: the name is the key.
+	if code, _, body := rawDo(t, sock, "DELETE", "/v1/ports/7", ""); code != http.StatusOK || live("7") {
+		t.Errorf("DELETE 7 once port 7 is gone: %d %s, want the port named 7 detached", code, body)
+	}
+	code, _, body := rawDo(t, sock, "DELETE", "/v1/ports/twin", "")
+	if code != http.StatusConflict || !strings.Contains(body, "give the ID") || !live("twin") {
+		t.Errorf("DELETE twin: %d %s, want 409 naming both ports' IDs, and both kept", code, body)
+	}
+	if code, _, body := rawDo(t, sock, "GET", "/v1/capture?port=twin", ""); code != http.StatusConflict {
+		t.Errorf("capture of twin: %d %s, want 409", code, body)
+	}
+	for _, c := range []struct {
+		tap  string
+		code int
+	}{{"dhcp", http.StatusConflict}, {"a", http.StatusConflict}, {"12", http.StatusBadRequest}, {"007", http.StatusBadRequest}} {
+		code, _, body := rawDo(t, sock, "POST", "/v1/ports", `{"tap":"`+c.tap+`"}`)
+		if code != c.code {
+			t.Errorf("attach tap %s: %d %s, want %d", c.tap, code, body, c.code)
+		}
+	}
+	if len(attached) != 0 {
+		t.Errorf("attached %v, want nothing", attached)
+	}
+	if !live("dhcp") || !live("a") {
+		t.Error("a refused attach removed a port")
+	}
+}
