@@ -332,6 +332,8 @@ func TestBadConfig(t *testing.T) {
 		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
 		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "need --dhcp"},
 		{name: "unknown flag", args: []string{"--tapp", tapName}, want: "unknown flag: --tapp"},
+		// The second open found the tap busy, after the first had made it.
+		{name: "tap given twice", args: []string{"--tap", tapName, "--tap", tapName}, want: "--tap " + tapName + ": given twice"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := append([]string{"serve", "--ctl", filepath.Join(dir, "ctl.sock")}, c.args...)
@@ -438,6 +440,20 @@ func TestReload(t *testing.T) {
 	porttest.WaitFor(t, "the bad file reported", func() bool { return strings.Contains(d.Output(), "configuration not reloaded") })
 	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
 		t.Errorf("a bad configuration changed the ports: %v", names)
+	}
+	// So is a file that only the kernel would refuse: a tap name with a
+	// colon used to be found when the tap was opened, after the other
+	// changes had been made.
+	writeFile(t, cfg, "tap: ["+tap1+", bad:name]\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	porttest.WaitFor(t, "the bad tap name reported", func() bool {
+		return strings.Count(d.Output(), "configuration not reloaded") == 2
+	})
+	if out := d.Output(); !strings.Contains(out, "bad:name") || strings.Count(out, "configuration reloaded") != 1 {
+		t.Errorf("the bad tap name was not reported, or the file reported reloaded")
+	}
+	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
+		t.Errorf("a file with a bad tap name changed the ports: %v", names)
 	}
 }
 

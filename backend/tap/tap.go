@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -249,9 +250,12 @@ func (d *Device) Close() error {
 	return d.closeErr
 }
 
-// checkName rejects, before the kernel sees it, a name the kernel would
-// refuse or silently truncate.
-func checkName(name string) error {
+// CheckName returns the error, matching ErrInvalidName, that Open returns
+// for name before it opens anything: a name the kernel would refuse or
+// silently truncate, or on macOS one that is not "tapN". The empty name
+// (the kernel chooses) passes. A configuration is checked with it before
+// any tap is opened.
+func CheckName(name string) error {
 	if len(name) > maxNameLen {
 		return fmt.Errorf("tap %s: %w: %d bytes long, at most %d allowed: choose a shorter name",
 			name, ErrInvalidName, len(name), maxNameLen)
@@ -259,6 +263,10 @@ func checkName(name string) error {
 	if name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\r\v\f\x00") {
 		return fmt.Errorf("tap %q: %w: must not be \".\" or \"..\" nor contain '/', ':', NUL or white space",
 			name, ErrInvalidName)
+	}
+	if runtime.GOOS == "darwin" && name != "" {
+		_, err := tapNumber(name)
+		return err
 	}
 	return nil
 }

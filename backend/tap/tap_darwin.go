@@ -20,16 +20,13 @@ const permHint = "run tapswitch as root, or give its user access to the device (
 // the first free one of /dev/tap0 to /dev/tap15, which makes the interface
 // of the same name. See Config and the Err variables for what can go wrong.
 func Open(cfg Config) (*Device, error) {
-	if err := checkName(cfg.Name); err != nil {
+	if err := CheckName(cfg.Name); err != nil {
 		return nil, err
 	}
 	if cfg.MTU < 0 {
 		return nil, fmt.Errorf("tap %s: MTU %d is negative", cfg.Name, cfg.MTU)
 	}
 	if cfg.Name != "" {
-		if _, err := tapNumber(cfg.Name); err != nil {
-			return nil, err
-		}
 		return openDev(cfg.Name, cfg)
 	}
 	for i := range maxDarwinTaps {

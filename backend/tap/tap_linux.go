@@ -32,7 +32,7 @@ const permHint = "CAP_NET_ADMIN is missing: run tapswitch as root or with CAP_NE
 // the network namespace of the calling thread. See Config and the Err
 // variables for what can go wrong.
 func Open(cfg Config) (*Device, error) {
-	if err := checkName(cfg.Name); err != nil {
+	if err := CheckName(cfg.Name); err != nil {
 		return nil, err
 	}
 	if cfg.MTU < 0 {

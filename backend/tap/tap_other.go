@@ -11,7 +11,7 @@ import (
 // Open returns an error wrapping errors.ErrUnsupported: taps are
 // implemented on Linux and macOS only.
 func Open(cfg Config) (*Device, error) {
-	if err := checkName(cfg.Name); err != nil {
+	if err := CheckName(cfg.Name); err != nil {
 		return nil, err
 	}
 	return nil, fmt.Errorf("tap %s: open: %w on %s", cfg.Name, errors.ErrUnsupported, runtime.GOOS)

@@ -245,6 +245,17 @@ func (o *serveOptions) plan() (*plan, error) {
 	if o.mtu != 0 && (o.mtu < 68 || o.mtu > o.maxFrame-14) {
 		return nil, fmt.Errorf("--mtu %d: must be between 68 and --max-frame minus 14 (%d)", o.mtu, o.maxFrame-14)
 	}
+	// Tap names are checked as tap.Open checks them, so that a reload
+	// refuses a bad one before it changes anything (it used to fail at
+	// the tap, after the file's other changes had been made).
+	for i, name := range o.taps {
+		if err := cmp.Or(tap.CheckName(name), api.CheckTapName(name)); err != nil {
+			return nil, fmt.Errorf("--tap: %w", err)
+		}
+		if slices.Contains(o.taps[:i], name) {
+			return nil, fmt.Errorf("--tap %s: given twice", name)
+		}
+	}
 	p.defaults = len(o.listen) == 0 && len(o.taps) == 0 && len(o.connect) == 0 && len(o.host) == 0 && o.hostBridge == "" && o.hostMode == ""
 	rawListens := o.listen
 	if p.defaults {
@@ -259,8 +270,12 @@ func (o *serveOptions) plan() (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
+		if slices.ContainsFunc(p.listens, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
+			return nil, fmt.Errorf("--listen %s: given twice", u)
+		}
 		p.listens = append(p.listens, a)
 	}
+	var connects []listen.Addr
 	for _, u := range o.connect {
 		a, err := listen.Parse(u)
 		if err != nil {
@@ -269,6 +284,10 @@ func (o *serveOptions) plan() (*plan, error) {
 		if a.Kind() != listen.KindStream {
 			return nil, fmt.Errorf("--connect %s: only stream URLs (unix://, tcp://) can be dialled", u)
 		}
+		if slices.ContainsFunc(connects, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
+			return nil, fmt.Errorf("--connect %s: given twice", u)
+		}
+		connects = append(connects, a)
 	}
 	for _, h := range o.host {
 		pfx, err := netip.ParsePrefix(h)
@@ -337,6 +356,15 @@ func (o *serveOptions) plan() (*plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// socketKey names the socket a is: its file for unix sockets, of either
+// kind, which one file cannot be twice.
+func socketKey(a listen.Addr) string {
+	if a.IsUnix() {
+		return "file:" + filepath.Clean(a.Address)
+	}
+	return a.Network + ":" + a.Address
 }
 
 // planDHCP plans the DHCP responder: --gateway (else the first --host

@@ -304,3 +304,35 @@ func TestDHCPFlagChangeSeen(t *testing.T) {
 		t.Error("--dhcp=maybe accepted")
 	}
 }
+
+// TestPlanPorts: the plan refuses a tap name tap.Open would refuse, one
+// the control API would take for a port ID, and a tap, listening socket or
+// --connect URL given twice. Tap names were checked only when the tap was
+// opened: a SIGHUP with a bad one was applied up to that tap and reported
+// as reloaded, and a tap given twice failed as "in use by another process".
+func TestPlanPorts(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tap", "bad:name"}, "--tap: tap \"bad:name\": invalid interface name"},
+		{[]string{"--tap", "tapswitch-0123456"}, "--tap: tap tapswitch-0123456: invalid interface name"},
+		{[]string{"--tap", "7"}, "--tap: tap \"7\": a name of digits only"},
+		{[]string{"--tap", "a", "--tap", "b", "--tap", "a"}, "--tap a: given twice"},
+		{[]string{"--listen", "unix:///tmp/t.sock", "--listen", "unix:///tmp//t.sock"}, "--listen unix:///tmp//t.sock: given twice"},
+		{[]string{"--listen", "unix:///tmp/t.sock", "--listen", "unixgram:///tmp/t.sock"}, "--listen unixgram:///tmp/t.sock: given twice"},
+		{[]string{"--listen", "tcp://127.0.0.1:5555", "--listen", "tcp://127.0.0.1:5555"}, "--listen tcp://127.0.0.1:5555: given twice"},
+		{[]string{"--connect", "unix:///tmp/q.sock", "--connect", "unix:///tmp/q.sock"}, "--connect unix:///tmp/q.sock: given twice"},
+	} {
+		_, err := planFor(t, "linux", c.args...)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error starting with %q", c.args, err, c.want)
+		}
+	}
+	// Different sockets of one address, and one path in two directories,
+	// are not the same.
+	if _, err := planFor(t, "linux", "--tap", "a", "--tap", "b", "--listen", "tcp://127.0.0.1:5555", "--listen", "udp://127.0.0.1:5555",
+		"--listen", "unix:///tmp/a/t.sock", "--listen", "unix:///tmp/b/t.sock"); err != nil {
+		t.Errorf("distinct ports refused: %v", err)
+	}
+}
