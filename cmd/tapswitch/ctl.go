@@ -28,6 +28,20 @@ func newCtlCmd() *cobra.Command {
   tapswitch ctl attach --tap tap3
   tapswitch ctl detach tap3
   tapswitch ctl flush-fdb`,
+		// As the root command does: help without a subcommand, an error
+		// for one it does not know (a command without Run printed help and
+		// exited 0 for a typo).
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t") + "\n"
+			}
+			return errors.New(msg)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.PersistentFlags().StringVar(&ctlPath, "ctl", defaultCtlPath(), "control socket of the running switch")
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
