@@ -20,7 +20,9 @@ type CapturedFrame struct {
 type CaptureConfig struct {
 	// Port limits the capture to frames entering or leaving the port with
 	// this ID (flooded frames included); 0 captures every frame that enters
-	// the switch.
+	// the switch. The capture ends (C is closed) when the port leaves the
+	// switch, or at once if no port has the ID: it would otherwise record
+	// the frames flooded to the other ports.
 	Port int
 	// Buffer is the number of frames held for a slow reader (default 1024);
 	// frames beyond it are dropped and counted.
@@ -37,7 +39,9 @@ type Capture struct {
 	cfg     CaptureConfig
 	c       chan CapturedFrame
 	dropped atomic.Uint64
-	once    sync.Once
+	// portLeft is set when the capture ended because its port left.
+	portLeft atomic.Bool
+	once     sync.Once
 	// mu is read-held by each offer and write-held by Close, so that no
 	// frame is sent on c once it is closed. It is never held while
 	// anything else is locked or forwarded: a frame is offered to a
@@ -55,8 +59,20 @@ func (s *Switch) StartCapture(cfg CaptureConfig) *Capture {
 	s.mu.Lock()
 	caps := append(slices.Clone(s.captureList()), c)
 	s.captures.Store(&caps)
+	// Checked under s.mu, which a port's removal holds while it collects
+	// the captures to end: the port is live now, or the capture ends.
+	gone := cfg.Port != 0 && !slices.ContainsFunc(*s.ports.Load(), func(a *Attachment) bool { return a.id == cfg.Port })
 	s.mu.Unlock()
+	if gone {
+		c.endPortLeft()
+	}
 	return c
+}
+
+// endPortLeft ends a capture whose port has left the switch.
+func (c *Capture) endPortLeft() {
+	c.portLeft.Store(true)
+	c.Close()
 }
 
 // captureList returns the running captures; callers hold s.mu or only read.
@@ -67,8 +83,13 @@ func (s *Switch) captureList() []*Capture {
 	return nil
 }
 
-// C delivers the captured frames. It is closed by Close.
+// C delivers the captured frames. It is closed by Close, and when the
+// port a capture is limited to leaves the switch (see PortLeft).
 func (c *Capture) C() <-chan CapturedFrame { return c.c }
+
+// PortLeft reports whether the capture ended because the port it is
+// limited to (CaptureConfig.Port) left the switch.
+func (c *Capture) PortLeft() bool { return c.portLeft.Load() }
 
 // Dropped is the number of frames not captured because C was full.
 func (c *Capture) Dropped() uint64 { return c.dropped.Load() }

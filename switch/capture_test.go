@@ -136,3 +136,49 @@ func TestCaptureCloseWhilePortRemoves(t *testing.T) {
 	}
 	sw.Close()
 }
+
+// TestCapturePortLeaves: a capture limited to a port ends when the port
+// leaves the switch, and one started for a port that has left ends at
+// once. Such a capture used to run on and record every frame flooded to
+// the other ports, since a flooded frame has no egress port to filter on.
+func TestCapturePortLeaves(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	in, err := sw.AddPort(porttest.New(porttest.Config{Name: "in", Discard: true}), vswitch.PortConfig{NoReader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "other", Discard: true}), vswitch.PortConfig{NoReader: true}); err != nil {
+		t.Fatal(err)
+	}
+	watched, err := sw.AddPort(porttest.New(porttest.Config{Name: "watched", Discard: true}), vswitch.PortConfig{NoReader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sw.StartCapture(vswitch.CaptureConfig{Port: watched.ID()})
+	defer c.Close()
+	bufs, sizes := inputBuf(porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, make([]byte, 46)))
+	in.Input(bufs, sizes, vswitch.Headroom) // flooded to watched too
+	if f := <-c.C(); f.In != in.ID() {
+		t.Fatalf("captured a frame from port %d, want %d", f.In, in.ID())
+	}
+	watched.Close()
+	<-watched.Done()
+	in.Input(bufs, sizes, vswitch.Headroom) // flooded to other only
+	if f, ok := <-c.C(); ok {
+		t.Fatalf("captured a frame from port %d after the port left; want the capture ended", f.In)
+	}
+	if !c.PortLeft() {
+		t.Error("PortLeft false after the port left")
+	}
+	late := sw.StartCapture(vswitch.CaptureConfig{Port: watched.ID()})
+	if _, ok := <-late.C(); ok || !late.PortLeft() {
+		t.Errorf("a capture of a port that has left: a frame, or PortLeft %v; want it ended at once", late.PortLeft())
+	}
+	all := sw.StartCapture(vswitch.CaptureConfig{})
+	defer all.Close()
+	in.Input(bufs, sizes, vswitch.Headroom)
+	if _, ok := <-all.C(); !ok || all.PortLeft() {
+		t.Error("a capture of every port ended")
+	}
+}

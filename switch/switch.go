@@ -404,7 +404,16 @@ func (a *Attachment) remove(cause error, detach bool) {
 				delete(s.locks, m)
 			}
 		}
+		var ended []*Capture
+		for _, c := range s.captureList() {
+			if c.cfg.Port == a.id {
+				ended = append(ended, c)
+			}
+		}
 		s.mu.Unlock()
+		for _, c := range ended {
+			c.endPortLeft() // takes s.mu
+		}
 
 		s.fdb.purge(a)
 		if err := a.port.Close(); err != nil && !errors.Is(err, net.ErrClosed) {

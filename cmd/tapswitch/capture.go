@@ -25,7 +25,8 @@ func newCaptureCmd() *cobra.Command {
 		Short: "Capture frames from the running switch as pcap",
 		Long: `Capture streams the frames crossing a running switch (or one of its ports)
 in pcap format, which tcpdump and Wireshark read. Frames are captured as
-they enter the switch, once each.`,
+they enter the switch, once each. A capture of one port (--port) ends when
+the port leaves the switch, with an error saying so.`,
 		Example: `  tapswitch capture -c 10 -w icmp.pcap
   tapswitch capture --port tap0 -w - | tcpdump -n -r -`,
 		Args: cobra.NoArgs,
@@ -58,6 +59,10 @@ they enter the switch, once each.`,
 			}
 			if out != "-" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d frames captured\n", n)
+			}
+			if err == nil && rc.PortLeft() {
+				// As tcpdump ends when its interface goes away.
+				return fmt.Errorf("port %s left the switch: capture ended", port)
 			}
 			return err
 		},

@@ -11,6 +11,8 @@
 //	GET    /v1/stats          vswitch.Stats
 //	GET    /v1/listeners      []Listener: listening sockets, datagram counters
 //	GET    /v1/capture?port=  a pcap stream of the frames crossing the switch
+//	                          (of one port: it ends when the port leaves, with
+//	                          the trailer Tapswitch-Capture-End: port-left)
 //
 // A port is named in a path or query by its ID (decimal, as the API writes
 // it: "7", not "07") or, when no port has that ID, by its name; a name
@@ -74,6 +76,13 @@ type AttachRequest struct {
 type FlushResult struct {
 	Flushed int `json:"flushed"`
 }
+
+// A capture's stream ends with the trailer captureEndHeader set to
+// capturePortLeft when it ended because its port left the switch.
+const (
+	captureEndHeader = "Tapswitch-Capture-End"
+	capturePortLeft  = "port-left"
+)
 
 type errorBody struct {
 	Error string `json:"error"`

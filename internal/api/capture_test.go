@@ -87,3 +87,52 @@ func TestCaptureEndsCleanlyOnShutdown(t *testing.T) {
 		t.Fatalf("after shutdown the capture ended with %v, want io.EOF", err)
 	}
 }
+
+// TestCaptureEndsWhenPortLeaves: the stream of a capture of one port ends
+// after its last whole record when the port leaves the switch, and says
+// so. It used to run on, recording the frames flooded to other ports.
+func TestCaptureEndsWhenPortLeaves(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	p1 := porttest.New(porttest.Config{Name: "one"})
+	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "two", Discard: true}), vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "three", Discard: true}), vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	sock, stop := serve(t, &api.Server{Switch: sw})
+	defer stop()
+	c := api.NewClient(sock)
+	rc, err := c.Capture(t.Context(), "two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	r, err := pcap.NewReader(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, []byte("flooded"))
+	if err := p1.Send(fr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Detach(t.Context(), "two"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.Send(fr); err != nil { // flooded to three only
+		t.Fatal(err)
+	}
+	if rec, err := r.Next(nil); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the port left the capture gave %x, %v; want io.EOF", rec, err)
+	}
+	if !rc.PortLeft() {
+		t.Error("the stream does not say that the port left")
+	}
+}

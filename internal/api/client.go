@@ -52,7 +52,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 
 // Capture opens a pcap stream of the frames crossing the switch (of one
 // port when port is not empty). Close the stream to stop the capture.
-func (c *Client) Capture(ctx context.Context, port string) (io.ReadCloser, error) {
+func (c *Client) Capture(ctx context.Context, port string) (*CaptureStream, error) {
 	p := "/v1/capture"
 	if port != "" {
 		p += "?port=" + url.QueryEscape(port)
@@ -61,7 +61,19 @@ func (c *Client) Capture(ctx context.Context, port string) (io.ReadCloser, error
 	if err != nil {
 		return nil, err
 	}
-	return resp.Body, nil
+	return &CaptureStream{ReadCloser: resp.Body, resp: resp}, nil
+}
+
+// CaptureStream is a capture's pcap stream.
+type CaptureStream struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+// PortLeft reports, once Read has returned io.EOF, whether the capture
+// ended because the port it was limited to left the switch.
+func (s *CaptureStream) PortLeft() bool {
+	return s.resp.Trailer.Get(captureEndHeader) == capturePortLeft
 }
 
 // Detach detaches the port with this ID or name, and returns its final

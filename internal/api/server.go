@@ -250,6 +250,7 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+	w.Header().Set("Trailer", captureEndHeader)
 	pw, err := pcap.NewWriter(w, 0)
 	if err != nil {
 		return
@@ -262,7 +263,15 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
-		case f := <-c.C():
+		case f, ok := <-c.C():
+			if !ok {
+				// The stream ends after its last whole record, and the
+				// trailer tells the client why.
+				if c.PortLeft() {
+					w.Header().Set(captureEndHeader, capturePortLeft)
+				}
+				return
+			}
 			if err := pw.WriteFrame(f.Time, f.Data); err != nil {
 				return
 			}
