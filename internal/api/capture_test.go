@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -134,5 +135,42 @@ func TestCaptureEndsWhenPortLeaves(t *testing.T) {
 	}
 	if !rc.PortLeft() {
 		t.Error("the stream does not say that the port left")
+	}
+}
+
+// TestShutdownCutsStalledCapture: a capture whose reader has stopped
+// reading does not hold up the API's shutdown: its handler, blocked in a
+// write, used to keep the connection until Serve's grace ran out and cut
+// it.
+func TestShutdownCutsStalledCapture(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	p1 := porttest.New(porttest.Config{Name: "one"})
+	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	log, hook := logtest.NewNullLogger()
+	sock, stop := serve(t, &api.Server{Switch: sw, Logger: log})
+	rc, err := api.NewClient(sock).Capture(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	// Nothing reads: 28 MB fill the capture's buffer and the socket's, and
+	// the handler waits in a write.
+	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, make([]byte, 1400))
+	for range 20_000 {
+		if err := p1.Send(fr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	porttest.WaitFor(t, "the switch to take every frame", func() bool { return sw.Stats().Totals.RxFrames == 20_000 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range hook.AllEntries() {
+		if strings.Contains(e.Message, "at shutdown") {
+			t.Errorf("logged %q %v: the shutdown waited for the capture until its grace ran out", e.Message, e.Data)
+		}
 	}
 }

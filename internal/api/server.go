@@ -35,9 +35,19 @@ type Server struct {
 	// would have had, or "" when nothing is dialled there.
 	StopDial func(name string) string
 	// Logger receives the end of each capture that lost frames to a slow
-	// reader; nil discards it.
+	// reader, and connections cut at shutdown; nil discards them.
 	Logger logrus.FieldLogger
 }
+
+const (
+	// shutdownGrace bounds how long Serve waits for requests under way
+	// when ctx ends before it closes their connections.
+	shutdownGrace = time.Second
+	// captureEndGrace is how long a capture's writes may take once ctx
+	// has ended: a reader that reads gets the stream's clean end, one that
+	// has stopped reading is cut off rather than holding up the shutdown.
+	captureEndGrace = 250 * time.Millisecond
+)
 
 // ErrBadRequest marks an Attach error caused by the request itself.
 var ErrBadRequest = errors.New("bad request")
@@ -86,9 +96,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// ctx; a client's idle or half-open connection must not delay
 		// the daemon's exit for longer.
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
-		if hs.Shutdown(sctx) != nil {
+		if err := hs.Shutdown(sctx); err != nil {
+			logx.OrDiscard(s.Logger).WithError(err).Warn("control API: requests still under way at shutdown; their connections are cut")
 			hs.Close()
 		}
 	}()
@@ -249,6 +260,10 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 				Warn("capture ended; its reader was too slow for some frames, which were not captured")
 		}
 	}()
+	rc := http.NewResponseController(w)
+	// A reader that has stopped reading holds the handler in Write: when
+	// the server stops, cut it off after captureEndGrace.
+	defer context.AfterFunc(r.Context(), func() { _ = rc.SetWriteDeadline(time.Now().Add(captureEndGrace)) })()
 	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
 	w.Header().Set("Trailer", captureEndHeader)
 	pw, err := pcap.NewWriter(w, 0)
