@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -172,5 +174,54 @@ func TestShutdownCutsStalledCapture(t *testing.T) {
 		if strings.Contains(e.Message, "at shutdown") {
 			t.Errorf("logged %q %v: the shutdown waited for the capture until its grace ran out", e.Message, e.Data)
 		}
+	}
+}
+
+// TestReadTimeout: a client that sends part of a request does not hold its
+// connection for ever, while a capture's stream lasts longer than the
+// bound on reading a request.
+func TestReadTimeout(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	p1 := porttest.New(porttest.Config{Name: "one"})
+	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &api.Server{Switch: sw, Attach: func(context.Context, api.AttachRequest) error { return nil }}
+	const timeout = 100 * time.Millisecond
+	api.SetReadTimeout(srv, timeout)
+	sock, stop := serve(t, srv)
+	defer stop()
+
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /v1/ports HTTP/1.1\r\nHost: tapswitch\r\nContent-Length: 100\r\n\r\n{\"ta"); err != nil {
+		t.Fatal(err)
+	}
+	// Only a bound for the old code, which waited for the rest.
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Fatalf("the server kept a connection with half a request: %v", err)
+	}
+
+	rc, err := api.NewClient(sock).Capture(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	r, err := pcap.NewReader(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * timeout) // past the bound on reading the request
+	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, []byte("still capturing"))
+	if err := p1.Send(fr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(nil); err != nil {
+		t.Fatalf("the capture ended with the bound on reading its request: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,9 +38,16 @@ type Server struct {
 	// Logger receives the end of each capture that lost frames to a slow
 	// reader, and connections cut at shutdown; nil discards them.
 	Logger logrus.FieldLogger
+
+	// readTimeout bounds reading a request, body included; 0 means
+	// defaultReadTimeout (tests shorten it).
+	readTimeout time.Duration
 }
 
 const (
+	// defaultReadTimeout bounds reading a request, so that a client that
+	// sends part of one does not hold a connection and its goroutine.
+	defaultReadTimeout = 10 * time.Second
 	// shutdownGrace bounds how long Serve waits for requests under way
 	// when ctx ends before it closes their connections.
 	shutdownGrace = time.Second
@@ -87,7 +95,9 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Requests see ctx end, so that a running capture finishes its
 	// stream (the client reads a clean end, not a cut record).
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	// ReadTimeout does not end a long capture: net/http lifts the read
+	// deadline once the request has been read.
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cmp.Or(s.readTimeout, defaultReadTimeout),
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	shut := make(chan struct{})
 	go func() {
