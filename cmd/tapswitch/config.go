@@ -50,7 +50,10 @@ func applyConfigFile(fs *pflag.FlagSet, path string) (configLines, error) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i], m.Content[i+1]
 		fl := fs.Lookup(k.Value)
-		if fl == nil || k.Value == "config" || fl.Hidden {
+		// help is cobra's flag on serve's set, not in a reload's fresh
+		// one: refused as config is, it is refused alike at start and on
+		// SIGHUP.
+		if fl == nil || k.Value == "config" || k.Value == "help" || fl.Hidden {
 			return lines, fmt.Errorf("%s:%d: unknown key %q", path, k.Line, k.Value)
 		}
 		if _, dup := lines.line[k.Value]; dup {

@@ -336,3 +336,18 @@ func TestPlanPorts(t *testing.T) {
 		t.Errorf("distinct ports refused: %v", err)
 	}
 }
+
+// TestConfigHelpKey: "help" in the file is an unknown key at start, as on
+// SIGHUP. Cobra's help flag, in serve's flag set at start but not in the
+// fresh set a reload reads the file into, made it accepted at start only.
+func TestConfigHelpKey(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "ts.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: unix:///tmp/t.sock\nhelp: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := newServeCmd()
+	cmd.InitDefaultHelpFlag()
+	if _, err := applyConfigFile(cmd.Flags(), cfg); err == nil || !strings.Contains(err.Error(), `:2: unknown key "help"`) {
+		t.Errorf("help key at start: %v, want unknown key", err)
+	}
+}
