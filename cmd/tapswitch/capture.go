@@ -31,6 +31,14 @@ the port leaves the switch, with an error saying so.`,
   tapswitch capture --port tap0 -w - | tcpdump -n -r -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// A negative count wrote a header-only file, a negative
+			// duration meant no limit.
+			if count < 0 {
+				return fmt.Errorf("--count %d: must be 0 (no limit) or more", count)
+			}
+			if duration < 0 {
+				return fmt.Errorf("--duration %s: must be 0 (no limit) or more", duration)
+			}
 			ctx := cmd.Context()
 			if duration > 0 {
 				var cancel context.CancelFunc

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -77,5 +78,35 @@ func TestCapturePortLeaves(t *testing.T) {
 	}
 	if r.err == nil || !strings.Contains(r.err.Error(), "port vm left the switch") {
 		t.Errorf("capture: %v (printed %q), want an error saying that port vm left", r.err, r.out)
+	}
+}
+
+// TestCaptureNegativeLimits: a negative --count or --duration is refused
+// before anything is opened. -c -1 wrote a header-only file and exited 0,
+// --duration -5s meant no limit.
+func TestCaptureNegativeLimits(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	sock := serveAPI(t, &api.Server{Switch: sw})
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-c", "-1"}, "--count -1: must be 0 (no limit) or more"},
+		{[]string{"--duration", "-5s"}, "--duration -5s: must be 0 (no limit) or more"},
+	} {
+		file := filepath.Join(t.TempDir(), "c.pcap")
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // a bound for the old code's endless capture
+		root := newRootCmd()
+		root.SetOut(io.Discard)
+		root.SetArgs(append([]string{"capture", "--ctl", sock, "-w", file}, c.args...))
+		err := root.ExecuteContext(ctx)
+		cancel()
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q: %v, want %q", c.args, err, c.want)
+		}
+		if _, err := os.Stat(file); err == nil {
+			t.Errorf("%q: %s written", c.args, file)
+		}
 	}
 }
