@@ -116,3 +116,44 @@ func TestPortKeys(t *testing.T) {
 		t.Error("a refused attach removed a port")
 	}
 }
+
+// TestAnswersAreJSON: POST /v1/ports takes one JSON object and nothing
+// after it (trailing data was ignored: {"tap":"a"} garbage attached a),
+// its 201 answer is JSON (it was text/plain: the header was set after the
+// status), and so are the answers to a path or method the API does not
+// have (they were the mux's text).
+func TestAnswersAreJSON(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	var attached []api.AttachRequest
+	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+		attached = append(attached, req)
+		return nil
+	}})
+	defer stop()
+	for _, body := range []string{`{"tap":"a"} garbage`, `{"tap":"a"}{"connect":"unix:///tmp/q.sock"}`, `{"tap":"a"} {}`} {
+		if code, ctype, answer := rawDo(t, sock, "POST", "/v1/ports", body); code != http.StatusBadRequest || ctype != "application/json" {
+			t.Errorf("POST %s: %d %s %s, want 400 in JSON", body, code, ctype, answer)
+		}
+	}
+	if len(attached) != 0 {
+		t.Errorf("attached %v from requests with trailing data", attached)
+	}
+	code, ctype, answer := rawDo(t, sock, "POST", "/v1/ports", "{\"tap\":\"a\"}\n")
+	if code != http.StatusCreated || ctype != "application/json" || len(attached) != 1 {
+		t.Errorf("POST {\"tap\":\"a\"}: %d %s %s, want 201 in JSON", code, ctype, answer)
+	}
+	for _, c := range []struct {
+		method, path string
+		code         int
+		want         string
+	}{
+		{"GET", "/v1/nonesuch", http.StatusNotFound, `"error":"GET /v1/nonesuch: not found"`},
+		{"DELETE", "/v1/fdb", http.StatusMethodNotAllowed, `"error":"DELETE /v1/fdb: method not allowed"`},
+	} {
+		code, ctype, answer := rawDo(t, sock, c.method, c.path, "")
+		if code != c.code || ctype != "application/json" || !strings.Contains(answer, c.want) {
+			t.Errorf("%s %s: %d %s %s, want %d with %s", c.method, c.path, code, ctype, answer, c.code, c.want)
+		}
+	}
+}

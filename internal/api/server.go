@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -86,7 +87,39 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, ls)
 	})
 	mux.HandleFunc("GET /v1/capture", s.capture)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// No route: the mux's answer (404, or 405 with its Allow header)
+		// as the API's JSON error rather than text.
+		st := &statusOnly{header: w.Header()}
+		mux.ServeHTTP(st, r)
+		if st.code < 400 {
+			w.WriteHeader(st.code)
+			return
+		}
+		writeError(w, st.code, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(st.code))))
+	})
+}
+
+// statusOnly is a ResponseWriter that keeps the status and the header and
+// discards the body.
+type statusOnly struct {
+	header http.Header
+	code   int
+}
+
+func (s *statusOnly) Header() http.Header { return s.header }
+func (s *statusOnly) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+}
+func (s *statusOnly) Write(b []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 // Serve serves the API on ln until ctx ends, then closes every
@@ -146,6 +179,11 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "decode request: "+err.Error())
 		return
 	}
+	// One object: what follows it (a second object, garbage) was ignored.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "decode request: data after the JSON object")
+		return
+	}
 	if (req.Tap == "") == (req.Connect == "") {
 		writeError(w, http.StatusBadRequest, `give exactly one of "tap" and "connect"`)
 		return
@@ -171,6 +209,8 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, err.Error())
 		return
 	}
+	// The header before WriteHeader, or it is text/plain.
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	writeJSON(w, req)
 }
