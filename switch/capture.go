@@ -24,10 +24,16 @@ type CaptureConfig struct {
 	// switch, or at once if no port has the ID: it would otherwise record
 	// the frames flooded to the other ports.
 	Port int
-	// Buffer is the number of frames held for a slow reader (default 1024);
-	// frames beyond it are dropped and counted.
-	Buffer int
+	// Buffer is the number of frames held for a slow reader (default 1024),
+	// and MaxBytes the bytes they may hold in all (default
+	// DefaultCaptureBytes); frames beyond either are dropped and counted.
+	Buffer   int
+	MaxBytes int
 }
+
+// DefaultCaptureBytes bounds the frames a capture holds for a slow reader:
+// 1024 TCP super-frames from taps, of up to 64 KiB each, would pin 64 MiB.
+const DefaultCaptureBytes = 4 << 20
 
 // Capture receives copies of the frames crossing the switch, for
 // `tapswitch capture`. Frames are captured as they enter the switch, after
@@ -48,6 +54,16 @@ type Capture struct {
 	// capture that Close has just taken off the list, and dropped.
 	mu     sync.RWMutex
 	closed bool
+
+	// qmu serializes the offers that get past the filter, so that sizes,
+	// a ring of the lengths of the frames sent on c in order, tells how
+	// many bytes c holds: its last len(c) entries are the frames still
+	// in c, the reader having taken the older ones.
+	qmu   sync.Mutex
+	sizes []int
+	head  int // the oldest entry
+	n     int // the entries
+	held  int // the sum of the entries
 }
 
 // StartCapture starts a capture. Read frames from C; call Close when done.
@@ -55,7 +71,10 @@ func (s *Switch) StartCapture(cfg CaptureConfig) *Capture {
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 1024
 	}
-	c := &Capture{s: s, cfg: cfg, c: make(chan CapturedFrame, cfg.Buffer)}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultCaptureBytes
+	}
+	c := &Capture{s: s, cfg: cfg, c: make(chan CapturedFrame, cfg.Buffer), sizes: make([]int, cfg.Buffer)}
 	s.mu.Lock()
 	caps := append(slices.Clone(s.captureList()), c)
 	s.captures.Store(&caps)
@@ -91,7 +110,8 @@ func (c *Capture) C() <-chan CapturedFrame { return c.c }
 // limited to (CaptureConfig.Port) left the switch.
 func (c *Capture) PortLeft() bool { return c.portLeft.Load() }
 
-// Dropped is the number of frames not captured because C was full.
+// Dropped is the number of frames not captured because C held Buffer
+// frames or MaxBytes bytes.
 func (c *Capture) Dropped() uint64 { return c.dropped.Load() }
 
 // Close stops the capture and closes C. It is idempotent.
@@ -114,8 +134,9 @@ func (c *Capture) Close() {
 	})
 }
 
-// offer hands a copy of fr to c unless c filters it out or is full.
-// in is the ingress port, out the egress port (nil when flooded).
+// offer hands a copy of fr to c unless c filters it out or is full; the
+// copy is made only when it fits. in is the ingress port, out the egress
+// port (nil when flooded).
 func (c *Capture) offer(now time.Time, fr []byte, in, out *Attachment) {
 	// A flooded frame leaves by every port but its ingress one.
 	if p := c.cfg.Port; p != 0 && out != nil && in.id != p && out.id != p {
@@ -126,9 +147,22 @@ func (c *Capture) offer(now time.Time, fr []byte, in, out *Attachment) {
 	if c.closed {
 		return
 	}
-	select {
-	case c.c <- CapturedFrame{Time: now, In: in.id, Data: append([]byte(nil), fr...)}:
-	default:
-		c.dropped.Add(1)
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	// The reader may take more frames meanwhile: held is then high, never
+	// low.
+	for c.n > len(c.c) {
+		c.held -= c.sizes[c.head]
+		c.head = (c.head + 1) % len(c.sizes)
+		c.n--
 	}
+	if c.n == len(c.sizes) || c.held+len(fr) > c.cfg.MaxBytes {
+		c.dropped.Add(1)
+		return
+	}
+	// Does not block: only offers send, under qmu, and c has room.
+	c.c <- CapturedFrame{Time: now, In: in.id, Data: append([]byte(nil), fr...)}
+	c.sizes[(c.head+c.n)%len(c.sizes)] = len(fr)
+	c.n++
+	c.held += len(fr)
 }

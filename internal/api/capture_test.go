@@ -225,3 +225,42 @@ func TestReadTimeout(t *testing.T) {
 		t.Fatalf("the capture ended with the bound on reading its request: %v", err)
 	}
 }
+
+// TestCaptureLimit: at most api.MaxCaptures captures run at once, each
+// holding up to 4 MiB for a slow reader; there was no limit.
+func TestCaptureLimit(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	sock, stop := serve(t, &api.Server{Switch: sw})
+	defer stop()
+	c := api.NewClient(sock)
+	var streams []io.Closer
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for range api.MaxCaptures {
+		rc, err := c.Capture(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, rc)
+	}
+	if rc, err := c.Capture(t.Context(), ""); err == nil || !strings.Contains(err.Error(), "captures are running already") {
+		if rc != nil {
+			rc.Close()
+		}
+		t.Fatalf("capture %d: %v, want it refused", api.MaxCaptures+1, err)
+	}
+	// One ends: another may start.
+	streams[0].Close()
+	streams = streams[1:]
+	porttest.WaitFor(t, "a capture to start after one ended", func() bool {
+		rc, err := c.Capture(t.Context(), "")
+		if err == nil {
+			streams = append(streams, rc)
+		}
+		return err == nil
+	})
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -43,7 +44,14 @@ type Server struct {
 	// readTimeout bounds reading a request, body included; 0 means
 	// defaultReadTimeout (tests shorten it).
 	readTimeout time.Duration
+	// captures counts the running captures (at most MaxCaptures).
+	captures atomic.Int32
 }
+
+// MaxCaptures is how many captures may run at once; GET /v1/capture
+// refuses more with 503. Each holds up to vswitch.DefaultCaptureBytes of
+// frames for a slow reader.
+const MaxCaptures = 16
 
 const (
 	// defaultReadTimeout bounds reading a request, so that a client that
@@ -302,6 +310,12 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 		}
 		cfg.Port = a.ID()
 	}
+	if s.captures.Add(1) > MaxCaptures {
+		s.captures.Add(-1)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%d captures are running already, the most there may be", MaxCaptures))
+		return
+	}
+	defer s.captures.Add(-1)
 	c := s.Switch.StartCapture(cfg)
 	defer func() {
 		c.Close()
