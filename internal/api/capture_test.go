@@ -53,6 +53,10 @@ func TestCaptureLossLogged(t *testing.T) {
 	if e.Level != logrus.WarnLevel || lost == 0 || lost >= 20_000 {
 		t.Fatalf("logged %v %q %v, want a warning with 1..19999 frames lost", e.Level, e.Message, e.Data)
 	}
+	// A capture of every port says so; its port field was empty.
+	if e.Data["port"] != "all" {
+		t.Errorf("logged port=%q, want all", e.Data["port"])
+	}
 }
 
 // TestCaptureEndsCleanlyOnShutdown: when the API stops (the daemon exits),

@@ -320,7 +320,8 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		c.Close()
 		if n := c.Dropped(); n > 0 {
-			logx.OrDiscard(s.Logger).WithFields(logrus.Fields{"port": r.URL.Query().Get("port"), "lost": n}).
+			port := cmp.Or(r.URL.Query().Get("port"), "all")
+			logx.OrDiscard(s.Logger).WithFields(logrus.Fields{"port": port, "lost": n}).
 				Warn("capture ended; its reader was too slow for some frames, which were not captured")
 		}
 	}()
