@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,6 +34,12 @@ type Collector struct {
 	totRxFrames, totRxBytes, totTxFrames, totTxBytes, totDrops *prometheus.Desc
 	// Listening sockets.
 	listenerPorts, dgramDatagrams, dgramDropped *prometheus.Desc
+
+	// kindsMu guards kinds, the port kinds seen: a kind whose last port
+	// has left stays in tapswitch_ports at 0 rather than disappearing,
+	// which alerts and graphs would read as no data.
+	kindsMu sync.Mutex
+	kinds   map[string]bool
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -46,6 +53,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 	}
 	return &Collector{
 		sw:          sw,
+		kinds:       map[string]bool{},
 		dhcp:        dhcp,
 		listeners:   listeners,
 		rxFrames:    d("port_rx_frames_total", "Frames received on the port.", port...),
@@ -120,9 +128,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.backend, v, append(l, name)...)
 		}
 	}
-	for k, n := range kinds {
-		gauge(c.portsByKind, float64(n), k)
+	c.kindsMu.Lock()
+	for k := range kinds {
+		c.kinds[k] = true
 	}
+	for k := range c.kinds {
+		gauge(c.portsByKind, float64(kinds[k]), k)
+	}
+	c.kindsMu.Unlock()
 	t := st.Totals
 	counter(c.totRxFrames, t.RxFrames)
 	counter(c.totRxBytes, t.RxBytes)

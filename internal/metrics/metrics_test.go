@@ -149,4 +149,18 @@ func TestCollector(t *testing.T) {
 			}
 		}
 	}
+
+	// The last port of a kind leaves: the kind's count goes to 0. Its
+	// series used to disappear, which reads as no data.
+	b := sw.Ports()[0]
+	b.Close()
+	<-b.Done()
+	rec = httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if fams, err = parser.TextToMetricFamilies(rec.Body); err != nil {
+		t.Fatalf("parse metrics: %v", err)
+	}
+	if v := value("tapswitch_ports", map[string]string{"kind": "mem"}); v != 0 {
+		t.Errorf("mem ports after the last left = %v, want 0", v)
+	}
 }
