@@ -176,15 +176,23 @@ adds the rest of its counters.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := api.AttachRequest{Tap: tap, Connect: connect}
-			if err := client().Do(cmd.Context(), "POST", "/v1/ports", req, nil); err != nil {
+			var ps vswitch.PortStats
+			if err := client().Do(cmd.Context(), "POST", "/v1/ports", req, &ps); err != nil {
 				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), ps)
 			}
 			if connect != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "connecting to %s: the switch dials until it connects, and again after the connection ends "+
 					"(tapswitch ctl ports shows the port; tapswitch ctl detach %s stops it)\n", connect, connect)
 				return nil
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "attached")
+			if ps.ID == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "attached %s\n", ps.Name) // and already gone
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "attached %s (id %d)\n", ps.Name, ps.ID)
 			return nil
 		},
 	}

@@ -1,9 +1,14 @@
 package main
 
 import (
-	"bytes"
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/tapswitch/tapswitch/internal/api"
+	vswitch "github.com/tapswitch/tapswitch/switch"
+	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
 // TestCtlUnknownCommand: ctl answers a subcommand it does not know as the
@@ -19,17 +24,31 @@ func TestCtlUnknownCommand(t *testing.T) {
 		{[]string{"ctl", "port"}, "Did you mean this?\n\tports"},
 		{[]string{"ctl"}, ""},
 	} {
-		root := newRootCmd()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs(c.args)
-		err := root.Execute()
+		out, err := runCmd(c.args...)
 		switch {
-		case c.want == "" && (err != nil || !strings.Contains(out.String(), "Available Commands:")):
-			t.Errorf("%q: %v, printed %q; want the help", c.args, err, out.String())
+		case c.want == "" && (err != nil || !strings.Contains(out, "Available Commands:")):
+			t.Errorf("%q: %v, printed %q; want the help", c.args, err, out)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%q: %v, want an error containing %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestCtlAttachJSON: ctl attach prints the new port, as JSON with --json,
+// as detach prints the port it removed. --json was accepted and ignored.
+func TestCtlAttachJSON(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	sock := serveAPI(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+		_, err := sw.AddPort(porttest.New(porttest.Config{Name: req.Tap}), vswitch.PortConfig{Kind: "tap"})
+		return err
+	}})
+	out, err := runCmd("ctl", "--ctl", sock, "attach", "--tap", "tap9", "--json")
+	var ps vswitch.PortStats
+	if err != nil || json.Unmarshal([]byte(out), &ps) != nil || ps.Name != "tap9" || ps.ID != 1 || ps.Kind != "tap" {
+		t.Errorf("attach --json: %v, printed %q; want tap9's port as JSON", err, out)
+	}
+	if out, err := runCmd("ctl", "--ctl", sock, "attach", "--tap", "tap10"); err != nil || out != "attached tap10 (id 2)\n" {
+		t.Errorf("attach: %v, printed %q", err, out)
 	}
 }

@@ -3,7 +3,9 @@
 // `tapswitch capture`.
 //
 //	GET    /v1/ports          []Port: live ports with counters and MACs
-//	POST   /v1/ports          AttachRequest: attach a tap or connect to a QEMU server
+//	POST   /v1/ports          AttachRequest: attach a tap or connect to a QEMU server;
+//	                          answers the port's vswitch.PortStats (ID 0 while a
+//	                          URL is being dialled)
 //	DELETE /v1/ports/{id}     detach a port (by ID or name)
 //	GET    /v1/fdb            []vswitch.FDBEntry
 //	POST   /v1/fdb/flush      forget every learned address

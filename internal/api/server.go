@@ -217,10 +217,18 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, err.Error())
 		return
 	}
+	// The new port, as DELETE answers with the old one; a URL being
+	// dialled has no port yet: ID 0 and the name it will have.
+	ps := vswitch.PortStats{Name: req.Tap}
+	if a, err := s.findPort(req.Tap); req.Tap != "" && err == nil {
+		ps = a.Stats()
+	} else if u, err := listen.Parse(req.Connect); err == nil {
+		ps.Name = u.Network + ":" + u.Address
+	}
 	// The header before WriteHeader, or it is text/plain.
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, req)
+	writeJSON(w, ps)
 }
 
 // findPort resolves key to a port: by ID when key is one written as the
