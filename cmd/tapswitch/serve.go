@@ -422,10 +422,18 @@ func (p *plan) planDHCP(o *serveOptions) error {
 	if err := dc.Check(); err != nil {
 		return dhcpFlagError(err, o)
 	}
+	if slices.Contains(o.taps, dhcpPortName) {
+		// Two ports of one name: ctl detach could not tell them apart,
+		// and a reload that drops the tap would find both.
+		return fmt.Errorf("--tap %s: the DHCP responder's port has that name; give the tap another", dhcpPortName)
+	}
 	p.dhcp = dc
 	p.setHostAddrs()
 	return nil
 }
+
+// dhcpPortName is the DHCP responder's port name (dhcp.Server.String).
+const dhcpPortName = "dhcp"
 
 // dhcpFlags names the flag that sets each dhcp.Config field.
 var dhcpFlags = map[string]string{
@@ -1150,7 +1158,7 @@ func (r *reloader) reload() {
 			return false
 		}
 		for _, a := range r.sw.Ports() {
-			if a.Name() == name {
+			if _, isTap := a.Port().(*tap.Device); isTap && a.Name() == name {
 				a.Close()
 			}
 		}

@@ -124,6 +124,11 @@ func TestPlanDHCP(t *testing.T) {
 			t.Errorf("%q: %v, want it to start with %q", c.args, err, c.flag)
 		}
 	}
+	// A tap of the responder's port name: ctl detach could not tell the
+	// two apart, and a reload that dropped the tap closed both.
+	if _, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--dhcp", "--tap", "dhcp"); err == nil || !strings.HasPrefix(err.Error(), "--tap dhcp: ") {
+		t.Errorf("--tap dhcp with the responder: %v, want it refused", err)
+	}
 }
 
 // TestConfigErrorsNameTheLine: an error found after the file was read (by
