@@ -237,7 +237,7 @@ log-level: debug
 		}
 		return false
 	})
-	if len(ls) != 2 || ls[0].URL != "unix://"+stream || ls[0].Kind != "stream" || ls[1].Kind != "datagram" || ls[1].Ports != 0 {
+	if len(ls) != 2 || ls[0].URL != "unix://"+stream || ls[0].Kind != "stream" || ls[0].Stream == nil || ls[1].Kind != "datagram" || ls[1].Ports != 0 {
 		t.Errorf("ctl listeners --json: %+v", ls)
 	}
 	if out := d.ctl(t, "listeners"); !strings.Contains(out, dgramURL) || !strings.Contains(out, "unbound=1") {

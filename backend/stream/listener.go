@@ -84,10 +84,13 @@ type Listener struct {
 	log  logrus.FieldLogger
 	lim  listen.Limiter
 
-	seq  atomic.Uint64
-	done chan struct{}
-	wg   sync.WaitGroup
-	stop func() bool
+	seq atomic.Uint64
+	// accepted counts the clients that got a port; refused those turned
+	// away (see ListenerStats).
+	accepted, refused atomic.Uint64
+	done              chan struct{}
+	wg                sync.WaitGroup
+	stop              func() bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -159,6 +162,21 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg ListenerConfig, sw *vswi
 	return l, nil
 }
 
+// ListenerStats are a stream listener's counters.
+type ListenerStats struct {
+	// Accepted counts the clients that got a port.
+	Accepted uint64 `json:"accepted"`
+	// Refused counts the clients disconnected at once: not in
+	// --allow-uid/--allow-gid (ListenerConfig.AllowUIDs, AllowGIDs), or
+	// refused a port by the switch (Config.MaxPorts reached).
+	Refused uint64 `json:"refused"`
+}
+
+// Stats returns the listener's counters.
+func (l *Listener) Stats() ListenerStats {
+	return ListenerStats{Accepted: l.accepted.Load(), Refused: l.refused.Load()}
+}
+
 // Addr returns the address the listener serves, with the port chosen by
 // the system when a TCP port of 0 was asked for.
 func (l *Listener) Addr() listen.Addr { return l.addr }
@@ -215,6 +233,7 @@ func (l *Listener) attach(c net.Conn) {
 		}
 		if len(l.cfg.AllowUIDs)+len(l.cfg.AllowGIDs) > 0 && (err != nil || !l.cfg.admits(cred)) {
 			c.Close()
+			l.refused.Add(1)
 			// Rate-limited: a refused user may connect as fast as it
 			// likes.
 			if ok, n := l.lim.Allow(); ok {
@@ -245,12 +264,14 @@ func (l *Listener) attach(c net.Conn) {
 	a, err := l.sw.AddPort(conn, pc)
 	if err != nil {
 		conn.Close()
+		l.refused.Add(1)
 		if ok, n := l.lim.Allow(); ok {
 			l.log.WithError(err).WithFields(logrus.Fields{"peer": peer, "suppressed": n}).Warn("cannot attach client")
 		}
 		return
 	}
 	l.ports[a] = struct{}{}
+	l.accepted.Add(1)
 	// Forget the client when its port goes, so that a departed client's
 	// buffers are not kept until the next accept.
 	l.watchers.Go(func() {

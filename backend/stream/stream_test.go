@@ -555,6 +555,31 @@ func TestListenContextCancel(t *testing.T) {
 	l.Close()
 }
 
+// TestListenerCountsClients: clients the listener accepted and those it
+// disconnected at once are counted (a refused stream client used to leave
+// only a rate-limited log line, where a refused datagram sender is
+// counted).
+func TestListenerCountsClients(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log, MaxPorts: 1})
+	defer sw.Close()
+	path := filepath.Join(porttest.SocketDir(t), "count.sock")
+	l, err := Listen(context.Background(), "unix://"+path, ListenerConfig{Logger: log}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for range 3 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	want := ListenerStats{Accepted: 1, Refused: 2}
+	porttest.WaitFor(t, "one client accepted, two refused", func() bool { return l.Stats() == want })
+}
+
 func TestListenRejectsDgram(t *testing.T) {
 	if _, err := Listen(context.Background(), "udp://127.0.0.1:0", ListenerConfig{}, nil); err == nil {
 		t.Fatal("Listen accepted a datagram URL")

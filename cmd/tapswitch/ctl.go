@@ -143,7 +143,9 @@ func newCtlCmd() *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "listeners",
 		Short: "List listening sockets: ports made, datagrams received and dropped",
-		Long: `List the switch's listening sockets with the ports each made. A datagram
+		Long: `List the switch's listening sockets with the ports each made. A stream
+listener counts the clients it refused (not in --allow-uid/--allow-gid, or
+--max-ports reached), shown as refused=N under DROPPED. A datagram
 listener also counts the datagrams it received and those it dropped before
 they reached a port: unbound (the sender's socket is bound to no absolute
 path, so it cannot be answered), invalid (shorter than an Ethernet header,
@@ -159,6 +161,9 @@ adds the rest of its counters.`,
 				fmt.Fprintln(w, "LISTENER\tKIND\tPORTS\tDATAGRAMS\tDROPPED")
 				for _, l := range ls {
 					datagrams, dropped := "-", "-"
+					if s := l.Stream; s != nil {
+						dropped = countSummary([]string{"refused"}, []uint64{s.Refused})
+					}
 					if d := l.Datagram; d != nil {
 						datagrams = strconv.FormatUint(d.Datagrams, 10)
 						dropped = countSummary([]string{"unbound", "invalid", "too_long", "refused"},

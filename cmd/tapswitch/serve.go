@@ -747,7 +747,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	listeners := func() []api.Listener {
 		out := make([]api.Listener, 0, len(streams)+len(dgrams))
 		for _, l := range streams {
-			out = append(out, api.Listener{URL: l.String(), Kind: "stream", Ports: len(l.Ports())})
+			st := l.Stats()
+			out = append(out, api.Listener{URL: l.String(), Kind: "stream", Ports: len(l.Ports()), Stream: &st})
 		}
 		for _, l := range dgrams {
 			st := l.Stats()

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/tapswitch/tapswitch/backend/dgram"
+	"github.com/tapswitch/tapswitch/backend/stream"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -64,6 +65,9 @@ type Listener struct {
 	// datagrams it dropped before they reached a port (unbound senders,
 	// too long, peers refused); nil for a stream listener.
 	Datagram *dgram.Stats `json:"datagram,omitempty"`
+	// Stream holds a stream listener's counters: clients accepted and
+	// refused; nil for a datagram listener.
+	Stream *stream.ListenerStats `json:"stream,omitempty"`
 }
 
 // AttachRequest asks the switch to add a port: exactly one field is set.

@@ -33,7 +33,7 @@ type Collector struct {
 	// per-port series, they never go back when a port leaves.
 	totRxFrames, totRxBytes, totTxFrames, totTxBytes, totDrops *prometheus.Desc
 	// Listening sockets.
-	listenerPorts, dgramDatagrams, dgramDropped *prometheus.Desc
+	listenerPorts, dgramDatagrams, dgramDropped, streamClients *prometheus.Desc
 
 	// kindsMu guards kinds, the port kinds seen: a kind whose last port
 	// has left stays in tapswitch_ports at 0 rather than disappearing,
@@ -84,6 +84,8 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 		listenerPorts: d("listener_ports", "Live ports a listening socket made (clients, datagram peers).",
 			"listener", "kind"),
 		dgramDatagrams: d("dgram_datagrams_total", "Datagrams a datagram listener received.", "listener"),
+		streamClients: d("stream_clients_total", "Clients a stream listener accepted (result=accepted) or "+
+			"disconnected at once (result=refused: not in --allow-uid, or --max-ports reached).", "listener", "result"),
 		dgramDropped: d("dgram_dropped_total", "Datagrams a datagram listener dropped before they reached a port, "+
 			"by reason: unbound (sender bound to no absolute path), invalid (shorter than an Ethernet header, "+
 			"from no peer), too_long, refused (no port for a new sender: too many peers or ports, not in --allow-uid, "+
@@ -97,7 +99,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
 		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool,
 		c.totRxFrames, c.totRxBytes, c.totTxFrames, c.totTxBytes, c.totDrops,
-		c.listenerPorts, c.dgramDatagrams, c.dgramDropped} {
+		c.listenerPorts, c.dgramDatagrams, c.dgramDropped, c.streamClients} {
 		ch <- d
 	}
 }
@@ -160,6 +162,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.listeners != nil {
 		for _, l := range c.listeners() {
 			gauge(c.listenerPorts, float64(l.Ports), l.URL, l.Kind)
+			if s := l.Stream; s != nil {
+				counter(c.streamClients, s.Accepted, l.URL, "accepted")
+				counter(c.streamClients, s.Refused, l.URL, "refused")
+			}
 			if d := l.Datagram; d != nil {
 				counter(c.dgramDatagrams, d.Datagrams, l.URL)
 				counter(c.dgramDropped, d.Unbound, l.URL, "unbound")

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/tapswitch/tapswitch/backend/dgram"
+	"github.com/tapswitch/tapswitch/backend/stream"
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/metrics"
 	vswitch "github.com/tapswitch/tapswitch/switch"
@@ -46,7 +47,7 @@ func TestCollector(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	listeners := func() []api.Listener {
 		return []api.Listener{
-			{URL: "unix:///run/vm.sock", Kind: "stream", Ports: 3},
+			{URL: "unix:///run/vm.sock", Kind: "stream", Ports: 3, Stream: &stream.ListenerStats{Accepted: 9, Refused: 2}},
 			{URL: "unixgram:///run/vz.sock", Kind: "datagram", Ports: 1,
 				Datagram: &dgram.Stats{Datagrams: 40, Unbound: 5, Invalid: 6, TooLong: 7, Refused: 8, Peers: 1}},
 		}
@@ -113,6 +114,11 @@ func TestCollector(t *testing.T) {
 	}
 	if v := value("tapswitch_listener_ports", map[string]string{"listener": "unix:///run/vm.sock", "kind": "stream"}); v != 3 {
 		t.Errorf("stream listener ports = %v, want 3", v)
+	}
+	for result, want := range map[string]float64{"accepted": 9, "refused": 2} {
+		if v := value("tapswitch_stream_clients_total", map[string]string{"listener": "unix:///run/vm.sock", "result": result}); v != want {
+			t.Errorf("stream clients %s = %v, want %v", result, v, want)
+		}
 	}
 	vz := "unixgram:///run/vz.sock"
 	if v := value("tapswitch_dgram_datagrams_total", map[string]string{"listener": vz}); v != 40 {
