@@ -194,9 +194,9 @@ func TestCaptureBytesBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "out", Discard: true}), vswitch.PortConfig{NoReader: true}); err != nil {
-		t.Fatal(err)
-	}
+	// No other port: flooding to one (through the buffer pool, whose
+	// per-P caches miss now and then) would make the allocation counts
+	// below vary from run to run.
 	const size, sent = 9000, 1024
 	bufs, sizes := inputBuf(porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, make([]byte, size-14)))
 	// What forwarding allocates without a capture (the race detector's),
