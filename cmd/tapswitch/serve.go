@@ -438,7 +438,7 @@ const dhcpPortName = "dhcp"
 // dhcpFlags names the flag that sets each dhcp.Config field.
 var dhcpFlags = map[string]string{
 	"Gateway": "gateway", "Range": "dhcp-range", "Static": "dhcp-static", "DNS": "dns",
-	"Domain": "domain", "LeaseTime": "dhcp-lease-time", "MTU": "mtu", "Reserved": "host",
+	"Domain": "domain", "LeaseTime": "dhcp-lease-time", "MTU": "mtu", "Reserved": "host", "Options": "dns",
 }
 
 // dhcpFlagError puts the flag that set the refused field in front of the
@@ -449,8 +449,11 @@ func dhcpFlagError(err error, o *serveOptions) error {
 		return err
 	}
 	flag := dhcpFlags[ce.Field]
-	if flag == "gateway" && o.gateway == "" && len(o.host) > 0 {
+	switch {
+	case flag == "gateway" && o.gateway == "" && len(o.host) > 0:
 		flag = "host" // the gateway is the first --host address
+	case ce.Field == "Options" && len(o.dns) == 0:
+		flag = "domain" // the reply is too long with --dns and --domain together
 	}
 	return fmt.Errorf("--%s: %w", flag, err)
 }

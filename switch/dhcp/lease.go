@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"container/list"
 	"net/netip"
-	"slices"
 	"sort"
 	"time"
 
@@ -159,6 +158,7 @@ type table struct {
 	// of them freed since (lower), lowest first, some taken again since.
 	low      uint64
 	freed    addrHeap
+	inFreed  map[uint32]struct{} // the addresses in freed
 	poolSize int
 	// expiring holds the dynamic bindings and releases by expiry, for
 	// oldestExpired: [0] those of this run, [1] those restored from the
@@ -207,6 +207,7 @@ func newTable(subnet netip.Prefix, start, end netip.Addr, excluded []netip.Addr,
 		byIP:     make(map[netip.Addr]*record),
 		declined: make(map[netip.Addr]time.Time),
 		unsaved:  make(map[vswitch.MAC]struct{}),
+		inFreed:  make(map[uint32]struct{}),
 	}
 	t.low = uint64(t.start)
 	for _, a := range excluded {
@@ -252,16 +253,14 @@ func (t *table) inPool(ip netip.Addr) bool {
 // lower notes that ip may have become free. Every path that frees an
 // address calls it.
 func (t *table) lower(ip netip.Addr) {
-	if a := u32(ip); uint64(a) < t.low && a >= t.start {
-		heap.Push(&t.freed, a)
-		if len(t.freed) > 2*int(t.end-t.start+1) {
-			// Freed and taken again many times over while no new MAC
-			// came to pop them: keep each address once. A sorted slice
-			// is a heap.
-			slices.Sort(t.freed)
-			t.freed = slices.Compact(t.freed)
-		}
+	a := u32(ip)
+	if _, in := t.inFreed[a]; in || uint64(a) >= t.low || a < t.start {
+		return
 	}
+	// Once: an address offered and forgotten over and over (DISCOVERs
+	// answered by another server) would otherwise pile up copies.
+	t.inFreed[a] = struct{}{}
+	heap.Push(&t.freed, a)
 }
 
 // expire forgets lapsed declines and offers, freeing their addresses; a
@@ -404,7 +403,7 @@ func (t *table) lowestFree(now time.Time) (netip.Addr, bool) {
 		if ip := addrFrom(t.freed[0]); t.freeNow(ip, now) {
 			return ip, true // left in freed: popped once taken
 		}
-		heap.Pop(&t.freed)
+		delete(t.inFreed, heap.Pop(&t.freed).(uint32))
 	}
 	for ; t.low <= uint64(t.end); t.low++ {
 		t.scanned++

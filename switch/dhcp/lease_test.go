@@ -503,3 +503,29 @@ func TestTableIndexesMatchScan(t *testing.T) {
 		}
 	}
 }
+
+// TestTableFreedOnce: an address offered and forgotten over and over (a
+// client that takes another server's offer every time) is in the queue of
+// freed addresses once; each round added a copy, so that one client grew
+// it to twice the pool before it was compacted, under the server's lock.
+func TestTableFreedOnce(t *testing.T) {
+	clock := newClock()
+	tb := testTable(t, Config{Range: Range{ip4("198.18.0.10"), ip4("198.18.0.20")}})
+	for i := range 5 {
+		mustBind(t, tb, porttest.MAC(10+i), clock.Now())
+	}
+	m := porttest.MAC(1)
+	// m's address behind the scan's position, so that freeing it queues it.
+	tb.offer(m, netip.Addr{}, clock.Now(), offerHold)
+	tb.offer(porttest.MAC(2), netip.Addr{}, clock.Now(), offerHold)
+	tb.forgetOffer(m)
+	for range 1000 {
+		if _, ok := tb.offer(m, netip.Addr{}, clock.Now(), offerHold); !ok {
+			t.Fatal("no offer")
+		}
+		tb.forgetOffer(m)
+	}
+	if len(tb.freed) > 1 {
+		t.Errorf("%d addresses queued as freed after 1000 offers of one address, want at most 1", len(tb.freed))
+	}
+}

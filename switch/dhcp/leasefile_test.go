@@ -176,14 +176,14 @@ func TestLeaseFileTruncated(t *testing.T) {
 }
 
 // TestLeaseFileTruncatedLoad loads a truncated file through New at every
-// offset: the server starts with the prefix, keeps the cut file aside and
-// rewrites a valid one.
+// offset but 0 (an empty file, TestLeaseFileEmpty): the server starts with
+// the prefix, keeps the cut file aside and rewrites a valid one.
 func TestLeaseFileTruncatedLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes one lease file per byte offset; skipped with -short")
 	}
 	data := encodeLeaseFile(sampleLeases())
-	for n := 0; n < len(data); n++ {
+	for n := 1; n < len(data); n++ {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "leases")
 		if err := os.WriteFile(path, data[:n], 0o644); err != nil {
@@ -294,6 +294,30 @@ func TestLeaseFileNewerVersion(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(path); string(data) != "tapswitch-leases 2\nwhatever\n" {
 		t.Error("a newer lease file was modified")
+	}
+}
+
+// TestLeaseFileEmpty: an empty file, made beforehand to give it a mode
+// (touch, chmod), is an empty lease file: no error, no copy kept aside, and
+// its mode kept. It was reported as a corrupt file.
+func TestLeaseFileEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := newFileServer(t, path, newClock())
+	defer srv.Close()
+	if err := srv.LoadError(); err != nil {
+		t.Errorf("load error %v", err)
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
+		t.Errorf("copies kept aside: %v", aside)
+	}
+	if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 0 {
+		t.Errorf("the file now: %v, %v; want an empty lease file", ls, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, %v; want 0600 kept", fi.Mode(), err)
 	}
 }
 

@@ -422,7 +422,8 @@ func TestChaddrMustBeSource(t *testing.T) {
 	forged := []*dhcpv4.DHCPv4{
 		newMsg(t, dhcpv4.MessageTypeRelease, victim, sid, dhcpv4.WithClientIP(ip.AsSlice())),
 		newMsg(t, dhcpv4.MessageTypeDecline, victim, sid, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.AsSlice()))),
-		newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.AsSlice())),
+		// A renewal of an address the victim does not have.
+		newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.Next().AsSlice())),
 	}
 	for i := 3; i < 13; i++ {
 		forged = append(forged, newMsg(t, dhcpv4.MessageTypeDiscover, porttest.MAC(i)))
@@ -438,11 +439,43 @@ func TestChaddrMustBeSource(t *testing.T) {
 	if st := srv.Stats(); st.ChaddrMismatch != uint64(len(forged)) || st.Dropped != uint64(len(forged)) {
 		t.Errorf("chaddr_mismatch %d, dropped %d; want %d each", st.ChaddrMismatch, st.Dropped, len(forged))
 	}
+	// A renewal of the victim's binding may come from another MAC: a
+	// guest with two interfaces on the segment sends it out of the one
+	// its route picks. It was dropped, and the lease renewed only at T2.
+	renew := newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.AsSlice()))
+	if out := exchange(t, srv, clientFrame(srv.MAC(), rogue, ip, testGW, renew)); len(out) != 1 {
+		t.Errorf("a renewal of %v's binding from %v: %d replies, want its ACK", victim, rogue, len(out))
+	}
 	// The victim itself still may.
 	rel := newMsg(t, dhcpv4.MessageTypeRelease, victim, sid, dhcpv4.WithClientIP(ip.AsSlice()))
 	exchange(t, srv, clientFrame(srv.MAC(), victim, ip, testGW, rel))
 	if ls := srv.Leases(); len(ls) != 1 || ls[0].State != LeaseReleased {
 		t.Errorf("the victim's own RELEASE: %+v", ls)
+	}
+}
+
+// TestLeasesShowLapsedOffer: Leases shows a lapsed offer of a released
+// address as released again, as the lease file has it; it went on showing
+// "offered" with a past expiry until the next DISCOVER or REQUEST.
+func TestLeasesShowLapsedOffer(t *testing.T) {
+	clock := newClock()
+	srv, err := New(Config{Gateway: testGateway, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	m := porttest.MAC(1)
+	ip := acquire(t, srv, m)
+	rel := newMsg(t, dhcpv4.MessageTypeRelease, m, dhcpv4.WithClientIP(ip.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(testGW.AsSlice())))
+	exchange(t, srv, clientFrame(srv.MAC(), m, ip, testGW, rel))
+	exchange(t, srv, bcastFrame(m, newMsg(t, dhcpv4.MessageTypeDiscover, m)))
+	if ls := srv.Leases(); len(ls) != 1 || ls[0].State != LeaseOffered {
+		t.Fatalf("after the DISCOVER: %+v, want the address offered", ls)
+	}
+	clock.Add(offerHold + time.Second)
+	if ls := srv.Leases(); len(ls) != 1 || ls[0].State != LeaseReleased || ls[0].IP != ip {
+		t.Errorf("once the offer lapsed: %+v, want %v released again", ls, ip)
 	}
 }
 

@@ -141,6 +141,7 @@ const (
 	warnLeaseWrite
 	warnQueueFull
 	warnDecline
+	warnChaddr
 	numWarnings
 )
 
@@ -214,6 +215,11 @@ func (srv *Server) load() error {
 	path := srv.s.LeaseFile
 	now := srv.s.Now()
 	data, err := os.ReadFile(path)
+	if err == nil && len(data) == 0 {
+		// Made beforehand (touch, then chmod: the mode is kept), not by a
+		// write of ours, which replaces the file whole: an empty lease file.
+		err = os.ErrNotExist
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		if err := srv.persist(now, true); err != nil {
 			return fmt.Errorf("dhcp server: create lease file: %w", err)
@@ -503,6 +509,7 @@ func (srv *Server) Flush() error {
 func (srv *Server) Leases() []Lease {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	srv.t.expire(srv.s.Now()) // lapsed offers: what they displaced, or gone
 	return srv.t.snapshot()
 }
 
@@ -670,6 +677,23 @@ func addr4(ip net.IP) netip.Addr {
 	return a
 }
 
+// mayComeFromElsewhere reports whether req, naming the client mac, may
+// come from another MAC: a renewal of mac's binding (RENEWING, unicast
+// with ciaddr), which a guest with two interfaces on the segment sends out
+// of whichever its route picks, and an INFORM; neither takes an address
+// from anyone. Everything else must come from mac (see handleDHCP).
+func (srv *Server) mayComeFromElsewhere(req *dhcpv4.DHCPv4, mac vswitch.MAC) bool {
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeInform:
+		return true
+	case dhcpv4.MessageTypeRequest:
+		r := srv.t.byMAC[mac]
+		ciaddr := addr4(req.ClientIPAddr)
+		return r != nil && r.state == LeaseBound && ciaddr.IsValid() && r.ip == ciaddr
+	}
+	return false
+}
+
 func (srv *Server) handleDHCP(src vswitch.MAC, p ipv4Packet, data []byte, now time.Time) {
 	s := srv.s
 	if p.dst != limitedBroadcast && p.dst != s.gw && p.dst != s.bcast {
@@ -691,13 +715,15 @@ func (srv *Server) handleDHCP(src vswitch.MAC, p ipv4Packet, data []byte, now ti
 		return
 	}
 	c := &srv.c
-	if mac != src {
+	if mac != src && !srv.mayComeFromElsewhere(req, mac) {
 		// Leases are keyed by chaddr, and the switch's port security
 		// (--lock-mac, --max-macs-per-port) applies to the Ethernet
 		// source: a message not relayed must come from the client it
 		// names, or a guest could release or decline another's lease.
 		c.chaddrMismatch.Add(1)
 		srv.dropped()
+		srv.warn(warnChaddr, now, srv.log.WithFields(logrus.Fields{"mac": mac, "src": src, "type": req.MessageType()}),
+			"DHCP message naming another client than the frame's source dropped")
 		return
 	}
 	sid := addr4(req.ServerIdentifier())
