@@ -37,6 +37,18 @@ func TestSocketVmnetLinux(t *testing.T) {
 	if _, err := os.Stat(pidfile); err != nil {
 		t.Errorf("pidfile: %v", err)
 	}
+	// A second instance for another network, as lima runs one per
+	// network: both host interfaces were named tapswitch0, so it could
+	// not start.
+	sock2 := filepath.Join(dir, "socket_vmnet.host")
+	d2 := startDaemon(t, ns, socketvmnet.CtlPath(sock2), prog,
+		"--vmnet-mode=host", "--vmnet-gateway=198.18.54.1", "--socket-group=root", sock2)
+	for _, name := range []string{socketvmnet.HostIfname(sock), socketvmnet.HostIfname(sock2)} {
+		if out := ns.IP(t, "-br", "link"); !strings.Contains(out, name) {
+			t.Errorf("host interface %s missing:\n%s", name, out)
+		}
+	}
+	d2.Stop(t)
 	vm := guest.Boot(t, guest.Config{Name: "ts-svm", Netdev: guest.StreamNetdev("n0", sock), DHCP: true})
 	out := vm.MustRun(t, "ip -4 -o addr show dev eth0", 10*time.Second)
 	f := strings.Fields(out)

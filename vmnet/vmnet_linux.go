@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -60,6 +62,7 @@ func Open(cfg Config) (*Interface, error) {
 		h.Close()
 		return nil, err
 	}
+	name = dev.Name() // the kernel's, for a template such as "ts%d"
 	c := &config{h: h, dev: dev, name: name, log: log}
 	mac, err := c.apply(cfg, br)
 	if err != nil {
@@ -68,6 +71,7 @@ func Open(cfg Config) (*Interface, error) {
 		}
 		return nil, err
 	}
+	c.warnSharedSubnets(cfg.Addrs)
 	log.WithFields(logrus.Fields{
 		"port": name, "mac": mac.String(), "addrs": cfg.Addrs, "bridge": cfg.Bridge, "created": dev.Created(),
 	}).Info("host interface up")
@@ -148,6 +152,40 @@ func (c *config) apply(cfg Config, br netlink.Link) (net.HardwareAddr, error) {
 		return nil, nlError(c.name, "look up", err)
 	}
 	return l.Attrs().HardwareAddr, nil
+}
+
+// warnSharedSubnets warns when another interface of the namespace has an
+// address in one of the subnets of addrs: the kernel keeps the route it had
+// first, so the host's replies to guests leave through that interface and
+// the host leg looks dead, with nothing said.
+func (c *config) warnSharedSubnets(addrs []netip.Prefix) {
+	all, err := c.h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return
+	}
+	for _, p := range addrs {
+		if p.Addr().IsLinkLocalUnicast() {
+			continue // every interface has fe80::/64
+		}
+		for _, a := range all {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || a.LinkIndex == c.link.Attrs().Index {
+				continue
+			}
+			bits, _ := a.Mask.Size()
+			other := netip.PrefixFrom(ip.Unmap(), bits)
+			if !other.IsValid() || !other.Overlaps(p) {
+				continue
+			}
+			on := strconv.Itoa(a.LinkIndex)
+			if l, err := c.h.LinkByIndex(a.LinkIndex); err == nil {
+				on = l.Attrs().Name
+			}
+			c.log.WithFields(logrus.Fields{"port": c.name, "addr": p.String(), "other": on, "other_addr": other.String()}).
+				Warn("host interface: its subnet is also on another interface, whose route the kernel takes: " +
+					"replies to guests may leave through that one; remove one of the two addresses")
+		}
+	}
 }
 
 // undo reverts what apply did and closes the tap. A tap tapswitch created

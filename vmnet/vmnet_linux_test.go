@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"go.uber.org/goleak"
 
 	"github.com/tapswitch/tapswitch/backend/tap"
@@ -212,6 +214,33 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if out := ns.IP(t, "-br", "link"); strings.Contains(out, name) {
 		t.Errorf("failed Open left %s behind:\n%s", name, out)
+	}
+}
+
+// TestSharedSubnetWarned: a host address whose subnet another interface
+// of the namespace has is warned about, naming that interface: the kernel
+// routes the subnet through the older one, and the host leg looked dead
+// with nothing said. A name template ("%d") is the kernel's name after
+// Open; it failed the lookup that configures the interface.
+func TestSharedSubnetWarned(t *testing.T) {
+	ns := testnet.NewNS(t)
+	veth := testnet.UniqueName("veth")
+	ns.IP(t, "link", "add", veth, "type", "veth", "peer", "name", testnet.UniqueName("veth"))
+	ns.IP(t, "addr", "add", "198.18.8.2/24", "dev", veth)
+	log, hook := logtest.NewNullLogger()
+	i := mustOpenIn(t, ns, vmnet.Config{Name: "tsh%d", Logger: log,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.8.1/24"), netip.MustParsePrefix("198.18.9.1/24")}})
+	if i.Name() != "tsh0" {
+		t.Errorf("name %q, want tsh0", i.Name())
+	}
+	var warned []string
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.WarnLevel {
+			warned = append(warned, fmt.Sprint(e.Data["addr"], " ", e.Data["other"]))
+		}
+	}
+	if len(warned) != 1 || warned[0] != "198.18.8.1/24 "+veth {
+		t.Errorf("warnings %q, want one for 198.18.8.1/24 on %s", warned, veth)
 	}
 }
 

@@ -212,7 +212,12 @@ func openError(name string, err error) error {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
 		return fmt.Errorf("tap %s: open %s: %w (%w): load the tun module (modprobe tun), "+
 			"or give the container the device (--device /dev/net/tun)", name, tunPath, ErrNoTunDevice, err)
-	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+	case errors.Is(err, unix.EACCES):
+		// The device's mode, which no capability gets past (it is 0600
+		// on some systems, 0666 on most).
+		return fmt.Errorf("tap %s: open %s: %w: the device is not readable and writable by this user "+
+			"(ls -l %s; most systems make it 0666)", name, tunPath, err, tunPath)
+	case errors.Is(err, unix.EPERM):
 		return fmt.Errorf("tap %s: open %s: %w: %s", name, tunPath, err, permHint)
 	}
 	return fmt.Errorf("tap %s: open %s: %w", name, tunPath, err)

@@ -3,8 +3,10 @@ package tap
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,5 +122,19 @@ func TestWaitFileCloseIdempotent(t *testing.T) {
 	}
 	if _, err := d.WriteFrames([][]byte{make([]byte, 80)}, 16); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("WriteFrames after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+// TestOpenErrorEACCES: /dev/net/tun that this user may not open (its mode)
+// is not blamed on a missing CAP_NET_ADMIN, which would not help; both
+// still match fs.ErrPermission, which the default setup treats as "no
+// host interface".
+func TestOpenErrorEACCES(t *testing.T) {
+	err := openError("t0", unix.EACCES)
+	if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), "not readable and writable") || strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+		t.Errorf("EACCES: %v", err)
+	}
+	if err := openError("t0", unix.EPERM); !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+		t.Errorf("EPERM: %v", err)
 	}
 }

@@ -294,6 +294,11 @@ func (o *serveOptions) plan() (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--host %q: want an address with prefix length, e.g. 198.18.0.1/24: %w", h, err)
 		}
+		if pfx.Addr().Is6() && o.mtu != 0 && o.mtu < 1280 {
+			// Linux turns IPv6 off on the interface, and refuses the
+			// address with a bare "invalid argument".
+			return nil, fmt.Errorf("--host %s: IPv6 needs an MTU of 1280 or more, and --mtu is %d", h, o.mtu)
+		}
 		p.hostAddrs = append(p.hostAddrs, pfx)
 	}
 	if o.socketGroup != "" {
@@ -332,8 +337,10 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 
 	wantDHCP := o.dhcp.val || p.defaults && !o.dhcp.set
-	if !wantDHCP && (o.dhcpRange != "" || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
-		return nil, errors.New("--dhcp-range, --dhcp-static, --dns, --domain and --dhcp-lease-file need --dhcp")
+	if !wantDHCP && (o.dhcpRange != "" || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "" ||
+		o.dhcpLeaseTime != dhcp.DefaultLeaseTime || o.gateway != "" && !p.defaults) {
+		// (The default setup's host leg takes --gateway's address without DHCP.)
+		return nil, errors.New("--gateway, --dhcp-range, --dhcp-static, --dns, --domain, --dhcp-lease-time and --dhcp-lease-file need --dhcp")
 	}
 	if len(p.hostAddrs) > 0 || o.hostBridge != "" {
 		p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu, Bridge: o.hostBridge}
@@ -373,12 +380,13 @@ func socketKey(a listen.Addr) string {
 func (p *plan) planDHCP(o *serveOptions) error {
 	dc := &dhcp.Config{LeaseTime: o.dhcpLeaseTime, Domain: o.domain, MTU: o.mtu, LeaseFile: o.dhcpLeaseFile}
 	gw := o.gateway
-	switch {
-	case gw != "":
-	case len(p.hostAddrs) > 0:
-		gw = p.hostAddrs[0].String()
-	default:
+	if gw == "" {
 		gw = defaultGateway
+		// The first IPv4 --host address: an IPv6 one before it was taken,
+		// and refused as a --gateway the user never gave.
+		if i := slices.IndexFunc(p.hostAddrs, func(h netip.Prefix) bool { return h.Addr().Is4() }); i >= 0 {
+			gw = p.hostAddrs[i].String()
+		}
 	}
 	var err error
 	if dc.Gateway, err = parseGateway(gw); err != nil {
@@ -618,7 +626,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	}
 	if p.leaseDir != "" {
 		if err := os.MkdirAll(p.leaseDir, 0o700); err != nil {
-			return fmt.Errorf("lease file directory: %w", err)
+			return fmt.Errorf("lease file directory: %w (set TAPSWITCH_STATE_DIR, or --dhcp-lease-file)", err)
 		}
 	}
 
@@ -926,7 +934,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 // (no --host flags) leaves serve running without one: a missing privilege,
 // or a build without vmnet (macOS without cgo).
 func hostOptional(err error) bool {
-	return errors.Is(err, fs.ErrPermission) || errors.Is(err, errors.ErrUnsupported)
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, errors.ErrUnsupported) || errors.Is(err, tap.ErrNoTunDevice)
 }
 
 // hostAddrsIn returns the addresses the interfaces of this network

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tapswitch/tapswitch/backend/tap"
 	"github.com/tapswitch/tapswitch/vmnet"
 )
 
@@ -128,6 +129,30 @@ func TestPlanDHCP(t *testing.T) {
 	// two apart, and a reload that dropped the tap closed both.
 	if _, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--dhcp", "--tap", "dhcp"); err == nil || !strings.HasPrefix(err.Error(), "--tap dhcp: ") {
 		t.Errorf("--tap dhcp with the responder: %v, want it refused", err)
+	}
+}
+
+// TestPlanHostAndDHCPFlags: the gateway defaults to the first IPv4 --host
+// address (an IPv6 one before it was taken, and refused as a --gateway
+// nobody gave); --gateway and --dhcp-lease-time without --dhcp are refused
+// like the other DHCP flags (they were ignored); an IPv6 --host with an
+// MTU below 1280 is refused with the reason (Linux said "invalid
+// argument").
+func TestPlanHostAndDHCPFlags(t *testing.T) {
+	p, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--host", "fd00:1::1/64", "--host", "198.18.0.1/24", "--dhcp")
+	if err != nil || p.dhcp == nil || p.dhcp.Gateway.String() != "198.18.0.1/24" {
+		t.Errorf("IPv6 --host first: %+v, %v; want DHCP on 198.18.0.1/24", p, err)
+	}
+	for _, args := range [][]string{
+		{"--listen", "unix:///tmp/t.sock", "--gateway", "198.18.0.254/24"},
+		{"--listen", "unix:///tmp/t.sock", "--dhcp-lease-time", "5m"},
+	} {
+		if _, err := planFor(t, "linux", args...); err == nil || !strings.Contains(err.Error(), "need --dhcp") {
+			t.Errorf("%q: %v, want it refused for want of --dhcp", args, err)
+		}
+	}
+	if _, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--host", "fd00:1::1/64", "--mtu", "576"); err == nil || !strings.Contains(err.Error(), "1280") {
+		t.Errorf("IPv6 --host with --mtu 576: %v, want it refused", err)
 	}
 }
 
@@ -279,6 +304,8 @@ func TestHostOptional(t *testing.T) {
 		err  error
 		want bool
 	}{
+		// A container without /dev/net/tun: the default setup goes on without the host leg.
+		{fmt.Errorf("host interface: tap tapswitch0: open /dev/net/tun: %w", tap.ErrNoTunDevice), true},
 		{fmt.Errorf("host interface tapswitch0: create: %w", fs.ErrPermission), true},
 		{fmt.Errorf("host interface vmnet-shared: open: %w: vmnet needs cgo", errors.ErrUnsupported), true},
 		{fmt.Errorf("host interface tapswitch0: %w", vmnet.ErrNoBridge), false},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 
@@ -49,7 +48,7 @@ responder serves gateway+1 to the DHCP end. Run "tapswitch socket-vmnet
 			serve.SetErr(cmd.ErrOrStderr())
 			serve.SilenceErrors, serve.SilenceUsage = true, true
 			if err := serve.ExecuteContext(cmd.Context()); err != nil {
-				return errors.Join(errors.New("socket-vmnet"), err)
+				return fmt.Errorf("socket-vmnet: %w", err)
 			}
 			return nil
 		},

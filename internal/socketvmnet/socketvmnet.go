@@ -23,8 +23,9 @@
 //     tapswitch's DHCP responder stays off: two servers on one segment
 //     would answer the same clients.
 //   - Linux, where there is no vmnet: the host interface is a tap holding
-//     the gateway address, and tapswitch's DHCP responder serves the
-//     range vmnet's would have. Shared mode does no NAT on Linux (add a
+//     the gateway address, named after the socket path (HostIfname), so
+//     that one instance per network can run side by side, and tapswitch's
+//     DHCP responder serves the range vmnet's would have. Shared mode does no NAT on Linux (add a
 //     masquerade rule if the VMs need to get out); bridged mode enslaves
 //     the host interface to the Linux bridge named by --vmnet-interface.
 //   - A network identifier (an isolated host network) means no DHCP, as
@@ -34,6 +35,7 @@ package socketvmnet
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"net/netip"
 	"net/url"
@@ -455,6 +457,7 @@ func (o Options) ServeArgs(goos string) []string {
 		args = append(args, "--host-bridge", o.Interface)
 	case !gw.IsValid():
 		// An isolated network with no gateway: no host address, no DHCP.
+		return args
 	case !o.NetworkID.IsZero():
 		// An isolated network: the host holds the gateway, nobody serves
 		// DHCP (vmnet would not).
@@ -462,7 +465,18 @@ func (o Options) ServeArgs(goos string) []string {
 	default:
 		args = append(args, "--host", gwCIDR, "--gateway", gwCIDR, "--dhcp", "--dhcp-range", dhcpRange)
 	}
-	return args
+	return append(args, "--host-ifname", HostIfname(o.SocketPath))
+}
+
+// HostIfname is the name of the host interface of a socket_vmnet stand-in
+// serving socketPath on Linux: "tsv" and 8 hex digits of a hash of the
+// absolute path. Each instance (lima runs one per network) needs its own,
+// and socket_vmnet's command line has no flag to name it.
+func HostIfname(socketPath string) string {
+	if abs, err := filepath.Abs(socketPath); err == nil {
+		socketPath = abs
+	}
+	return fmt.Sprintf("tsv%08x", crc32.ChecksumIEEE([]byte(socketPath)))
 }
 
 // CtlPath is where the control socket of a socket_vmnet stand-in serving

@@ -259,6 +259,7 @@ var serveFlags = map[string]bool{
 }
 
 func TestServeArgs(t *testing.T) {
+	tsv := HostIfname(sock)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -293,33 +294,33 @@ func TestServeArgs(t *testing.T) {
 
 		{"linux launchd plist", []string{"--vmnet-gateway=192.168.105.1", sock}, "linux", []string{
 			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff",
-			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.254",
+			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.254", "--host-ifname", tsv,
 		}},
 		{"linux short range, pidfile", []string{"-p", "/run/p.pid", "--vmnet-gateway=192.168.105.1", "--vmnet-dhcp-end=192.168.105.100", sock}, "linux", []string{
 			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff", "--pidfile", "/run/p.pid",
-			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.100",
+			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.100", "--host-ifname", tsv,
 		}},
 		{"linux default shared", []string{sock}, "linux", []string{
 			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff",
-			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.254",
+			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.254", "--host-ifname", tsv,
 		}},
 		{"linux default host", []string{"--vmnet-mode=host", sock}, "linux", []string{
 			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff",
-			"--host", "192.168.106.1/24", "--gateway", "192.168.106.1/24", "--dhcp", "--dhcp-range", "192.168.106.2-192.168.106.254",
+			"--host", "192.168.106.1/24", "--gateway", "192.168.106.1/24", "--dhcp", "--dhcp-range", "192.168.106.2-192.168.106.254", "--host-ifname", tsv,
 		}},
 		{"linux bridged", []string{"--vmnet-mode=bridged", "--vmnet-interface=br0", sock}, "linux", []string{
-			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff", "--host-bridge", "br0",
+			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff", "--host-bridge", "br0", "--host-ifname", tsv,
 		}},
 		{"linux isolated with gateway: no DHCP", []string{"--vmnet-mode=host", "--vmnet-network-identifier=" + id2,
 			"--vmnet-gateway=192.168.107.1", sock}, "linux", []string{
-			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff", "--host", "192.168.107.1/24",
+			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff", "--host", "192.168.107.1/24", "--host-ifname", tsv,
 		}},
 		{"linux isolated without gateway", []string{"--vmnet-mode=host", "--vmnet-network-identifier=" + id2, sock}, "linux", []string{
 			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff",
 		}},
 		{"linux interface id ignored", []string{"--vmnet-interface-id=" + id1, "--vmnet-gateway=192.168.105.1", sock}, "linux", []string{
 			"--listen", "unix:///var/run/socket_vmnet", "--socket-group", "staff",
-			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.254",
+			"--host", "192.168.105.1/24", "--gateway", "192.168.105.1/24", "--dhcp", "--dhcp-range", "192.168.105.2-192.168.105.254", "--host-ifname", tsv,
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -347,6 +348,16 @@ func TestServeArgs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHostIfname: two instances (lima runs one per network) get host
+// interfaces of their own, with names Linux takes; both were tapswitch0,
+// so the second could not start.
+func TestHostIfname(t *testing.T) {
+	a, b := HostIfname("/var/run/socket_vmnet.shared"), HostIfname("/var/run/socket_vmnet.host")
+	if a == b || len(a) > 15 || len(b) > 15 || !strings.HasPrefix(a, "tsv") {
+		t.Errorf("host interfaces %q and %q", a, b)
 	}
 }
 
