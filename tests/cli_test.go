@@ -455,6 +455,18 @@ func TestReload(t *testing.T) {
 	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
 		t.Errorf("a file with a bad tap name changed the ports: %v", names)
 	}
+	// A good file whose tap the system refuses (the name is a veth's) is
+	// applied, but not reported as simply reloaded.
+	veth := testnet.UniqueName("tsv")
+	ns.IP(t, "link", "add", veth, "type", "veth", "peer", "name", testnet.UniqueName("tsv"))
+	writeFile(t, cfg, "tap: ["+tap2+", "+veth+"]\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	porttest.WaitFor(t, "the refused tap reported", func() bool {
+		return strings.Contains(d.Output(), "taps could not be attached")
+	})
+	if strings.Count(d.Output(), "configuration reloaded\"") != 1 {
+		t.Errorf("a reload whose tap failed was logged as reloaded:\n%s", d.Output())
+	}
 }
 
 // accepted returns the next connection the switch makes to a stand-in

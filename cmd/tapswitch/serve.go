@@ -1133,6 +1133,7 @@ func (r *reloader) reload() {
 		return
 	}
 	var restart []string
+	failed := 0 // taps the file adds that could not be attached
 	fresh.VisitAll(func(fl *pflag.Flag) {
 		old := r.cmd.Flags().Lookup(fl.Name)
 		switch fl.Name {
@@ -1158,6 +1159,7 @@ func (r *reloader) reload() {
 		if !attached[name] {
 			if err := attachTap(r.sw, name, r.o.mtu, r.o.tapOffload, r.log); err != nil {
 				r.log.WithError(err).WithField("port", name).Error("SIGHUP: attaching tap")
+				failed++
 				continue
 			}
 		}
@@ -1207,6 +1209,11 @@ func (r *reloader) reload() {
 	}
 	if len(restart) > 0 {
 		r.log.WithField("flags", restart).Warn("SIGHUP: these changes take effect after a restart")
+	}
+	if failed > 0 {
+		// The file was fine; the system refused (a tap busy, gone).
+		r.log.WithField("failed_taps", failed).Warn("SIGHUP: configuration reloaded, but taps could not be attached (see above); another SIGHUP retries them")
+		return
 	}
 	r.log.Info("SIGHUP: configuration reloaded")
 }
