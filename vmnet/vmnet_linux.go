@@ -154,37 +154,38 @@ func (c *config) apply(cfg Config, br netlink.Link) (net.HardwareAddr, error) {
 	return l.Attrs().HardwareAddr, nil
 }
 
-// warnSharedSubnets warns when another interface of the namespace has an
-// address in one of the subnets of addrs: the kernel keeps the route it had
-// first, so the host's replies to guests leave through that interface and
-// the host leg looks dead, with nothing said.
+// warnSharedSubnets warns when the kernel routes one of the subnets of
+// addrs through another interface: one that had an address in the same
+// subnet first (or a narrower one) keeps its route, so the host's replies
+// to guests leave through it and the host leg looks dead, with nothing
+// said.
 func (c *config) warnSharedSubnets(addrs []netip.Prefix) {
-	all, err := c.h.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return
-	}
 	for _, p := range addrs {
-		if p.Addr().IsLinkLocalUnicast() {
-			continue // every interface has fe80::/64
+		if p.Addr().IsLinkLocalUnicast() || p.Bits() >= p.Addr().BitLen()-1 {
+			continue // every interface has fe80::/64; a /31 or /32 has no guest to ask about
 		}
-		for _, a := range all {
-			ip, ok := netip.AddrFromSlice(a.IP)
-			if !ok || a.LinkIndex == c.link.Attrs().Index {
-				continue
+		// A guest's address: among the subnet's first, one that is not
+		// this host's (the kernel routes that to itself).
+		var routes []netlink.Route
+		guest := p.Masked().Addr()
+		for range 8 {
+			guest = guest.Next()
+			rs, err := c.h.RouteGet(guest.AsSlice())
+			if err == nil && len(rs) > 0 && rs[0].Type != unix.RTN_LOCAL {
+				routes = rs
+				break
 			}
-			bits, _ := a.Mask.Size()
-			other := netip.PrefixFrom(ip.Unmap(), bits)
-			if !other.IsValid() || !other.Overlaps(p) {
-				continue
-			}
-			on := strconv.Itoa(a.LinkIndex)
-			if l, err := c.h.LinkByIndex(a.LinkIndex); err == nil {
-				on = l.Attrs().Name
-			}
-			c.log.WithFields(logrus.Fields{"port": c.name, "addr": p.String(), "other": on, "other_addr": other.String()}).
-				Warn("host interface: its subnet is also on another interface, whose route the kernel takes: " +
-					"replies to guests may leave through that one; remove one of the two addresses")
 		}
+		if len(routes) == 0 || routes[0].LinkIndex == c.link.Attrs().Index {
+			continue
+		}
+		on := strconv.Itoa(routes[0].LinkIndex)
+		if l, err := c.h.LinkByIndex(routes[0].LinkIndex); err == nil {
+			on = l.Attrs().Name
+		}
+		c.log.WithFields(logrus.Fields{"port": c.name, "addr": p.String(), "guest": guest.String(), "other": on}).
+			Warn("host interface: the kernel routes its subnet through another interface (an address in the same subnet " +
+				"was there first): replies to guests leave through that one; remove one of the two addresses")
 	}
 }
 

@@ -217,19 +217,28 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-// TestSharedSubnetWarned: a host address whose subnet another interface
-// of the namespace has is warned about, naming that interface: the kernel
-// routes the subnet through the older one, and the host leg looked dead
-// with nothing said. A name template ("%d") is the kernel's name after
-// Open; it failed the lookup that configures the interface.
+// TestSharedSubnetWarned: a host address whose subnet the kernel routes
+// through another interface, which had an address in it first, is warned
+// about, naming that interface: the host leg looked dead with nothing
+// said. An interface with a wider prefix, or one that is down, does not
+// take the route, and is not warned about. A name template ("%d") is the
+// kernel's name after Open; it failed the lookup that configures the
+// interface.
 func TestSharedSubnetWarned(t *testing.T) {
 	ns := testnet.NewNS(t)
-	veth := testnet.UniqueName("veth")
-	ns.IP(t, "link", "add", veth, "type", "veth", "peer", "name", testnet.UniqueName("veth"))
+	veth, peer := testnet.UniqueName("veth"), testnet.UniqueName("veth")
+	ns.IP(t, "link", "add", veth, "type", "veth", "peer", "name", peer)
 	ns.IP(t, "addr", "add", "198.18.8.2/24", "dev", veth)
+	ns.IP(t, "addr", "add", "198.18.0.2/15", "dev", peer) // wider: 198.18.9.0/24 is inside
+	down, downPeer := testnet.UniqueName("veth"), testnet.UniqueName("veth")
+	ns.IP(t, "link", "add", down, "type", "veth", "peer", "name", downPeer)
+	ns.IP(t, "addr", "add", "198.18.10.2/24", "dev", down)
+	for _, l := range []string{veth, peer} {
+		ns.SetUp(t, l)
+	}
 	log, hook := logtest.NewNullLogger()
-	i := mustOpenIn(t, ns, vmnet.Config{Name: "tsh%d", Logger: log,
-		Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.8.1/24"), netip.MustParsePrefix("198.18.9.1/24")}})
+	i := mustOpenIn(t, ns, vmnet.Config{Name: "tsh%d", Logger: log, Addrs: []netip.Prefix{
+		netip.MustParsePrefix("198.18.8.1/24"), netip.MustParsePrefix("198.18.9.1/24"), netip.MustParsePrefix("198.18.10.1/24")}})
 	if i.Name() != "tsh0" {
 		t.Errorf("name %q, want tsh0", i.Name())
 	}

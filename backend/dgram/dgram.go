@@ -9,9 +9,10 @@
 // batches (recvmmsg(2) on Linux, one recvfrom(2) per datagram until the
 // socket is empty elsewhere), demultiplexes them by source address and
 // hands each run of consecutive frames from one peer to the peer's
-// Attachment.Input in one call; each peer's port sends to its own address
-// on the shared socket (in batches with sendmmsg(2) on Linux). Neither
-// direction allocates per frame.
+// Attachment.Input in one call; each peer's port sends to its address (in
+// batches with sendmmsg(2) on Linux), from the shared socket, or on Linux
+// from a socket of the peer's own unless the peer's socket is connected to
+// the shared one (see ownSocket). Neither direction allocates per frame.
 //
 // Peers come and go without a connection to tell: a unixgram peer is
 // removed when a send to it fails for good (ECONNREFUSED or ENOENT: its
@@ -189,8 +190,10 @@ type Stats struct {
 	PeersGone    uint64 `json:"peers_gone"`
 	// Peers is the number of current peers.
 	Peers int `json:"peers"`
-	// SendBuffer and RecvBuffer are the socket buffer sizes the system
-	// reports (Linux reports twice the value set, for its bookkeeping).
+	// SendBuffer and RecvBuffer are the listening socket's buffer sizes as
+	// the system reports them (Linux reports twice the value set, for its
+	// bookkeeping); peers sent to from sockets of their own (ownSocket)
+	// have the system's default send buffer.
 	SendBuffer int `json:"send_buffer"`
 	RecvBuffer int `json:"recv_buffer"`
 }
@@ -683,7 +686,7 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 	rc := l.rc
 	if l.ux != nil {
 		var err error
-		if p.own, rc, err = ownSocket(l.cfg.SendBuffer); err != nil {
+		if p.own, rc, err = ownSocket(); err != nil {
 			p.discard()
 			return nil, fmt.Errorf("peer %s: %w", key, err)
 		}
@@ -843,7 +846,8 @@ func (p *peer) ReadFrames([][]byte, []int, int) (int, error) {
 
 // WriteFrames sends each frame as one datagram to the peer's address, as
 // many per system call as the system takes, and returns how many were
-// sent. Sends never wait (the listener's socket is shared). A
+// sent. Sends never wait (the listener's socket is shared by the peers
+// connected to it). A
 // frame the system has no room for (ENOBUFS, EAGAIN) is retried briefly,
 // then it and the rest of the batch are dropped. A peer whose socket is
 // gone (ECONNREFUSED, ENOENT) is removed. Other errors drop the frame and

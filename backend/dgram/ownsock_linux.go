@@ -19,12 +19,17 @@ import (
 // A peer whose socket is connected to the listener's (vfkit, vz) accepts
 // datagrams from that socket only: the first send from this one fails
 // with EPERM, and the peer is sent to from the listener's from then on.
-func ownSocket(sendBuffer int) (*os.File, syscall.RawConn, error) {
+//
+// The socket keeps the system's default send buffer (net.core.wmem_default,
+// 208 KiB): an unconnected receiver holds at most max_dgram_qlen (10)
+// datagrams anyway, and what a peer that stops reading pins in the kernel
+// is this buffer, for each such peer (the listener's larger buffer, for
+// all of them, was what they filled).
+func ownSocket() (*os.File, syscall.RawConn, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, os.NewSyscallError("socket", err)
 	}
-	setBuffer(fd, unix.SO_SNDBUF, sendBuffer)
 	f := os.NewFile(uintptr(fd), "dgram peer socket")
 	rc, err := f.SyscallConn()
 	if err != nil {

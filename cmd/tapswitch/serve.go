@@ -166,7 +166,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.Float64Var(&o.newMACRate, "new-mac-rate", 0, "learn at most this many new MAC addresses per second per VM port (0: no limit)")
 	f.IntVar(&o.maxPorts, "max-ports", 0, "accept at most this many ports in all (0: no limit)")
 	f.VarPF(&o.dhcp, "dhcp", "", "answer DHCP on the segment (on by default in the default setup; --dhcp=false turns it off there)").NoOptDefVal = "true"
-	f.StringVar(&o.gateway, "gateway", "", "gateway address and subnet for DHCP, e.g. 198.18.0.1/24 (default: the first --host address, else "+defaultGateway+")")
+	f.StringVar(&o.gateway, "gateway", "", "gateway address and subnet for DHCP, e.g. 198.18.0.1/24 (default: the first IPv4 --host address, else "+defaultGateway+")")
 	f.StringVar(&o.dhcpRange, "dhcp-range", "", "dynamic DHCP pool START-END (default: the whole gateway subnet)")
 	f.StringArrayVar(&o.dhcpStatic, "dhcp-static", nil, "static lease MAC=IP (repeatable)")
 	f.StringArrayVar(&o.dns, "dns", nil, "DNS server offered by DHCP (repeatable)")
@@ -270,7 +270,8 @@ func (o *serveOptions) plan() (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
-		if slices.ContainsFunc(p.listens, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
+		// (Port 0 asks for a port the system chooses, a new one each time.)
+		if !(!a.IsUnix() && strings.HasSuffix(a.Address, ":0")) && slices.ContainsFunc(p.listens, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
 			return nil, fmt.Errorf("--listen %s: given twice", u)
 		}
 		p.listens = append(p.listens, a)
@@ -459,7 +460,7 @@ func dhcpFlagError(err error, o *serveOptions) error {
 	flag := dhcpFlags[ce.Field]
 	switch {
 	case flag == "gateway" && o.gateway == "" && len(o.host) > 0:
-		flag = "host" // the gateway is the first --host address
+		flag = "host" // the gateway is the first IPv4 --host address
 	case ce.Field == "Options" && len(o.dns) == 0:
 		flag = "domain" // the reply is too long with --dns and --domain together
 	}

@@ -363,8 +363,10 @@ func TestPlanPorts(t *testing.T) {
 	}
 	// Different sockets of one address, and one path in two directories,
 	// are not the same.
+	// Port 0 twice is two ports the system chooses.
 	if _, err := planFor(t, "linux", "--tap", "a", "--tap", "b", "--listen", "tcp://127.0.0.1:5555", "--listen", "udp://127.0.0.1:5555",
-		"--listen", "unix:///tmp/a/t.sock", "--listen", "unix:///tmp/b/t.sock"); err != nil {
+		"--listen", "unix:///tmp/a/t.sock", "--listen", "unix:///tmp/b/t.sock",
+		"--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0", "--listen", "udp://[::1]:0", "--listen", "udp://[::1]:0"); err != nil {
 		t.Errorf("distinct ports refused: %v", err)
 	}
 }

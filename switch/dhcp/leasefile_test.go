@@ -355,6 +355,10 @@ func TestLeaseFileNotALeaseFile(t *testing.T) {
 		if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
 			t.Errorf("%q: kept aside as %v", content, aside)
 		}
+		// Nor is a lock file left beside it (/etc/hosts.lock).
+		if _, err := os.Lstat(path + ".lock"); !os.IsNotExist(err) {
+			t.Errorf("%q: lock file made beside it: %v", content, err)
+		}
 	}
 }
 

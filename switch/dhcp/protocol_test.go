@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -446,11 +447,57 @@ func TestChaddrMustBeSource(t *testing.T) {
 	if out := exchange(t, srv, clientFrame(srv.MAC(), rogue, ip, testGW, renew)); len(out) != 1 {
 		t.Errorf("a renewal of %v's binding from %v: %d replies, want its ACK", victim, rogue, len(out))
 	}
+	// But not one that also names an address (which the REQUEST would
+	// take instead of ciaddr, moving the victim's binding), nor one
+	// broadcast, nor one naming a server: none is a renewal.
+	moved := newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.Next().AsSlice())), dhcpv4.WithOption(dhcpv4.OptHostName("pwned")))
+	named := newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.AsSlice()), sid)
+	for _, f := range [][]byte{
+		clientFrame(srv.MAC(), rogue, ip, testGW, moved),
+		clientFrame(srv.MAC(), rogue, ip, testGW, named),
+		bcastFrame(rogue, renew),
+	} {
+		if out := exchange(t, srv, f); len(out) != 0 {
+			t.Errorf("a REQUEST for %v from %v that is no plain renewal: %d replies", victim, rogue, len(out))
+		}
+	}
+	if ls := srv.Leases(); len(ls) != 1 || ls[0].IP != ip || ls[0].Hostname == "pwned" {
+		t.Errorf("leases after the forged renewals: %+v, want %v still on %v", ls, victim, ip)
+	}
 	// The victim itself still may.
 	rel := newMsg(t, dhcpv4.MessageTypeRelease, victim, sid, dhcpv4.WithClientIP(ip.AsSlice()))
 	exchange(t, srv, clientFrame(srv.MAC(), victim, ip, testGW, rel))
 	if ls := srv.Leases(); len(ls) != 1 || ls[0].State != LeaseReleased {
 		t.Errorf("the victim's own RELEASE: %+v", ls)
+	}
+}
+
+// TestBackendCounters: the responder's counters reach ctl ports --json and
+// /metrics through vswitch.BackendCounter, every one of Stats but the two
+// gauges, by the same names and with the same values. (They were in
+// Stats only, which nothing showed: a dropped chaddr mismatch was seen
+// nowhere.)
+func TestBackendCounters(t *testing.T) {
+	srv, err := New(Config{Gateway: testGateway, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	acquire(t, srv, porttest.MAC(1))
+	exchange(t, srv, bcastFrame(porttest.MAC(2), newMsg(t, dhcpv4.MessageTypeDiscover, porttest.MAC(3))))
+	b, err := json.Marshal(srv.Stats())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]uint64
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "leases_in_use")
+	delete(want, "pool_size")
+	if got := srv.BackendCounters(); !maps.Equal(got, want) || got["chaddr_mismatch"] != 1 {
+		t.Errorf("backend counters %v, want %v (chaddr_mismatch 1)", got, want)
 	}
 }
 

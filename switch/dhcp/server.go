@@ -60,7 +60,10 @@ type Server struct {
 	c counters
 }
 
-var _ vswitch.Port = (*Server)(nil)
+var (
+	_ vswitch.Port           = (*Server)(nil)
+	_ vswitch.BackendCounter = (*Server)(nil)
+)
 
 // pendingReply is a reply built while handling a batch, queued once the
 // lease file is written.
@@ -181,6 +184,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("dhcp server %v: %w", cfg.Gateway, err)
 	}
 	if s.LeaseFile != "" {
+		// Some other file, or a newer format, is refused before the lock
+		// file is made beside it (load checks again under the lock).
+		if data, err := os.ReadFile(s.LeaseFile); err == nil {
+			if _, perr := parseLeaseFile(s.LeaseFile, data); errors.Is(perr, ErrNotLeaseFile) || errors.Is(perr, ErrLeaseFileVersion) {
+				return nil, fmt.Errorf("dhcp server: load lease file: %w (refusing to replace it)", perr)
+			}
+		}
 		if srv.lock, err = lockLeaseFile(s.LeaseFile); err != nil {
 			return nil, fmt.Errorf("dhcp server: %w", err)
 		}
@@ -284,7 +294,6 @@ func (srv *Server) LoadError() error { return srv.loadErr }
 // MAC returns the responder's Ethernet address.
 func (srv *Server) MAC() vswitch.MAC { return srv.s.MAC }
 
-// configOptions returns the modifiers adding the configured options.
 // options returns configOptions for s, or an error if they make a reply
 // larger than every client accepts.
 func (s *settings) options() ([]dhcpv4.Modifier, error) {
@@ -298,6 +307,7 @@ func (s *settings) options() ([]dhcpv4.Modifier, error) {
 	return srv.opts, nil
 }
 
+// configOptions returns the modifiers adding the configured options.
 func (srv *Server) configOptions() []dhcpv4.Modifier {
 	s := srv.s
 	mods := []dhcpv4.Modifier{
@@ -509,8 +519,25 @@ func (srv *Server) Flush() error {
 func (srv *Server) Leases() []Lease {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	srv.t.expire(srv.s.Now()) // lapsed offers: what they displaced, or gone
+	srv.t.expire(srv.s.Now()) // lapsed offers of a release or expired binding: what they displaced
 	return srv.t.snapshot()
+}
+
+// BackendCounters implements vswitch.BackendCounter: the counters of Stats
+// (but the two gauges), by their JSON names, so that `ctl ports --json`
+// and /metrics (tapswitch_port_backend_total) show them on the responder's
+// port.
+func (srv *Server) BackendCounters() map[string]uint64 {
+	c := &srv.c
+	return map[string]uint64{
+		"discovers": c.discovers.Load(), "requests": c.requests.Load(), "releases": c.releases.Load(),
+		"declines": c.declines.Load(), "informs": c.informs.Load(),
+		"offers": c.offers.Load(), "acks": c.acks.Load(), "naks": c.naks.Load(),
+		"dropped": c.dropped.Load(), "malformed": c.malformed.Load(), "chaddr_mismatch": c.chaddrMismatch.Load(),
+		"pool_exhausted": c.exhausted.Load(), "arp_replies": c.arpReplies.Load(), "echo_replies": c.echoReplies.Load(),
+		"queue_full": c.queueFull.Load(), "lease_writes": c.leaseWrites.Load(),
+		"lease_write_errors": c.leaseWriteErrors.Load(), "withheld": c.withheld.Load(),
+	}
 }
 
 // Stats returns the responder's counters.
@@ -677,19 +704,23 @@ func addr4(ip net.IP) netip.Addr {
 	return a
 }
 
-// mayComeFromElsewhere reports whether req, naming the client mac, may
-// come from another MAC: a renewal of mac's binding (RENEWING, unicast
-// with ciaddr), which a guest with two interfaces on the segment sends out
-// of whichever its route picks, and an INFORM; neither takes an address
-// from anyone. Everything else must come from mac (see handleDHCP).
-func (srv *Server) mayComeFromElsewhere(req *dhcpv4.DHCPv4, mac vswitch.MAC) bool {
+// mayComeFromElsewhere reports whether req, sent to dst and naming the
+// client mac, may come from another MAC: a renewal of mac's binding, which
+// a guest with two interfaces on the segment sends out of whichever its
+// route picks, and an INFORM; neither takes an address from anyone. A
+// renewal is a REQUEST in RENEWING state exactly (RFC 2131 4.3.2): unicast
+// to the server, ciaddr the address bound to mac, no server identifier and
+// no requested address (which the REQUEST's handling would take instead
+// of ciaddr, moving the binding). Everything else must come from mac.
+func (srv *Server) mayComeFromElsewhere(req *dhcpv4.DHCPv4, dst netip.Addr, mac vswitch.MAC) bool {
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeInform:
 		return true
 	case dhcpv4.MessageTypeRequest:
 		r := srv.t.byMAC[mac]
 		ciaddr := addr4(req.ClientIPAddr)
-		return r != nil && r.state == LeaseBound && ciaddr.IsValid() && r.ip == ciaddr
+		return dst == srv.s.gw && r != nil && r.state == LeaseBound && ciaddr.IsValid() && r.ip == ciaddr &&
+			!req.Options.Has(dhcpv4.OptionRequestedIPAddress) && !req.Options.Has(dhcpv4.OptionServerIdentifier)
 	}
 	return false
 }
@@ -715,7 +746,8 @@ func (srv *Server) handleDHCP(src vswitch.MAC, p ipv4Packet, data []byte, now ti
 		return
 	}
 	c := &srv.c
-	if mac != src && !srv.mayComeFromElsewhere(req, mac) {
+	foreign := mac != src
+	if foreign && !srv.mayComeFromElsewhere(req, p.dst, mac) {
 		// Leases are keyed by chaddr, and the switch's port security
 		// (--lock-mac, --max-macs-per-port) applies to the Ethernet
 		// source: a message not relayed must come from the client it
@@ -759,7 +791,11 @@ func (srv *Server) handleDHCP(src vswitch.MAC, p ipv4Packet, data []byte, now ti
 			srv.nak(req, "requested address is not on this network")
 			return
 		}
-		if srv.t.bind(mac, ip, sanitizeHostname(req.HostName()), now, s.LeaseTime) == bindRefused {
+		hostname := sanitizeHostname(req.HostName())
+		if foreign {
+			hostname = "" // a renewal from another MAC does not rename the client
+		}
+		if srv.t.bind(mac, ip, hostname, now, s.LeaseTime) == bindRefused {
 			srv.nak(req, "requested address is not available")
 			return
 		}
