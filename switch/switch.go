@@ -24,7 +24,7 @@ const (
 	DefaultMaxFrame = 65535
 	DefaultQueueLen = 512
 	// DefaultQueueBytes bounds the buffer memory one port's queue may
-	// hold: 64 TCP super-frames, ~450 jumbo frames, or all of
+	// hold: 63 TCP super-frames, ~450 jumbo frames, or all of
 	// DefaultQueueLen small frames.
 	DefaultQueueBytes = 4 << 20
 )
@@ -1025,7 +1025,11 @@ func (d *Attachment) wantsDHCP(dst MAC, fr []byte) bool {
 	if udp := ip[ihl:]; udp[2] != 0 || udp[3] != 67 {
 		return false
 	}
-	return dst.Multicast() || netip.AddrFrom4([4]byte(ip[16:20])) == d.cfg.DHCPAddr
+	// Broadcast to everyone (255.255.255.255, as clients without an
+	// address send), or to the responder's address. A request with a
+	// broadcast MAC but another server's address is switched as usual.
+	ipDst := netip.AddrFrom4([4]byte(ip[16:20]))
+	return dst.Multicast() && ipDst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || ipDst == d.cfg.DHCPAddr
 }
 
 // Stats returns a snapshot of every counter.

@@ -587,6 +587,11 @@ func TestDHCPServerPort(t *testing.T) {
 	other := dhcpRequest(porttest.MAC(2), porttest.MAC(0), [4]byte{198, 18, 9, 2})
 	r.send(0, other)
 	r.expect(2, other)
+	// So is one with a broadcast MAC but another server's address: it
+	// went to the responder only.
+	otherBcast := dhcpRequest(porttest.Broadcast, porttest.MAC(0), [4]byte{198, 18, 9, 2})
+	r.send(0, otherBcast)
+	r.expect(2, otherBcast)
 }
 
 // directPort is an in-memory DirectWriter whose direct writes can be made

@@ -232,8 +232,13 @@ func (o *serveOptions) plan() (*plan, error) {
 	}{
 		{"fdb-size", o.fdbSize, o.fdbSize < 1, "positive"},
 		{"fdb-age", o.fdbAge, o.fdbAge <= 0, "positive"},
-		{"queue-len", o.queueLen, o.queueLen < 1, "positive"},
-		{"queue-bytes", o.queueBytes, o.queueBytes < 1, "positive"},
+		// A channel of that many frames is made per port: past a million
+		// it is memory for nothing (a huge value ran the daemon out of
+		// memory at the first client).
+		{"queue-len", o.queueLen, o.queueLen < 1 || o.queueLen > maxQueueLen, "between 1 and 1048576"},
+		// Below one buffer of the largest class every queued frame of
+		// that size is dropped.
+		{"queue-bytes", o.queueBytes, o.queueBytes < minQueueBytes, fmt.Sprintf("at least %d (one TCP super-frame's buffer)", minQueueBytes)},
 		{"max-macs-per-port", o.maxMACs, o.maxMACs < 0, "0 (no limit) or more"},
 		{"new-mac-rate", o.newMACRate, !(o.newMACRate >= 0), "0 (no limit) or more"}, // NaN too
 		{"max-ports", o.maxPorts, o.maxPorts < 0, "0 (no limit) or more"},
@@ -440,6 +445,13 @@ func (p *plan) planDHCP(o *serveOptions) error {
 	p.setHostAddrs()
 	return nil
 }
+
+// Bounds of --queue-len and --queue-bytes; minQueueBytes is the buffer a
+// queued TCP super-frame takes (vswitch.Headroom and 65 553 bytes).
+const (
+	maxQueueLen   = 1 << 20
+	minQueueBytes = vswitch.Headroom + 65553
+)
 
 // dhcpPortName is the DHCP responder's port name (dhcp.Server.String).
 const dhcpPortName = "dhcp"

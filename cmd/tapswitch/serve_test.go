@@ -156,6 +156,24 @@ func TestPlanHostAndDHCPFlags(t *testing.T) {
 	}
 }
 
+// TestPlanQueueBounds: a --queue-len that would make a huge channel per
+// port (the daemon ran out of memory at its first client) and a
+// --queue-bytes below one super-frame's buffer (every such frame dropped)
+// are refused at start.
+func TestPlanQueueBounds(t *testing.T) {
+	for _, args := range [][]string{
+		{"--queue-len", "100000000000"},
+		{"--queue-bytes", "1000"},
+	} {
+		if _, err := planFor(t, "linux", append([]string{"--listen", "unix:///tmp/t.sock"}, args...)...); err == nil || !strings.HasPrefix(err.Error(), args[0]+" ") {
+			t.Errorf("%q: %v, want it refused", args, err)
+		}
+	}
+	if _, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--queue-len", "1048576", "--queue-bytes", "65569"); err != nil {
+		t.Errorf("the bounds themselves: %v", err)
+	}
+}
+
 // TestConfigErrorsNameTheLine: an error found after the file was read (by
 // the plan, or when serve opens what it plans) names the file and the line
 // of the key that set the flag it is about; one about a flag given on the
