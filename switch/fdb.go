@@ -61,6 +61,11 @@ func (f *fdb) learn(mac MAC, a *Attachment, now int64) {
 	if a.removed.Load() {
 		return
 	}
+	if max := a.cfg.MaxMACs; max > 0 && a.macs.Load() >= int64(max) {
+		// At its limit: its expired entries count until a sweep deletes
+		// them (every 30 s at most), so reclaim them first.
+		f.reclaim(now)
+	}
 	if e = f.m[mac]; e != nil {
 		if old := e.port.Load(); old != a {
 			if !a.mayLearn(now) {
@@ -77,12 +82,7 @@ func (f *fdb) learn(mac MAC, a *Attachment, now int64) {
 		return
 	}
 	if len(f.m) >= f.max {
-		// Full: reclaim expired entries, at most once per second so that a
-		// flood of new addresses cannot turn every frame into a full scan.
-		if now-f.lastFullSweep >= int64(time.Second) {
-			f.lastFullSweep = now
-			f.sweepLocked(now)
-		}
+		f.reclaim(now)
 		if len(f.m) >= f.max {
 			f.refused.Add(1)
 			return
@@ -97,6 +97,16 @@ func (f *fdb) learn(mac MAC, a *Attachment, now int64) {
 	e.seen.Store(now)
 	f.m[mac] = e
 	f.learned.Add(1)
+}
+
+// reclaim deletes expired entries for a full table or a port at its
+// MaxMACs, at most once a second, so that a flood of new addresses cannot
+// turn every frame into a full scan. Called with the write lock held.
+func (f *fdb) reclaim(now int64) {
+	if now-f.lastFullSweep >= int64(time.Second) {
+		f.lastFullSweep = now
+		f.sweepLocked(now)
+	}
 }
 
 // lookup returns the port mac lives on, or nil when it is unknown, expired

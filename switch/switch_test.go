@@ -643,6 +643,24 @@ func TestDirectWrite(t *testing.T) {
 	porttest.WaitFor(t, "51 frames counted as sent", func() bool { return r.sw.Stats().Ports[1].TxFrames == 51 })
 }
 
+// TestMaxMACsReclaimsExpired: a port at its --max-macs-per-port learns a
+// new address once one of its own has expired, without waiting for the
+// periodic sweep (up to 30 s during which its new address flooded).
+func TestMaxMACsReclaimsExpired(t *testing.T) {
+	r := newRig(t, 1, vswitch.Config{FDBAge: time.Minute})
+	p := r.addCfg("limited", vswitch.PortConfig{MaxMACs: 1})
+	r.send(p, porttest.Frame(porttest.Broadcast, porttest.MAC(100), 0x0800, []byte("first")))
+	r.expect(0, porttest.Frame(porttest.Broadcast, porttest.MAC(100), 0x0800, []byte("first")))
+	r.clock.Advance(2 * time.Minute)
+	second := porttest.Frame(porttest.Broadcast, porttest.MAC(101), 0x0800, []byte("second"))
+	r.send(p, second)
+	r.expect(0, second)
+	st := r.atts[p].Stats()
+	if st.LearnedMACs != 1 || st.LearnRefused != 0 {
+		t.Errorf("learned %d, refused %d; want the new address learned", st.LearnedMACs, st.LearnRefused)
+	}
+}
+
 func TestPortSecurity(t *testing.T) {
 	r := newRig(t, 1, vswitch.Config{MaxPorts: 5})
 	add := func(name string, cfg vswitch.PortConfig) *vswitch.Attachment {
