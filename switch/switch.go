@@ -698,8 +698,12 @@ func (a *Attachment) drain() {
 		case f := <-a.queue:
 			s.pool.put(f)
 		default:
-			ps := a.Stats()
+			// The final snapshot is taken under mu: Stats, under mu too,
+			// then counts the port either live or by this snapshot, never
+			// by a snapshot older than what it counted live before (the
+			// switch-wide totals went back).
 			s.mu.Lock()
+			ps := a.Stats()
 			delete(s.departing, a)
 			s.gone.addCounters(&ps)
 			if len(s.departed) == maxDeparted {
