@@ -188,16 +188,22 @@ func PrintNetdev(w io.Writer, rawURL string, o NetdevOptions) error {
 	dev, _ := DeviceArgs(o.ID, "", RandomMAC())
 	var b strings.Builder
 	fmt.Fprintf(&b, "# QEMU 7.2 or later:\n%s %s \\\n  %s %s\n", nd[0], shellQuote(nd[1]), dev[0], dev[1])
+	if a.Kind() == listen.KindStream {
+		// -netdev stream's option; the older socket netdev has none.
+		fmt.Fprintf(&b, "# To reconnect by itself if tapswitch restarts, add to that -netdev: reconnect=1 (QEMU 8.0 to 9.1) or reconnect-ms=1000 (9.2 and later).\n")
+	}
 	switch a.Network {
 	case "unix":
 		fd := SocketFDArgs(o.ID, 3)
 		fmt.Fprintf(&b, "# Before QEMU 7.2 (tapswitch connects and passes the socket as fd 3):\ntapswitch qemu --socket %s -- qemu-system-x86_64 ... \\\n  %s %s %s %s\n",
 			shellQuote(a.Address), fd[0], fd[1], dev[0], dev[1])
-		fmt.Fprintf(&b, "# To reconnect by itself if tapswitch restarts, add to -netdev: reconnect=1 (QEMU 8.0 to 9.1) or reconnect-ms=1000 (9.2 and later).\n")
 	case "tcp":
 		host, port, _ := connectHostPort(a.Address)
+		if strings.Contains(host, ":") {
+			fmt.Fprintf(&b, "# Before QEMU 7.2: not supported (the socket netdev takes IPv4 addresses only).\n")
+			break
+		}
 		fmt.Fprintf(&b, "# Before QEMU 7.2:\n-netdev socket,id=%s,connect=%s %s %s\n", o.ID, net.JoinHostPort(host, port), dev[0], dev[1])
-		fmt.Fprintf(&b, "# To reconnect by itself if tapswitch restarts, add to -netdev: reconnect=1 (QEMU 8.0 to 9.1) or reconnect-ms=1000 (9.2 and later).\n")
 	case "unixgram":
 		fmt.Fprintf(&b, "# Give each guest its own id: it names the guest's socket (local.path).\n# Before QEMU 7.2: not supported (no unix datagram netdev).\n")
 	case "udp":

@@ -107,6 +107,9 @@ func TestPrintNetdev(t *testing.T) {
 			"-netdev socket,id=n0,fd=3",
 		}},
 		{"tcp://:5555", []string{"addr.host=127.0.0.1,addr.port=5555", "-netdev socket,id=n0,connect=127.0.0.1:5555"}},
+		// QEMU's socket netdev cannot parse an IPv6 address ("can't
+		// resolve host address '['"): it was printed anyway.
+		{"tcp://[::1]:5557", []string{"addr.host=::1", "Before QEMU 7.2: not supported"}},
 		{"unixgram:///run/vz.sock", []string{"local.path=/run/vz-n0.sock", "not supported"}},
 		{"udp://127.0.0.1:5556", []string{"remote.port=5556", "udp=127.0.0.1:5556,localaddr=127.0.0.1:0"}},
 	}
@@ -120,6 +123,15 @@ func TestPrintNetdev(t *testing.T) {
 				t.Errorf("PrintNetdev(%q) lacks %q:\n%s", tt.url, w, b.String())
 			}
 		}
+	}
+	// The reconnect option follows the stream netdev it belongs to, not
+	// the socket netdev's line, which has no such option.
+	var b strings.Builder
+	if err := PrintNetdev(&b, "tcp://127.0.0.1:5555", NetdevOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); strings.Index(out, "reconnect=1") > strings.Index(out, "-netdev socket") {
+		t.Errorf("the reconnect hint comes after the socket netdev's line:\n%s", out)
 	}
 	if err := PrintNetdev(&strings.Builder{}, "ftp://x:1", NetdevOptions{}); err == nil {
 		t.Fatal("PrintNetdev accepted a bad URL")

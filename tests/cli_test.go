@@ -366,6 +366,31 @@ func TestBadConfig(t *testing.T) {
 	}
 }
 
+// TestConfigSocketInUse: a socket the file names that another program
+// listens on is reported with the file's line, as the docs say (the error
+// named the socket only).
+func TestConfigSocketInUse(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	busy := filepath.Join(dir, "busy.sock")
+	ln, err := net.Listen("unix", busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := filepath.Join(dir, "cfg.yaml")
+	writeFile(t, cfg, "ctl: none\nlisten:\n  - unix://"+busy+"\n")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	out, err := ns.Exec(ctx, bin, "serve", "--config", cfg).CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("serve with a socket in use: exit status 0, or still running after 10 s:\n%s", out)
+	}
+	if want := "cfg.yaml:2: --listen unix://" + busy; !strings.Contains(string(out), want) {
+		t.Errorf("output %q, want %q", out, want)
+	}
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {

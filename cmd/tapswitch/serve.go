@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -260,6 +261,9 @@ func (o *serveOptions) plan() (*plan, error) {
 		if slices.Contains(o.taps[:i], name) {
 			return nil, fmt.Errorf("--tap %s: given twice", name)
 		}
+		if name == o.hostIfname && (len(o.host) > 0 || o.hostBridge != "") {
+			return nil, fmt.Errorf("--tap %s: also the host interface's name (--host-ifname); give one of them another", name)
+		}
 	}
 	p.defaults = len(o.listen) == 0 && len(o.taps) == 0 && len(o.connect) == 0 && len(o.host) == 0 && o.hostBridge == "" && o.hostMode == ""
 	rawListens := o.listen
@@ -515,7 +519,26 @@ func (b *optionalBool) Set(s string) error {
 func (p *plan) setHostAddrs() {
 	if p.host != nil {
 		p.host.Addrs = p.hostAddrs
+		if hostOS != "darwin" {
+			p.host.MAC = hostMAC(p.host.Name, p.hostAddrs)
+		}
 	}
+}
+
+// hostMAC is the Linux host interface's hardware address: derived from its
+// name and first address, so that it is the same at every start. A new
+// random one at each start left the guests' ARP entries for the gateway,
+// which the host leg holds, pointing at the last one: the host was
+// unreachable until they expired (seconds on Linux, 20 minutes on BSD).
+func hostMAC(name string, addrs []netip.Prefix) net.HardwareAddr {
+	seed := "tapswitch host " + name
+	if len(addrs) > 0 {
+		seed += " " + addrs[0].String()
+	}
+	h := sha256.Sum256([]byte(seed))
+	mac := net.HardwareAddr(h[:6])
+	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+	return mac
 }
 
 // planVmnet plans a vmnet.framework host interface (macOS): --gateway is
@@ -729,7 +752,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: streamConn, Port: vmPort,
 				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
-				return err
+				return fmt.Errorf("--listen %s: %w", a, err) // the flag first, for configLines.locate
 			}
 			undo.add(func() { l.Close() })
 			streams = append(streams, l)
@@ -738,7 +761,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort,
 				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
-				return err
+				return fmt.Errorf("--listen %s: %w", a, err)
 			}
 			undo.add(func() { l.Close() })
 			dgrams = append(dgrams, l)
@@ -1063,11 +1086,16 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 	}
 	for _, l := range streams {
 		fmt.Fprintf(w, "\nStream listener %s — connect a QEMU guest with:\n", l.Addr())
-		_ = qemu.PrintNetdev(w, l.Addr().String(), qemu.NetdevOptions{})
+		if err := qemu.PrintNetdev(w, l.Addr().String(), qemu.NetdevOptions{}); err != nil {
+			fmt.Fprintf(w, "# %v\n", err)
+		}
 	}
 	for _, l := range dgrams {
 		fmt.Fprintf(w, "\nDatagram listener %s — connect a QEMU guest with:\n", l.Addr())
-		_ = qemu.PrintNetdev(w, l.Addr().String(), qemu.NetdevOptions{ID: "vm1"})
+		if err := qemu.PrintNetdev(w, l.Addr().String(), qemu.NetdevOptions{ID: "vm1"}); err != nil {
+			// An IPv6 UDP listener, which QEMU's dgram netdev cannot reach.
+			fmt.Fprintf(w, "# %v\n", err)
+		}
 		if l.Addr().Network == "unixgram" {
 			fmt.Fprintf(w, "# vfkit:\nvfkit ... --device virtio-net,unixSocketPath=%s,mac=%s\n", l.Addr().Address, qemu.RandomMAC())
 		}

@@ -156,6 +156,37 @@ func TestPlanHostAndDHCPFlags(t *testing.T) {
 	}
 }
 
+// TestPlanHostMAC: the Linux host interface gets the same MAC at every
+// start (a random one each time left guests' ARP entries for the gateway
+// stale after a restart), one of its own per name, locally administered;
+// a --tap of the host interface's name is refused (it was "in use by
+// another process", this one).
+func TestPlanHostMAC(t *testing.T) {
+	mac := func(args ...string) string {
+		t.Helper()
+		p, err := planFor(t, "linux", args...)
+		if err != nil || p.host == nil || p.host.MAC == nil {
+			t.Fatalf("%q: %+v, %v; want a host interface with a MAC", args, p, err)
+		}
+		if p.host.MAC[0]&1 != 0 || p.host.MAC[0]&2 == 0 {
+			t.Errorf("%q: MAC %v is not unicast and locally administered", args, p.host.MAC)
+		}
+		return p.host.MAC.String()
+	}
+	if a, b := mac(), mac(); a != b {
+		t.Errorf("two starts of the default setup: %s, %s", a, b)
+	}
+	if a, b := mac("--host", "198.18.0.1/24"), mac("--host", "198.18.0.1/24", "--host-ifname", "tsh1"); a == b {
+		t.Errorf("two host interfaces of different names got %s", a)
+	}
+	if p, _ := planFor(t, "darwin"); p == nil || p.host == nil || p.host.MAC != nil {
+		t.Errorf("macOS (vmnet chooses): %+v", p)
+	}
+	if _, err := planFor(t, "linux", "--host", "198.18.0.1/24", "--tap", "tsh1", "--host-ifname", "tsh1"); err == nil || !strings.Contains(err.Error(), "--host-ifname") {
+		t.Errorf("a --tap of the host interface's name: %v, want it refused", err)
+	}
+}
+
 // TestPlanQueueBounds: a --queue-len that would make a huge channel per
 // port (the daemon ran out of memory at its first client) and a
 // --queue-bytes below one super-frame's buffer (every such frame dropped)
