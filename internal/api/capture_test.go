@@ -18,15 +18,44 @@ import (
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
-// TestCaptureLossLogged: frames a capture loses to a reader that does not
-// keep up are not silent: the capture's end is logged with their number.
-func TestCaptureLossLogged(t *testing.T) {
+// memSwitch returns a switch, closed when the test ends, with the
+// in-memory port "one" to send from and a discarding port of each name.
+func memSwitch(t *testing.T, names ...string) (*vswitch.Switch, *porttest.Port) {
+	t.Helper()
 	sw := vswitch.New(vswitch.Config{})
-	defer sw.Close()
+	t.Cleanup(func() { sw.Close() })
 	p1 := porttest.New(porttest.Config{Name: "one"})
 	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
 		t.Fatal(err)
 	}
+	for _, n := range names {
+		if _, err := sw.AddPort(porttest.New(porttest.Config{Name: n, Discard: true}), vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sw, p1
+}
+
+// capture starts a capture of port ("" for all), closed when the test
+// ends, and returns it with a reader of its records.
+func capture(t *testing.T, c *api.Client, port string) (*api.CaptureStream, *pcap.Reader) {
+	t.Helper()
+	rc, err := c.Capture(context.Background(), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	r, err := pcap.NewReader(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc, r
+}
+
+// TestCaptureLossLogged: frames a capture loses to a reader that does not
+// keep up are not silent: the capture's end is logged with their number.
+func TestCaptureLossLogged(t *testing.T) {
+	sw, p1 := memSwitch(t)
 	log, hook := logtest.NewNullLogger()
 	sock, stop := serve(t, &api.Server{Switch: sw, Logger: log})
 	defer stop()
@@ -64,22 +93,9 @@ func TestCaptureLossLogged(t *testing.T) {
 // `tapswitch capture` ends normally. The connection used to be cut, and
 // the reader failed with a truncated record.
 func TestCaptureEndsCleanlyOnShutdown(t *testing.T) {
-	sw := vswitch.New(vswitch.Config{})
-	defer sw.Close()
-	p1 := porttest.New(porttest.Config{Name: "one"})
-	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
-		t.Fatal(err)
-	}
+	sw, p1 := memSwitch(t)
 	sock, stop := serve(t, &api.Server{Switch: sw})
-	rc, err := api.NewClient(sock).Capture(context.Background(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	r, err := pcap.NewReader(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, r := capture(t, api.NewClient(sock), "")
 	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, []byte("before the end"))
 	if err := p1.Send(fr); err != nil {
 		t.Fatal(err)
@@ -99,30 +115,11 @@ func TestCaptureEndsCleanlyOnShutdown(t *testing.T) {
 // after its last whole record when the port leaves the switch, and says
 // so. It used to run on, recording the frames flooded to other ports.
 func TestCaptureEndsWhenPortLeaves(t *testing.T) {
-	sw := vswitch.New(vswitch.Config{})
-	defer sw.Close()
-	p1 := porttest.New(porttest.Config{Name: "one"})
-	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "two", Discard: true}), vswitch.PortConfig{Kind: "mem"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "three", Discard: true}), vswitch.PortConfig{Kind: "mem"}); err != nil {
-		t.Fatal(err)
-	}
+	sw, p1 := memSwitch(t, "two", "three")
 	sock, stop := serve(t, &api.Server{Switch: sw})
 	defer stop()
 	c := api.NewClient(sock)
-	rc, err := c.Capture(t.Context(), "two")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	r, err := pcap.NewReader(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc, r := capture(t, c, "two")
 	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, []byte("flooded"))
 	if err := p1.Send(fr); err != nil {
 		t.Fatal(err)
@@ -149,12 +146,7 @@ func TestCaptureEndsWhenPortLeaves(t *testing.T) {
 // write, used to keep the connection until Serve's grace ran out and cut
 // it.
 func TestShutdownCutsStalledCapture(t *testing.T) {
-	sw := vswitch.New(vswitch.Config{})
-	defer sw.Close()
-	p1 := porttest.New(porttest.Config{Name: "one"})
-	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
-		t.Fatal(err)
-	}
+	sw, p1 := memSwitch(t)
 	log, hook := logtest.NewNullLogger()
 	sock, stop := serve(t, &api.Server{Switch: sw, Logger: log})
 	rc, err := api.NewClient(sock).Capture(context.Background(), "")
@@ -185,12 +177,7 @@ func TestShutdownCutsStalledCapture(t *testing.T) {
 // connection for ever, while a capture's stream lasts longer than the
 // bound on reading a request.
 func TestReadTimeout(t *testing.T) {
-	sw := vswitch.New(vswitch.Config{})
-	defer sw.Close()
-	p1 := porttest.New(porttest.Config{Name: "one"})
-	if _, err := sw.AddPort(p1, vswitch.PortConfig{Kind: "mem"}); err != nil {
-		t.Fatal(err)
-	}
+	sw, p1 := memSwitch(t)
 	srv := &api.Server{Switch: sw, Attach: func(context.Context, api.AttachRequest) error { return nil }}
 	const timeout = 100 * time.Millisecond
 	api.SetReadTimeout(srv, timeout)
@@ -211,15 +198,7 @@ func TestReadTimeout(t *testing.T) {
 		t.Fatalf("the server kept a connection with half a request: %v", err)
 	}
 
-	rc, err := api.NewClient(sock).Capture(t.Context(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	r, err := pcap.NewReader(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, r := capture(t, api.NewClient(sock), "")
 	time.Sleep(3 * timeout) // past the bound on reading the request
 	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, []byte("still capturing"))
 	if err := p1.Send(fr); err != nil {

@@ -96,8 +96,9 @@ func sampleLeases() []Lease {
 	}
 }
 
-func TestLeaseFileRoundTrip(t *testing.T) {
-	data := encodeLeaseFile(sampleLeases())
+// expectSampleLeases checks that data parses as sampleLeases.
+func expectSampleLeases(t *testing.T, what string, data []byte) {
+	t.Helper()
 	got, err := parseLeaseFile("leases", data)
 	if err != nil {
 		t.Fatal(err)
@@ -106,8 +107,13 @@ func TestLeaseFileRoundTrip(t *testing.T) {
 		got[i].Expiry = got[i].Expiry.UTC()
 	}
 	if !reflect.DeepEqual(got, sampleLeases()) {
-		t.Errorf("round trip:\n got %+v\nwant %+v", got, sampleLeases())
+		t.Errorf("%s:\n got %+v\nwant %+v", what, got, sampleLeases())
 	}
+}
+
+func TestLeaseFileRoundTrip(t *testing.T) {
+	data := encodeLeaseFile(sampleLeases())
+	expectSampleLeases(t, "round trip", data)
 	if want := "tapswitch-leases 1\n"; !bytes.HasPrefix(data, []byte(want)) {
 		t.Errorf("file does not start with %q", want)
 	}
@@ -125,16 +131,7 @@ func TestLeaseFileRoundTrip(t *testing.T) {
 // same leases, rather than as a file of a newer version.
 func TestLeaseFileCRLF(t *testing.T) {
 	crlf := bytes.ReplaceAll(encodeLeaseFile(sampleLeases()), []byte("\n"), []byte("\r\n"))
-	got, err := parseLeaseFile("leases", crlf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range got {
-		got[i].Expiry = got[i].Expiry.UTC()
-	}
-	if !reflect.DeepEqual(got, sampleLeases()) {
-		t.Errorf("CRLF file:\n got %+v\nwant %+v", got, sampleLeases())
-	}
+	expectSampleLeases(t, "CRLF file", crlf)
 
 	path := filepath.Join(t.TempDir(), "leases")
 	if err := os.WriteFile(path, crlf, 0o644); err != nil {
