@@ -280,7 +280,8 @@ func (o *serveOptions) plan() (*plan, error) {
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
 		// (Port 0 asks for a port the system chooses, a new one each time.)
-		if !(!a.IsUnix() && strings.HasSuffix(a.Address, ":0")) && slices.ContainsFunc(p.listens, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
+		anyPort := !a.IsUnix() && strings.HasSuffix(a.Address, ":0")
+		if !anyPort && slices.ContainsFunc(p.listens, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
 			return nil, fmt.Errorf("--listen %s: given twice", u)
 		}
 		p.listens = append(p.listens, a)
