@@ -65,8 +65,11 @@ type Config struct {
 	// MaxPorts, if positive, bounds the number of ports; AddPort fails
 	// with ErrTooManyPorts beyond it.
 	MaxPorts int
-	// Now is the clock used for FDB ageing; nil means time.Now. Tests
-	// inject a fake clock to age entries without sleeping.
+	// Now is the clock used for FDB ageing, rate limits and capture
+	// timestamps; nil means time.Now. Tests inject a fake clock to age
+	// entries without sleeping. Ageing measures the time since New on the
+	// monotonic clock when Now's readings carry one (time.Now's do), so a
+	// step of the wall clock neither stalls nor rushes it.
 	Now func() time.Time
 }
 
@@ -124,6 +127,10 @@ type Switch struct {
 
 	forwarded, flooded atomic.Uint64
 
+	// epoch is Now at New, and epochNanos its Unix nanoseconds: see nanos.
+	epoch      time.Time
+	epochNanos int64
+
 	wg   sync.WaitGroup
 	done chan struct{}
 }
@@ -141,11 +148,23 @@ func New(cfg Config) *Switch {
 		departing: make(map[*Attachment]struct{}),
 		locks:     make(map[uint64]*Attachment),
 	}
+	s.epoch = cfg.Now()
+	s.epochNanos = s.epoch.UnixNano()
 	s.ports.Store(&[]*Attachment{})
 	s.wg.Add(1)
 	go s.ager()
 	return s
 }
+
+// nanos is the switch's clock for ageing and rate limits, in nanoseconds:
+// the Unix time at New plus the time elapsed since, which t.Sub measures on
+// the monotonic clock when both readings have one.
+func (s *Switch) nanos(t time.Time) int64 {
+	return s.epochNanos + int64(t.Sub(s.epoch))
+}
+
+// now reads the switch's clock (see nanos).
+func (s *Switch) now() int64 { return s.nanos(s.cfg.Now()) }
 
 // ager deletes expired FDB entries in the background so that the table's
 // size reflects live addresses.
@@ -159,7 +178,7 @@ func (s *Switch) ager() {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.fdb.sweep(s.cfg.Now().UnixNano())
+			s.fdb.sweep(s.now())
 		}
 	}
 }
@@ -782,7 +801,8 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	if a.removed.Load() {
 		return
 	}
-	now := s.cfg.Now().UnixNano()
+	wall := s.cfg.Now()
+	now := s.nanos(wall)
 	ports := *s.ports.Load()
 	dhcp := s.dhcp.Load()
 	var caps []*Capture
@@ -861,7 +881,7 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			clear(hb)
 		}
 		for _, c := range caps {
-			c.offer(time.Unix(0, now), fr, a, out)
+			c.offer(wall, fr, a, out)
 		}
 		if h.GSOType != offload.GSONone {
 			a.forwardGSO(h, b, offset, out, ports)
@@ -874,7 +894,7 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 					merged = a.coal.Merged() - 1
 					for _, c := range caps {
 						for j := i + 1; j <= i+merged; j++ {
-							c.offer(time.Unix(0, now), bufs[j][offset:offset+sizes[j]], a, out)
+							c.offer(wall, bufs[j][offset:offset+sizes[j]], a, out)
 						}
 					}
 					b, off, count = sb, Headroom, merged+1
@@ -1071,14 +1091,14 @@ func (s *Switch) Ports() []*Attachment {
 }
 
 // FDB returns the live FDB entries, ordered by port and MAC.
-func (s *Switch) FDB() []FDBEntry { return s.fdb.entries(s.cfg.Now().UnixNano()) }
+func (s *Switch) FDB() []FDBEntry { return s.fdb.entries(s.now()) }
 
 // FlushFDB forgets every learned address and returns how many there were.
 func (s *Switch) FlushFDB() int { return s.fdb.flush() }
 
 // ExpireFDB deletes the entries that have aged out and returns how many it
 // deleted. The switch does this by itself periodically.
-func (s *Switch) ExpireFDB() int { return s.fdb.sweep(s.cfg.Now().UnixNano()) }
+func (s *Switch) ExpireFDB() int { return s.fdb.sweep(s.now()) }
 
 // Close removes and closes every port and stops the switch, waiting for
 // its goroutines. It is idempotent.

@@ -254,6 +254,10 @@ type Listener struct {
 	lim  listen.Limiter
 
 	sndbuf, rcvbuf int
+	// epoch is the listener's start; peers' lastSeen is measured from it
+	// on the monotonic clock, so a step of the wall clock does not expire
+	// every peer at once or keep idle ones.
+	epoch time.Time
 
 	c    counters
 	done chan struct{}
@@ -293,6 +297,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Swit
 		cfg:   cfg,
 		done:  make(chan struct{}),
 		peers: make(map[peerKey]*peer),
+		epoch: time.Now(),
 	}
 	switch a.Network {
 	case "unixgram":
@@ -466,7 +471,7 @@ func (l *Listener) readLoop() {
 func (l *Listener) handle(srcs []source, bufs [][]byte, sizes []int) {
 	const off = vswitch.Headroom
 	l.c.datagrams.Add(uint64(len(bufs)))
-	now := time.Now().UnixNano()
+	now := int64(time.Since(l.epoch))
 	var (
 		last *peer // the peer of srcs[i-1], if it has one
 		run  *peer // the peer of bufs[from:i], not yet handed on
@@ -733,7 +738,7 @@ func (l *Listener) janitor() {
 			return
 		case <-t.C:
 		}
-		limit := time.Now().Add(-l.cfg.IdleTimeout).UnixNano()
+		limit := int64(time.Since(l.epoch) - l.cfg.IdleTimeout)
 		var idle []*peer
 		l.mu.Lock()
 		for k, p := range l.peers {
@@ -812,7 +817,7 @@ type peer struct {
 	// /proc/self/fd/N of its pinned socket ("@name" for an abstract one).
 	dst string
 
-	lastSeen atomic.Int64 // unix nanoseconds of the last datagram
+	lastSeen atomic.Int64 // nanoseconds from the listener's epoch to the last datagram
 	att      atomic.Pointer[vswitch.Attachment]
 	dead     atomic.Bool
 
