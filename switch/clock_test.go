@@ -15,20 +15,20 @@ import (
 // wall clock, as a step of the system clock (settimeofday, an NTP step)
 // does.
 type steppedClock struct {
-	mu    sync.Mutex
-	base  time.Time     // a real time.Now reading
-	mono  time.Duration // elapsed on both clocks
-	wallΔ time.Duration // wall clock steps, whole seconds
+	mu       sync.Mutex
+	base     time.Time     // a real time.Now reading
+	mono     time.Duration // elapsed on both clocks
+	wallStep time.Duration // sum of the wall clock steps, whole seconds
 }
 
 func (c *steppedClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return stepWall(c.base.Add(c.mono), c.wallΔ)
+	return stepWall(c.base.Add(c.mono), c.wallStep)
 }
 
 func (c *steppedClock) advance(d time.Duration) { c.mu.Lock(); c.mono += d; c.mu.Unlock() }
-func (c *steppedClock) step(d time.Duration)    { c.mu.Lock(); c.wallΔ += d; c.mu.Unlock() }
+func (c *steppedClock) step(d time.Duration)    { c.mu.Lock(); c.wallStep += d; c.mu.Unlock() }
 
 // stepWall returns t with its wall reading moved by d (whole seconds) and
 // its monotonic reading kept. The time package has no way to build such a
