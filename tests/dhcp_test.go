@@ -8,6 +8,7 @@ package tests
 // stream listener; and the lease file across SIGTERM and SIGKILL.
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -352,4 +353,56 @@ func mustMAC(t *testing.T, s string) vswitch.MAC {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestSecondSwitchOnLeaseFile: a second switch given a running one's lease
+// file fails on the file's lock before it creates its host interface (it
+// made the interface, then removed it again).
+func TestSecondSwitchOnLeaseFile(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	leases := filepath.Join(dir, "leases")
+	startSwitch(t, ns, "--host", "198.18.24.1/24", "--host-ifname", testnet.UniqueName("tsh"),
+		"--dhcp", "--dhcp-lease-file", leases, "--listen", "unix://"+filepath.Join(dir, "a.sock"))
+
+	// Watch the namespace's links; a link made and removed (a veth pair:
+	// this kernel has no dummy links) shows that the monitor is listening.
+	mon := ns.Exec(t.Context(), "ip", "-o", "monitor", "link")
+	events := &syncBuffer{}
+	mon.Stdout = events
+	if err := mon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { mon.Process.Kill(); mon.Wait() }()
+	probe := testnet.UniqueName("tsp")
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(events.String(), probe); {
+		if time.Now().After(deadline) {
+			t.Fatalf("ip monitor saw no link events: %q", events.String())
+		}
+		ns.Run(t, "ip", "link", "add", probe, "type", "veth", "peer", "name", probe+"p")
+		ns.Run(t, "ip", "link", "del", probe)
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	second := testnet.UniqueName("tsh")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, err := ns.Exec(ctx, bin, "serve", "--ctl", filepath.Join(dir, "ctl2.sock"), "--host", "198.18.24.1/24",
+		"--host-ifname", second, "--dhcp", "--dhcp-lease-file", leases, "--listen", "unix://"+filepath.Join(dir, "b.sock")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use") {
+		t.Fatalf("second switch on the same lease file: %v\n%s", err, out)
+	}
+	// The monitor reports within milliseconds; another probe marks the
+	// end of what the second switch could have done.
+	end := testnet.UniqueName("tsp")
+	ns.Run(t, "ip", "link", "add", end, "type", "veth", "peer", "name", end+"p")
+	ns.Run(t, "ip", "link", "del", end)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(events.String(), end); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ip monitor did not report %s: %q", end, events.String())
+		}
+	}
+	if strings.Contains(events.String(), second) {
+		t.Errorf("the refused switch created its host interface %s:\n%s", second, events.String())
+	}
 }

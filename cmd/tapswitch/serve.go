@@ -666,6 +666,17 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return fmt.Errorf("lease file directory: %w (set TAPSWITCH_STATE_DIR, or --dhcp-lease-file)", err)
 		}
 	}
+	if p.dhcp != nil && p.dhcp.LeaseFile != "" {
+		// Before the host interface: a second switch given the same lease
+		// file fails without touching the network. Released after the
+		// switch has closed the responder (its last write).
+		lock, err := dhcp.LockLeaseFile(p.dhcp.LeaseFile)
+		if err != nil {
+			return fmt.Errorf("dhcp server: %w", err)
+		}
+		undo.add(lock.Close)
+		p.dhcp.LeaseLock = lock
+	}
 
 	sw := vswitch.New(vswitch.Config{
 		Logger:     log,

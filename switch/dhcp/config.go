@@ -95,6 +95,10 @@ type Config struct {
 	// Now is the clock for leases and the lease file (default time.Now).
 	// Tests inject a fake clock to expire leases without sleeping.
 	Now func() time.Time
+	// LeaseLock, if set, is LeaseFile's lock, taken beforehand with
+	// LockLeaseFile; New takes it over instead of locking the file
+	// itself, and closes it if New fails.
+	LeaseLock *LeaseLock
 }
 
 // Range is an inclusive range of IPv4 addresses.
@@ -165,7 +169,7 @@ var errConfig = errors.New("invalid dhcp configuration")
 type ConfigError struct {
 	// Field is the name of the Config field refused: "Gateway",
 	// "Range", "Reserved", "Static", "DNS", "Domain", "Search",
-	// "LeaseTime", "MTU", "MAC", or "Options" when DNS, Domain and
+	// "LeaseTime", "MTU", "MAC", "LeaseLock", or "Options" when DNS, Domain and
 	// Search together make a reply too long.
 	Field string
 	msg   string
@@ -206,6 +210,9 @@ func (c Config) validate() (*settings, error) {
 		return nil, &ConfigError{Field: field, msg: fmt.Sprintf(format, args...)}
 	}
 	s := &settings{Config: c}
+	if c.LeaseLock != nil && c.LeaseLock.path != c.LeaseFile {
+		return bad("LeaseLock", "lease lock on %s for lease file %q", c.LeaseLock.path, c.LeaseFile)
+	}
 	if !c.Gateway.IsValid() || !c.Gateway.Addr().Is4() {
 		return bad("Gateway", "gateway %v: want an IPv4 address with prefix length, e.g. 198.18.0.1/24", c.Gateway)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,6 +67,36 @@ var ErrLeaseFileVersion = errors.New("unsupported lease file version")
 // server (in this process or another) holds: two servers on one subnet
 // given the same file, typically its default path.
 var ErrLeaseFileInUse = errors.New("in use")
+
+// LeaseLock is a lease file's lock: see LockLeaseFile.
+type LeaseLock struct {
+	path string
+	f    *os.File
+	once sync.Once
+}
+
+// LockLeaseFile takes the lock New takes on path, for a caller that wants
+// to fail on a lease file in use before it builds the rest (tapswitch serve
+// takes it before it creates the host interface): an exclusive lock on
+// PATH.lock, held until Close, or ErrLeaseFileInUse. A file at path that is
+// not a lease file, or of a newer format, is refused before the lock file
+// is made beside it. Pass the lock as Config.LeaseLock.
+func LockLeaseFile(path string) (*LeaseLock, error) {
+	if data, err := os.ReadFile(path); err == nil {
+		// load checks again under the lock.
+		if _, perr := parseLeaseFile(path, data); errors.Is(perr, ErrNotLeaseFile) || errors.Is(perr, ErrLeaseFileVersion) {
+			return nil, fmt.Errorf("load lease file: %w (refusing to replace it)", perr)
+		}
+	}
+	f, err := lockLeaseFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return &LeaseLock{path: path, f: f}, nil
+}
+
+// Close releases the lock; later calls do nothing.
+func (l *LeaseLock) Close() { l.once.Do(func() { l.f.Close() }) }
 
 // ErrNotLeaseFile matches the error for a file whose first line is not a
 // lease file header: the path names some other file. New refuses to start

@@ -700,3 +700,57 @@ func TestLeaseFileLocked(t *testing.T) {
 	}
 	srv.Close()
 }
+
+// TestLeaseLockTakenBefore: a lock taken with LockLeaseFile is New's lock:
+// New takes it over (a second lock fails while the server runs), and closes
+// it when New fails, for a lock of another path too.
+func TestLeaseLockTakenBefore(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leases")
+	lock, err := LockLeaseFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockLeaseFile(path); !errors.Is(err, ErrLeaseFileInUse) {
+		t.Fatalf("second LockLeaseFile: %v, want ErrLeaseFileInUse", err)
+	}
+	srv, err := New(Config{Gateway: testGateway, LeaseFile: path, LeaseLock: lock, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockLeaseFile(path); !errors.Is(err, ErrLeaseFileInUse) {
+		t.Fatalf("LockLeaseFile while the server runs: %v, want ErrLeaseFileInUse", err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lock.Close() // a second Close does nothing
+
+	for _, cfg := range []Config{
+		{Gateway: netip.MustParsePrefix("198.18.0.0/24"), LeaseFile: path}, // the network address
+		{Gateway: testGateway, LeaseFile: filepath.Join(dir, "other")},     // another file's lock
+	} {
+		if lock, err = LockLeaseFile(path); err != nil {
+			t.Fatalf("LockLeaseFile after Close: %v", err)
+		}
+		cfg.LeaseLock = lock
+		if srv, err := New(cfg); err == nil {
+			srv.Close()
+			t.Fatalf("New(%+v) succeeded", cfg)
+		}
+	}
+	if lock, err = LockLeaseFile(path); err != nil {
+		t.Fatalf("LockLeaseFile after New failed: %v", err)
+	}
+	lock.Close()
+
+	if err := os.WriteFile(filepath.Join(dir, "notes"), []byte("my notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockLeaseFile(filepath.Join(dir, "notes")); !errors.Is(err, ErrNotLeaseFile) {
+		t.Errorf("LockLeaseFile of another file: %v, want ErrNotLeaseFile", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "notes.lock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a lock file was made beside another file: %v", err)
+	}
+}

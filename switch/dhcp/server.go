@@ -43,8 +43,8 @@ type Server struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	loadErr   error
-	// lock holds the lease file's lock (see lockLeaseFile) until Close.
-	lock *os.File
+	// lock holds the lease file's lock (see LockLeaseFile) until Close.
+	lock *LeaseLock
 
 	// mu guards the table and everything below. It is held across a
 	// lease file write so that the file always follows the table in
@@ -167,7 +167,14 @@ type rateLimit struct {
 // is not a lease file (its first line is not the header: ErrNotLeaseFile)
 // or is of a newer format (ErrLeaseFileVersion); it leaves such a file as
 // it is. A rewritten file keeps the permission bits of the one it replaces.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (_ *Server, err error) {
+	if cfg.LeaseLock != nil {
+		defer func() {
+			if err != nil {
+				cfg.LeaseLock.Close()
+			}
+		}()
+	}
 	s, err := cfg.validate()
 	if err != nil {
 		return nil, fmt.Errorf("dhcp server %v: %w", cfg.Gateway, err)
@@ -184,15 +191,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("dhcp server %v: %w", cfg.Gateway, err)
 	}
 	if s.LeaseFile != "" {
-		// Some other file, or a newer format, is refused before the lock
-		// file is made beside it (load checks again under the lock).
-		if data, err := os.ReadFile(s.LeaseFile); err == nil {
-			if _, perr := parseLeaseFile(s.LeaseFile, data); errors.Is(perr, ErrNotLeaseFile) || errors.Is(perr, ErrLeaseFileVersion) {
-				return nil, fmt.Errorf("dhcp server: load lease file: %w (refusing to replace it)", perr)
+		if srv.lock = cfg.LeaseLock; srv.lock == nil {
+			if srv.lock, err = LockLeaseFile(s.LeaseFile); err != nil {
+				return nil, fmt.Errorf("dhcp server: %w", err)
 			}
-		}
-		if srv.lock, err = lockLeaseFile(s.LeaseFile); err != nil {
-			return nil, fmt.Errorf("dhcp server: %w", err)
 		}
 		if err := srv.load(); err != nil {
 			srv.lock.Close()
