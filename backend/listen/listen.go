@@ -60,7 +60,10 @@ func Parse(s string) (Addr, error) {
 	case "unix", "unixgram":
 		switch {
 		case u.Opaque != "":
-			a.Address = u.Opaque
+			// A relative path: url.Parse leaves it escaped.
+			if a.Address, err = url.PathUnescape(u.Opaque); err != nil {
+				return Addr{}, fmt.Errorf("parse address %q: %w", s, err)
+			}
 		case u.Host != "":
 			return Addr{}, fmt.Errorf("parse address %q: %s URL has host %q; write %s:///absolute/path", s, u.Scheme, u.Host, u.Scheme)
 		default:
@@ -100,13 +103,17 @@ func (a Addr) Kind() string {
 // IsUnix reports whether a names a unix socket file.
 func (a Addr) IsUnix() bool { return a.Network == "unix" || a.Network == "unixgram" }
 
-// String returns a in URL form, which Parse accepts.
+// pathEscaper escapes what Parse would read as an escape, a query or a
+// fragment in a socket path.
+var pathEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
+
+// String returns a in URL form, which Parse accepts and reads back as a.
 func (a Addr) String() string {
 	if a.IsUnix() {
 		if strings.HasPrefix(a.Address, "/") {
-			return a.Network + "://" + a.Address
+			return a.Network + "://" + pathEscaper.Replace(a.Address)
 		}
-		return a.Network + ":" + a.Address
+		return a.Network + ":" + pathEscaper.Replace(a.Address)
 	}
 	return a.Network + "://" + a.Address
 }
