@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -715,6 +716,15 @@ func TestAttachConnectStoppable(t *testing.T) {
 	out, err := exec.Command(bin, "ctl", "--ctl", d.Ctl, "attach", "--connect", url).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "being dialled already") {
 		t.Errorf("second ctl attach --connect of %s: %v, %q; want it refused", url, err, out)
+	}
+	// As a tap attached twice, with 409 (it was 400).
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
+	}}}
+	if resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(`{"connect":"`+url+`"}`)); err != nil {
+		t.Error(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusConflict {
+		t.Errorf("POST /v1/ports of a URL being dialled: %s, want 409", resp.Status)
 	}
 	if out := d.ctl(t, "detach", url); !strings.Contains(out, "stopped dialling unix:"+qsock) {
 		t.Errorf("ctl detach %s: %q", url, out)

@@ -878,7 +878,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			dialMu.Lock()
 			defer dialMu.Unlock()
 			if ds, _, _ := dialer(key); ds != nil || slices.ContainsFunc(sw.Ports(), func(p *vswitch.Attachment) bool { return p.Name() == key }) {
-				return fmt.Errorf("%w: %s is connected or being dialled already (tapswitch ctl detach %s ends it)", api.ErrBadRequest, key, key)
+				return fmt.Errorf("%w: %s is connected or being dialled already (tapswitch ctl detach %s ends it)", api.ErrConflict, key, key)
 			}
 			ctx, cancel := context.WithCancel(gctx)
 			ds := &dialState{cancel: cancel, done: make(chan struct{})}

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -154,6 +156,31 @@ func TestAnswersAreJSON(t *testing.T) {
 		code, ctype, answer := rawDo(t, sock, c.method, c.path, "")
 		if code != c.code || ctype != "application/json" || !strings.Contains(answer, c.want) {
 			t.Errorf("%s %s: %d %s %s, want %d with %s", c.method, c.path, code, ctype, answer, c.code, c.want)
+		}
+	}
+}
+
+// TestAttachErrorCodes: Attach's errors marked ErrBadRequest answer 400,
+// ErrConflict 409 (a URL being dialled already was 400, a tap attached
+// already 409), anything else 500.
+func TestAttachErrorCodes(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	errs := map[string]error{
+		"unix:///tmp/bad.sock":  fmt.Errorf("%w: not a stream URL", api.ErrBadRequest),
+		"unix:///tmp/dup.sock":  fmt.Errorf("%w: being dialled already", api.ErrConflict),
+		"unix:///tmp/fail.sock": errors.New("out of descriptors"),
+	}
+	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+		return errs[req.Connect]
+	}})
+	defer stop()
+	for url, want := range map[string]int{
+		"unix:///tmp/bad.sock": http.StatusBadRequest, "unix:///tmp/dup.sock": http.StatusConflict,
+		"unix:///tmp/fail.sock": http.StatusInternalServerError, "unix:///tmp/ok.sock": http.StatusCreated,
+	} {
+		if code, _, body := rawDo(t, sock, "POST", "/v1/ports", `{"connect":"`+url+`"}`); code != want {
+			t.Errorf("attach %s: %d %s, want %d", url, code, body, want)
 		}
 	}
 }

@@ -66,8 +66,13 @@ const (
 	captureEndGrace = 250 * time.Millisecond
 )
 
-// ErrBadRequest marks an Attach error caused by the request itself.
+// ErrBadRequest marks an Attach error caused by the request itself
+// (answered 400).
 var ErrBadRequest = errors.New("bad request")
+
+// ErrConflict marks an Attach error for what is attached already (answered
+// 409, as a tap attached twice is).
+var ErrConflict = errors.New("conflict")
 
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler {
@@ -211,8 +216,11 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.Attach(r.Context(), req); err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, ErrBadRequest) {
+		switch {
+		case errors.Is(err, ErrBadRequest):
 			code = http.StatusBadRequest
+		case errors.Is(err, ErrConflict):
+			code = http.StatusConflict
 		}
 		writeError(w, code, err.Error())
 		return
