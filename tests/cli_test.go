@@ -809,3 +809,86 @@ func TestDefaultSetup(t *testing.T) {
 		t.Errorf("lease file: %v\n%s", err, leases)
 	}
 }
+
+// TestSIGHUPDuringSetupAndShutdown: a SIGHUP at any time once the switch
+// has begun is caught. One during set-up ended the process (status 129)
+// and left its sockets and pidfile; one during shutdown cut the cleanup
+// short and left the host interface's address and created devices.
+func TestSIGHUPDuringSetupAndShutdown(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	host, tap := testnet.UniqueName("tsh"), testnet.UniqueName("tst")
+	ctl, sock, pid := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "vm.sock"), filepath.Join(dir, "ts.pid")
+	cmd := ns.Exec(t.Context(), bin, "serve", "--ctl", ctl, "--listen", "unix://"+sock, "--pidfile", pid,
+		"--tap", tap, "--host", "198.18.25.1/24", "--host-ifname", host)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("tapswitch output:\n%s", out)
+		}
+	}()
+	// hup sends SIGHUP every millisecond until stop is closed or the
+	// process has exited.
+	hup := func(stop <-chan struct{}) {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-exited:
+				return
+			default:
+			}
+			cmd.Process.Signal(syscall.SIGHUP)
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Before its first line the process may not run Go code yet, and a
+	// SIGHUP then ends any program that has not set a handler.
+	porttest.WaitFor(t, "the switch's first output", func() bool { return out.String() != "" })
+	stop := make(chan struct{})
+	go hup(stop)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var st vswitch.Stats
+		if api.NewClient(ctl).Do(t.Context(), "GET", "/v1/stats", nil, &st) == nil {
+			break
+		}
+		select {
+		case <-exited:
+			close(stop)
+			t.Fatalf("SIGHUPs during set-up: the switch exited: %v", cmd.ProcessState)
+		default:
+		}
+		if time.Now().After(deadline) {
+			close(stop)
+			t.Fatal("the switch did not answer within 20 s")
+		}
+	}
+	close(stop)
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	go hup(nil)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the switch did not exit within 20 s of SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("SIGTERM and SIGHUPs: exit %v, want 0", cmd.ProcessState)
+	}
+	for _, f := range []string{ctl, sock, pid} {
+		if _, err := os.Lstat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after shutdown: %v", f, err)
+		}
+	}
+	if links := ns.IP(t, "-o", "link"); strings.Contains(links, host) || strings.Contains(links, tap) {
+		t.Errorf("devices left after shutdown:\n%s", links)
+	}
+}

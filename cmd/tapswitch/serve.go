@@ -632,6 +632,12 @@ func (c cleanup) run() {
 }
 
 func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err error) {
+	// SIGHUP re-reads --config (see reloader). Caught from the start, as
+	// one during set-up or shutdown would otherwise end the process
+	// without its cleanup; one during set-up is applied once running.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Ignore(syscall.SIGHUP) // after the cleanup (deferred below)
 	log, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {
 		return err
@@ -951,11 +957,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 
 	// SIGHUP re-reads --config and applies what can change at runtime;
 	// it also writes the lease file.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...),
-		dialMu: &dialMu, dialing: dialing, ctlDialing: ctlDialing, connect: connect}
+		dialMu: &dialMu, dialing: dialing, ctlDialing: ctlDialing, connect: connect, leases: srv != nil}
 	g.Go(func() error {
 		for {
 			select {
@@ -1128,6 +1131,7 @@ type reloader struct {
 	dialing    map[string]*dialState // the --connect URLs dialled
 	ctlDialing map[string]*dialState // ctl attach --connect's, by port name
 	connect    func(url string)      // dials url and adds it to dialing; needs dialMu
+	leases     bool                  // a SIGHUP writes the lease file first
 }
 
 // dialState is a --connect URL's dialling: cancel ends it; done is closed
@@ -1148,7 +1152,11 @@ func (d *dialState) ended() bool {
 
 func (r *reloader) reload() {
 	if r.o.config == "" {
-		r.log.Info("SIGHUP: leases written; no --config to reload")
+		if r.leases {
+			r.log.Info("SIGHUP: leases written; no --config to reload")
+		} else {
+			r.log.Info("SIGHUP: no --config to reload")
+		}
 		return
 	}
 	// A fresh flag set with the command line's flags, then the file.
