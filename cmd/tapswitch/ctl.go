@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -74,7 +76,7 @@ func newCtlCmd() *cobra.Command {
 					for i, m := range p.MACs {
 						macs[i] = m.String()
 					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", p.ID, p.Name, p.Kind, dash(p.Peer),
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", p.ID, cell(p.Name), p.Kind, dash(p.Peer),
 						dash(strings.Join(macs, ",")), p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Drops)
 				}
 			})
@@ -89,7 +91,7 @@ func newCtlCmd() *cobra.Command {
 			return show(cmd, "/v1/fdb", &fdb, func(w io.Writer) {
 				fmt.Fprintln(w, "MAC\tPORT\tID\tAGE")
 				for _, e := range fdb {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", e.MAC, e.Port, e.PortID, e.Age.Truncate(100*time.Millisecond))
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", e.MAC, cell(e.Port), e.PortID, e.Age.Truncate(100*time.Millisecond))
 				}
 			})
 		},
@@ -263,11 +265,23 @@ func limit(n int) string {
 	return strconv.Itoa(n)
 }
 
+// dash returns s for a table (see cell), "-" when it is empty.
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return cell(s)
+}
+
+// cell returns s for a table, quoted with Go escapes if it is not valid
+// UTF-8 or has a character that is not printable: a datagram peer's name
+// is the path it chose, and a terminal would act on escape sequences in it,
+// a tab or newline would break the table.
+func cell(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // countSummary prints the non-zero counts as name=n,... and "0" when

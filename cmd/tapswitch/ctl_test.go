@@ -52,3 +52,33 @@ func TestCtlAttachJSON(t *testing.T) {
 		t.Errorf("attach: %v, printed %q", err, out)
 	}
 }
+
+// TestCtlTablesEscapeNames: a datagram peer names its port with the path
+// it binds, which may hold terminal escape sequences, a newline (a fake
+// table line) or bytes that are not UTF-8; ctl ports and ctl fdb print
+// such a name quoted.
+func TestCtlTablesEscapeNames(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	name := "unixgram:/tmp/\x1b]0;pwned\a\x1b[31mred\nfake\xff"
+	p := porttest.New(porttest.Config{Name: name})
+	if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "dgram", Peer: name}); err != nil {
+		t.Fatal(err)
+	}
+	p.Send(porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0806, nil))
+	porttest.WaitFor(t, "the MAC learned", func() bool { return len(sw.FDB()) == 1 })
+	sock := serveAPI(t, &api.Server{Switch: sw})
+	for _, sub := range []string{"ports", "fdb"} {
+		out, err := runCmd("ctl", "--ctl", sock, sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// JSON has made the byte that is not UTF-8 U+FFFD.
+		if strings.ContainsAny(out, "\x1b\a") || strings.Count(out, "\n") != 2 || !strings.Contains(out, `"unixgram:/tmp/\x1b]0;pwned\a\x1b[31mred\nfake`+"\uFFFD\"") {
+			t.Errorf("ctl %s printed %q; want the name quoted, on one line", sub, out)
+		}
+	}
+	if got, want := cell("tap0 x"), "tap0 x"; got != want {
+		t.Errorf("cell(%q) = %q", want, got)
+	}
+}

@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,7 +117,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	kinds := map[string]int{}
 	for _, p := range st.Ports {
 		kinds[p.Kind]++
-		l := []string{p.Name, strconv.Itoa(p.ID), p.Kind}
+		l := []string{label(p.Name), strconv.Itoa(p.ID), p.Kind}
 		counter(c.rxFrames, p.RxFrames, l...)
 		counter(c.rxBytes, p.RxBytes, l...)
 		counter(c.rxAnswers, p.RxAnswers, l...)
@@ -161,6 +162,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.listeners != nil {
 		for _, l := range c.listeners() {
+			l.URL = label(l.URL)
 			gauge(c.listenerPorts, float64(l.Ports), l.URL, l.Kind)
 			if s := l.Stream; s != nil {
 				counter(c.streamClients, s.Accepted, l.URL, "accepted")
@@ -176,3 +178,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// label makes s a valid label value: a datagram peer's port is named after
+// the path it bound, which need not be UTF-8, and one label value that is
+// not fails the whole scrape.
+func label(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }

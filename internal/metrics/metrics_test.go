@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,5 +169,29 @@ func TestCollector(t *testing.T) {
 	}
 	if v := value("tapswitch_ports", map[string]string{"kind": "mem"}); v != 0 {
 		t.Errorf("mem ports after the last left = %v, want 0", v)
+	}
+}
+
+// TestLabelsValidUTF8: a port named by a datagram peer's socket path that
+// is not UTF-8 made every scrape fail (the client library refuses such a
+// label value) for as long as the peer stayed.
+func TestLabelsValidUTF8(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	sw.AddPort(porttest.New(porttest.Config{Name: "unixgram:/tmp/bad\xff.sock"}), vswitch.PortConfig{Kind: "dgram", NoReader: true})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(metrics.New(sw, nil, func() []api.Listener {
+		return []api.Listener{{URL: "unixgram:///tmp/vz\xfe.sock", Kind: "datagram", Datagram: &dgram.Stats{}}}
+	}))
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
+	}
+	body := rec.Body.String()
+	for _, want := range []string{"port=\"unixgram:/tmp/bad\uFFFD.sock\"", "listener=\"unixgram:///tmp/vz\uFFFD.sock\""} {
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %s:\n%s", want, body)
+		}
 	}
 }
