@@ -329,6 +329,10 @@ func TestBadConfig(t *testing.T) {
 		{name: "null in a list key", file: "tap: ~\n", want: "cfg.yaml:1: tap: no value"},
 		{name: "refused by the plan", file: "tap: [" + tapName + "]\nfdb-size: 0\n", want: "cfg.yaml:2: --fdb-size 0: must be positive"},
 		{name: "second document", file: "tap: [" + tapName + "]\n---\nlisen: x\n", want: "cfg.yaml:2: a second YAML document"},
+		// Refused by the plan, so by a reload too (they failed only when
+		// opened, after the tap was made).
+		{name: "bad metrics address", file: "tap: [" + tapName + "]\nmetrics: not-an-address\n", want: "cfg.yaml:2: --metrics not-an-address: want HOST:PORT"},
+		{name: "long socket path", file: "tap: [" + tapName + "]\nlisten: unix:///" + strings.Repeat("s", 110) + "\n", want: "cfg.yaml:2: --listen: parse address"},
 		{name: "bad listen flag", args: []string{"--tap", tapName, "--listen", "ftp://x"}, want: "--listen"},
 		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
 		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "need --dhcp"},

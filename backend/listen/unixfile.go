@@ -26,9 +26,9 @@ var (
 	ErrNotSocket = errors.New("file exists and is not a socket")
 )
 
-// maxSunPath is the longest socket path bind accepts on every supported
+// MaxSocketPath is the longest socket path bind accepts on every supported
 // system (sun_path is 104 bytes on macOS and 108 on Linux, NUL included).
-const maxSunPath = 103
+const MaxSocketPath = 103
 
 // SocketFile is a unix socket file this process created. Remove deletes it
 // on shutdown.
@@ -116,15 +116,15 @@ func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Clos
 	if mode == 0 {
 		mode = DefaultMode
 	}
-	if len(path) > maxSunPath {
-		return nil, nil, fmt.Errorf("listen %s %s: path longer than %d bytes", network, path, maxSunPath)
+	if len(path) > MaxSocketPath {
+		return nil, nil, fmt.Errorf("listen %s %s: path longer than %d bytes", network, path, MaxSocketPath)
 	}
 	if err := checkStale(network, path); err != nil {
 		return nil, nil, err
 	}
 	if tmp, err := os.MkdirTemp(filepath.Dir(path), ".tapswitch-"); err == nil {
 		defer os.RemoveAll(tmp)
-		if p := filepath.Join(tmp, "s"); len(p) <= maxSunPath {
+		if p := filepath.Join(tmp, "s"); len(p) <= MaxSocketPath {
 			c, err := bind(p)
 			if err != nil {
 				return nil, nil, fmt.Errorf("listen %s %s: %w", network, path, err)

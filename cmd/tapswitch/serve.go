@@ -322,6 +322,20 @@ func (o *serveOptions) plan() (*plan, error) {
 	if p.ctl == "" {
 		p.ctl = defaultCtlPath()
 	}
+	if len(p.ctl) > listen.MaxSocketPath {
+		return nil, fmt.Errorf("--ctl %s: socket path longer than %d bytes", p.ctl, listen.MaxSocketPath)
+	}
+	if o.metrics != "" {
+		// Checked here, not only when it is listened on, so that a reload
+		// refuses a file a restart would refuse.
+		_, port, err := net.SplitHostPort(o.metrics)
+		if err == nil {
+			_, err = net.LookupPort("tcp", port)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--metrics %s: want HOST:PORT, e.g. 127.0.0.1:9141: %w", o.metrics, err)
+		}
+	}
 	vmnetMode := o.hostMode
 	if vmnetMode == "" && p.defaults && hostOS == "darwin" {
 		vmnetMode = "shared" // macOS's host leg is vmnet, which serves DHCP

@@ -434,3 +434,27 @@ func TestConfigHelpKey(t *testing.T) {
 		t.Errorf("help key at start: %v, want unknown key", err)
 	}
 }
+
+// TestPlanSocketsAndMetrics: what would fail only when opened, after the
+// host interface and taps were made (and what a reload then accepted), is
+// refused by the plan.
+func TestPlanSocketsAndMetrics(t *testing.T) {
+	long := "/tmp/" + strings.Repeat("s", 100)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--listen", "unix://" + long}, "--listen: parse address"},
+		{[]string{"--connect", "unix://" + long}, "--connect: parse address"},
+		{[]string{"--ctl", long}, "--ctl " + long + ": socket path longer than 103 bytes"},
+		{[]string{"--metrics", "not-an-address"}, "--metrics not-an-address: want HOST:PORT"},
+		{[]string{"--metrics", "127.0.0.1:nosuchservice"}, "--metrics 127.0.0.1:nosuchservice: want HOST:PORT"},
+	} {
+		if _, err := planFor(t, "linux", append([]string{"--tap", "tap0"}, c.args...)...); err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error starting %q", c.args, err, c.want)
+		}
+	}
+	if _, err := planFor(t, "linux", "--tap", "tap0", "--metrics", "127.0.0.1:9141", "--ctl", "rel/ctl.sock"); err != nil {
+		t.Errorf("a good --metrics and a relative --ctl: %v", err)
+	}
+}
