@@ -382,6 +382,9 @@ func (a *Attachment) ID() int { return a.id }
 // Name is the port's String() at the time it was added.
 func (a *Attachment) Name() string { return a.name }
 
+// Kind is PortConfig.Kind.
+func (a *Attachment) Kind() string { return a.cfg.Kind }
+
 // Port returns the attached Port.
 func (a *Attachment) Port() Port { return a.port }
 

@@ -184,3 +184,42 @@ func TestAttachErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestDetachRefusesResponderAndHost: detaching the DHCP responder or the
+// host interface is refused. Nothing brought them back but a restart, and
+// the closed responder gave up its lease file's lock, so a second switch
+// could start on the same file while this one still served its leases.
+func TestDetachRefusesResponderAndHost(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	var atts []*vswitch.Attachment
+	for _, c := range []struct{ name, kind string }{{"dhcp", "dhcp"}, {"tapswitch0", "host"}, {"tap0", "tap"}} {
+		a, err := sw.AddPort(porttest.New(porttest.Config{Name: c.name}), vswitch.PortConfig{Kind: c.kind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		atts = append(atts, a)
+	}
+	sock, stop := serve(t, &api.Server{Switch: sw})
+	defer stop()
+	for i, key := range []string{"dhcp", "2", "tap0"} {
+		code, _, body := rawDo(t, sock, "DELETE", "/v1/ports/"+key, "")
+		want := http.StatusConflict
+		if i == 2 {
+			want = http.StatusOK
+		}
+		if code != want {
+			t.Errorf("DELETE %s: %d %s, want %d", key, code, body, want)
+		}
+		select {
+		case <-atts[i].Done():
+			if i != 2 {
+				t.Errorf("DELETE %s: the port was closed", key)
+			}
+		default:
+			if i == 2 {
+				t.Errorf("DELETE %s: the tap was not detached", key)
+			}
+		}
+	}
+}

@@ -311,6 +311,16 @@ func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, err)
 		return
 	}
+	// Neither comes back but by a restart, and a closed responder gives up
+	// its lease file's lock while the switch still runs.
+	switch a.Kind() {
+	case "dhcp":
+		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the DHCP responder: it cannot be detached (restart without --dhcp)", a.ID()))
+		return
+	case "host":
+		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the host interface %s: it cannot be detached (restart without --host)", a.ID(), a.Name()))
+		return
+	}
 	a.Close()
 	<-a.Done()
 	writeJSON(w, a.Stats())
