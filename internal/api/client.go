@@ -2,20 +2,32 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
+// DefaultTimeout bounds a request of a Client, and the wait for a
+// capture's first answer.
+const DefaultTimeout = 30 * time.Second
+
 // Client talks to the control API on a unix socket.
 type Client struct {
+	// Timeout bounds each request (default DefaultTimeout): a switch
+	// stopped (SIGSTOP) or hung would otherwise keep a script waiting for
+	// ever. A capture's stream, once it has begun, is not bounded.
+	Timeout time.Duration
+
 	path string
 	hc   *http.Client
 }
@@ -35,6 +47,8 @@ func NewClient(path string) *Client {
 // Do sends a request with body in (if not nil) as JSON and decodes the
 // answer into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	defer cancel()
 	resp, err := c.open(ctx, method, path, in)
 	if err != nil {
 		return err
@@ -42,12 +56,28 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	defer resp.Body.Close()
 	if out == nil {
 		_, err = io.Copy(io.Discard, resp.Body)
-		return err
+	} else {
+		err = json.NewDecoder(resp.Body).Decode(out)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("control socket %s: decode %s %s: %w", c.path, method, path, err)
+	if err != nil {
+		return fmt.Errorf("control socket %s: read answer to %s %s: %w", c.path, method, path, c.timedOut(ctx, err))
 	}
 	return nil
+}
+
+func (c *Client) timeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
+
+// timedOut names the timeout when it is what ended a request.
+func (c *Client) timedOut(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: no answer within %v (is tapswitch serve stopped or hung?)", err, c.timeout())
+	}
+	return err
+}
+
+func (c *Client) noAnswer(method, path string) error {
+	return fmt.Errorf("control socket %s: %s %s: no answer within %v (is tapswitch serve stopped or hung?): %w",
+		c.path, method, path, c.timeout(), context.DeadlineExceeded)
 }
 
 // Capture opens a pcap stream of the frames crossing the switch (of one
@@ -57,17 +87,33 @@ func (c *Client) Capture(ctx context.Context, port string) (*CaptureStream, erro
 	if port != "" {
 		p += "?port=" + url.QueryEscape(port)
 	}
+	// The timeout ends the wait for the answer's header, not the stream.
+	ctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(c.timeout(), func() { cancel(context.DeadlineExceeded) })
 	resp, err := c.open(ctx, http.MethodGet, p, nil)
+	if !timer.Stop() && err == nil {
+		resp.Body.Close()
+		err = c.noAnswer(http.MethodGet, p)
+	}
 	if err != nil {
+		cancel(nil)
 		return nil, err
 	}
-	return &CaptureStream{ReadCloser: resp.Body, resp: resp}, nil
+	return &CaptureStream{ReadCloser: resp.Body, resp: resp, cancel: cancel}, nil
 }
 
 // CaptureStream is a capture's pcap stream.
 type CaptureStream struct {
 	io.ReadCloser
-	resp *http.Response
+	resp   *http.Response
+	cancel context.CancelCauseFunc
+}
+
+// Close ends the stream.
+func (s *CaptureStream) Close() error {
+	err := s.ReadCloser.Close()
+	s.cancel(nil)
+	return err
 }
 
 // PortLeft reports, once Read has returned io.EOF, whether the capture
@@ -103,6 +149,9 @@ func (c *Client) open(ctx context.Context, method, path string, in any) (*http.R
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return nil, c.noAnswer(method, path)
+		}
 		return nil, fmt.Errorf("control socket %s: %w (is tapswitch serve running? see --ctl)", c.path, unwrapURLError(err))
 	}
 	if resp.StatusCode >= 300 {
