@@ -335,7 +335,7 @@ func TestBadConfig(t *testing.T) {
 		{name: "long socket path", file: "tap: [" + tapName + "]\nlisten: unix:///" + strings.Repeat("s", 110) + "\n", want: "cfg.yaml:2: --listen: parse address"},
 		{name: "bad listen flag", args: []string{"--tap", tapName, "--listen", "ftp://x"}, want: "--listen"},
 		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
-		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "need --dhcp"},
+		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "--dhcp-range: needs --dhcp"},
 		{name: "unknown flag", args: []string{"--tapp", tapName}, want: "unknown flag: --tapp"},
 		// The second open found the tap busy, after the first had made it.
 		{name: "tap given twice", args: []string{"--tap", tapName, "--tap", tapName}, want: "--tap " + tapName + ": given twice"},

@@ -199,7 +199,7 @@ func newLogger(level, format string) (*logrus.Logger, error) {
 	case "text":
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "2006-01-02T15:04:05.000Z07:00"})
 	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: "2006-01-02T15:04:05.000Z07:00"}) // as the text format's
 	default:
 		return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
 	}
@@ -362,10 +362,10 @@ func (o *serveOptions) plan() (*plan, error) {
 	}
 
 	wantDHCP := o.dhcp.val || p.defaults && !o.dhcp.set
-	if !wantDHCP && (o.dhcpRange != "" || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "" ||
-		o.dhcpLeaseTime != dhcp.DefaultLeaseTime || o.gateway != "" && !p.defaults) {
-		// (The default setup's host leg takes --gateway's address without DHCP.)
-		return nil, errors.New("--gateway, --dhcp-range, --dhcp-static, --dns, --domain, --dhcp-lease-time and --dhcp-lease-file need --dhcp")
+	// (The default setup's host leg takes --gateway's address without DHCP.)
+	if f := o.dhcpOnly(!p.defaults, true); !wantDHCP && f != "" {
+		return nil, fmt.Errorf("%s: needs --dhcp, as do --gateway, --dhcp-range, --dhcp-static, --dns, --domain, "+
+			"--dhcp-lease-time and --dhcp-lease-file", f)
 	}
 	if len(p.hostAddrs) > 0 || o.hostBridge != "" {
 		p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu, Bridge: o.hostBridge}
@@ -556,6 +556,30 @@ func hostMAC(name string, addrs []netip.Prefix) net.HardwareAddr {
 	return mac
 }
 
+// dhcpOnly returns the first flag given that only the DHCP responder uses,
+// or "": --gateway only if gateway is set, --dhcp-range and
+// --dhcp-lease-time only if rangeAndTime is (vmnet uses them too). Errors
+// start with it, so that configLines.locate finds its line.
+func (o *serveOptions) dhcpOnly(gateway, rangeAndTime bool) string {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"--gateway", gateway && o.gateway != ""},
+		{"--dhcp-range", rangeAndTime && o.dhcpRange != ""},
+		{"--dhcp-static", len(o.dhcpStatic) > 0},
+		{"--dns", len(o.dns) > 0},
+		{"--domain", o.domain != ""},
+		{"--dhcp-lease-time", rangeAndTime && o.dhcpLeaseTime != dhcp.DefaultLeaseTime},
+		{"--dhcp-lease-file", o.dhcpLeaseFile != ""},
+	} {
+		if f.set {
+			return f.name
+		}
+	}
+	return ""
+}
+
 // planVmnet plans a vmnet.framework host interface (macOS): --gateway is
 // its start address and subnet, the end of --dhcp-range the end of the
 // pool macOS's DHCP server hands out.
@@ -569,8 +593,8 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 	if !isolated && (o.dhcp.val || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
 		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain and --dhcp-lease-file options (only an isolated network, --host-network-id, takes tapswitch's --dhcp)")
 	}
-	if isolated && !o.dhcp.val && (len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
-		return errors.New("--dhcp-static, --dns, --domain and --dhcp-lease-file need --dhcp")
+	if f := o.dhcpOnly(false, false); isolated && !o.dhcp.val && f != "" {
+		return fmt.Errorf("%s: needs --dhcp, as do --dhcp-static, --dns, --domain and --dhcp-lease-file", f)
 	}
 	mode, err := vmnet.ParseMode(modeName)
 	if err != nil {

@@ -147,7 +147,7 @@ func TestPlanHostAndDHCPFlags(t *testing.T) {
 		{"--listen", "unix:///tmp/t.sock", "--gateway", "198.18.0.254/24"},
 		{"--listen", "unix:///tmp/t.sock", "--dhcp-lease-time", "5m"},
 	} {
-		if _, err := planFor(t, "linux", args...); err == nil || !strings.Contains(err.Error(), "need --dhcp") {
+		if _, err := planFor(t, "linux", args...); err == nil || !strings.HasPrefix(err.Error(), args[2]+": needs --dhcp") {
 			t.Errorf("%q: %v, want it refused for want of --dhcp", args, err)
 		}
 	}
@@ -223,6 +223,9 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 		{nil, cfg + ":7: --fdb-size 0: must be positive"},
 		{[]string{"--fdb-size", "10"}, cfg + ":4: --dhcp-static: "},
 		{[]string{"--fdb-size", "10", "--dhcp-static", "52:54:00:00:00:02=10.0.0.5"}, "--dhcp-static: "},
+		// The file's DHCP keys without dhcp: the error said "--gateway,
+		// --dhcp-range, ... need --dhcp", and no line.
+		{[]string{"--fdb-size", "10", "--dhcp=false"}, cfg + ":3: --gateway: needs --dhcp"},
 	} {
 		var o serveOptions
 		f := pflag.NewFlagSet("serve", pflag.ContinueOnError)

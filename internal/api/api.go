@@ -44,7 +44,7 @@ type Port struct {
 type Lease struct {
 	MAC      vswitch.MAC `json:"mac"`
 	IP       netip.Addr  `json:"ip"`
-	Expiry   time.Time   `json:"expiry"`
+	Expiry   time.Time   `json:"expiry,omitzero"` // none for a static lease
 	Static   bool        `json:"static"`
 	Hostname string      `json:"hostname,omitempty"`
 	// State is "offered", "bound", "released" or "static".

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	vswitch "github.com/tapswitch/tapswitch/switch"
@@ -221,5 +223,24 @@ func TestDetachRefusesResponderAndHost(t *testing.T) {
 				t.Errorf("DELETE %s: the tap was not detached", key)
 			}
 		}
+	}
+}
+
+// TestLeasesJSON: a static lease has no expiry, and its JSON none (it was
+// "0001-01-01T00:00:00Z").
+func TestLeasesJSON(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	exp := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	sock, stop := serve(t, &api.Server{Switch: sw, Leases: func() []api.Lease {
+		return []api.Lease{
+			{MAC: porttest.MAC(1), IP: netip.MustParseAddr("198.18.0.10"), Static: true, State: "static"},
+			{MAC: porttest.MAC(2), IP: netip.MustParseAddr("198.18.0.11"), Expiry: exp, State: "bound"},
+		}
+	}})
+	defer stop()
+	code, _, body := rawDo(t, sock, "GET", "/v1/leases", "")
+	if code != http.StatusOK || strings.Count(body, `"expiry"`) != 1 || !strings.Contains(body, `"expiry": "2026-11-27T12:00:00Z"`) {
+		t.Errorf("GET /v1/leases: %d %s; want one expiry, the bound lease's", code, body)
 	}
 }

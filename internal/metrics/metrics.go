@@ -65,7 +65,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 		txCoalesced: d("port_tx_coalesced_total", "Frames sent out of the port (a tap) merged into UDP segmentation super-frames; part of port_tx_frames_total.", port...),
 		drops:       d("port_drops_total", "Frames dropped on the port, by reason.", append(port, "reason")...),
 		backend: d("port_backend_total", "The port's own counters, by name: a stream connection's discarded frames, "+
-			"write timeouts and partial writes; the frames vmnet dropped (macOS).", append(port, "counter")...),
+			"write timeouts and partial writes; the DHCP responder's messages by type, its drops and lease file writes; the frames vmnet dropped (macOS).", append(port, "counter")...),
 		fdbSize:     d("fdb_entries", "MAC addresses in the forwarding database."),
 		fdbMax:      d("fdb_max_entries", "Bound on the forwarding database."),
 		fdbLearned:  d("fdb_learned_total", "MAC addresses learned."),
