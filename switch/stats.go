@@ -29,7 +29,8 @@ const (
 	// DropQueueFull: the egress port's transmit queue was full (frames or
 	// bytes).
 	DropQueueFull
-	// DropTxError: the egress port failed to write the frame.
+	// DropTxError: the egress port failed to write the frame, or left the
+	// switch with the frame still queued.
 	DropTxError
 	// DropLockedMAC: the ingress port is locked to another source MAC
 	// (PortConfig.LockMAC).

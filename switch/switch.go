@@ -711,13 +711,15 @@ func (a *Attachment) txLoop() {
 	}
 }
 
-// drain returns queued frames to the pool and records the port's final
-// counters once its transmit side has stopped.
+// drain returns queued frames to the pool, counting them as tx_error (they
+// were counted forwarded, and are not written), and records the port's
+// final counters once its transmit side has stopped.
 func (a *Attachment) drain() {
 	s := a.s
 	for {
 		select {
 		case f := <-a.queue:
+			a.c.drops[DropTxError].Add(uint64(f.count))
 			s.pool.put(f)
 		default:
 			// The final snapshot is taken under mu: Stats, under mu too,

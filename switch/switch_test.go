@@ -1016,3 +1016,45 @@ func TestDropCountsString(t *testing.T) {
 		t.Errorf("%q, want too_short=1,tx_error=2", s)
 	}
 }
+
+// TestRemovedPortCountsQueuedFrames: frames still queued for a port when it
+// is removed are counted as tx_error. They were counted nowhere (the
+// switch had counted them forwarded), so a departed port's counters fell
+// short of what was sent to it, by a different amount each run.
+func TestRemovedPortCountsQueuedFrames(t *testing.T) {
+	for range 5 {
+		sw := vswitch.New(vswitch.Config{QueueLen: 64})
+		src := porttest.New(porttest.Config{Name: "src"})
+		stuck := porttest.New(porttest.Config{Name: "stuck"})
+		a, err := sw.AddPort(src, vswitch.PortConfig{Kind: "mem", NoReader: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := sw.AddPort(stuck, vswitch.PortConfig{Kind: "mem"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stuck.Stall()
+		const n = 1000
+		f := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x88b5, nil)
+		buf := make([]byte, vswitch.Headroom+len(f))
+		for range n {
+			copy(buf[vswitch.Headroom:], f)
+			a.Input([][]byte{buf}, []int{len(f)}, vswitch.Headroom)
+		}
+		b.Close()
+		<-b.Done()
+		st := sw.Stats()
+		var ps vswitch.PortStats
+		for _, d := range st.Departed {
+			if d.ID == b.ID() {
+				ps = d
+			}
+		}
+		sw.Close()
+		if got := ps.TxFrames + ps.Drops[vswitch.DropQueueFull] + ps.Drops[vswitch.DropTxError]; got != n {
+			t.Fatalf("departed port: tx %d + queue_full %d + tx_error %d = %d, want the %d frames flooded to it",
+				ps.TxFrames, ps.Drops[vswitch.DropQueueFull], ps.Drops[vswitch.DropTxError], got, n)
+		}
+	}
+}
