@@ -221,3 +221,41 @@ func TestSegmentBounds(t *testing.T) {
 		t.Fatalf("bad_offload drops %d after an MSS-88 super-frame, want still 1", d)
 	}
 }
+
+// TestSegmentsBeyondMaxFrame: a super-frame whose segments would be longer
+// than MaxFrame (a tap whose MTU is above --max-frame) is a too_long drop,
+// as such a frame sent whole is. Its segments were queued to ports without
+// offloads, where a stream port failed them and the frames behind them in
+// its batch.
+func TestSegmentsBeyondMaxFrame(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{MaxFrame: 1514})
+	defer sw.Close()
+	in := porttest.New(porttest.Config{Name: "in", Offload: true})
+	plain := porttest.New(porttest.Config{Name: "plain"})
+	for _, p := range []*porttest.Port{in, plain} {
+		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hdr := make([]byte, offload.HdrLen)
+	for _, mss := range []int{8000, 1460} {
+		h, super := tcpFrame(porttest.MAC(1), make([]byte, 16000), mss)
+		h.Encode(hdr)
+		if err := in.SendOffload(hdr, super); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// MSS 1460: 11 segments of 1514 bytes, the last shorter.
+	for i := range 11 {
+		f, ok := plain.Recv(wait)
+		if !ok {
+			t.Fatalf("segment %d of the MSS 1460 super-frame not delivered", i)
+		}
+		if len(f) > 1514 {
+			t.Fatalf("a %d-byte segment delivered; the MSS 8000 super-frame was not dropped", len(f))
+		}
+	}
+	if d := sw.Stats().Ports[0].Drops[vswitch.DropTooLong]; d != 1 {
+		t.Errorf("too_long drops %d, want 1 (the MSS 8000 super-frame)", d)
+	}
+}

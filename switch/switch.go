@@ -980,6 +980,12 @@ func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
 		a.c.drops[DropBadOffload].Add(1)
 		return nil
 	}
+	if maxLen > a.s.cfg.MaxFrame {
+		// As the frame would be, sent whole: its segments would fail at
+		// the destination (a stream port ends its batch there).
+		a.c.drops[DropTooLong].Add(1)
+		return nil
+	}
 	if len(a.segBufs) > keptSegments {
 		// Those of the last fine cut, which its caller has done with.
 		clear(a.segBufs[keptSegments:])
