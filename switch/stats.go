@@ -21,7 +21,7 @@ const (
 	// DropTooLong: longer than Config.MaxFrame.
 	DropTooLong
 	// DropSrcMulticast: the source MAC has the group bit set, which no
-	// station may send.
+	// station may send, or is all zeros.
 	DropSrcMulticast
 	// DropSamePort: the destination MAC was learned on the ingress port, so
 	// the frame would have to go back out where it came in (hairpin).

@@ -849,7 +849,7 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			continue
 		}
 		src := MAC(fr[6:12])
-		if src.Multicast() {
+		if src.Multicast() || src == (MAC{}) { // as the Linux bridge drops them
 			a.c.drops[DropSrcMulticast].Add(1)
 			continue
 		}

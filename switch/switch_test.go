@@ -296,6 +296,7 @@ func TestDropReasons(t *testing.T) {
 	r.send(0, make([]byte, 13))
 	r.send(0, porttest.Frame(b, a, 0x0800, make([]byte, 1000-14+1)))
 	r.send(0, porttest.Frame(b, vswitch.MAC{0x01, 0, 0x5e, 0, 0, 1}, 0x0800, nil))
+	r.send(0, porttest.Frame(b, vswitch.MAC{}, 0x0800, nil)) // was learned
 	r.send(0, porttest.Frame(a, a, 0x0800, nil))
 	// An exactly-maximal frame passes.
 	maxed := porttest.Frame(b, a, 0x0800, make([]byte, 1000-14))
@@ -331,7 +332,7 @@ func TestDropReasons(t *testing.T) {
 	}{
 		{p0[vswitch.DropTooShort], 1, "too_short on p0"},
 		{p0[vswitch.DropTooLong], 1, "too_long on p0"},
-		{p0[vswitch.DropSrcMulticast], 1, "src_multicast on p0"},
+		{p0[vswitch.DropSrcMulticast], 2, "src_multicast on p0"},
 		{p0[vswitch.DropSamePort], 1, "same_port on p0"},
 		{p2[vswitch.DropTxError], 1, "tx_error on fail"},
 	} {
@@ -344,7 +345,7 @@ func TestDropReasons(t *testing.T) {
 	if p1[vswitch.DropQueueFull] < 20-4-1-4 {
 		t.Errorf("queue_full on p1 = %d, want >= %d", p1[vswitch.DropQueueFull], 20-4-1-4)
 	}
-	if p0.Total() != 4 || st.Ports[0].RxFrames != 1+4+1+20+1 {
+	if p0.Total() != 5 || st.Ports[0].RxFrames != 1+5+1+20+1 {
 		t.Errorf("p0 drops %d rx %d", p0.Total(), st.Ports[0].RxFrames)
 	}
 	for _, r := range vswitch.DropReasons() {
