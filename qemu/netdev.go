@@ -34,7 +34,8 @@ type NetdevOptions struct {
 	// Local is the guest's own address, which QEMU's dgram netdev must
 	// bind. For unixgram it is a socket path (default: next to the
 	// switch's socket, "<dir>/<name>-<ID>.sock"; QEMU replaces a file
-	// left there, and the directory must be writable by QEMU). For udp it
+	// left there, and the directory must be writable by QEMU), made
+	// absolute as the switch's is (see Netdev). For udp it
 	// is host:port (default "127.0.0.1:0": a free port, which the switch
 	// learns from the first datagram). Stream transports ignore it.
 	Local string
@@ -60,6 +61,13 @@ func NetdevArgs(rawURL, id string) ([]string, error) {
 // reached at the loopback address. QEMU's dgram netdev resolves IPv4
 // addresses only, so an IPv6 udp URL is an error. Commas in paths are
 // doubled, as QEMU's option syntax requires.
+//
+// Socket paths are made absolute against this process's working
+// directory (unixgram:rd.sock gives /DIR/rd.sock and /DIR/rd-n0.sock): QEMU
+// would resolve a relative path against its own, and the switch drops
+// datagrams from a guest socket bound to a relative path, as it cannot
+// answer them. A path whose absolute form is longer than a socket address
+// holds (listen.MaxSocketPath) is an error.
 func Netdev(rawURL string, o NetdevOptions) ([]string, error) {
 	a, err := listen.Parse(rawURL)
 	if err != nil {
@@ -75,7 +83,11 @@ func Netdev(rawURL string, o NetdevOptions) ([]string, error) {
 	var opt string
 	switch a.Network {
 	case "unix":
-		opt = fmt.Sprintf("stream,id=%s,addr.type=unix,addr.path=%s", id, escape(a.Address))
+		path, err := absSocketPath(rawURL, "switch socket", a.Address)
+		if err != nil {
+			return nil, err
+		}
+		opt = fmt.Sprintf("stream,id=%s,addr.type=unix,addr.path=%s", id, escape(path))
 	case "tcp":
 		host, port, err := connectHostPort(a.Address)
 		if err != nil {
@@ -83,14 +95,21 @@ func Netdev(rawURL string, o NetdevOptions) ([]string, error) {
 		}
 		opt = fmt.Sprintf("stream,id=%s,addr.type=inet,addr.host=%s,addr.port=%s", id, host, port)
 	case "unixgram":
+		remote, err := absSocketPath(rawURL, "switch socket", a.Address)
+		if err != nil {
+			return nil, err
+		}
 		local := o.Local
 		if local == "" {
-			local = DefaultLocalPath(a.Address, id)
+			local = DefaultLocalPath(remote, id)
 		}
-		if local == a.Address {
+		if local, err = absSocketPath(rawURL, "guest's local socket", local); err != nil {
+			return nil, err
+		}
+		if local == remote {
 			return nil, fmt.Errorf("netdev %s: the guest's local socket cannot be the switch's", rawURL)
 		}
-		opt = fmt.Sprintf("dgram,id=%s,local.type=unix,local.path=%s,remote.type=unix,remote.path=%s", id, escape(local), escape(a.Address))
+		opt = fmt.Sprintf("dgram,id=%s,local.type=unix,local.path=%s,remote.type=unix,remote.path=%s", id, escape(local), escape(remote))
 	case "udp":
 		host, port, err := connectHostPort(a.Address)
 		if err != nil {
@@ -116,8 +135,13 @@ func Netdev(rawURL string, o NetdevOptions) ([]string, error) {
 
 // DefaultLocalPath is the guest's own unixgram socket that Netdev suggests
 // for the switch socket at switchPath: "<dir>/<name>-<id>.sock", where
-// name is switchPath's file name without its extension.
+// name is switchPath's file name without its extension. A relative
+// switchPath is made absolute against the working directory first, as the
+// switch cannot answer a guest bound to a relative path.
 func DefaultLocalPath(switchPath, id string) string {
+	if abs, err := filepath.Abs(switchPath); err == nil {
+		switchPath = abs
+	}
 	base := filepath.Base(switchPath)
 	stem := strings.TrimSuffix(base, filepath.Ext(base))
 	return filepath.Join(filepath.Dir(switchPath), stem+"-"+id+".sock")
@@ -194,9 +218,11 @@ func PrintNetdev(w io.Writer, rawURL string, o NetdevOptions) error {
 	}
 	switch a.Network {
 	case "unix":
+		// Netdev has checked the path.
+		path, _ := absSocketPath(rawURL, "switch socket", a.Address)
 		fd := SocketFDArgs(o.ID, 3)
 		fmt.Fprintf(&b, "# Before QEMU 7.2 (tapswitch connects and passes the socket as fd 3):\ntapswitch qemu --socket %s -- qemu-system-x86_64 ... \\\n  %s %s %s %s\n",
-			shellQuote(a.Address), fd[0], fd[1], dev[0], dev[1])
+			shellQuote(path), fd[0], fd[1], dev[0], dev[1])
 	case "tcp":
 		host, port, _ := connectHostPort(a.Address)
 		if strings.Contains(host, ":") {
@@ -231,6 +257,21 @@ func connectHostPort(addr string) (host, port string, err error) {
 		host = "::1"
 	}
 	return host, port, nil
+}
+
+// absSocketPath returns the socket path p (what says whose it is) made
+// absolute against the working directory, for a QEMU that may run
+// elsewhere and a switch that answers only absolute senders.
+func absSocketPath(rawURL, what, p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("netdev %s: %s %s: make it absolute: %w; give an absolute path", rawURL, what, p, err)
+	}
+	if len(abs) > listen.MaxSocketPath {
+		return "", fmt.Errorf("netdev %s: %s %s is %d bytes long, and a socket path holds at most %d: use a shorter path",
+			rawURL, what, abs, len(abs), listen.MaxSocketPath)
+	}
+	return abs, nil
 }
 
 // checkID rejects ids QEMU would not take (its ids are letters, digits,

@@ -2,6 +2,8 @@ package qemu
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -58,6 +60,59 @@ func TestNetdev(t *testing.T) {
 	got, err := NetdevArgs("unix:///run/x.sock", "vm7")
 	if err != nil || got[1] != "stream,id=vm7,addr.type=unix,addr.path=/run/x.sock" {
 		t.Fatalf("NetdevArgs = %q, %v", got, err)
+	}
+}
+
+// TestNetdevRelativePaths: socket paths are printed absolute. A relative
+// local.path made QEMU bind a socket the switch drops datagrams from (it
+// cannot answer them), and a relative remote.path or --socket worked only
+// for a QEMU started in the switch's directory.
+func TestNetdevRelativePaths(t *testing.T) {
+	t.Chdir(t.TempDir())
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs := func(name string) string { return filepath.Join(dir, name) }
+	for _, tt := range []struct {
+		url  string
+		o    NetdevOptions
+		want string
+	}{
+		{"unixgram:rd.sock", NetdevOptions{},
+			"dgram,id=n0,local.type=unix,local.path=" + abs("rd-n0.sock") + ",remote.type=unix,remote.path=" + abs("rd.sock")},
+		{"unixgram:sub/rd.sock", NetdevOptions{ID: "vm1", Local: "g.sock"},
+			"dgram,id=vm1,local.type=unix,local.path=" + abs("g.sock") + ",remote.type=unix,remote.path=" + abs("sub/rd.sock")},
+		{"unix:rd.sock", NetdevOptions{}, "stream,id=n0,addr.type=unix,addr.path=" + abs("rd.sock")},
+	} {
+		got, err := Netdev(tt.url, tt.o)
+		if err != nil || !reflect.DeepEqual(got, []string{"-netdev", tt.want}) {
+			t.Errorf("Netdev(%q, %+v) = %q, %v; want %q", tt.url, tt.o, got, err, tt.want)
+		}
+	}
+	if got := DefaultLocalPath("rd.sock", "vm1"); got != abs("rd-vm1.sock") {
+		t.Errorf("DefaultLocalPath = %q, want %q", got, abs("rd-vm1.sock"))
+	}
+	// The same local socket as the switch's, once both are absolute.
+	if _, err := Netdev("unixgram:rd.sock", NetdevOptions{Local: abs("rd.sock")}); err == nil || !strings.Contains(err.Error(), "cannot be the switch's") {
+		t.Errorf("Netdev with the switch's socket as local: %v", err)
+	}
+	var b strings.Builder
+	if err := PrintNetdev(&b, "unix:rd.sock", NetdevOptions{}); err != nil || !strings.Contains(b.String(), "tapswitch qemu --socket "+abs("rd.sock")+" --") {
+		t.Errorf("PrintNetdev(unix:rd.sock) = %v, want --socket %s:\n%s", err, abs("rd.sock"), b.String())
+	}
+
+	// A relative path that is too long once absolute is refused, not
+	// printed relative.
+	deep := filepath.Join(dir, strings.Repeat("d", 100))
+	if err := os.Mkdir(deep, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(deep)
+	for _, url := range []string{"unixgram:rd.sock", "unix:rd.sock"} {
+		if got, err := Netdev(url, NetdevOptions{}); err == nil || !strings.Contains(err.Error(), "use a shorter path") {
+			t.Errorf("Netdev(%q) in a deep directory = %q, %v; want an error", url, got, err)
+		}
 	}
 }
 
