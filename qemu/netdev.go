@@ -57,8 +57,8 @@ func NetdevArgs(rawURL, id string) ([]string, error) {
 //	                      -netdev dgram,id=n0,local.type=unix,local.path=/run/vz-n0.sock,remote.type=unix,remote.path=/run/vz.sock
 //	udp://127.0.0.1:5556  -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=0,remote.type=inet,remote.host=127.0.0.1,remote.port=5556
 //
-// A listener bound to every address (tcp://:5555, tcp://0.0.0.0:5555) is
-// reached at the loopback address. QEMU's dgram netdev resolves IPv4
+// A listener bound to every address (tcp://:5555, tcp://0.0.0.0:5555,
+// tcp://[::]:5555) is reached at 127.0.0.1. QEMU's dgram netdev resolves IPv4
 // addresses only, so an IPv6 udp URL is an error. Commas in paths are
 // doubled, as QEMU's option syntax requires.
 //
@@ -241,7 +241,9 @@ func PrintNetdev(w io.Writer, rawURL string, o NetdevOptions) error {
 }
 
 // connectHostPort turns a listen address into one a guest on this host
-// can connect to: an unspecified host becomes the loopback address.
+// can connect to: an unspecified host (none, 0.0.0.0, ::) becomes
+// 127.0.0.1. A Go listener on [::] is dual-stack, so it is reached over
+// IPv4 too, which QEMU's dgram and socket netdevs require.
 func connectHostPort(addr string) (host, port string, err error) {
 	host, port, err = net.SplitHostPort(addr)
 	if err != nil {
@@ -250,11 +252,8 @@ func connectHostPort(addr string) (host, port string, err error) {
 	if port == "0" {
 		return "", "", fmt.Errorf("address %q: port 0 is not a port a guest can reach", addr)
 	}
-	switch ip := net.ParseIP(host); {
-	case host == "" || (ip != nil && ip.Equal(net.IPv4zero)):
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
-	case ip != nil && ip.Equal(net.IPv6unspecified):
-		host = "::1"
 	}
 	return host, port, nil
 }

@@ -21,7 +21,11 @@ func TestNetdev(t *testing.T) {
 		{url: "tcp://127.0.0.1:5555", want: "stream,id=n0,addr.type=inet,addr.host=127.0.0.1,addr.port=5555"},
 		{url: "tcp://:5555", want: "stream,id=n0,addr.type=inet,addr.host=127.0.0.1,addr.port=5555"},
 		{url: "tcp://0.0.0.0:5555", want: "stream,id=n0,addr.type=inet,addr.host=127.0.0.1,addr.port=5555"},
-		{url: "tcp://[::]:5555", want: "stream,id=n0,addr.type=inet,addr.host=::1,addr.port=5555"},
+		// Go's listeners on [::] are dual-stack: reached over IPv4, which
+		// every QEMU netdev takes (it was ::1).
+		{url: "tcp://[::]:5555", want: "stream,id=n0,addr.type=inet,addr.host=127.0.0.1,addr.port=5555"},
+		{url: "udp://[::]:5556",
+			want: "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=0,remote.type=inet,remote.host=127.0.0.1,remote.port=5556"},
 		{url: "tcp://[::1]:5555", want: "stream,id=n0,addr.type=inet,addr.host=::1,addr.port=5555"},
 		{url: "tcp://localhost:5555", want: "stream,id=n0,addr.type=inet,addr.host=localhost,addr.port=5555"},
 		{url: "unixgram:///run/vz.sock", o: NetdevOptions{ID: "vm1"},
@@ -165,6 +169,8 @@ func TestPrintNetdev(t *testing.T) {
 		// QEMU's socket netdev cannot parse an IPv6 address ("can't
 		// resolve host address '['"): it was printed anyway.
 		{"tcp://[::1]:5557", []string{"addr.host=::1", "Before QEMU 7.2: not supported"}},
+		{"tcp://[::]:5558", []string{"addr.host=127.0.0.1,addr.port=5558", "-netdev socket,id=n0,connect=127.0.0.1:5558"}},
+		{"udp://[::]:5557", []string{"remote.host=127.0.0.1,remote.port=5557", "udp=127.0.0.1:5557,localaddr=127.0.0.1:0"}},
 		{"unixgram:///run/vz.sock", []string{"local.path=/run/vz-n0.sock", "not supported"}},
 		{"udp://127.0.0.1:5556", []string{"remote.port=5556", "udp=127.0.0.1:5556,localaddr=127.0.0.1:0"}},
 	}
