@@ -33,6 +33,14 @@ const (
 	DefaultReceiveBuffer = 4 << 20
 )
 
+// MinMTU and MaxMTU bound Config.MTU. A frame is MTU+14 bytes with its
+// Ethernet header, and the switch takes frames of at most 65535 bytes
+// (serve --max-frame), so MaxMTU is 65521.
+const (
+	MinMTU = 1500
+	MaxMTU = 65535 - 14
+)
+
 // maxSockPath is the longest unix socket path macOS accepts (sun_path is
 // 104 bytes, NUL included); Linux allows 107.
 const maxSockPath = 103
@@ -48,8 +56,9 @@ type Config struct {
 	// answer a sender bound to a relative path). A stale socket file left
 	// there by a process that died is replaced; one in use is an error.
 	Local string
-	// MTU, if not 0, is set on the attachment (macOS 13+): 1500 to 65535.
-	// The switch's listener must carry frames of MTU+14 bytes.
+	// MTU, if not 0, is set on the attachment (macOS 13+): MinMTU (1500)
+	// to MaxMTU (65521). The switch must take frames of MTU+14 bytes:
+	// serve's --max-frame (default 65535) at least MTU+14.
 	MTU int
 	// SendBuffer and ReceiveBuffer are SO_SNDBUF and SO_RCVBUF (default
 	// DefaultSendBuffer and DefaultReceiveBuffer). Apple requires the
@@ -109,8 +118,9 @@ func Dial(cfg Config) (*Conn, error) {
 	if snd < 0 || rcv < 2*snd {
 		return nil, fmt.Errorf("vz: receive buffer %d must be at least twice the send buffer %d (Apple's rule)", rcv, snd)
 	}
-	if cfg.MTU != 0 && (cfg.MTU < 1500 || cfg.MTU > 65535) {
-		return nil, fmt.Errorf("vz: MTU %d outside 1500 to 65535", cfg.MTU)
+	if cfg.MTU != 0 && (cfg.MTU < MinMTU || cfg.MTU > MaxMTU) {
+		return nil, fmt.Errorf("vz: MTU %d outside %d to %d (a frame is MTU+14 bytes, and the switch takes at most 65535): choose one in that range",
+			cfg.MTU, MinMTU, MaxMTU)
 	}
 	local := cfg.Local
 	if local == "" {

@@ -4,6 +4,7 @@ package vz
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tapswitch/tapswitch/backend/dgram"
+	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
@@ -214,6 +217,10 @@ func TestDialErrors(t *testing.T) {
 		{"buffers", Config{Switch: streamPath, SendBuffer: 1 << 20, ReceiveBuffer: 1 << 20}, "at least twice"},
 		{"mtu low", Config{Switch: streamPath, MTU: 1000}, "MTU 1000"},
 		{"mtu high", Config{Switch: streamPath, MTU: 70000}, "MTU 70000"},
+		// 65535+14 bytes is over the switch's largest frame: it counted
+		// every full-size frame as too_long.
+		{"mtu over max frame", Config{Switch: streamPath, MTU: 65535}, "MTU 65535 outside 1500 to 65521"},
+		{"mtu one over", Config{Switch: streamPath, MTU: MaxMTU + 1}, "MTU 65522"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Dial(tc.cfg)
@@ -231,5 +238,40 @@ func TestDialErrors(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dir, n)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind: %v", n, err)
 		}
+	}
+}
+
+// TestDialMaxMTUFrame: a VM at MaxMTU sends frames of MaxMTU+14 bytes,
+// which a datagram listener with its default largest frame takes whole.
+// (Config.MTU allowed 65535, whose full-size frames the switch counted as
+// too_long.)
+func TestDialMaxMTUFrame(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	path := filepath.Join(porttest.SocketDir(t), "sw.sock")
+	l, err := dgram.Listen(context.Background(), "unixgram://"+path, dgram.Config{}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := Dial(Config{Switch: path, MTU: MaxMTU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	frame := make([]byte, MaxMTU+14)
+	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x88, 0xb5})
+	if _, err := c.File().Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the VM's frame", func() bool {
+		ps := l.Ports()
+		return len(ps) == 1 && ps[0].Stats().RxFrames == 1
+	})
+	if st := l.Stats(); st.TooLong != 0 {
+		t.Errorf("listener counted %d datagrams too long", st.TooLong)
+	}
+	if d := l.Ports()[0].Stats().Drops[vswitch.DropTooLong]; d != 0 {
+		t.Errorf("port counted %d frames too long", d)
 	}
 }

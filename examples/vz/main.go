@@ -38,7 +38,7 @@ func main() {
 		sw      = flag.String("switch", "/var/run/tapswitch-vz.sock", "the switch's unixgram socket `path`")
 		local   = flag.String("local", "", "`path` of this VM's socket (default: a new file in $TMPDIR)")
 		mac     = flag.String("mac", "", "the NIC's MAC `address` (default: random, locally administered)")
-		mtu     = flag.Int("mtu", 0, "the NIC's MTU, 1500 to 65535 (macOS 13+; 0: 1500)")
+		mtu     = flag.Int("mtu", 0, fmt.Sprintf("the NIC's MTU, %d to %d (macOS 13+; 0: 1500); the switch's --max-frame must be at least MTU+14", tsvz.MinMTU, tsvz.MaxMTU))
 		cpus    = flag.Uint("cpus", 1, "virtual CPUs")
 		memMiB  = flag.Uint64("memory", 512, "memory in MiB")
 	)
