@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/tapswitch/tapswitch/backend/listen"
 )
 
 // SocketFD is the file descriptor on which RunWithSocket passes the
@@ -53,6 +56,9 @@ type RunConfig struct {
 // It returns the command's exit status, 128+N if signal N killed it, as a
 // shell reports it. The error is non-nil only if the command could not be
 // run (connecting failed, the program was not found) or its I/O failed.
+// When the program could not be started the status is, as from a shell,
+// 127 if it was not found and 126 if it could not be executed; when
+// connecting failed it is 0.
 func RunWithSocket(ctx context.Context, socketPath string, command []string, cfg RunConfig) (int, error) {
 	if len(command) == 0 {
 		return 0, errors.New("run with socket: no command")
@@ -60,6 +66,12 @@ func RunWithSocket(ctx context.Context, socketPath string, command []string, cfg
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", socketPath)
 	if err != nil {
+		if errors.Is(err, syscall.EPROTOTYPE) {
+			dg := listen.Addr{Network: "unixgram", Address: socketPath}
+			return 0, fmt.Errorf("run with socket: connect %s: %w: that is a datagram socket (a unixgram:// listener); "+
+				"give the switch's stream listener (unix://) instead, or with QEMU 7.2 and later use -netdev dgram "+
+				"on this one (tapswitch qemu --print-netdev %s prints it)", socketPath, err, dg)
+		}
 		return 0, fmt.Errorf("run with socket: connect %s: %w", socketPath, err)
 	}
 	f, err := c.(*net.UnixConn).File()
@@ -99,7 +111,11 @@ func RunWithSocket(ctx context.Context, socketPath string, command []string, cfg
 	signal.Notify(sigc, cfg.Signals...)
 	defer signal.Stop(sigc)
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("run with socket: %w", err)
+		code := 126
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = 127
+		}
+		return code, fmt.Errorf("run with socket: %w", err)
 	}
 	f.Close()
 

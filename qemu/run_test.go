@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -236,7 +237,42 @@ func TestRunWithSocketErrors(t *testing.T) {
 		t.Fatal("no error for an empty command")
 	}
 	_, path, _ := switchWithListener(t)
-	if _, err := RunWithSocket(context.Background(), path, []string{"/nonexistent/qemu"}, RunConfig{}); err == nil {
-		t.Fatal("no error for a missing program")
+	// A program that cannot be run gives a shell's status: 127 not found,
+	// 126 not executable (it was 0, and the wrapper exited 1).
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		prog string
+		code int
+	}{
+		{"/nonexistent/qemu", 127},
+		{"tapswitch-test-no-such-program", 127},
+		{plain, 126},
+		{dir, 126},
+	} {
+		code, err := RunWithSocket(context.Background(), path, []string{tc.prog}, RunConfig{})
+		if err == nil || code != tc.code {
+			t.Errorf("RunWithSocket(%s) = %d, %v; want %d and an error", tc.prog, code, err, tc.code)
+		}
+	}
+}
+
+// TestRunWithSocketDatagram: given the switch's datagram socket, the error
+// names the stream listener and -netdev dgram (it was "protocol wrong type
+// for socket" alone).
+func TestRunWithSocketDatagram(t *testing.T) {
+	path := filepath.Join(porttest.SocketDir(t), "dg.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = RunWithSocket(context.Background(), path, []string{"true"}, RunConfig{})
+	if err == nil || !strings.Contains(err.Error(), "datagram socket") || !strings.Contains(err.Error(), "-netdev dgram") ||
+		!strings.Contains(err.Error(), "--print-netdev unixgram://"+path) {
+		t.Fatalf("RunWithSocket on a datagram socket: %v; want a hint naming the stream listener and -netdev dgram", err)
 	}
 }

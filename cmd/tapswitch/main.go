@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,19 +28,40 @@ func main() {
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
-		}
-		fmt.Fprintln(os.Stderr, "tapswitch:", err)
-		os.Exit(1)
+		os.Exit(exitStatus(err, os.Stderr))
 	}
 }
 
-// exitError carries a child's exit status through cobra (tapswitch qemu).
-type exitError struct{ code int }
+// exitStatus prints err to w, unless it only carries a child's exit
+// status, and returns the status tapswitch exits with.
+func exitStatus(err error, w io.Writer) int {
+	var ee exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(w, "tapswitch:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(w, "tapswitch:", err)
+	return 1
+}
 
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+// exitError carries an exit status other than 1 through cobra: a child's
+// (tapswitch qemu), or a shell's 126 or 127 for a command that could not
+// be run, with err saying why.
+type exitError struct {
+	code int
+	err  error // printed, if not nil
+}
+
+func (e exitError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}
+
+func (e exitError) Unwrap() error { return e.err }
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
