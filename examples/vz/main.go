@@ -8,13 +8,17 @@
 //	codesign --entitlements examples/vz/vz.entitlements -s - vzdemo
 //	./vzdemo -switch /var/run/tapswitch-vz.sock -kernel vmlinuz -initrd initrd.img
 //
-// The guest's console is on this terminal (hvc0). The binary must be
-// signed with the com.apple.security.virtualization entitlement (see
-// docs/macos.md). It is modelled on Code-Hex/vz's example/linux, and has
-// been built and type-checked only, not run.
+// The guest's console is on this terminal (hvc0). SIGTERM or SIGINT asks
+// the guest to shut down (RequestStop); a second signal, or a guest still
+// running -stop-timeout (30 s) later, stops the VM at once (Stop, as
+// pulling the plug: macOS 12+). The binary must be signed with the
+// com.apple.security.virtualization entitlement (see docs/macos.md). It is
+// modelled on Code-Hex/vz's example/linux, and has been built and
+// type-checked only, not run.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -22,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/Code-Hex/vz/v3"
 	"golang.org/x/sys/unix"
@@ -41,18 +46,19 @@ func main() {
 		mtu     = flag.Int("mtu", 0, fmt.Sprintf("the NIC's MTU, %d to %d (macOS 13+; 0: 1500); the switch's --max-frame must be at least MTU+14", tsvz.MinMTU, tsvz.MaxMTU))
 		cpus    = flag.Uint("cpus", 1, "virtual CPUs")
 		memMiB  = flag.Uint64("memory", 512, "memory in MiB")
+		stopIn  = flag.Duration("stop-timeout", 30*time.Second, "after SIGTERM or SIGINT, how long the guest has to shut down before the VM is stopped at once (as is done on a second signal; 0: at once)")
 	)
 	flag.Parse()
 	if *kernel == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*kernel, *initrd, *disk, *cmdline, *sw, *local, *mac, *mtu, *cpus, *memMiB); err != nil {
+	if err := run(*kernel, *initrd, *disk, *cmdline, *sw, *local, *mac, *mtu, *cpus, *memMiB, *stopIn); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(kernel, initrd, disk, cmdline, sw, local, macText string, mtu int, cpus uint, memMiB uint64) error {
+func run(kernel, initrd, disk, cmdline, sw, local, macText string, mtu int, cpus uint, memMiB uint64, stopIn time.Duration) error {
 	opts := []vz.LinuxBootLoaderOption{vz.WithCommandLine(cmdline)}
 	if initrd != "" {
 		opts = append(opts, vz.WithInitrd(initrd))
@@ -135,28 +141,42 @@ func run(kernel, initrd, disk, cmdline, sw, local, macText string, mtu int, cpus
 	if err := vm.Start(); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "vm: NIC %s on switch %s; SIGTERM or SIGINT stops the VM\r\n", addr, sw)
+	fmt.Fprintf(os.Stderr, "vm: NIC %s on switch %s; SIGTERM or SIGINT shuts the guest down, a second one stops the VM at once\r\n", addr, sw)
 
-	sig := make(chan os.Signal, 1)
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	for {
-		select {
-		case <-sig:
-			if ok, err := vm.RequestStop(); !ok || err != nil {
-				fmt.Fprintf(os.Stderr, "vm: request stop: %v; stopping\r\n", err)
-				if err := vm.Stop(); err != nil {
-					return fmt.Errorf("stop: %w", err)
-				}
-			}
-		case state := <-vm.StateChangedNotify():
+	ended := make(chan error, 1)
+	go func() {
+		for state := range vm.StateChangedNotify() {
 			switch state {
 			case vz.VirtualMachineStateStopped:
-				return nil
+				ended <- nil
+				return
 			case vz.VirtualMachineStateError:
-				return fmt.Errorf("the VM failed")
+				ended <- errors.New("the VM failed")
+				return
 			}
 		}
+	}()
+	return waitStop(vzStopper{vm}, sig, ended, stopIn, os.Stderr)
+}
+
+// vzStopper is a Virtualization.framework VM as waitStop sees it.
+type vzStopper struct{ vm *vz.VirtualMachine }
+
+func (s vzStopper) RequestStop() error {
+	ok, err := s.vm.RequestStop()
+	if err == nil && !ok {
+		err = errors.New("the VM cannot take the request in its state")
 	}
+	return err
+}
+
+func (s vzStopper) Stop() error {
+	if err := s.vm.Stop(); err != nil {
+		return fmt.Errorf("%w (stopping a VM needs macOS 12 or later)", err)
+	}
+	return nil
 }
 
 // rawTerminal puts f in raw mode for the guest's console, if it is a
