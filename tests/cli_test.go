@@ -896,3 +896,29 @@ func TestSIGHUPDuringSetupAndShutdown(t *testing.T) {
 		t.Errorf("devices left after shutdown:\n%s", links)
 	}
 }
+
+// TestSummaryPathsAbsolute: serve's start-up hints for relative socket
+// paths name them absolutely, so that they work from another directory
+// (the vfkit line and the ctl line printed them as given).
+func TestSummaryPathsAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), bin, "serve", "--ctl", "ctl.sock", "--listen", "unixgram:vz.sock", "--listen", "unix:vm.sock")
+	cmd.Dir = dir
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	porttest.WaitFor(t, "the start-up summary", func() bool { return strings.Contains(out.String(), "# vfkit:") })
+	for _, want := range []string{
+		"tapswitch ctl --ctl " + filepath.Join(dir, "ctl.sock") + " ports",
+		"unixSocketPath=" + filepath.Join(dir, "vz.sock") + ",",
+		"addr.path=" + filepath.Join(dir, "vm.sock"),
+		"remote.path=" + filepath.Join(dir, "vz.sock"),
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+}

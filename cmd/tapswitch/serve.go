@@ -556,6 +556,15 @@ func hostMAC(name string, addrs []netip.Prefix) net.HardwareAddr {
 	return mac
 }
 
+// absPath returns path made absolute, for hints a user runs elsewhere; path
+// itself if that fails.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}
+
 // dhcpOnly returns the first flag given that only the DHCP responder uses,
 // or "": --gateway only if gateway is set, --dhcp-range and
 // --dhcp-lease-time only if rangeAndTime is (vmnet uses them too). Errors
@@ -1132,7 +1141,7 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 	w := cmd.OutOrStdout()
 	fmt.Fprintln(w, "tapswitch is running.")
 	if p.ctl != "none" {
-		fmt.Fprintf(w, "  control:  tapswitch ctl --ctl %s ports\n", p.ctl)
+		fmt.Fprintf(w, "  control:  tapswitch ctl --ctl %s ports\n", absPath(p.ctl))
 	}
 	if p.dhcp != nil {
 		fmt.Fprintf(w, "  DHCP:     gateway %s, %d addresses in the pool\n", p.dhcp.Gateway, srv.Stats().PoolSize)
@@ -1150,7 +1159,7 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 			fmt.Fprintf(w, "# %v\n", err)
 		}
 		if l.Addr().Network == "unixgram" {
-			fmt.Fprintf(w, "# vfkit:\nvfkit ... --device virtio-net,unixSocketPath=%s,mac=%s\n", l.Addr().Address, qemu.RandomMAC())
+			fmt.Fprintf(w, "# vfkit:\nvfkit ... --device virtio-net,unixSocketPath=%s,mac=%s\n", absPath(l.Addr().Address), qemu.RandomMAC())
 		}
 	}
 }
