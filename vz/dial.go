@@ -3,6 +3,7 @@
 package vz
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -11,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,17 +70,91 @@ type Config struct {
 	// NoHello leaves out the Hello datagram: the switch then learns the VM
 	// from its first frame.
 	NoHello bool
+	// Reconnect is how often the Conn checks whether the switch's socket
+	// was replaced (the switch restarted), to connect to the new one
+	// (default 1 s; negative: never). The VM's socket stays connected to
+	// the socket it was connected to, so without this the VM's network is
+	// dead after a restart of the switch until the VM restarts.
+	Reconnect time.Duration
 }
+
+// DefaultReconnect is Config.Reconnect's default.
+const DefaultReconnect = time.Second
 
 // Conn is a VM's end of the connection to the switch: a unixgram socket
 // bound to LocalPath and connected to the switch's socket.
 type Conn struct {
 	file  *os.File
 	local string
+	cfg   Config
+
+	reconnects atomic.Uint64
+	done       chan struct{}
+	wg         sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// fileID tells a socket file from the one that replaced it at its path:
+// the inode number alone does not, as a file system may give the new file
+// the number the old one freed.
+type fileID struct {
+	dev, ino uint64
+	ctime    unix.Timespec
+}
+
+func statID(path string) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{uint64(st.Dev), uint64(st.Ino), st.Ctim}, nil // (Dev's and Ino's types differ by system)
+}
+
+// watch reconnects c whenever the file at the switch's path is not the
+// one c is connected to, until Close. id is that of the file connected to.
+func (c *Conn) watch(every time.Duration, id fileID) {
+	defer c.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		now, err := statID(c.cfg.Switch)
+		if err != nil || now == id {
+			continue // gone (the switch is down) or the same
+		}
+		if c.reconnect() == nil {
+			id = now
+			c.reconnects.Add(1)
+		}
+	}
+}
+
+// reconnect connects the socket to the switch's path again and sends
+// Hello, so that the new switch adds the VM's port at once. Linux and BSD
+// let a connected datagram socket connect to another address.
+func (c *Conn) reconnect() error {
+	rc, err := c.file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var opErr error
+	err = rc.Control(func(fd uintptr) {
+		if opErr = unix.Connect(int(fd), &unix.SockaddrUnix{Name: c.cfg.Switch}); opErr == nil && !c.cfg.NoHello {
+			_, opErr = unix.Write(int(fd), []byte(Hello))
+		}
+	})
+	return cmp.Or(err, opErr)
+}
+
+// Reconnects returns how many times the Conn has connected to a new
+// socket of the switch (see Config.Reconnect).
+func (c *Conn) Reconnects() uint64 { return c.reconnects.Load() }
 
 // File returns the socket, for VZFileHandleNetworkDeviceAttachment. It is
 // in blocking mode, as Virtualization.framework uses it; the Conn owns it.
@@ -90,6 +167,8 @@ func (c *Conn) LocalPath() string { return c.local }
 // VM that uses it has stopped. It is idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		close(c.done)
+		c.wg.Wait()
 		var errs []error
 		if err := c.file.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("vz %s: close: %w", c.local, err))
@@ -156,7 +235,15 @@ func Dial(cfg Config) (*Conn, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &Conn{file: os.NewFile(uintptr(fd), "vz:"+local), local: local}, nil
+	c := &Conn{file: os.NewFile(uintptr(fd), "vz:"+local), local: local, cfg: cfg, done: make(chan struct{})}
+	if every := cmp.Or(cfg.Reconnect, DefaultReconnect); every > 0 {
+		// The file connected to: at worst (replaced meanwhile) the first
+		// check reconnects once more than needed.
+		id, _ := statID(cfg.Switch)
+		c.wg.Add(1)
+		go c.watch(every, id)
+	}
+	return c, nil
 }
 
 // setup sizes, binds and connects fd and sends the hello. On error the

@@ -275,3 +275,78 @@ func TestDialMaxMTUFrame(t *testing.T) {
 		t.Errorf("port counted %d frames too long", d)
 	}
 }
+
+// TestReconnectAfterSwitchRestart: when the switch's socket is replaced (the
+// switch restarted), the Conn connects to the new one and says Hello, and
+// frames flow both ways again; the VM's socket stayed connected to the old
+// socket, and every send failed until the VM restarted.
+func TestReconnectAfterSwitchRestart(t *testing.T) {
+	dir := porttest.SocketDir(t)
+	sw, swPath := fakeSwitch(t, dir)
+	c, err := Dial(Config{Switch: swPath, Local: filepath.Join(dir, "vm.sock"), Reconnect: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if hello, _ := recv(t, sw); string(hello) != Hello {
+		t.Fatalf("first datagram %q", hello)
+	}
+	time.Sleep(100 * time.Millisecond) // checks of an unchanged switch: no reconnect
+	if n := c.Reconnects(); n != 0 {
+		t.Fatalf("%d reconnects to the same switch", n)
+	}
+
+	sw.Close()
+	os.Remove(swPath)
+	if _, err := c.File().Write([]byte("frame to a switch that is gone")); err == nil {
+		t.Error("a write with the switch gone succeeded")
+	}
+	sw2, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: swPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw2.Close()
+	hello, from := recv(t, sw2)
+	if string(hello) != Hello || from == nil || from.Name != c.LocalPath() {
+		t.Fatalf("new switch got %q from %v, want %q from %s", hello, from, Hello, c.LocalPath())
+	}
+	porttest.WaitFor(t, "Reconnects to count it", func() bool { return c.Reconnects() == 1 })
+	frame := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0806, nil)
+	if _, err := c.File().Write(frame); err != nil {
+		t.Fatalf("write after the reconnect: %v", err)
+	}
+	if got, _ := recv(t, sw2); !bytes.Equal(got, frame) {
+		t.Fatalf("new switch got %x", got)
+	}
+	if _, err := sw2.WriteToUnix(frame, &net.UnixAddr{Name: c.LocalPath(), Net: "unixgram"}); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 100)
+	c.File().SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.File().Read(got); err != nil || !bytes.Equal(got[:n], frame) {
+		t.Fatalf("VM read %x, %v", got[:n], err)
+	}
+}
+
+// TestReconnectOff: a negative Config.Reconnect leaves the socket alone.
+func TestReconnectOff(t *testing.T) {
+	dir := porttest.SocketDir(t)
+	sw, swPath := fakeSwitch(t, dir)
+	c, err := Dial(Config{Switch: swPath, Local: filepath.Join(dir, "vm.sock"), Reconnect: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	recv(t, sw)
+	sw.Close()
+	os.Remove(swPath)
+	sw2, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: swPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw2.Close()
+	sw2.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _, err := sw2.ReadFromUnix(make([]byte, 100)); err == nil {
+		t.Fatalf("the new switch got %d bytes with Reconnect off", n)
+	}
+}

@@ -6,7 +6,9 @@
 // It sits outside the switch, in the VM's process: the switch side is an
 // ordinary datagram listener (tapswitch serve --listen unixgram://PATH),
 // one raw Ethernet frame per datagram, that learns each VM from the address
-// its datagrams come from.
+// its datagrams come from. When the switch restarts, a Conn connects its
+// socket to the new switch socket by itself (Config.Reconnect), so the VM
+// keeps its network.
 //
 // Dial, which makes and connects the socket, is plain Go on every Unix so
 // that it is tested on Linux; NewAttachment, which hands the socket to
