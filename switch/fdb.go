@@ -27,7 +27,7 @@ type fdb struct {
 
 type fdbEntry struct {
 	port atomic.Pointer[Attachment]
-	seen atomic.Int64 // unix nanoseconds of the last frame from this MAC
+	seen atomic.Int64 // when the last frame from this MAC came, on the switch's clock (Switch.nanos)
 }
 
 func newFDB(max int, age time.Duration) *fdb {

@@ -283,7 +283,7 @@ type Attachment struct {
 	// locked holds the MAC a LockMAC port is bound to, with bit 48 set
 	// once it is bound; only the port's receiving goroutine sets it.
 	locked atomic.Uint64
-	// lastProbe is when the port was last asked to Probe (unix ns).
+	// lastProbe is when the port was last asked to Probe (Switch.nanos).
 	lastProbe atomic.Int64
 	// macs counts the port's FDB entries; tokens and tokensAt are its
 	// new-address budget. All three change under the FDB's write lock.

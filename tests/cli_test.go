@@ -332,7 +332,7 @@ func TestBadConfig(t *testing.T) {
 		// Refused by the plan, so by a reload too (they failed only when
 		// opened, after the tap was made).
 		{name: "bad metrics address", file: "tap: [" + tapName + "]\nmetrics: not-an-address\n", want: "cfg.yaml:2: --metrics not-an-address: want HOST:PORT"},
-		{name: "long socket path", file: "tap: [" + tapName + "]\nlisten: unix:///" + strings.Repeat("s", 110) + "\n", want: "cfg.yaml:2: --listen: parse address"},
+		{name: "long socket path", file: "tap: [" + tapName + "]\nlisten: unix:///" + strings.Repeat("s", 110) + "\n", want: "cfg.yaml:2: --listen unix:///" + strings.Repeat("s", 110) + ": socket path longer than 103 bytes"},
 		{name: "bad listen flag", args: []string{"--tap", tapName, "--listen", "ftp://x"}, want: "--listen"},
 		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
 		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "--dhcp-range: needs --dhcp"},

@@ -163,8 +163,10 @@ func (c *Conn) File() *os.File { return c.file }
 // LocalPath returns the path the socket is bound to.
 func (c *Conn) LocalPath() string { return c.local }
 
-// Close closes the socket and removes its path. Close it only after the
-// VM that uses it has stopped. It is idempotent.
+// Close closes the socket, removes its path and stops the checks for a
+// restarted switch (Config.Reconnect). Close it only after the VM that uses
+// it has stopped, and do close it: until then the Conn, its socket and a
+// goroutine stay, referenced or not. It is idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)

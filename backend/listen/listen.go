@@ -72,11 +72,6 @@ func Parse(s string) (Addr, error) {
 		if a.Address == "" {
 			return Addr{}, fmt.Errorf("parse address %q: missing socket path", s)
 		}
-		if len(a.Address) > MaxSocketPath {
-			// Found here rather than at bind or connect, so that a
-			// configuration is refused before anything is set up.
-			return Addr{}, fmt.Errorf("parse address %q: socket path longer than %d bytes", s, MaxSocketPath)
-		}
 	case "tcp", "udp":
 		if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
 			return Addr{}, fmt.Errorf("parse address %q: want %s://host:port", s, u.Scheme)

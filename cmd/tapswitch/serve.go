@@ -279,6 +279,12 @@ func (o *serveOptions) plan() (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
+		if a.IsUnix() && len(a.Address) > listen.MaxSocketPath {
+			// Found here rather than at bind, so that a configuration is
+			// refused before anything is set up. (A path dialled, by
+			// --connect, may be as long as the system allows.)
+			return nil, fmt.Errorf("--listen %s: socket path longer than %d bytes", u, listen.MaxSocketPath)
+		}
 		// (Port 0 asks for a port the system chooses, a new one each time.)
 		anyPort := !a.IsUnix() && strings.HasSuffix(a.Address, ":0")
 		if !anyPort && slices.ContainsFunc(p.listens, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
@@ -924,7 +930,10 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 				return attachTap(sw, req.Tap, o.mtu, o.tapOffload, log)
 			}
 			a, err := listen.Parse(req.Connect)
-			if err != nil || a.Kind() != listen.KindStream {
+			if err != nil {
+				return fmt.Errorf("%w: connect: %w", api.ErrBadRequest, err)
+			}
+			if a.Kind() != listen.KindStream {
 				return fmt.Errorf("%w: connect %q: want unix:///PATH or tcp://HOST:PORT", api.ErrBadRequest, req.Connect)
 			}
 			key := a.Network + ":" + a.Address

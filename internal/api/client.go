@@ -23,9 +23,10 @@ const DefaultTimeout = 30 * time.Second
 
 // Client talks to the control API on a unix socket.
 type Client struct {
-	// Timeout bounds each request (default DefaultTimeout): a switch
-	// stopped (SIGSTOP) or hung would otherwise keep a script waiting for
-	// ever. A capture's stream, once it has begun, is not bounded.
+	// Timeout bounds each request (default DefaultTimeout; negative: no
+	// bound but the context's): a switch stopped (SIGSTOP) or hung would
+	// otherwise keep a script waiting for ever. A capture's stream, once it
+	// has begun, is not bounded.
 	Timeout time.Duration
 
 	path string
@@ -47,8 +48,11 @@ func NewClient(path string) *Client {
 // Do sends a request with body in (if not nil) as JSON and decodes the
 // answer into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout())
-	defer cancel()
+	if d := c.timeout(); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, d, errNoAnswer)
+		defer cancel()
+	}
 	resp, err := c.open(ctx, method, path, in)
 	if err != nil {
 		return err
@@ -67,9 +71,13 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 
 func (c *Client) timeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
 
+// errNoAnswer is the cause of a request's end by the Client's Timeout (not
+// by a deadline of the caller's context, such as capture --duration).
+var errNoAnswer = errors.New("no answer")
+
 // timedOut names the timeout when it is what ended a request.
 func (c *Client) timedOut(ctx context.Context, err error) error {
-	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+	if errors.Is(context.Cause(ctx), errNoAnswer) {
 		return fmt.Errorf("%w: no answer within %v (is tapswitch serve stopped or hung?)", err, c.timeout())
 	}
 	return err
@@ -89,9 +97,12 @@ func (c *Client) Capture(ctx context.Context, port string) (*CaptureStream, erro
 	}
 	// The timeout ends the wait for the answer's header, not the stream.
 	ctx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(c.timeout(), func() { cancel(context.DeadlineExceeded) })
+	var timer *time.Timer
+	if d := c.timeout(); d > 0 {
+		timer = time.AfterFunc(d, func() { cancel(errNoAnswer) })
+	}
 	resp, err := c.open(ctx, http.MethodGet, p, nil)
-	if !timer.Stop() && err == nil {
+	if timer != nil && !timer.Stop() && err == nil {
 		resp.Body.Close()
 		err = c.noAnswer(http.MethodGet, p)
 	}
@@ -149,7 +160,7 @@ func (c *Client) open(ctx context.Context, method, path string, in any) (*http.R
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		if errors.Is(context.Cause(ctx), errNoAnswer) {
 			return nil, c.noAnswer(method, path)
 		}
 		return nil, fmt.Errorf("control socket %s: %w (is tapswitch serve running? see --ctl)", c.path, unwrapURLError(err))

@@ -46,6 +46,26 @@ func TestClientTimeout(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("two requests took %v", d)
 	}
+
+	// The caller's own deadline (capture --duration) is not the Client's
+	// timeout, and is not reported as one.
+	c.Timeout = time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Capture(ctx, ""); err == nil || strings.Contains(err.Error(), "no answer within") {
+		t.Errorf("Capture ended by the caller's deadline: %v, want no mention of the Client's timeout", err)
+	}
+	if err := c.Do(ctx, "GET", "/v1/stats", nil, &st); err == nil || strings.Contains(err.Error(), "no answer within") {
+		t.Errorf("Do ended by the caller's deadline: %v, want no mention of the Client's timeout", err)
+	}
+	// A negative Timeout bounds nothing but the context.
+	c.Timeout = -1
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	if err := c.Do(ctx, "GET", "/v1/stats", nil, &st); err == nil || time.Since(start) < 250*time.Millisecond {
+		t.Errorf("Do with Timeout -1: %v after %v, want the context's 300ms deadline", err, time.Since(start))
+	}
 }
 
 // TestCaptureOutlivesTimeout: the timeout bounds the wait for a capture's
