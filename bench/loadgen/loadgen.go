@@ -14,7 +14,8 @@
 // Config.Window frames in flight per direction (so that the measure is the
 // switch's lossless rate, not how fast it drops), and reports frames/s,
 // Gbit/s and what the idle clients received (a learning switch sends them
-// nothing).
+// nothing). Every data frame carries the number of the Run that sent it,
+// so that a frame of an earlier run arriving late counts in none.
 //
 // The clients allocate nothing per frame, so that allocations measured
 // around Run in the same process are the switch's. The package lives under
@@ -57,6 +58,11 @@ const (
 	helloType = 0x88b6
 )
 
+// minSize is the shortest data frame: the Ethernet header and, after it,
+// the run number (big-endian uint32) that tells a frame of the current Run
+// from a late one of an earlier Run.
+const minSize = 14 + 4
+
 // Defaults for the zero values of Config.
 const (
 	DefaultSize        = 1500
@@ -73,7 +79,8 @@ type Config struct {
 	// a datagram listener's for Dgram.
 	Path string
 	// Size is the length of each data frame, Ethernet header included,
-	// without FCS (default 1500; at least 14, at most 65535).
+	// without FCS (default 1500; at least 18, the header and the run
+	// number, at most 65535).
 	Size int
 	// Idle is the number of idle clients (default 0).
 	Idle int
@@ -100,8 +107,8 @@ func (c *Config) setDefaults() error {
 	if c.Size == 0 {
 		c.Size = DefaultSize
 	}
-	if c.Size < 14 || c.Size > 65535 {
-		return fmt.Errorf("loadgen: frame size %d: want 14 to 65535", c.Size)
+	if c.Size < minSize || c.Size > 65535 {
+		return fmt.Errorf("loadgen: frame size %d: want %d to 65535", c.Size, minSize)
 	}
 	if c.Idle < 0 {
 		return fmt.Errorf("loadgen: %d idle clients", c.Idle)
@@ -126,9 +133,15 @@ type Result struct {
 	// Size is the frame length.
 	Size int
 	// Sent, Received and Lost count data frames of the two active
-	// clients, both directions together. Lost frames are those a sender
-	// gave up waiting for (Config.LossTimeout).
+	// clients, both directions together; Received+Lost == Sent. Lost
+	// frames are those that had not arrived when Run returned: a sender
+	// that sees no progress for Config.LossTimeout writes off the frames it
+	// has in flight, and takes back those that arrive later in the run.
 	Sent, Received, Lost uint64
+	// Late counts frames written off after LossTimeout that arrived later
+	// in the run: they are in Received, not in Lost. They come from
+	// stalls of the switch (or of the machine) longer than LossTimeout.
+	Late uint64
 	// IdleReceived counts data frames that reached idle clients.
 	IdleReceived uint64
 	// Elapsed runs from the first send to the last frame received.
@@ -160,18 +173,20 @@ func (r Result) LossRatio() float64 {
 
 // String formats r on one line.
 func (r Result) String() string {
-	return fmt.Sprintf("%d B: %.0f frames/s %.3f Gbit/s sent=%d received=%d lost=%d idle_rx=%d cpu=%.2f cores in %v",
-		r.Size, r.FramesPerSec(), r.Gbps(), r.Sent, r.Received, r.Lost, r.IdleReceived,
+	return fmt.Sprintf("%d B: %.0f frames/s %.3f Gbit/s sent=%d received=%d lost=%d late=%d idle_rx=%d cpu=%.2f cores in %v",
+		r.Size, r.FramesPerSec(), r.Gbps(), r.Sent, r.Received, r.Lost, r.Late, r.IdleReceived,
 		r.CPU.Seconds()/max(r.Elapsed.Seconds(), 1e-9), r.Elapsed.Round(time.Millisecond))
 }
 
 // Session is a set of clients attached to a switch: clients 0 and 1 are
-// active, the rest idle. Run may be called more than once; Close ends it.
+// active, the rest idle. Run may be called more than once, one call at a
+// time; Close ends it.
 type Session struct {
 	cfg     Config
 	dir     string // the datagram clients' socket files
 	clients []*client
-	prefix  [4]byte // MAC prefix unique to the session
+	prefix  [4]byte       // MAC prefix unique to the session
+	run     atomic.Uint32 // number of the current (or last) Run
 }
 
 // NewSession connects 2 active and cfg.Idle idle clients to the switch and
@@ -299,14 +314,15 @@ func (s *Session) allLearned() bool {
 
 // Run sends frames data frames (0: no limit), split between the two active
 // clients, or sends until d has passed (0: no limit), and waits for them to
-// arrive or be counted lost.
+// arrive or be written off (see Result.Lost). Runs of a Session must not
+// overlap.
 func (s *Session) Run(frames int, d time.Duration) (Result, error) {
 	if frames <= 0 && d <= 0 {
 		return Result{}, errors.New("loadgen: Run needs a frame count or a duration")
 	}
-	var base []uint64
-	for _, c := range s.clients {
-		base = append(base, c.recv.Load())
+	run := s.run.Add(1)
+	for _, c := range s.clients[:2] {
+		c.stamp(run)
 	}
 	var deadline time.Time
 	if d > 0 {
@@ -327,7 +343,7 @@ func (s *Session) Run(frames int, d time.Duration) (Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i] = s.clients[i].send(peer, base[peer.idx], quota[i], deadline)
+			res[i] = s.clients[i].send(peer, run, quota[i], deadline)
 		}()
 	}
 	wg.Wait()
@@ -335,13 +351,16 @@ func (s *Session) Run(frames int, d time.Duration) (Result, error) {
 	r := Result{Size: s.cfg.Size, Elapsed: end.Sub(start), CPU: cpuTime() - cpu0}
 	var err error
 	for i, sr := range res {
+		// Frames written off may have arrived since the sender looked.
+		got := s.clients[i^1].received(run)
 		r.Sent += sr.sent
-		r.Lost += sr.lost
-		r.Received += s.clients[i^1].recv.Load() - base[i^1]
+		r.Lost += sr.lost(got)
+		r.Late += sr.late(got)
+		r.Received += got
 		err = errors.Join(err, sr.err)
 	}
-	for i, c := range s.clients[2:] {
-		r.IdleReceived += c.recv.Load() - base[2+i]
+	for _, c := range s.clients[2:] {
+		r.IdleReceived += c.received(run)
 	}
 	return r, err
 }
@@ -367,7 +386,9 @@ type client struct {
 	frame []byte // the data frame it sends
 	wbuf  []byte // stream: Batch copies of frame, each behind its length
 
-	recv     atomic.Uint64 // data frames received
+	// recv holds the data frames received of run recv>>48 (the low 16
+	// bits of the run number) in its low 48 bits. Only readLoop writes it.
+	recv     atomic.Uint64
 	lastRecv atomic.Int64  // unix nanoseconds of the last data received
 	notify   chan struct{} // a token after every read that brought data
 	seen     []atomic.Bool // hellos heard, by client index
@@ -383,6 +404,27 @@ func (c *client) err() error {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
 	return c.readErr
+}
+
+// runBits places the low 16 bits of run where client.recv holds them.
+func runBits(run uint32) uint64 { return uint64(run&0xffff) << 48 }
+
+// received returns the data frames of run that c has received.
+func (c *client) received(run uint32) uint64 {
+	v := c.recv.Load()
+	if v&^(1<<48-1) != runBits(run) {
+		return 0
+	}
+	return v & (1<<48 - 1)
+}
+
+// stamp writes run into the data frame and its copies in wbuf. Run calls
+// it before the client sends.
+func (c *client) stamp(run uint32) {
+	binary.BigEndian.PutUint32(c.frame[14:], run)
+	for off := 4; off < len(c.wbuf); off += 4 + len(c.frame) {
+		binary.BigEndian.PutUint32(c.wbuf[off+14:], run)
+	}
 }
 
 // writeData sends k data frames: one system call for a stream client,
@@ -409,41 +451,72 @@ func (c *client) write(frame []byte) error {
 	return err
 }
 
-type sendResult struct {
-	sent, lost uint64
-	err        error
+// flight is a sender's account of its frames. It relies on the switch
+// keeping them in order (a port's frames are read by one loop and leave
+// through one FIFO queue), so that a frame that arrives is the oldest not
+// yet arrived. When LossTimeout passes without one arriving, the sender
+// writes off the frames in flight; those that arrive after all are late,
+// no longer lost, and while they arrive the frames sent after them are in
+// flight: so the window holds after a stall.
+type flight struct {
+	sent    uint64 // frames sent
+	mark    uint64 // sent at the last write-off: frames before it that have not arrived are written off
+	written uint64 // frames written off, all told
 }
 
-// send sends data frames to peer until quota (if >= 0) or deadline (if
-// set), keeping at most Window in flight, then waits until they have
-// arrived or are counted lost. base is peer's receive count at the start.
-func (c *client) send(peer *client, base uint64, quota int, deadline time.Time) sendResult {
+// inflight returns how many frames are neither received (got: the
+// peer's count) nor written off.
+func (f *flight) inflight(got uint64) uint64 {
+	if done := max(got, f.mark); done < f.sent {
+		return f.sent - done
+	}
+	return 0 // got may pass sent while a write is counted
+}
+
+// writeOff writes off the frames in flight.
+func (f *flight) writeOff(got uint64) {
+	f.written += f.inflight(got)
+	f.mark = f.sent
+}
+
+// lost returns how many frames written off have not arrived.
+func (f *flight) lost(got uint64) uint64 {
+	if f.mark > got {
+		return f.mark - got
+	}
+	return 0
+}
+
+// late returns how many frames written off have arrived.
+func (f *flight) late(got uint64) uint64 { return f.written - f.lost(got) }
+
+type sendResult struct {
+	flight
+	err error
+}
+
+// send sends data frames of run to peer until quota (if >= 0) or deadline
+// (if set), keeping at most Window in flight, then waits until they have
+// arrived or are written off.
+func (c *client) send(peer *client, run uint32, quota int, deadline time.Time) sendResult {
 	cfg := &c.s.cfg
 	var r sendResult
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
-	// inflight is what has been sent and neither received nor given up.
-	inflight := func() uint64 {
-		got := peer.recv.Load() - base
-		if got+r.lost >= r.sent {
-			return 0
-		}
-		return r.sent - got - r.lost
-	}
-	// wait waits until fewer than limit frames are in flight, counting
-	// them lost when LossTimeout passes without progress.
+	// wait waits until fewer than limit frames are in flight, writing
+	// them off when LossTimeout passes without a frame arriving.
 	wait := func(limit uint64) {
 		for {
-			n := inflight()
-			if n < limit {
+			got := peer.received(run)
+			if r.inflight(got) < limit {
 				return
 			}
 			t.Reset(cfg.LossTimeout)
 			select {
 			case <-peer.notify:
 			case <-t.C:
-				if inflight() == n {
-					r.lost += n
+				if peer.received(run) == got {
+					r.writeOff(got)
 				}
 			}
 		}
@@ -480,8 +553,11 @@ func (c *client) readLoop() {
 			if n, err = c.conn.Read(buf); err != nil {
 				break
 			}
-			if c.account(buf[:n]) {
-				c.progress(1)
+			// Loaded after the read: a frame of a new run was sent after
+			// Run changed the number.
+			run := c.s.run.Load()
+			if c.account(buf[:n], run) {
+				c.progress(run, 1)
 			}
 		}
 	} else {
@@ -492,6 +568,7 @@ func (c *client) readLoop() {
 				break
 			}
 			w += n
+			run := c.s.run.Load()
 			data := uint64(0)
 			for w-r >= 4 {
 				l := int(binary.BigEndian.Uint32(buf[r:]))
@@ -502,7 +579,7 @@ func (c *client) readLoop() {
 				if w-r < 4+l {
 					break
 				}
-				if c.account(buf[r+4 : r+4+l]) {
+				if c.account(buf[r+4:r+4+l], run) {
 					data++
 				}
 				r += 4 + l
@@ -513,7 +590,7 @@ func (c *client) readLoop() {
 			w = copy(buf, buf[r:w])
 			r = 0
 			if data > 0 {
-				c.progress(data)
+				c.progress(run, data)
 			}
 		}
 	}
@@ -524,15 +601,20 @@ func (c *client) readLoop() {
 	}
 }
 
-// account classifies one received frame and reports whether it is data.
-func (c *client) account(f []byte) bool {
+// account classifies one received frame and reports whether it is data
+// of run.
+func (c *client) account(f []byte, run uint32) bool {
 	if len(f) < 14 || [4]byte(f[6:10]) != c.s.prefix {
 		c.bad.Add(1)
 		return false
 	}
 	switch binary.BigEndian.Uint16(f[12:14]) {
 	case dataType:
-		return true
+		if len(f) < minSize {
+			c.bad.Add(1)
+			return false
+		}
+		return binary.BigEndian.Uint32(f[14:]) == run // else late, of an earlier run
 	case helloType:
 		i := int(f[10])<<8 | int(f[11])
 		if i < len(c.seen) && i != c.idx && !c.seen[i].Swap(true) {
@@ -544,8 +626,13 @@ func (c *client) account(f []byte) bool {
 	return false
 }
 
-func (c *client) progress(n uint64) {
-	c.recv.Add(n)
+// progress counts n data frames of run.
+func (c *client) progress(run uint32, n uint64) {
+	v := c.recv.Load()
+	if v&^(1<<48-1) != runBits(run) {
+		v = runBits(run)
+	}
+	c.recv.Store(v + n)
 	c.lastRecv.Store(time.Now().UnixNano())
 	select {
 	case c.notify <- struct{}{}:

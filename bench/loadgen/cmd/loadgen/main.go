@@ -2,7 +2,12 @@
 // clients of package loadgen: for each transport and frame size it runs
 // two active clients alone and with -idle idle clients attached,
 // interleaved over -rounds rounds, and prints the medians and the
-// throughput lost to the idle clients.
+// throughput lost to the idle clients. Its "lost" column is the frames the
+// clients sent that never arrived, "late" those that arrived after their
+// sender had given up on them (a stall), and "switch drops" the frames an
+// in-process switch counted as dropped (any port and reason; "-" for a
+// running switch): a frame the switch drops is lost too, so the columns
+// overlap and are not to be added.
 //
 // Without -stream or -dgram it starts an in-process switch with serve's
 // default limits. With them it drives a running switch, e.g.
@@ -49,7 +54,7 @@ func main() {
 type sample struct {
 	r        loadgen.Result
 	swCPU    time.Duration // of the external switch, if -pid
-	switchDr uint64        // drops counted by the in-process switch
+	switchDr uint64        // drops counted by the in-process switch (also in r.Lost if they were the clients' frames)
 }
 
 func run(transports, sizeList string, idle, rounds int, d time.Duration, window int, streamPath, dgramPath string, pid int) error {
@@ -78,8 +83,8 @@ func run(transports, sizeList string, idle, rounds int, d time.Duration, window 
 	}
 	fmt.Printf("load before: %s", loadavg())
 	fmt.Printf("%d rounds of %v per configuration, window %d\n\n", rounds, d, window)
-	fmt.Println("| transport | frame | idle clients | frames/s median (min-max) | Gbit/s median | lost | idle rx | cpu cores | throughput vs 0 idle |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| transport | frame | idle clients | frames/s median (min-max) | Gbit/s median | lost | late | switch drops | idle rx | cpu cores | throughput vs 0 idle |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, tr := range strings.Split(transports, ",") {
 		tr = strings.TrimSpace(tr)
 		path := paths[tr]
@@ -106,10 +111,12 @@ func run(transports, sizeList string, idle, rounds int, d time.Duration, window 
 				if i == 0 {
 					base = m
 				}
-				var lost, sent, idleRx uint64
+				var lost, late, drops, sent, idleRx uint64
 				var cpu, el float64
 				for _, s := range res[i] {
-					lost += s.r.Lost + s.switchDr
+					lost += s.r.Lost
+					late += s.r.Late
+					drops += s.switchDr
 					sent += s.r.Sent
 					idleRx += s.r.IdleReceived
 					cpu += (s.r.CPU + s.swCPU).Seconds()
@@ -119,9 +126,14 @@ func run(transports, sizeList string, idle, rounds int, d time.Duration, window 
 				if i > 0 && base > 0 {
 					vs = fmt.Sprintf("%+.1f%%", (m/base-1)*100)
 				}
-				fmt.Printf("| %s | %d B | %d | %.0f (%.0f-%.0f) | %.3f | %.2g%% | %d | %.2f | %s |\n",
+				pct := func(x uint64) string { return fmt.Sprintf("%.2g%%", 100*float64(x)/float64(max(sent, 1))) }
+				swDrops := "-"
+				if sw != nil {
+					swDrops = pct(drops)
+				}
+				fmt.Printf("| %s | %d B | %d | %.0f (%.0f-%.0f) | %.3f | %s | %d | %s | %d | %.2f | %s |\n",
 					tr, size, n, m, minOf(res[i], fps), maxOf(res[i], fps), m*float64(size)*8/1e9,
-					100*float64(lost)/float64(max(sent, 1)), idleRx, cpu/max(el, 1e-9), vs)
+					pct(lost), late, swDrops, idleRx, cpu/max(el, 1e-9), vs)
 			}
 		}
 	}
