@@ -1,10 +1,13 @@
 // Command loadgen measures tapswitch's VM socket transports with the
 // clients of package loadgen: for each transport and frame size it runs
 // two active clients alone and with -idle idle clients attached,
-// interleaved over -rounds rounds, and prints the medians and the
+// interleaved over -rounds rounds (alone first in the first, third, ...
+// round and second in the others, so that neither configuration always
+// runs on the heels of the other), and prints the medians and the
 // throughput lost to the idle clients. Its "lost" column is the frames the
-// clients sent that never arrived, "late" those that arrived after their
-// sender had given up on them (a stall), and "switch drops" the frames an
+// clients sent that had not arrived when their run ended, "late" those
+// that arrived after their sender had given up on them (a stall longer
+// than loadgen.DefaultLossTimeout), and "switch drops" the frames an
 // in-process switch counted as dropped (any port and reason; "-" for a
 // running switch): a frame the switch drops is lost too, so the columns
 // overlap and are not to be added.
@@ -58,6 +61,12 @@ type sample struct {
 }
 
 func run(transports, sizeList string, idle, rounds int, d time.Duration, window int, streamPath, dgramPath string, pid int) error {
+	if rounds < 1 {
+		return fmt.Errorf("-rounds %d: want at least 1", rounds)
+	}
+	if d <= 0 {
+		return fmt.Errorf("-duration %v: want more than 0", d)
+	}
 	var sizes []int
 	for _, s := range strings.Split(sizeList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -82,7 +91,7 @@ func run(transports, sizeList string, idle, rounds int, d time.Duration, window 
 		fmt.Println("switch: in-process, serve's defaults")
 	}
 	fmt.Printf("load before: %s", loadavg())
-	fmt.Printf("%d rounds of %v per configuration, window %d\n\n", rounds, d, window)
+	fmt.Printf("%d rounds of %v per configuration (order alternating), window %d\n\n", rounds, d, window)
 	fmt.Println("| transport | frame | idle clients | frames/s median (min-max) | Gbit/s median | lost | late | switch drops | idle rx | cpu cores | throughput vs 0 idle |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, tr := range strings.Split(transports, ",") {
@@ -95,8 +104,9 @@ func run(transports, sizeList string, idle, rounds int, d time.Duration, window 
 		for _, size := range sizes {
 			configs := []int{0, idle}
 			res := make([][]sample, len(configs))
-			for range rounds {
-				for i, n := range configs {
+			for round := range rounds {
+				for _, i := range order(round, len(configs)) {
+					n := configs[i]
 					s, err := measure(loadgen.Config{Transport: tr, Path: path, Size: size, Idle: n, Window: window}, d, sw, pid)
 					if err != nil {
 						return err
@@ -144,6 +154,19 @@ func run(transports, sizeList string, idle, rounds int, d time.Duration, window 
 		fmt.Printf("this process: %s\n", procStatus(os.Getpid(), "VmHWM", "VmRSS"))
 	}
 	return nil
+}
+
+// order returns the order in which round (from 0) runs n configurations:
+// 0 to n-1 in even rounds, n-1 to 0 in odd ones.
+func order(round, n int) []int {
+	o := make([]int, n)
+	for i := range o {
+		o[i] = i
+		if round%2 == 1 {
+			o[i] = n - 1 - i
+		}
+	}
+	return o
 }
 
 // measure runs one configuration with fresh clients.
