@@ -43,7 +43,11 @@ type memReport struct {
 	Ports, FDB         int
 	VmHWM, VmRSS       int64 // bytes, from /proc/self/status after runtime.GC
 	HeapInuse, GoSys   uint64
-	Goroutines, QDrops uint64
+	Goroutines, QDrops uint64 // QDrops: queue-full drops since the start
+
+	// What memScenario's clients sent and received during the traffic,
+	// and the queue-full drops meanwhile.
+	sent, received, drops uint64
 }
 
 func memChild(dir string) int {
@@ -84,16 +88,35 @@ func statusBytes(key string) int64 {
 // memBudget is the target for 64 ports and a full FDB.
 const memBudget = 64 << 20
 
+// The traffic phase of TestMemory64Ports: how long, and the rate of each
+// port in the paced scenarios (1500 B frames: 64 ports x 2000 frames/s x
+// 1500 B = 1.5 Gbit/s in all).
+const (
+	memPorts    = 64
+	trafficTime = 2 * time.Second
+	pacedRate   = 2000
+)
+
 // TestMemory64Ports measures the switch's memory with 64 stream ports and
 // a full FDB. Each scenario runs a switch in a child process of its own
 // (so that only the switch's memory is counted, and each peak is its own),
 // attaches 64 stream clients that teach it 128 MACs each (8192: the
 // default FDB size, full), then has every client send unicast frames to
 // the next port's stations for two seconds, and reports the child's peak
-// RSS (VmHWM) and its RSS after runtime.GC.
+// RSS (VmHWM) and its RSS after runtime.GC, the frames sent and received
+// and the queue-full drops during the traffic (teaching drops some: every
+// port sends its 128 frames to port 0 at once).
 //
-//   - paced-1500B: 2000 frames/s per port (1.5 Gbit/s in all), which the
-//     switch forwards without queueing up: the target, 64 MiB.
+//   - paced-1500B: 2000 frames/s per port (1.5 Gbit/s in all): the issue's
+//     target, peak RSS at most 64 MiB. A client the scheduler held up
+//     catches up, so the clients send the 256 000 frames of two seconds
+//     even on a loaded machine (they give up at four); the test checks
+//     that at least 90 % of them arrived, or the peak was not measured at
+//     that load, and that at most 1 % were dropped for a full queue. At
+//     this rate a port's queue (512 frames: 256 ms of its traffic) fills
+//     only while its reader is held up for longer, which a loaded machine
+//     can do, so no drop at all is not asserted (here, at load 8-11: 0
+//     drops in most runs, at most 413 of 256 000).
 //   - flood-1500B: every client as fast as it can, so that transmit queues
 //     fill (reported, not checked).
 //   - flood-65535B: the same with maximum-size frames (reported only).
@@ -120,15 +143,25 @@ func TestMemory64Ports(t *testing.T) {
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			r := memScenario(t, sc.size, sc.paced, sc.queueLen)
-			if sc.paced && r.VmHWM > memBudget {
+			if !sc.paced {
+				return
+			}
+			if r.VmHWM > memBudget {
 				t.Errorf("peak RSS %.1f MiB with 64 ports and a full FDB, over the %d MiB budget", mib(r.VmHWM), memBudget>>20)
+			}
+			if target := uint64(memPorts * pacedRate * trafficTime.Seconds()); r.received < target*9/10 {
+				t.Errorf("clients received %d frames, %.0f %% of the %d that %d frames/s per port make in %v: the peak was not measured at that load",
+					r.received, 100*float64(r.received)/float64(target), target, pacedRate, trafficTime)
+			}
+			if r.drops*100 > r.sent {
+				t.Errorf("%d queue-full drops of %d frames sent, over 1 %%", r.drops, r.sent)
 			}
 		})
 	}
 }
 
 func memScenario(t *testing.T, size int, paced bool, queueLen int) memReport {
-	const ports, macsPerPort = 64, 128
+	const ports, macsPerPort = memPorts, 128
 	dir := porttest.SocketDir(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), memChildEnv+"="+dir, memQueueEnv+"="+strconv.Itoa(queueLen))
@@ -234,10 +267,18 @@ func memScenario(t *testing.T, size int, paced bool, queueLen int) memReport {
 	waitFor("learning", func(r memReport) bool { return r.Ports == ports && r.FDB == ports*macsPerPort })
 	report("learned", true)
 
-	// Traffic: each port sends from its MACs to the next port's.
+	// Traffic: each port sends from its MACs to the next port's, as fast
+	// as it can for trafficTime, or paced: the frames of pacedRate over
+	// trafficTime, each due at its time from the start, so that a writer
+	// the scheduler held up catches up (16 frames a write at most)
+	// instead of losing the time, until twice trafficTime at most.
 	var wg sync.WaitGroup
-	stop := time.Now().Add(2 * time.Second)
+	var sent atomic.Uint64
+	before := report("", false)
 	got0 := got.Load()
+	start := time.Now()
+	stop, giveUp := start.Add(trafficTime), start.Add(2*trafficTime)
+	quota := int(pacedRate * trafficTime / time.Second)
 	for p, c := range conns {
 		wg.Add(1)
 		go func() {
@@ -247,26 +288,38 @@ func memScenario(t *testing.T, size int, paced bool, queueLen int) memReport {
 				b = append(b, frame(mac((p+1)%ports, i*7%macsPerPort), mac(p, i*7%macsPerPort), size)...)
 			}
 			fl := len(b) / 16
-			if paced {
-				b = b[:2*fl] // 2 frames per millisecond
-			}
 			tick := time.NewTicker(time.Millisecond)
 			defer tick.Stop()
-			for time.Now().Before(stop) {
-				if _, err := c.Write(b); err != nil {
+			n := 0
+			for now := time.Now(); ; now = time.Now() {
+				k := 16
+				if !paced && !now.Before(stop) || paced && (n >= quota || now.After(giveUp)) {
+					break
+				}
+				if paced {
+					due := min(quota, int(now.Sub(start)*pacedRate/time.Second))
+					if k = min(k, due-n); k <= 0 {
+						<-tick.C
+						continue
+					}
+				}
+				if _, err := c.Write(b[:k*fl]); err != nil {
 					t.Error(err)
 					return
 				}
-				if paced {
-					<-tick.C
-				}
+				n += k
+				sent.Add(uint64(k))
 			}
 		}()
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
 	time.Sleep(200 * time.Millisecond)
 	r := report("traffic", true)
-	t.Logf("clients received %.0f MiB in 2 s", float64(got.Load()-got0)/(1<<20))
+	r.sent, r.received, r.drops = sent.Load(), (got.Load()-got0)/uint64(4+size), r.QDrops-before.QDrops
+	t.Logf("clients sent %d frames in %v (%.2f Gbit/s) and received %d; queue-full drops %d (%.2g %%)",
+		r.sent, elapsed.Round(time.Millisecond), gbps(r.sent, size, elapsed), r.received,
+		r.drops, 100*float64(r.drops)/float64(max(r.sent, 1)))
 	if r.FDB != ports*macsPerPort {
 		t.Errorf("FDB has %d entries after traffic, want %d", r.FDB, ports*macsPerPort)
 	}
@@ -274,3 +327,8 @@ func memScenario(t *testing.T, size int, paced bool, queueLen int) memReport {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// gbps is the rate of frames of size bytes in d, in Gbit/s.
+func gbps(frames uint64, size int, d time.Duration) float64 {
+	return float64(frames) * float64(size) * 8 / d.Seconds() / 1e9
+}
