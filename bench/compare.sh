@@ -6,15 +6,22 @@
 # Usage: bench/compare.sh [-n ROUNDS] [-o OUTDIR] [-m MODES] [-r REV]
 #        bench/compare.sh -R OUTDIR    (report on an earlier run again)
 #   -n ROUNDS  rounds of every mode, at least 3 (default 3)
-#   -o OUTDIR  where results go (default bench/results/<UTC timestamp>):
-#              results.txt (one tapbench line per run), raw/ (iperf3 JSON,
-#              ping output, switch logs), machine.txt, load.txt (load
-#              average before each run), summary.md
+#   -o OUTDIR  where results go (default bench/results/<UTC timestamp>);
+#              it must not exist or be empty, so that the medians are of
+#              this run's lines only: results.txt (one tapbench line per
+#              run), raw/ (iperf3 JSON, ping output, switch logs),
+#              machine.txt, load.txt (load average before each run),
+#              summary.md
 #   -m MODES   space-separated subset of: bridge bridge-nogso vde tapswitch
 #              tapswitch-nooffload (default: all that can run here)
 #   -r REV     build tapswitch from git revision REV (git archive into the
 #              temporary directory) instead of the work tree, so that edits
 #              in progress do not leak into the numbers
+#
+# The report gives each ratio of medians to two decimals, with the verdict
+# on that printed value, and how many status=ok runs each median is of;
+# the UDP ratio is at the payload length the run used (its results.txt
+# keys udp<LEN>_pps), whatever BX_UDP_LEN is when -R reports it.
 #
 # tapswitch is built from this repository with `go build -o` into a
 # temporary directory and run as
@@ -54,7 +61,8 @@ shift $((OPTIND - 1))
 [ $# -eq 0 ] || usage
 
 # ---------------------------------------------------------------- report
-# median MODE KEY: median over the status=ok runs of MODE (NA if none).
+# median MODE KEY: "MEDIAN N", the median over the N status=ok runs of MODE
+# that have a number for KEY ("NA 0" if none).
 median() {
   awk -v mode="$1" -v key="$2" '
     { m = ""; st = ""; v = ""
@@ -65,18 +73,21 @@ median() {
       }
       if (m && st == "ok" && v ~ /^-?[0-9.]+$/) x[++n] = v + 0 }
     END {
-      if (!n) { print "NA"; exit }
+      if (!n) { print "NA 0"; exit }
       for (a = 2; a <= n; a++) { t = x[a]; for (b = a - 1; b >= 1 && x[b] > t; b--) x[b + 1] = x[b]; x[b + 1] = t }
-      print (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2 }' "$OUT/results.txt"
+      print ((n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2), n }' "$OUT/results.txt"
 }
-# ratio NAME A B TARGET OP: prints a row "NAME | A/B | target | met?"
-# (OP "info": no target)
+# ratio NAME "A NA" "B NB" TARGET OP: prints a row "NAME | A/B | target |
+# met? | NA, NB" from two median outputs (OP "info": no target). The
+# verdict is on the ratio as printed, to two decimals, so that a row
+# never reads "1.20 | >= 1.2 | no".
 ratio() {
   awk -v name="$1" -v a="$2" -v b="$3" -v target="$4" -v op="$5" 'BEGIN {
     t = (op == "info") ? "-" : op " " target
-    if (a == "NA" || b == "NA" || b == 0) { printf "| %s | NA | %s | NA |\n", name, t; exit }
-    r = a / b; ok = (op == ">=") ? r >= target : r <= target
-    printf "| %s | %.2f | %s | %s |\n", name, r, t, (op == "info") ? "-" : ok ? "yes" : "**no**" }'
+    split(a, x, " "); split(b, y, " "); runs = x[2] + 0 ", " y[2] + 0
+    if (x[1] == "NA" || y[1] == "NA" || y[1] == 0) { printf "| %s | NA | %s | NA | %s |\n", name, t, runs; exit }
+    r = sprintf("%.2f", x[1] / y[1]); ok = (op == ">=") ? r + 0 >= target : r + 0 <= target
+    printf "| %s | %s | %s | %s | %s |\n", name, r, t, (op == "info") ? "-" : ok ? "yes" : "**no**", runs }'
 }
 # report: summary.md of the runs in $OUT/results.txt.
 report() {
@@ -90,14 +101,18 @@ report() {
   echo
   echo "## Targets (ratios of medians)"
   echo
-  echo "| ratio | measured | target | met |"
-  echo "|---|---|---|---|"
+  echo "| ratio | measured | target | met | ok runs in the medians (numerator, denominator) |"
+  echo "|---|---|---|---|---|"
   ts_tcp=$(median tapswitch tcp_gbps)
   ratio "TCP Gbit/s tapswitch / vde" "$ts_tcp" "$(median vde tcp_gbps)" 3 ">="
   ratio "TCP Gbit/s tapswitch / bridge" "$ts_tcp" "$(median bridge tcp_gbps)" 0.3 ">="
   ratio "TCP Gbit/s tapswitch / bridge-nogso" "$ts_tcp" "$(median bridge-nogso tcp_gbps)" 0 info
-  u=${BX_UDP_LEN:-64}
-  ratio "UDP ${u} B pps tapswitch / vde" "$(median tapswitch "udp${u}_pps")" "$(median vde "udp${u}_pps")" 1.2 ">="
+  # The UDP payload length of the run, from its result lines' keys
+  # (udp<LEN>_pps), not from this shell's BX_UDP_LEN.
+  lens=$(grep -o ' udp[0-9]*_pps=' "$OUT/results.txt" | tr -dc '0-9\n' | awk '!s[$0]++') || true
+  for u in ${lens:-64}; do
+    ratio "UDP ${u} B pps tapswitch / vde" "$(median tapswitch "udp${u}_pps")" "$(median vde "udp${u}_pps")" 1.2 ">="
+  done
   ratio "ping RTT tapswitch / vde" "$(median tapswitch rtt_us)" "$(median vde rtt_us)" 1 "<="
   if echo " $modes " | grep -q ' tapswitch-nooffload '; then
     ratio "TCP Gbit/s tapswitch-nooffload / vde" "$(median tapswitch-nooffload tcp_gbps)" "$(median vde tcp_gbps)" 0 info
@@ -121,6 +136,11 @@ case $ROUNDS in ''|*[!0-9]*) echo "compare: -n wants a number" >&2; exit 2 ;; es
 [ "$ROUNDS" -ge 3 ] || { echo "compare: at least 3 rounds (-n 3): a median of fewer says little" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "compare: must run as root (network namespaces, taps)" >&2; exit 1; }
 OUT=${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
+# tapbench.sh appends to results.txt, and load.txt is appended to: an
+# earlier run's lines would mix into the medians.
+if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null || echo x)" ]; then
+  echo "compare: $OUT exists and is not empty; give -o a new or empty directory" >&2; exit 2
+fi
 mkdir -p "$OUT/raw"
 
 BUILD=$(mktemp -d /tmp/tapswitch-bench.XXXXXX)
