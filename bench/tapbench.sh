@@ -6,7 +6,9 @@
 # Changes from that copy: BX_PERF (a perf profile of the switch process),
 # BX_LOCK_WAIT (wait for another run instead of failing; the lock file is
 # therefore left in place at exit, since removing it would let a waiter
-# and a newcomer lock different files), and this header. The lock
+# and a newcomer lock different files), a run whose ping lost packets is
+# status=partial with errors=ping_loss (ping exits 0 when any reply came
+# back, and only its exit status was checked), and this header. The lock
 # (/run/bx-tapbench/lock) and every name are kept, so this copy and the
 # shared one exclude each other. bench/compare.sh runs it; see
 # docs/performance.md.
@@ -395,6 +397,11 @@ read -r rtt_min_us rtt_us rtt_max_us rtt_mdev_us < <(
   awk -F'[=/ ]+' '/^rtt|^round-trip/ {printf "%.1f %.1f %.1f %.1f\n", $6*1000, $7*1000, $8*1000, $9*1000; f=1}
                   END{if(!f) print "NA NA NA NA"}' "$RAW.ping.txt")
 ping_loss=$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' "$RAW.ping.txt"); ping_loss=${ping_loss:-NA}
+# ping exits 0 when any reply came back: a run that lost some is not ok
+# either (compare.sh and summarize.sh count only status=ok runs).
+if [ "$status" = ok ] && [ "$ping_loss" != NA ] && awk -v l="$ping_loss" 'BEGIN { exit !(l > 0) }'; then
+  status=partial; errs+=(ping_loss); log "ping lost ${ping_loss}% of its packets"
+fi
 
 # ---------------------------------------------------------------- TCP
 tcp_gbps=NA tcp_retr=NA
