@@ -33,12 +33,15 @@ const ReadyMarker = "TSGUEST-READY"
 const DefaultBootTimeout = 60 * time.Second
 
 // A boot that has not finished after its timeout gets more time, up to
-// starvedFactor times the timeout, while QEMU has used less than
-// timeout/starvedCPUDivisor of CPU time (an idle machine boots the guest
-// with about 5 s of CPU).
+// starvedFactor times the timeout, while QEMU's CPU time keeps rising (by
+// more than progressCPU in the last progressWindow): it is booting, slowly
+// for want of CPU on a busy 2-core machine. A guest whose CPU time has
+// stopped rising is hung (an idle or paused guest costs QEMU next to
+// nothing), and more time would not help it: it fails at the timeout.
 const (
 	starvedFactor       = 3
-	starvedCPUDivisor   = 3
+	progressWindow      = 5 * time.Second
+	progressCPU         = 500 * time.Millisecond
 	clockTicksPerSecond = 100 // USER_HZ, the unit of /proc/PID/stat times
 )
 
@@ -102,8 +105,9 @@ type Config struct {
 	Env []string
 	// BootTimeout is how long Boot waits for the guest; default
 	// $TAPSWITCH_GUEST_BOOT_TIMEOUT or DefaultBootTimeout, +15 s with DHCP.
-	// While QEMU is starved of CPU (it used less than a third of BootTimeout
-	// in CPU time), Boot waits up to three times as long.
+	// Past it, Boot waits on (up to three times as long) only while QEMU's
+	// CPU time keeps rising: a guest slowed by a busy machine gets more
+	// time, a hung one fails at BootTimeout.
 	BootTimeout time.Duration
 }
 
@@ -206,25 +210,52 @@ func Boot(t testing.TB, cfg Config) *VM {
 	ready := func(c []byte) bool {
 		return bytes.Contains(c, []byte("\n"+ReadyMarker+"\n")) || bytes.HasPrefix(c, []byte(ReadyMarker+"\n"))
 	}
-	// Past timeout, go on waiting (up to starvedFactor*timeout) while QEMU
-	// has had less than timeout/starvedCPUDivisor of CPU time: on a 2-core
-	// machine running many guests it may just not have been scheduled.
+	fail := func(elapsed time.Duration, err error) {
+		vm.dump(fmt.Sprintf("did not come up in %v: %v", elapsed.Round(time.Millisecond), err))
+		t.Fatalf("guest %s: did not print %s within %v: %v; QEMU used %v of CPU; %s", vm.name, ReadyMarker,
+			elapsed.Round(time.Millisecond), err, groupCPU(vm.pid), procState(vm.pid))
+	}
+	// QEMU's CPU time (with a Wrapper's), sampled at most progressWindow
+	// apart before the timeout and every second after it.
+	type sample struct {
+		at  time.Time
+		cpu time.Duration
+	}
+	samples := []sample{{begin, groupCPU(vm.pid)}}
 	for {
-		wait := timeout - time.Since(begin)
+		wait := min(timeout-time.Since(begin), progressWindow)
 		if wait <= 0 {
-			wait = 5 * time.Second
+			wait = time.Second
 		}
 		err = vm.waitFor(wait, ready)
 		if err == nil {
 			break
 		}
-		elapsed := time.Since(begin)
-		cpu := groupCPU(vm.pid)
-		if !errors.Is(err, ErrTimeout) || elapsed >= starvedFactor*timeout || cpu >= timeout/starvedCPUDivisor {
-			vm.dump(fmt.Sprintf("did not come up in %v (QEMU used %v of CPU): %v; %s",
-				elapsed.Round(time.Millisecond), cpu, err, procState(vm.pid)))
-			t.Fatalf("guest %s: did not print %s within %v: %v", vm.name, ReadyMarker, elapsed.Round(time.Millisecond), err)
+		now := sample{time.Now(), groupCPU(vm.pid)}
+		samples = append(samples, now)
+		elapsed := now.at.Sub(begin)
+		switch {
+		case !errors.Is(err, ErrTimeout):
+			fail(elapsed, err)
+		case elapsed < timeout:
+			continue
+		case elapsed >= starvedFactor*timeout:
+			fail(elapsed, fmt.Errorf("%w: still busy at %d times its boot timeout %v", ErrTimeout, starvedFactor, timeout))
 		}
+		// The gain since the latest sample at least progressWindow old.
+		i := len(samples) - 1
+		for i >= 0 && now.at.Sub(samples[i].at) < progressWindow {
+			i--
+		}
+		if i < 0 {
+			continue // too soon to tell (a timeout under progressWindow)
+		}
+		gain, span := now.cpu-samples[i].cpu, now.at.Sub(samples[i].at)
+		if gain <= progressCPU {
+			fail(elapsed, fmt.Errorf("%w: QEMU's CPU time stopped rising (%v in the last %v)",
+				ErrTimeout, gain, span.Round(time.Millisecond)))
+		}
+		samples = samples[i:] // still booting
 	}
 	t.Logf("guest %s: up in %v (pid %d, mac %s)", vm.name, time.Since(begin).Round(time.Millisecond), vm.pid, vm.mac)
 	return vm
@@ -263,7 +294,10 @@ func start(t testing.TB, kernel, initrd string, cfg Config) (*VM, error) {
 		host = host[:63]
 	}
 
-	cmdline := []string{"console=ttyS0", "quiet", "loglevel=1", "panic=-1", "ts.hostname=" + host}
+	// loglevel=4: kernel errors (an oops, a hung task, an RCU stall) reach
+	// the console, which is logged should the boot fail; a good boot prints
+	// none. /init lowers it to 1 so that they stay out of Run's output.
+	cmdline := []string{"console=ttyS0", "quiet", "loglevel=4", "panic=-1", "ts.hostname=" + host}
 	if cfg.IP != "" {
 		p, err := netip.ParsePrefix(cfg.IP)
 		if err != nil || !p.Addr().Is4() {
@@ -300,7 +334,7 @@ func start(t testing.TB, kernel, initrd string, cfg Config) (*VM, error) {
 		return nil, err
 	}
 	args := []string{qemu,
-		"-name", "guest=" + strings.ReplaceAll(name, ",", ",,"),
+		"-name", "guest=" + strings.ReplaceAll(name, ",", ",,") + ",debug-threads=on", // threads named in procState
 		"-nodefaults", "-no-user-config", "-nographic", "-display", "none",
 		"-serial", "stdio", "-no-reboot",
 		"-m", mem, "-smp", "1", "-accel", "tcg",
@@ -762,28 +796,35 @@ func (vm *VM) dump(why string) {
 		vm.name, vm.pid, why, strings.Join(vm.args, " "), console, qerr)
 }
 
-// procState describes pid's threads (state, wait channel, CPU ticks) for
-// failure messages.
-func procState(pid int) string {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return fmt.Sprintf("process %d: %v", pid, err)
-	}
+// procState describes the processes of process group pgid (the Wrapper and
+// QEMU) and their threads (state, wait channel, CPU ticks), for failure
+// messages.
+func procState(pgid int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "process %d threads:", pid)
-	for _, task := range tasks {
-		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, task.Name())
-		comm, _ := os.ReadFile(dir + "comm")
-		wchan, _ := os.ReadFile(dir + "wchan")
-		stat, _ := os.ReadFile(dir + "stat")
-		state, ticks := "?", "?"
-		// stat: pid (comm) state ... utime(14) stime(15)
-		if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
-			if f := strings.Fields(string(stat[i+1:])); len(f) > 12 {
+	fmt.Fprintf(&b, "process group %d:", pgid)
+	pids := groupPIDs(pgid)
+	if len(pids) == 0 {
+		b.WriteString(" no process left")
+	}
+	for _, pid := range pids {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		fmt.Fprintf(&b, " process %d (%s) threads:", pid, bytes.TrimSpace(comm))
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			fmt.Fprintf(&b, " %v;", err)
+			continue
+		}
+		for _, task := range tasks {
+			dir := fmt.Sprintf("/proc/%d/task/%s/", pid, task.Name())
+			comm, _ := os.ReadFile(dir + "comm")
+			wchan, _ := os.ReadFile(dir + "wchan")
+			state, ticks := "?", "?"
+			if f := statFields(dir + "stat"); len(f) > 12 {
 				state, ticks = f[0], f[11]+"+"+f[12]
 			}
+			fmt.Fprintf(&b, " [%s %s %s wchan=%s cpu=%s]", task.Name(), bytes.TrimSpace(comm), state, wchan, ticks)
 		}
-		fmt.Fprintf(&b, " [%s %s %s wchan=%s cpu=%s]", task.Name(), strings.TrimSpace(string(comm)), state, wchan, ticks)
+		b.WriteString(";")
 	}
 	return b.String()
 }
@@ -791,31 +832,46 @@ func procState(pid int) string {
 // groupCPU sums the user+system CPU time of the live processes in process
 // group pgid (QEMU, and a Wrapper if any).
 func groupCPU(pgid int) time.Duration {
+	var ticks int64
+	for _, pid := range groupPIDs(pgid) {
+		if f := statFields(fmt.Sprintf("/proc/%d/stat", pid)); len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicksPerSecond
+}
+
+// groupPIDs returns the live processes in process group pgid.
+func groupPIDs(pgid int) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return nil
 	}
-	var ticks int64
+	var pids []int
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
+		if f := statFields("/proc/" + e.Name() + "/stat"); len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+			pids = append(pids, pid)
 		}
-		// After "pid (comm)": state ppid pgrp ... utime(14) stime(15).
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 13 || f[2] != strconv.Itoa(pgid) {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
 	}
-	return time.Duration(ticks) * time.Second / clockTicksPerSecond
+	return pids
+}
+
+// statFields returns the fields of a /proc stat file after "pid (comm)":
+// state ppid pgrp ... utime(11) stime(12), counted from 0.
+func statFields(path string) []string {
+	stat, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(stat[i+1:]))
 }

@@ -399,3 +399,56 @@ func TestRequireQEMUMissing(t *testing.T) {
 		t.Fatalf("root=%v but skipped=%q fatal=%q", os.Geteuid() == 0, r.skipped, r.fatal)
 	}
 }
+
+// TestBootHung: a guest whose CPU time stops rising fails at its boot
+// timeout, not three times later, and the failure shows the threads of
+// QEMU, not only those of the Wrapper it runs under.
+func TestBootHung(t *testing.T) {
+	requireRoot(t)
+	const timeout = 5 * time.Second
+	r := &recTB{TB: t}
+	begin := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// -S: QEMU starts with its CPU stopped, so nothing boots and its CPU
+		// time stays flat. The shell keeps QEMU its child, as tapswitch
+		// qemu --socket does.
+		Boot(r, Config{Netdev: []string{"-S"}, Wrapper: []string{"sh", "-c", `"$0" "$@"; exit $?`}, BootTimeout: timeout})
+	}()
+	<-done
+	elapsed := time.Since(begin)
+	t.Logf("after %v: %s", elapsed.Round(time.Millisecond), r.fatal)
+	if !strings.Contains(r.fatal, "stopped rising") {
+		t.Fatalf("Boot of a paused guest: %q, want a failure saying QEMU's CPU time stopped rising", r.fatal)
+	}
+	// QEMU's start-up may count as progress in the first window, which
+	// delays the verdict by up to one more: the old rule gave up only at
+	// starvedFactor times the timeout.
+	if elapsed >= starvedFactor*timeout-2*time.Second {
+		t.Errorf("a hung guest failed after %v, its boot timeout being %v", elapsed.Round(time.Millisecond), timeout)
+	}
+	if !strings.Contains(r.fatal, "(sh)") || !strings.Contains(r.fatal, "(qemu-system-x86)") {
+		t.Errorf("the failure does not describe both the wrapper and QEMU: %s", r.fatal)
+	}
+}
+
+// TestBootStarved: a guest still using CPU at its boot timeout is given
+// more time. The "guest" is a shell that spins for 8 s, then prints the
+// ready marker.
+func TestBootStarved(t *testing.T) {
+	requireRoot(t)
+	r := &recTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Boot(r, Config{
+			Wrapper:     []string{"bash", "-c", "while [ $SECONDS -lt 8 ]; do :; done; echo " + ReadyMarker + "; exec sleep 600"},
+			BootTimeout: 5 * time.Second,
+		})
+	}()
+	<-done
+	if r.fatal != "" {
+		t.Fatalf("a guest busy past its boot timeout was not given more time: %s", r.fatal)
+	}
+}
