@@ -15,6 +15,7 @@ import (
 	"github.com/tapswitch/tapswitch/backend/dgram"
 	"github.com/tapswitch/tapswitch/backend/listen"
 	"github.com/tapswitch/tapswitch/backend/stream"
+	"github.com/tapswitch/tapswitch/internal/testproc"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
@@ -142,7 +143,7 @@ func realQEMU(t *testing.T, bin, transport string) {
 		if transport == "unixgram-relative" {
 			cmd.Dir = t.TempDir() // elsewhere, and where a relative path harms nothing
 		}
-		if err := cmd.Start(); err != nil {
+		if err := testproc.Start(cmd); err != nil {
 			t.Fatal(err)
 		}
 		go func() { exited <- cmd.Wait() }()

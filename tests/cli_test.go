@@ -25,6 +25,7 @@ import (
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
+	"github.com/tapswitch/tapswitch/internal/testproc"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
@@ -183,7 +184,7 @@ log-level: debug
 	capture := exec.Command(bin, "capture", "--ctl", d.Ctl, "--port", tapA, "-c", "6", "-w", pcapFile)
 	capOut := &syncBuffer{}
 	capture.Stdout, capture.Stderr = capOut, capOut
-	if err := capture.Start(); err != nil {
+	if err := testproc.Start(capture); err != nil {
 		t.Fatal(err)
 	}
 	capDone := make(chan error, 1)
@@ -675,14 +676,15 @@ func TestCLIFailuresLeaveThingsAlone(t *testing.T) {
 	}
 
 	// The command traps SIGINT and exits 3; it has no TERM trap, so a
-	// SIGTERM from the wrapper would make the status 143.
+	// SIGTERM from the wrapper would make the status 143. It also ends
+	// once the wrapper is gone (killed with a killed test binary).
 	cmd := exec.Command(bin, "qemu", "--socket", sock, "--",
-		"sh", "-c", `trap "exit 3" INT; echo ready; while :; do sleep 0.05; done`)
+		"sh", "-c", `trap "exit 3" INT; echo ready; while kill -0 $PPID 2>/dev/null; do sleep 0.05; done`)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := testproc.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.ReadFull(stdout, make([]byte, len("ready\n"))); err != nil {
@@ -827,7 +829,7 @@ func TestSIGHUPDuringSetupAndShutdown(t *testing.T) {
 		"--tap", tap, "--host", "198.18.25.1/24", "--host-ifname", host)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	if err := testproc.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
@@ -906,7 +908,7 @@ func TestSummaryPathsAbsolute(t *testing.T) {
 	cmd.Dir = dir
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	if err := testproc.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()

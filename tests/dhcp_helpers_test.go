@@ -18,6 +18,7 @@ import (
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
+	"github.com/tapswitch/tapswitch/internal/testproc"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -209,8 +210,8 @@ func (c *dhcpClient) start(t *testing.T, argv []string) {
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	// Its own process group, so that stop reaches dhcpcd's privilege
 	// separated helpers too; SIGKILL should the test binary die.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := testproc.Start(c.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = c.cmd.Wait(); close(c.exited) }()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
+	"github.com/tapswitch/tapswitch/internal/testproc"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/dhcp"
 	"github.com/tapswitch/tapswitch/tests/internal/guest"
@@ -370,7 +371,7 @@ func TestSecondSwitchOnLeaseFile(t *testing.T) {
 	mon := ns.Exec(t.Context(), "ip", "-o", "monitor", "link")
 	events := &syncBuffer{}
 	mon.Stdout = events
-	if err := mon.Start(); err != nil {
+	if err := testproc.Start(mon); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { mon.Process.Kill(); mon.Wait() }()

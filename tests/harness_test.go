@@ -4,10 +4,13 @@ package tests
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
+	"github.com/tapswitch/tapswitch/internal/testproc"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -28,7 +32,8 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "tapswitch-e2e-")
+	removeStale()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("ts-e2e-%d-", os.Getpid()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -39,6 +44,10 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// Every temporary file of the run goes in dir (t.TempDir's, os.MkdirTemp's
+	// and those of the processes the tests start), so that the next run
+	// removes what a killed one left.
+	os.Setenv("TMPDIR", dir)
 	bin = filepath.Join(dir, "tapswitch")
 	// The race detector sleeps a second at exit by default: every ctl
 	// call and shutdown would pay it. A data race stops the program.
@@ -57,6 +66,69 @@ func runTests(m *testing.M) int {
 		}
 	}
 	return m.Run()
+}
+
+// removeStale removes what runs of this test binary killed before their
+// cleanups ran left behind: their temporary directories and (as root)
+// their network namespaces, each named after the PID of the test process
+// that made it, if no process with that PID runs any more; and first the
+// processes still running with such a directory as their TMPDIR, which
+// the run gave them (a QEMU whose wrapper, tapswitch qemu --socket, was
+// killed with the run: testproc.Start's signal reaches children only).
+func removeStale() {
+	var removed []string
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "ts-e2e-*-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.Split(strings.TrimPrefix(filepath.Base(d), "ts-e2e-"), "-")[0])
+		if err != nil || pid <= 0 || pid == os.Getpid() || processExists(pid) {
+			continue
+		}
+		removed = append(removed, killStragglers(d)...)
+		if err := os.RemoveAll(d); err != nil {
+			fmt.Fprintf(os.Stderr, "removing %s, left by a killed run: %v\n", d, err)
+			continue
+		}
+		removed = append(removed, d)
+	}
+	if os.Geteuid() == 0 {
+		ns, err := testnet.RemoveStale()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "removing the namespaces of killed runs: %v\n", err)
+		}
+		removed = append(removed, ns...)
+	}
+	if len(removed) > 0 {
+		fmt.Fprintf(os.Stderr, "removed what killed test runs left: %s\n", strings.Join(removed, " "))
+	}
+}
+
+// killStragglers SIGKILLs the processes whose environment says
+// TMPDIR=dir, and describes them.
+func killStragglers(dir string) []string {
+	var killed []string
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), "TMPDIR="+dir) {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed = append(killed, fmt.Sprintf("pid %d (%s)", pid, bytes.TrimSpace(comm)))
+		}
+	}
+	return killed
+}
+
+// processExists reports whether a process with this PID exists, whoever
+// owns it.
+func processExists(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // syncBuffer collects a process's output for failure messages.
@@ -107,7 +179,8 @@ func startSwitchBin(t *testing.T, ns *testnet.NS, binary string, args ...string)
 
 // startDaemon runs argv (a tapswitch command whose control socket is ctl)
 // inside ns, waits until the control API answers, and stops it with
-// SIGTERM when the test ends.
+// SIGTERM when the test ends. It is SIGKILLed should the test binary die
+// (testproc.Start).
 func startDaemon(t *testing.T, ns *testnet.NS, ctl string, argv ...string) *daemon {
 	t.Helper()
 	d := &daemon{Ctl: ctl, out: &syncBuffer{}, exited: make(chan struct{})}
@@ -117,7 +190,7 @@ func startDaemon(t *testing.T, ns *testnet.NS, ctl string, argv ...string) *daem
 	}
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	if err := d.cmd.Start(); err != nil {
+	if err := testproc.Start(d.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.exited) }()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
+	"github.com/tapswitch/tapswitch/internal/testproc"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
@@ -245,7 +246,7 @@ func iperfGbps(t *testing.T, n *tapNet) float64 {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	srv := n.b.Exec(ctx, "iperf3", "-s", "-1", "-B", n.ipB)
-	if err := srv.Start(); err != nil {
+	if err := testproc.Start(srv); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); srv.Wait() }()
@@ -374,7 +375,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	srv := n.b.Exec(ctx, "iperf3", "-s", "-1", "-B", n.ipB)
-	if err := srv.Start(); err != nil {
+	if err := testproc.Start(srv); err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Wait()
@@ -383,7 +384,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 		return len(out) > 0
 	})
 	cl := n.a.Exec(ctx, "iperf3", "-c", n.ipB, "-t", "20")
-	if err := cl.Start(); err != nil {
+	if err := testproc.Start(cl); err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Wait()

@@ -21,10 +21,11 @@ import (
 
 	"github.com/tapswitch/tapswitch/backend/tap"
 	"github.com/tapswitch/tapswitch/internal/testnet"
+	"github.com/tapswitch/tapswitch/internal/testproc"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testproc.IgnoreSpawner) }
 
 // openIn opens a tap in ns and closes it when the test ends.
 func openIn(t *testing.T, ns *testnet.NS, cfg tap.Config) *tap.Device {
@@ -601,10 +602,10 @@ func TestSwitchSurvivesDeletedTaps(t *testing.T) {
 	var cdOut bytes.Buffer
 	cd.Stdout, cd.Stderr = &cdOut, &cdOut
 	ab := a.ns.Exec(ctx, "ping", "-n", "-q", "-i", "0.01", b.addr)
-	if err := cd.Start(); err != nil {
+	if err := testproc.Start(cd); err != nil {
 		t.Fatal(err)
 	}
-	if err := ab.Start(); err != nil {
+	if err := testproc.Start(ab); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)

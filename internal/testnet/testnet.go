@@ -6,7 +6,9 @@
 // Each test makes its own namespaces with NewNS and names its devices with
 // UniqueName, so tests (and packages tested in parallel) never collide;
 // everything is removed by exact name in t.Cleanup, whether the test
-// passes or not. Tests must address only 198.18.0.0/15 inside their own
+// passes or not. A namespace's name carries the test process's PID, so
+// that RemoveStale can remove those of a test binary killed before its
+// cleanup ran. Tests must address only 198.18.0.0/15 inside their own
 // namespaces.
 //
 // The helpers shell out to ip(8) from iproute2 and need root; RequireRoot
@@ -21,8 +23,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -66,13 +71,13 @@ type NS struct {
 	name string
 }
 
-// NewNS creates a network namespace with a unique name and its loopback
-// up, and removes it by name when the test ends. It skips the test unless
-// run as root.
+// NewNS creates a network namespace with a unique name, "tsPID-XXXXXX"
+// (PID: the test process's), and its loopback up, and removes it by name
+// when the test ends. It skips the test unless run as root.
 func NewNS(t testing.TB) *NS {
 	t.Helper()
 	RequireRoot(t)
-	ns := &NS{name: UniqueName("ts")}
+	ns := &NS{name: fmt.Sprintf("ts%d-%s", os.Getpid(), UniqueName(""))}
 	if out, err := exec.Command("ip", "netns", "add", ns.name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", ns.name, err, out)
 	}
@@ -83,6 +88,50 @@ func NewNS(t testing.TB) *NS {
 	})
 	ns.IP(t, "link", "set", "lo", "up")
 	return ns
+}
+
+// staleNS matches the names NewNS gives, capturing the PID.
+var staleNS = regexp.MustCompile(`^ts([0-9]+)-[a-z0-9]{6}$`)
+
+// RemoveStale deletes the namespaces that NewNS made in test processes
+// that no longer run (killed before their cleanups ran), and returns their
+// names. Namespaces of live processes, and those NewNS did not name, are
+// left alone. A process still inside a deleted namespace keeps it (and its
+// devices) until it exits.
+func RemoveStale() ([]string, error) {
+	ents, err := os.ReadDir("/run/netns")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		m := staleNS.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid <= 0 || processExists(pid) {
+			continue
+		}
+		ns := &NS{name: e.Name()}
+		if err := ns.delete(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, ns.name)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// processExists reports whether a process with this PID exists (in this
+// PID namespace), whoever owns it.
+func processExists(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // Name returns the namespace's name, as used by `ip netns` and `ip -n`.
@@ -112,8 +161,10 @@ func (ns *NS) delete() error {
 }
 
 // Exec returns a command that runs args inside the namespace (through
-// `ip netns exec`). It is killed when ctx is done: pass t.Context() so
-// that nothing outlives the test.
+// `ip netns exec`, which executes args in its own process). It is killed
+// when ctx is done: pass t.Context() so that nothing outlives the test. A
+// command that runs while the test goes on should be started with
+// testproc.Start, so that it also dies should the test binary be killed.
 func (ns *NS) Exec(ctx context.Context, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.name}, args...)...)
 }

@@ -1,8 +1,11 @@
 package testnet
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,5 +56,46 @@ func TestNS(t *testing.T) {
 	other.Delete(t)
 	if _, err := os.Stat("/run/netns/" + other.Name()); err == nil {
 		t.Errorf("namespace %s still exists after Delete", other)
+	}
+}
+
+// TestRemoveStale: the namespace of a test process that is gone is
+// removed; this process's, and one NewNS did not name, are not.
+func TestRemoveStale(t *testing.T) {
+	live := NewNS(t)
+	// A PID that no longer runs: a child that has been reaped.
+	c := exec.Command("true")
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := c.Process.Pid
+	if processExists(dead) {
+		t.Skipf("pid %d was reused at once", dead)
+	}
+	stale := fmt.Sprintf("ts%d-%s", dead, UniqueName(""))
+	foreign := fmt.Sprintf("tsx%d-%s", dead, UniqueName(""))
+	for _, name := range []string{stale, foreign} {
+		ns := &NS{name: name}
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+		}
+		t.Cleanup(func() { ns.delete() })
+	}
+	removed, err := RemoveStale()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(removed, stale) {
+		t.Errorf("RemoveStale removed %v, not %s", removed, stale)
+	}
+	for _, name := range []string{live.Name(), foreign} {
+		if slices.Contains(removed, name) {
+			t.Errorf("RemoveStale removed %s", name)
+		}
+	}
+	for name, want := range map[string]bool{stale: false, live.Name(): true, foreign: true} {
+		if _, err := os.Stat("/run/netns/" + name); (err == nil) != want {
+			t.Errorf("namespace %s: exists %v, want %v", name, err == nil, want)
+		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapswitch/tapswitch/internal/testproc"
 )
 
 // ReadyMarker is the line the guest prints on its serial console once its
@@ -411,8 +412,8 @@ func start(t testing.TB, kernel, initrd string, cfg Config) (*VM, error) {
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	// Own process group, so that cleanup also reaches QEMU when it runs
 	// under a Wrapper; SIGKILL when the test binary dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	err = startCmd(cmd)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = testproc.Start(cmd)
 	inR.Close()
 	outW.Close()
 	errW.Close()
@@ -442,35 +443,6 @@ func optValue(opts, key string) string {
 	}
 	return ""
 }
-
-// startCmd starts cmd from one OS thread that never exits, so that
-// Pdeathsig (which fires when the forking thread exits) only fires when
-// the test binary dies, even if Boot is called from a goroutine locked to a
-// thread that is later discarded.
-func startCmd(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread()
-			for r := range spawnCh {
-				r.res <- r.cmd.Start()
-			}
-		}()
-	})
-	res := make(chan error, 1)
-	spawnCh <- spawnReq{cmd, res}
-	return <-res
-}
-
-type spawnReq struct {
-	cmd *exec.Cmd
-	res chan error
-}
-
-var (
-	spawnOnce sync.Once
-	spawnCh   chan spawnReq
-)
 
 func (vm *VM) readConsole(r *os.File) {
 	defer vm.readersWG.Done()
