@@ -212,6 +212,9 @@ func Boot(t testing.TB, cfg Config) *VM {
 		return bytes.Contains(c, []byte("\n"+ReadyMarker+"\n")) || bytes.HasPrefix(c, []byte(ReadyMarker+"\n"))
 	}
 	fail := func(elapsed time.Duration, err error) {
+		if errors.Is(err, ErrTimeout) {
+			vm.diagnose()
+		}
 		vm.dump(fmt.Sprintf("did not come up in %v: %v", elapsed.Round(time.Millisecond), err))
 		t.Fatalf("guest %s: did not print %s within %v: %v; QEMU used %v of CPU; %s", vm.name, ReadyMarker,
 			elapsed.Round(time.Millisecond), err, groupCPU(vm.pid), procState(vm.pid))
@@ -298,7 +301,7 @@ func start(t testing.TB, kernel, initrd string, cfg Config) (*VM, error) {
 	// loglevel=4: kernel errors (an oops, a hung task, an RCU stall) reach
 	// the console, which is logged should the boot fail; a good boot prints
 	// none. /init lowers it to 1 so that they stay out of Run's output.
-	cmdline := []string{"console=ttyS0", "quiet", "loglevel=4", "panic=-1", "ts.hostname=" + host}
+	cmdline := []string{"console=ttyS0", "quiet", "loglevel=4", "panic=-1", "sysrq_always_enabled", "ts.hostname=" + host}
 	if cfg.IP != "" {
 		p, err := netip.ParsePrefix(cfg.IP)
 		if err != nil || !p.Addr().Is4() {
@@ -337,7 +340,9 @@ func start(t testing.TB, kernel, initrd string, cfg Config) (*VM, error) {
 	args := []string{qemu,
 		"-name", "guest=" + strings.ReplaceAll(name, ",", ",,") + ",debug-threads=on", // threads named in procState
 		"-nodefaults", "-no-user-config", "-nographic", "-display", "none",
-		"-serial", "stdio", "-no-reboot",
+		// The monitor shares the console (^A c switches), and ^A b sends a
+		// break: see diagnose.
+		"-serial", "mon:stdio", "-no-reboot",
 		"-m", mem, "-smp", "1", "-accel", "tcg",
 		"-kernel", kernel, "-initrd", initrd,
 		"-append", strings.Join(cmdline, " "),
@@ -543,6 +548,46 @@ func (vm *VM) waitFor(timeout time.Duration, cond func(console []byte) bool) err
 	}
 }
 
+// muxEscape is the escape character of QEMU's console multiplexer (-serial
+// mon:stdio), ^A.
+const muxEscape = 0x01
+
+// diagnose asks a guest that did not come up what it is doing. The answers
+// land on the console, which the failure logs: QEMU's monitor shows the
+// CPU's registers (HLT=1: halted, waiting for an interrupt; CPL=3: in a
+// user program), and the kernel, through SysRq after a serial break, shows
+// at console log level 9 its blocked tasks (w), the CPU's backtrace (l) and
+// every task with its stack (t). The kernel listens for SysRq on the
+// console once /init has opened it; before, only the registers come.
+func (vm *VM) diagnose() {
+	steps := []string{"\x01c", "info registers\n", "\x01c"}
+	for _, k := range "9wlt" {
+		steps = append(steps, "\x01b", string(k))
+	}
+	for _, s := range steps {
+		if vm.write([]byte(s), time.Second) != nil {
+			return
+		}
+		// The break and the key must not arrive together, and a TCG guest
+		// under load takes its time.
+		time.Sleep(300 * time.Millisecond)
+	}
+	// The output takes a moment: wait until 1 s passes without any, for at
+	// most 10 s.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		vm.mu.Lock()
+		n := len(vm.console)
+		vm.mu.Unlock()
+		time.Sleep(time.Second)
+		vm.mu.Lock()
+		quiet := len(vm.console) == n
+		vm.mu.Unlock()
+		if quiet {
+			return
+		}
+	}
+}
+
 // ExitError is Run's error for a command that exited with a nonzero status.
 type ExitError struct {
 	Cmd    string
@@ -559,7 +604,8 @@ func (e *ExitError) Error() string {
 // command's exit status is nonzero, wraps ErrTimeout if it did not finish
 // within timeout (the foreground job is then sent ^C), or wraps ErrExited
 // if QEMU is gone. cmd is run as a brace group with stdin from /dev/null; it
-// may span several lines but must be at most MaxCommandLen bytes. Output of
+// may span several lines but must be at most MaxCommandLen bytes, and not
+// hold ^A (QEMU's console escape: ^A x ends QEMU). Output of
 // background jobs started by earlier commands may show up in any later
 // command's output.
 func (vm *VM) Run(cmd string, timeout time.Duration) (string, error) {
@@ -567,6 +613,9 @@ func (vm *VM) Run(cmd string, timeout time.Duration) (string, error) {
 	defer vm.runMu.Unlock()
 	if len(cmd) > MaxCommandLen {
 		return "", fmt.Errorf("guest %s: command of %d bytes is longer than %d", vm.name, len(cmd), MaxCommandLen)
+	}
+	if strings.IndexByte(cmd, muxEscape) >= 0 {
+		return "", fmt.Errorf("guest %s: command %q holds ^A, QEMU's console escape", vm.name, cmd)
 	}
 	vm.seq++
 	n := vm.seq

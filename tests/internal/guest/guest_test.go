@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -369,10 +370,20 @@ func TestOptValue(t *testing.T) {
 	}
 }
 
-// recTB records Skip/Fatal instead of ending the test.
+// recTB records Skip/Fatal instead of ending the test, and keeps what is
+// logged.
 type recTB struct {
 	testing.TB
 	skipped, fatal string
+	mu             sync.Mutex
+	logs           strings.Builder
+}
+
+func (r *recTB) Logf(f string, a ...any) {
+	r.mu.Lock()
+	fmt.Fprintf(&r.logs, f+"\n", a...)
+	r.mu.Unlock()
+	r.TB.Logf(f, a...)
 }
 
 func (r *recTB) Helper()                   {}
@@ -417,16 +428,24 @@ func TestBootHung(t *testing.T) {
 		Boot(r, Config{Netdev: []string{"-S"}, Wrapper: []string{"sh", "-c", `"$0" "$@"; exit $?`}, BootTimeout: timeout})
 	}()
 	<-done
-	elapsed := time.Since(begin)
-	t.Logf("after %v: %s", elapsed.Round(time.Millisecond), r.fatal)
+	t.Logf("after %v: %s", time.Since(begin).Round(time.Millisecond), r.fatal)
 	if !strings.Contains(r.fatal, "stopped rising") {
 		t.Fatalf("Boot of a paused guest: %q, want a failure saying QEMU's CPU time stopped rising", r.fatal)
 	}
-	// QEMU's start-up may count as progress in the first window, which
-	// delays the verdict by up to one more: the old rule gave up only at
+	// The verdict's time (diagnose takes a few more seconds). QEMU's
+	// start-up may count as progress in the first window, which delays
+	// the verdict by up to one more: the old rule gave up only at
 	// starvedFactor times the timeout.
-	if elapsed >= starvedFactor*timeout-2*time.Second {
-		t.Errorf("a hung guest failed after %v, its boot timeout being %v", elapsed.Round(time.Millisecond), timeout)
+	m := regexp.MustCompile(`within ([0-9.]+m?s):`).FindStringSubmatch(r.fatal)
+	if m == nil {
+		t.Fatalf("no time in %q", r.fatal)
+	}
+	if elapsed, _ := time.ParseDuration(m[1]); elapsed >= starvedFactor*timeout-2*time.Second {
+		t.Errorf("a hung guest failed after %v, its boot timeout being %v", elapsed, timeout)
+	}
+	// diagnose reached QEMU's monitor through the console.
+	if logs := r.logs.String(); !strings.Contains(logs, " HLT=") {
+		t.Errorf("the failure's console lacks the CPU's registers:\n%s", logs)
 	}
 	if !strings.Contains(r.fatal, "(sh)") || !strings.Contains(r.fatal, "(qemu-system-x86)") {
 		t.Errorf("the failure does not describe both the wrapper and QEMU: %s", r.fatal)
@@ -450,5 +469,22 @@ func TestBootStarved(t *testing.T) {
 	<-done
 	if r.fatal != "" {
 		t.Fatalf("a guest busy past its boot timeout was not given more time: %s", r.fatal)
+	}
+}
+
+// TestBootDiagnose: a guest whose init hangs (cat reading the console)
+// fails with the kernel's list of tasks on its console, cat's among them.
+func TestBootDiagnose(t *testing.T) {
+	requireRoot(t)
+	r := &recTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Boot(r, Config{Append: "rdinit=/bin/cat", BootTimeout: 20 * time.Second})
+	}()
+	<-done
+	logs := r.logs.String()
+	if r.fatal == "" || !strings.Contains(logs, "sysrq: Show State") || !regexp.MustCompile(`task:cat +state:S`).MatchString(logs) {
+		t.Fatalf("Boot of a guest whose init hangs: %q; want a failure whose console lists the tasks, cat's among them:\n%s", r.fatal, logs)
 	}
 }
