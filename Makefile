@@ -6,6 +6,10 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Bounded fuzzing per Fuzz target during `make test` (FUZZTIME=0 skips it).
 FUZZTIME ?= 10s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The tests that skip under the race detector, which `make test` runs again
+# without it, and the packages that have them.
+NORACE_TESTS := NoAllocs$$|^TestMemory64Ports$$
+NORACE_PKGS   = $(sort $(dir $(shell grep -rlE --include='*_test.go' -e '^func Test\w*NoAllocs\b' -e '^func TestMemory64Ports\b' .)))
 
 .PHONY: all build run deps test unit fuzz soak bench bench-idle bench-mem bench-system lint cross clean
 
@@ -28,9 +32,10 @@ deps:
 test: deps build cross
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
-	# Allocation counts and peak RSS, which the race detector inflates
-	# (those two tests skip under -race).
-	$(GO) test -count=1 -run '^(TestNoAllocs|TestMemory64Ports)$$' ./backend/dgram/ ./bench/loadgen/
+	# Allocation counts and peak RSS, which the race detector inflates:
+	# the tests that skip under -race, named *NoAllocs by convention (and
+	# TestMemory64Ports), again without it, in every package that has one.
+	$(GO) test -count=1 -run '$(NORACE_TESTS)' $(NORACE_PKGS)
 	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
 
 unit:
