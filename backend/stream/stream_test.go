@@ -453,7 +453,8 @@ func TestWriteTimeoutKeepsFraming(t *testing.T) {
 // drops. (The write timeout applies to every client: at 20 ms, a loaded
 // machine that descheduled b's writer for longer made b lose a batch.)
 func TestSlowClientDoesNotBlockOthers(t *testing.T) {
-	sw, _, path := setup(t, ListenerConfig{Conn: ConnConfig{WriteTimeout: 500 * time.Millisecond}})
+	const writeTimeout = 500 * time.Millisecond
+	sw, _, path := setup(t, ListenerConfig{Conn: ConnConfig{WriteTimeout: writeTimeout}})
 	a := dialClient(t, "unix", path)
 	b := dialClient(t, "unix", path)
 	stuck := dialClient(t, "unix", path)
@@ -480,7 +481,17 @@ func TestSlowClientDoesNotBlockOthers(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d broadcast frames through with a stuck client in %v", total, time.Since(start))
+	elapsed := time.Since(start)
+	t.Logf("%d broadcast frames through with a stuck client in %v", total, elapsed)
+	// Full rate, checked loosely: had the stuck client held a and b up
+	// until its writes timed out, every window would have taken a write
+	// timeout, 23 s in all. They take well under a second, under -race on
+	// a loaded 2-core machine too.
+	stalled := time.Duration((total+window-1)/window) * writeTimeout
+	if limit := stalled * 2 / 5; elapsed > limit {
+		t.Fatalf("%d frames took %v, over %v (a write timeout per window is %v): the stuck client held the others up",
+			total, elapsed.Round(time.Millisecond), limit, stalled)
+	}
 	var stuckStats vswitch.PortStats
 	for _, ps := range sw.Stats().Ports {
 		if strings.HasSuffix(ps.Name, "#3") {
