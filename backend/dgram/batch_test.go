@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"syscall"
@@ -131,9 +132,15 @@ func TestReadBatch(t *testing.T) {
 // an IPv4 socket and on a dual-stack IPv6 socket (which sees IPv4 senders
 // at IPv4-mapped addresses, reported unmapped).
 func TestReadUDPSource(t *testing.T) {
-	for _, laddr := range []string{"127.0.0.1:0", "[::]:0"} {
+	for _, laddr := range []string{"127.0.0.1:0", "[::ffff:127.0.0.1]:0"} {
 		t.Run(laddr, func(t *testing.T) {
-			c, err := net.ListenPacket("udp", laddr)
+			var c net.PacketConn
+			var err error
+			if laddr == "127.0.0.1:0" {
+				c, err = net.ListenPacket("udp", laddr)
+			} else {
+				c, err = listenDualStackLoopback()
+			}
 			if err != nil {
 				t.Skipf("no socket at %s: %v", laddr, err)
 			}
@@ -157,6 +164,31 @@ func TestReadUDPSource(t *testing.T) {
 			}
 		})
 	}
+}
+
+// listenDualStackLoopback returns a UDP socket of the IPv6 family bound to
+// ::ffff:127.0.0.1, with IPV6_V6ONLY off: IPv4 senders on loopback reach
+// it, and it is not open on the host's other interfaces, as one on [::]
+// would be. (Go's listeners take no IPv4-mapped address for udp6.)
+func listenDualStackLoopback() (net.PacketConn, error) {
+	syscall.ForkLock.RLock()
+	fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_DGRAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "udp6")
+	defer f.Close()
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 0); err != nil {
+		return nil, fmt.Errorf("IPV6_V6ONLY off: %w", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet6{Addr: [16]byte{10: 0xff, 11: 0xff, 12: 127, 15: 1}}); err != nil {
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	return net.FilePacketConn(f)
 }
 
 // TestBatchOrder sends bursts through a listener, from one peer and from
