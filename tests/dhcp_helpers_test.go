@@ -12,9 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/testnet"
@@ -76,7 +79,10 @@ type dhcpClient struct {
 	events string
 	cmd    *exec.Cmd
 	out    *syncBuffer
-	exited chan struct{}
+	exited chan struct{} // closed once the process group's leader is reaped
+
+	procMu sync.Mutex // held while signalling or reaping the process group
+	reaped bool
 }
 
 // dhcpEvent is one line of a client's event log.
@@ -214,7 +220,7 @@ func (c *dhcpClient) start(t *testing.T, argv []string) {
 	if err := testproc.Start(c.cmd); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = c.cmd.Wait(); close(c.exited) }()
+	go c.reap()
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
@@ -223,25 +229,48 @@ func (c *dhcpClient) start(t *testing.T, argv []string) {
 	})
 }
 
+// reap waits for the process group's leader to exit without reaping it,
+// kills what is left of the group while the leader's pid, the group's id,
+// cannot be reused, then reaps the leader.
+func (c *dhcpClient) reap() {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, c.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	c.procMu.Lock()
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	_ = c.cmd.Wait()
+	c.reaped = true
+	c.procMu.Unlock()
+	close(c.exited)
+}
+
+// signal sends sig to the client's process group unless its leader has
+// been reaped (the group is then gone: reap killed it), so that a group
+// whose id was reused is never signalled.
+func (c *dhcpClient) signal(sig syscall.Signal) {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	if !c.reaped {
+		_ = syscall.Kill(-c.cmd.Process.Pid, sig)
+	}
+}
+
 // stop ends the client: SIGTERM to its process group, SIGKILL after 5 s.
-// If the group's leader has exited, what is left of the group is killed:
-// its number stays taken while the group has members.
+// Once the group's leader has exited, reap kills the rest of the group.
 func (c *dhcpClient) stop(t *testing.T) {
 	t.Helper()
-	pgid := c.cmd.Process.Pid
+	c.signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		return
-	default:
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-c.exited:
 	case <-time.After(5 * time.Second):
-		t.Logf("%s (pid %d) ignored SIGTERM for 5 s; killing it", c.kind, pgid)
+		t.Logf("%s (pid %d) ignored SIGTERM for 5 s; killing it", c.kind, c.cmd.Process.Pid)
 	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	c.signal(syscall.SIGKILL)
 	<-c.exited
 	// Anything that left the process group dies with the namespace's
 	// other processes, see dhcpKillNSProcesses.
