@@ -261,7 +261,8 @@ func Boot(t testing.TB, cfg Config) *VM {
 		}
 		samples = samples[i:] // still booting
 	}
-	t.Logf("guest %s: up in %v (pid %d, mac %s)", vm.name, time.Since(begin).Round(time.Millisecond), vm.pid, vm.mac)
+	t.Logf("guest %s: up in %v, %v of CPU (pid %d, mac %s)", vm.name, time.Since(begin).Round(time.Millisecond),
+		groupCPU(vm.pid), vm.pid, vm.mac)
 	return vm
 }
 
