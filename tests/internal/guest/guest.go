@@ -300,8 +300,11 @@ func start(t testing.TB, kernel, initrd string, cfg Config) (*VM, error) {
 	}
 
 	// loglevel=4: kernel errors (an oops, a hung task, an RCU stall) reach
-	// the console, which is logged should the boot fail; a good boot prints
-	// none. /init lowers it to 1 so that they stay out of Run's output.
+	// the console, which is logged should the boot fail. A good boot on a
+	// busy machine may print some too (the 8254 timer check's complaint,
+	// RCU stalls while QEMU waited for a CPU), before the ready marker.
+	// /init lowers the level to 1 before the shell starts, so that they
+	// stay out of Run's output.
 	cmdline := []string{"console=ttyS0", "quiet", "loglevel=4", "panic=-1", "sysrq_always_enabled", "ts.hostname=" + host}
 	if cfg.IP != "" {
 		p, err := netip.ParsePrefix(cfg.IP)
