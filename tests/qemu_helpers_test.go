@@ -91,11 +91,23 @@ type guestJob struct {
 	timeout time.Duration
 }
 
-// pingCmd pings addr from a guest until two replies have come back, for at
-// most 30 s (busybox ping: with -w, fewer than -c replies is a failure).
-// The margin is for several TCG guests sharing two busy cores.
+// pingCmd pings addr from a guest until two echo requests have been
+// answered, starting new ones for 30 s; it fails if fewer than two were.
+// The margin is for several TCG guests sharing two busy cores, where a
+// request may be lost (the first one waiting for ARP, say) although the
+// path works. Busybox ping cannot do this alone: it sends exactly -c
+// requests even with -w, and with -w fails unless all were answered. So
+// the guest runs one-request pings, each waiting up to 3 s for its reply
+// (a late reply to an earlier one does not count: each ping has its own
+// ident), and after a failure sleeps 1 s so that one failing at once (no
+// route, say) is not retried in a tight loop. The subshell keeps the
+// variables out of the guest's shell; the last line of output says how
+// many requests were answered.
 func pingCmd(addr string) string {
-	return "ping -c 2 -i 0.3 -w 30 " + addr
+	return "(n=0 i=0 end=$(($(date +%s)+30)); " +
+		"while [ $n -lt 2 ] && [ $(date +%s) -lt $end ]; do i=$((i+1)); " +
+		"if ping -c 1 -W 3 " + addr + "; then n=$((n+1)); else sleep 1; fi; done; " +
+		"echo \"pingCmd: $n of $i echo requests to " + addr + " answered\"; [ $n -ge 2 ])"
 }
 
 // lastLines returns the last n lines of s.
