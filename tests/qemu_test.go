@@ -245,11 +245,12 @@ func TestQEMUGuests(t *testing.T) {
 				t.Errorf("%s guest: its port %d %s went away with the killed guests", specs[i].transport, p.ID, p.Name)
 			}
 		}
+		// Two pingCmds, each of which may take its whole 30 s budget.
 		var jobs []guestJob
 		for k, i := range alive {
 			j := alive[(k+1)%len(alive)]
 			jobs = append(jobs,
-				guestJob{fmt.Sprintf("%s guest -> %s guest", specs[i].transport, specs[j].transport), vms[i], pingCmd(ips[j]) + " && " + pingCmd(qemuHostIP), time.Minute})
+				guestJob{fmt.Sprintf("%s guest -> %s guest", specs[i].transport, specs[j].transport), vms[i], pingCmd(ips[j]) + " && " + pingCmd(qemuHostIP), 2 * time.Minute})
 		}
 		guestsRun(t, jobs)
 	})
