@@ -392,6 +392,21 @@ func (r *recTB) Fatal(args ...any)         { r.fatal = fmt.Sprint(args...); runt
 func (r *recTB) Skipf(f string, a ...any)  { r.Skip(fmt.Sprintf(f, a...)) }
 func (r *recTB) Fatalf(f string, a ...any) { r.Fatal(fmt.Sprintf(f, a...)) }
 
+// bootRec runs Boot(cfg) with a recTB, in a goroutine so that the recTB's
+// Fatal and Skip end only that goroutine, waits for it and returns the
+// recTB. A guest that did boot is killed when t ends, as with Boot.
+func bootRec(t *testing.T, cfg Config) *recTB {
+	t.Helper()
+	r := &recTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Boot(r, cfg)
+	}()
+	<-done
+	return r
+}
+
 func TestRequireQEMUMissing(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	r := &recTB{TB: t}
@@ -417,17 +432,11 @@ func TestRequireQEMUMissing(t *testing.T) {
 func TestBootHung(t *testing.T) {
 	requireRoot(t)
 	const timeout = 5 * time.Second
-	r := &recTB{TB: t}
 	begin := time.Now()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// -S: QEMU starts with its CPU stopped, so nothing boots and its CPU
-		// time stays flat. The shell keeps QEMU its child, as tapswitch
-		// qemu --socket does.
-		Boot(r, Config{Netdev: []string{"-S"}, Wrapper: []string{"sh", "-c", `"$0" "$@"; exit $?`}, BootTimeout: timeout})
-	}()
-	<-done
+	// -S: QEMU starts with its CPU stopped, so nothing boots and its CPU
+	// time stays flat. The shell keeps QEMU its child, as tapswitch
+	// qemu --socket does.
+	r := bootRec(t, Config{Netdev: []string{"-S"}, Wrapper: []string{"sh", "-c", `"$0" "$@"; exit $?`}, BootTimeout: timeout})
 	t.Logf("after %v: %s", time.Since(begin).Round(time.Millisecond), r.fatal)
 	if !strings.Contains(r.fatal, "stopped rising") {
 		t.Fatalf("Boot of a paused guest: %q, want a failure saying QEMU's CPU time stopped rising", r.fatal)
@@ -457,16 +466,10 @@ func TestBootHung(t *testing.T) {
 // ready marker.
 func TestBootStarved(t *testing.T) {
 	requireRoot(t)
-	r := &recTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Boot(r, Config{
-			Wrapper:     []string{"bash", "-c", "while [ $SECONDS -lt 8 ]; do :; done; echo " + ReadyMarker + "; exec sleep 600"},
-			BootTimeout: 5 * time.Second,
-		})
-	}()
-	<-done
+	r := bootRec(t, Config{
+		Wrapper:     []string{"bash", "-c", "while [ $SECONDS -lt 8 ]; do :; done; echo " + ReadyMarker + "; exec sleep 600"},
+		BootTimeout: 5 * time.Second,
+	})
 	if r.fatal != "" {
 		t.Fatalf("a guest busy past its boot timeout was not given more time: %s", r.fatal)
 	}
@@ -476,13 +479,7 @@ func TestBootStarved(t *testing.T) {
 // fails with the kernel's list of tasks on its console, cat's among them.
 func TestBootDiagnose(t *testing.T) {
 	requireRoot(t)
-	r := &recTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Boot(r, Config{Append: "rdinit=/bin/cat", BootTimeout: 20 * time.Second})
-	}()
-	<-done
+	r := bootRec(t, Config{Append: "rdinit=/bin/cat", BootTimeout: 20 * time.Second})
 	logs := r.logs.String()
 	if r.fatal == "" || !strings.Contains(logs, "sysrq: Show State") || !regexp.MustCompile(`task:cat +state:S`).MatchString(logs) {
 		t.Fatalf("Boot of a guest whose init hangs: %q; want a failure whose console lists the tasks, cat's among them:\n%s", r.fatal, logs)
