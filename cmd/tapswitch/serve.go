@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -1135,10 +1136,17 @@ func pidfileOwner(path string) (int, bool) {
 
 // sameProgramRunning reports whether process pid runs and, where /proc
 // tells (Linux), runs this program: a PID reused by another program after
-// a crash does not block a restart.
+// a crash does not block a restart, nor does a killed switch its parent
+// has not reaped yet (a zombie, which signal 0 still reaches).
 func sameProgramRunning(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
+	}
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		// "PID (comm) S ...": the state follows the last ')'.
+		if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && (st[i+2] == 'Z' || st[i+2] == 'X') {
+			return false
+		}
 	}
 	theirs, err1 := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	ours, err2 := os.ReadFile("/proc/self/comm")

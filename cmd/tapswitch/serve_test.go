@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -463,5 +466,40 @@ func TestPlanSocketsAndMetrics(t *testing.T) {
 	// Linux, where QEMU may listen on it).
 	if _, err := planFor(t, "linux", "--tap", "tap0", "--connect", "unix://"+long); err != nil {
 		t.Errorf("--connect to a %d-byte path: %v", len(long), err)
+	}
+}
+
+// TestPidfileOwnerZombie: a switch killed but not yet reaped by its parent
+// (a zombie, which signal 0 still reaches) does not block a restart.
+func TestPidfileOwnerZombie(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("process states are read from /proc (Linux)")
+	}
+	if !sameProgramRunning(os.Getpid()) {
+		t.Fatal("this process is not seen as running")
+	}
+	// A copy of this test binary (same comm) that exits at once and is
+	// not waited for until the check is done.
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	pid := cmd.Process.Pid
+	stat := "/proc/" + strconv.Itoa(pid) + "/stat"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && strings.HasPrefix(string(b[i:]), ") Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d not a zombie after 10 s: %s", pid, b)
+		}
+	}
+	if sameProgramRunning(pid) {
+		t.Errorf("zombie %d (this program, exited, not reaped) counted as a running switch", pid)
 	}
 }
