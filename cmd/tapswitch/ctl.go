@@ -192,7 +192,7 @@ adds the rest of its counters.`,
 			}
 			if connect != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "connecting to %s: the switch dials until it connects, and again after the connection ends "+
-					"(tapswitch ctl ports shows the port; tapswitch ctl detach %s stops it)\n", connect, connect)
+					"(tapswitch ctl ports lists the port once it is connected, and the switch's log says why attempts fail; tapswitch ctl detach %s stops it)\n", connect, connect)
 				return nil
 			}
 			if ps.ID == 0 {

@@ -84,16 +84,16 @@ func checkPrivateDir(dir string) error {
 		return fmt.Errorf("run directory: %w", err)
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("run directory %s is not this user's own (a %v owned by uid %d): "+
-			"remove it, or set XDG_RUNTIME_DIR, or give --ctl and --listen paths", dir, fi.Mode(), ownerUID(st))
+	var why string
+	switch {
+	case !fi.IsDir() || !ok:
+		why = fmt.Sprintf("is not a directory (%v)", fi.Mode())
+	case int(st.Uid) != os.Geteuid():
+		why = fmt.Sprintf("is not this user's own (owned by uid %d)", st.Uid)
+	case fi.Mode().Perm()&0o022 != 0:
+		why = fmt.Sprintf("is writable by others (%v)", fi.Mode())
+	default:
+		return nil
 	}
-	return nil
-}
-
-func ownerUID(st *syscall.Stat_t) int {
-	if st == nil {
-		return -1
-	}
-	return int(st.Uid)
+	return fmt.Errorf("run directory %s %s: remove it, or set XDG_RUNTIME_DIR, or give --ctl and --listen paths", dir, why)
 }

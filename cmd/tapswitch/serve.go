@@ -222,6 +222,27 @@ type plan struct {
 }
 
 func (o *serveOptions) plan() (*plan, error) {
+	p, err := o.planConfig()
+	if err != nil {
+		return nil, err
+	}
+	// The ports the configuration makes itself must fit under
+	// --max-ports (the switch refused the last of them at start-up, with
+	// an error that did not name the flag).
+	own := len(o.taps) + len(o.connect)
+	if p.host != nil {
+		own++
+	}
+	if p.dhcp != nil {
+		own++
+	}
+	if o.maxPorts > 0 && own > o.maxPorts {
+		return nil, fmt.Errorf("--max-ports %d: the configuration itself has %d ports (its taps, --connect URLs, host interface and DHCP responder)", o.maxPorts, own)
+	}
+	return p, nil
+}
+
+func (o *serveOptions) planConfig() (*plan, error) {
 	p := &plan{socketGID: -1, ctl: o.ctl}
 	if o.maxFrame < 14 || o.maxFrame > 65535 {
 		return nil, fmt.Errorf("--max-frame %d: must be between 14 and 65535", o.maxFrame)
@@ -371,8 +392,7 @@ func (o *serveOptions) plan() (*plan, error) {
 	wantDHCP := o.dhcp.val || p.defaults && !o.dhcp.set
 	// (The default setup's host leg takes --gateway's address without DHCP.)
 	if f := o.dhcpOnly(!p.defaults, true); !wantDHCP && f != "" {
-		return nil, fmt.Errorf("%s: needs --dhcp, as do --gateway, --dhcp-range, --dhcp-static, --dns, --domain, "+
-			"--dhcp-lease-time and --dhcp-lease-file", f)
+		return nil, needsDHCP(f, "--gateway", "--dhcp-range", "--dhcp-static", "--dns", "--domain", "--dhcp-lease-time", "--dhcp-lease-file")
 	}
 	if len(p.hostAddrs) > 0 || o.hostBridge != "" {
 		p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu, Bridge: o.hostBridge}
@@ -596,6 +616,17 @@ func (o *serveOptions) dhcpOnly(gateway, rangeAndTime bool) string {
 	return ""
 }
 
+// needsDHCP is the error for option f, one of opts, given without --dhcp;
+// it names the other options that need it too.
+func needsDHCP(f string, opts ...string) error {
+	others := slices.DeleteFunc(slices.Clone(opts), func(o string) bool { return o == f })
+	list := others[len(others)-1]
+	if len(others) > 1 {
+		list = strings.Join(others[:len(others)-1], ", ") + " and " + list
+	}
+	return fmt.Errorf("%s: needs --dhcp, as do %s", f, list)
+}
+
 // planVmnet plans a vmnet.framework host interface (macOS): --gateway is
 // its start address and subnet, the end of --dhcp-range the end of the
 // pool macOS's DHCP server hands out.
@@ -610,7 +641,7 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain and --dhcp-lease-file options (only an isolated network, --host-network-id, takes tapswitch's --dhcp)")
 	}
 	if f := o.dhcpOnly(false, false); isolated && !o.dhcp.val && f != "" {
-		return fmt.Errorf("%s: needs --dhcp, as do --dhcp-static, --dns, --domain and --dhcp-lease-file", f)
+		return needsDHCP(f, "--dhcp-static", "--dns", "--domain", "--dhcp-lease-file")
 	}
 	mode, err := vmnet.ParseMode(modeName)
 	if err != nil {

@@ -150,8 +150,9 @@ func TestPlanHostAndDHCPFlags(t *testing.T) {
 		{"--listen", "unix:///tmp/t.sock", "--gateway", "198.18.0.254/24"},
 		{"--listen", "unix:///tmp/t.sock", "--dhcp-lease-time", "5m"},
 	} {
-		if _, err := planFor(t, "linux", args...); err == nil || !strings.HasPrefix(err.Error(), args[2]+": needs --dhcp") {
-			t.Errorf("%q: %v, want it refused for want of --dhcp", args, err)
+		_, err := planFor(t, "linux", args...)
+		if err == nil || !strings.HasPrefix(err.Error(), args[2]+": needs --dhcp, as do --") || strings.Count(err.Error(), args[2]) != 1 {
+			t.Errorf("%q: %v, want it refused for want of --dhcp, naming %s once", args, err, args[2])
 		}
 	}
 	if _, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--host", "fd00:1::1/64", "--mtu", "576"); err == nil || !strings.Contains(err.Error(), "1280") {
@@ -335,7 +336,7 @@ func TestCheckPrivateDir(t *testing.T) {
 	if err := os.Chmod(open, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkPrivateDir(open); err == nil || !strings.Contains(err.Error(), "not this user's own") {
+	if err := checkPrivateDir(open); err == nil || !strings.Contains(err.Error(), "is writable by others (drwxrwxrwx)") {
 		t.Errorf("a world-writable directory: %v", err)
 	}
 	other := filepath.Join(base, "other")
@@ -345,7 +346,7 @@ func TestCheckPrivateDir(t *testing.T) {
 	if err := os.Chown(other, 65534, 65534); err != nil {
 		t.Skipf("cannot give a directory to another user here (not root): %v", err)
 	}
-	if err := checkPrivateDir(other); err == nil {
+	if err := checkPrivateDir(other); err == nil || !strings.Contains(err.Error(), "is not this user's own (owned by uid 65534)") {
 		t.Error("another user's directory accepted")
 	}
 }
@@ -501,5 +502,27 @@ func TestPidfileOwnerZombie(t *testing.T) {
 	}
 	if sameProgramRunning(pid) {
 		t.Errorf("zombie %d (this program, exited, not reaped) counted as a running switch", pid)
+	}
+}
+
+// TestPlanMaxPortsFitsOwnPorts: --max-ports below the number of ports the
+// configuration makes itself is refused at planning, naming the flag; the
+// default setup used to create its host interface and then fail with "add
+// port dhcp: too many ports (1)".
+func TestPlanMaxPortsFitsOwnPorts(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string // "" = accepted
+	}{
+		{[]string{"--max-ports", "1"}, "--max-ports 1: the configuration itself has 2 ports"},
+		{[]string{"--max-ports", "2"}, ""},
+		{[]string{"--tap", "t0", "--tap", "t1", "--connect", "unix:///tmp/q.sock", "--max-ports", "2"}, "has 3 ports"},
+		{[]string{"--tap", "t0", "--host", "198.18.0.1/24", "--dhcp", "--max-ports", "3"}, ""},
+		{[]string{"--listen", "unix:///tmp/t.sock", "--max-ports", "1"}, ""},
+	} {
+		_, err := planFor(t, "linux", c.args...)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%q: %v, want %q", c.args, err, c.want)
+		}
 	}
 }

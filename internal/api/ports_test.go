@@ -204,14 +204,17 @@ func TestDetachRefusesResponderAndHost(t *testing.T) {
 	}
 	sock, stop := serve(t, &api.Server{Switch: sw})
 	defer stop()
+	// The hints say how to run without them: the default setup has both
+	// without --dhcp or --host.
+	hints := []string{"restart the switch with --dhcp=false", "the default setup has one", ""}
 	for i, key := range []string{"dhcp", "2", "tap0"} {
 		code, _, body := rawDo(t, sock, "DELETE", "/v1/ports/"+key, "")
 		want := http.StatusConflict
 		if i == 2 {
 			want = http.StatusOK
 		}
-		if code != want {
-			t.Errorf("DELETE %s: %d %s, want %d", key, code, body, want)
+		if code != want || !strings.Contains(body, hints[i]) {
+			t.Errorf("DELETE %s: %d %s, want %d and %q", key, code, body, want, hints[i])
 		}
 		select {
 		case <-atts[i].Done():

@@ -315,10 +315,11 @@ func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
 	// its lease file's lock while the switch still runs.
 	switch a.Kind() {
 	case "dhcp":
-		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the DHCP responder: it cannot be detached (restart without --dhcp)", a.ID()))
+		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the DHCP responder: it cannot be detached; restart the switch with --dhcp=false", a.ID()))
 		return
 	case "host":
-		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the host interface %s: it cannot be detached (restart without --host)", a.ID(), a.Name()))
+		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the host interface %s: it cannot be detached; restart the switch without it "+
+			"(no --host or --host-bridge, and ports of its own such as --listen: the default setup has one)", a.ID(), a.Name()))
 		return
 	}
 	a.Close()
