@@ -326,7 +326,7 @@ func TestBadConfig(t *testing.T) {
 		want       string
 	}{
 		{name: "unknown key", file: "tap: [" + tapName + "]\nlisten: unix://" + dir + "/s.sock\nlisen: x\n", want: "cfg.yaml:3: unknown key \"lisen\""},
-		{name: "bad value", file: "tap: [" + tapName + "]\nfdb-size: many\n", want: "cfg.yaml:2: fdb-size:"},
+		{name: "bad value", file: "tap: [" + tapName + "]\nfdb-size: many\n", want: "cfg.yaml:2: fdb-size: \"many\" is not a whole number"},
 		{name: "list for a scalar", file: "tap: [" + tapName + "]\nmtu: [1, 2]\n", want: "cfg.yaml:2: mtu: takes one value"},
 		{name: "bad yaml", file: "tap: [" + tapName + "\n", want: "cfg.yaml"},
 		{name: "empty value", file: "tap: [" + tapName + "]\npidfile:\n", want: "cfg.yaml:2: pidfile: no value"},

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -94,6 +96,10 @@ func (c configLines) locate(err error) error {
 	return err
 }
 
+// numberKinds names what a flag of each pflag type parsed by strconv
+// takes.
+var numberKinds = map[string]string{"bool": "true or false", "int": "a whole number", "float64": "a number"}
+
 func setFlagFromNode(fl *pflag.Flag, v *yaml.Node) error {
 	sv, isSlice := fl.Value.(pflag.SliceValue)
 	switch v.Kind {
@@ -105,7 +111,14 @@ func setFlagFromNode(fl *pflag.Flag, v *yaml.Node) error {
 		if isSlice {
 			return sv.Replace([]string{v.Value})
 		}
-		return fl.Value.Set(v.Value)
+		if err := fl.Value.Set(v.Value); err != nil {
+			// Not the parser's "strconv.ParseBool: parsing ...".
+			if ne := (*strconv.NumError)(nil); errors.As(err, &ne) {
+				return fmt.Errorf("%q is not %s", v.Value, cmp.Or(numberKinds[fl.Value.Type()], "a "+fl.Value.Type()))
+			}
+			return err
+		}
+		return nil
 	case yaml.SequenceNode:
 		if !isSlice {
 			return fmt.Errorf("takes one value, not a list")

@@ -207,7 +207,7 @@ func New(cfg Config) (_ *Server, err error) {
 		srv.enqueue(buildARP(broadcastMAC, arpPacket{op: arpRequest, sha: s.MAC, spa: s.gw, tpa: s.gw}), replyAnnounce, s.Now())
 	}
 	log.WithFields(logrus.Fields{
-		"mac": s.MAC, "gateway": s.Gateway, "range": Range{s.start, s.end}, "pool": srv.t.poolSize,
+		"mac": s.MAC, "gateway": s.Gateway, "range": Range{s.start, s.end}.String(), "pool": srv.t.poolSize,
 		"static": len(s.static), "leases": len(srv.t.byMAC), "lease_file": s.LeaseFile, "answer_gateway": s.AnswerGateway,
 	}).Info("dhcp responder ready")
 	return srv, nil
