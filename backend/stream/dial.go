@@ -50,7 +50,11 @@ type DialConfig struct {
 // Dial blocks. It returns nil once ctx is cancelled (after removing its
 // port) or its port is detached (Attachment.Close, e.g. `tapswitch ctl
 // detach`), and an error if rawURL is not a stream URL or the switch is
-// closed. A switch that has its Config.MaxPorts refuses the connection:
+// closed. A connection that reaches a Listener of sw itself (by the same
+// path, a symlink to it, or any address of this host the listener serves)
+// is closed before it becomes a port, logged as an error, and Dial returns
+// nil without dialling again: the switch would hold both ends of one
+// connection, and every flooded frame would loop between them. A switch that has its Config.MaxPorts refuses the connection:
 // Dial closes it and tries again after the backoff, as after a failed
 // connect.
 func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch) error {
@@ -87,6 +91,14 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 		var peer string
 		failed := "connect failed; retrying"
 		if err == nil {
+			if l := ownListener(sw, a, c); l != nil {
+				// Attached, both ends of the connection would be ports
+				// of sw. Dialling again would only reach it again.
+				c.Close()
+				log.WithField("listener", l.String()).Error("connected to this switch's own listener: every flooded frame " +
+					"would loop between the two ends; connection closed, no longer dialled")
+				return nil
+			}
 			peer = a.String()
 			if uc, ok := c.(*net.UnixConn); ok {
 				if cred, err := unixCred(uc); err == nil {

@@ -155,6 +155,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg ListenerConfig, sw *vswi
 		l.addr.Address = ln.Addr().String()
 	}
 	l.log = cfg.Logger.WithField("listener", l.addr.String())
+	register(l)
 	l.wg.Add(1)
 	go l.acceptLoop()
 	l.stop = context.AfterFunc(ctx, func() { l.shutdown() })
@@ -303,6 +304,7 @@ func (l *Listener) Close() error {
 
 func (l *Listener) shutdown() error {
 	l.closeOnce.Do(func() {
+		unregister(l)
 		close(l.done)
 		err := l.ln.Close()
 		if err != nil && !errors.Is(err, net.ErrClosed) {
