@@ -341,6 +341,12 @@ func TestBadConfig(t *testing.T) {
 		{name: "bad host flag", args: []string{"--tap", tapName, "--host", "198.18.0.1"}, want: "--host \"198.18.0.1\""},
 		{name: "dhcp options without dhcp", args: []string{"--tap", tapName, "--dhcp-range", "198.18.0.10-198.18.0.20"}, want: "--dhcp-range: needs --dhcp"},
 		{name: "unknown flag", args: []string{"--tapp", tapName}, want: "unknown flag: --tapp"},
+		// A --connect to the switch's own --listen: dialled, it looped
+		// every flooded frame between the connection's two ends.
+		{name: "connect to own listen", file: "listen: [\"tcp://127.0.0.1:5599\"]\nconnect: [\"tcp://127.0.0.1:5599\"]\n",
+			want: "cfg.yaml:2: --connect tcp://127.0.0.1:5599 is this switch's own --listen tcp://127.0.0.1:5599: every flooded frame would loop between the two ends"},
+		{name: "connect flag to own listen", args: []string{"--listen", "unix://" + dir + "/sw.sock", "--connect", "unix://" + dir + "/sw.sock"},
+			want: "--connect unix://" + dir + "/sw.sock is this switch's own --listen unix://" + dir + "/sw.sock: every flooded frame would loop"},
 		// The second open found the tap busy, after the first had made it.
 		{name: "tap given twice", args: []string{"--tap", tapName, "--tap", tapName}, want: "--tap " + tapName + ": given twice"},
 	} {
@@ -766,6 +772,86 @@ func TestAttachConnectStoppable(t *testing.T) {
 	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(d.portNames(t), "unix:"+qsock) })
 	if out := d.ctl(t, "detach", url); !strings.Contains(out, "detached unix:"+qsock+" (id ") {
 		t.Errorf("ctl detach %s of a connected port: %q", url, out)
+	}
+}
+
+// TestConnectOwnListener: a connect URL naming one of the switch's own
+// stream listeners is refused. ctl attach --connect (POST /v1/ports)
+// answers 400 where the URL shows it (the listener's path, a symlink to
+// it, a wildcard listener's port at 127.0.0.1), and a reload refuses a
+// file with one; where only the connection shows it (another address of
+// this host), the dial is closed before it becomes a port, logged, and not
+// made again, and the switch carries on. Such a URL used to be dialled: the
+// switch held both ends of the connection as two ports, and one broadcast
+// went round between them for ever (378 724 flooded frames in 2 s).
+func TestConnectOwnListener(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "sw.sock")
+	link := filepath.Join(dir, "link.sock")
+	if err := os.Symlink(sock, link); err != nil {
+		t.Fatal(err)
+	}
+	// Another address of this host, which the addresses alone do not
+	// tell from a remote one.
+	ns.IP(t, "addr", "add", "198.18.77.1/32", "dev", "lo")
+	cfg := filepath.Join(dir, "tapswitch.yaml")
+	base := "listen: [\"unix://" + sock + "\", \"tcp://0.0.0.0:5599\"]\n"
+	writeFile(t, cfg, base)
+	d := startSwitch(t, ns, "--config", cfg)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
+	}}}
+	for _, url := range []string{"unix://" + sock, "unix://" + link, "tcp://127.0.0.1:5599", "tcp://localhost:5599"} {
+		resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(`{"connect":"`+url+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "is this switch's own listener") {
+			t.Errorf("POST /v1/ports {\"connect\":%q}: %s %s, want 400 naming the switch's own listener", url, resp.Status, body)
+		}
+	}
+	out, err := exec.Command(bin, "ctl", "--ctl", d.Ctl, "attach", "--connect", "unix://"+sock).CombinedOutput()
+	if want := "connect unix://" + sock + " is this switch's own listener unix://" + sock + ": every flooded frame would loop between the two ends"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("ctl attach --connect of the switch's own socket: %v, %q; want it refused with %q", err, out, want)
+	}
+
+	// Known only once connected.
+	url := "tcp://198.18.77.1:5599"
+	d.ctl(t, "attach", "--connect", url)
+	const refusal = "connected to this switch's own listener"
+	porttest.WaitFor(t, "the refusal logged", func() bool { return strings.Contains(d.Output(), refusal) })
+	if !regexp.MustCompile(`listener="tcp://(\[::\]|0\.0\.0\.0):5599"`).MatchString(d.Output()) {
+		t.Errorf("the refusal does not name the listener:\n%s", d.Output())
+	}
+	porttest.WaitFor(t, "no stream ports", func() bool {
+		for _, name := range d.portNames(t) {
+			if strings.HasPrefix(name, "tcp:") || strings.HasPrefix(name, "unix:") {
+				return false
+			}
+		}
+		return true
+	})
+	// Not dialled again: the backoff is at most 5 s.
+	time.Sleep(6 * time.Second)
+	if n := strings.Count(d.Output(), refusal); n != 1 {
+		t.Errorf("%d refusals logged, want 1: dialled again", n)
+	}
+	var st vswitch.Stats
+	if err := d.api().Do(t.Context(), "GET", "/v1/stats", nil, &st); err != nil {
+		t.Fatalf("the switch after the refusal: %v", err)
+	}
+
+	// A reload: the file's own --listen, refused as at start.
+	writeFile(t, cfg, base+"connect: [\"unix://"+sock+"\"]\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the reload refused", func() bool { return strings.Contains(d.Output(), "configuration not reloaded") })
+	if want := "tapswitch.yaml:2: --connect unix://" + sock + " is this switch's own --listen unix://" + sock; !strings.Contains(d.Output(), want) {
+		t.Errorf("the reload's error: want %q in\n%s", want, d.Output())
 	}
 }
 

@@ -326,6 +326,9 @@ func (o *serveOptions) planConfig() (*plan, error) {
 		if slices.ContainsFunc(connects, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
 			return nil, fmt.Errorf("--connect %s: given twice", u)
 		}
+		if l, ok := ownListen(p.listens, a); ok {
+			return nil, fmt.Errorf("--connect %s is this switch's own --listen %s: %s", u, l, loopReason)
+		}
 		connects = append(connects, a)
 	}
 	for _, h := range o.host {
@@ -424,6 +427,61 @@ func socketKey(a listen.Addr) string {
 		return "file:" + filepath.Clean(a.Address)
 	}
 	return a.Network + ":" + a.Address
+}
+
+// loopReason says why a --connect to the switch's own listener is refused.
+const loopReason = "every flooded frame would loop between the two ends"
+
+// ownListen returns the stream listener among listens that dialling
+// target would reach, as far as the addresses tell, and whether there is
+// one: for unix, the same cleaned absolute path, or the same file when
+// both exist (a symlink); for tcp, the same host (or IP) and port, or the
+// same port with the listener on a wildcard or empty host (which Go
+// serves on IPv4 and IPv6) and target a loopback address, localhost or
+// empty, or the listener on a loopback address and target localhost or
+// empty. A listener on
+// port 0 has no port to compare until it is open. What the addresses do
+// not tell (another address of this host, a listener added later) is
+// found by stream.Dial once connected.
+func ownListen(listens []listen.Addr, target listen.Addr) (listen.Addr, bool) {
+	for _, l := range listens {
+		if l.Network != target.Network {
+			continue
+		}
+		switch l.Network {
+		case "unix":
+			if absPath(l.Address) == absPath(target.Address) {
+				return l, true
+			}
+			lfi, err1 := os.Stat(l.Address)
+			tfi, err2 := os.Stat(target.Address)
+			if err1 == nil && err2 == nil && os.SameFile(lfi, tfi) {
+				return l, true
+			}
+		case "tcp":
+			lh, lp, err1 := net.SplitHostPort(l.Address)
+			th, tp, err2 := net.SplitHostPort(target.Address)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			lport, err1 := net.LookupPort("tcp", lp)
+			tport, err2 := net.LookupPort("tcp", tp)
+			if err1 != nil || err2 != nil || lport == 0 || lport != tport {
+				continue
+			}
+			lip, lerr := netip.ParseAddr(lh)
+			tip, terr := netip.ParseAddr(th)
+			localhost := th == "" || strings.EqualFold(th, "localhost") // Go dials "" as the local system
+			switch {
+			case strings.EqualFold(lh, th),
+				lerr == nil && terr == nil && lip.Unmap() == tip.Unmap(),
+				(lh == "" || lerr == nil && lip.IsUnspecified()) && (localhost || terr == nil && tip.IsLoopback()),
+				lerr == nil && lip.IsLoopback() && localhost:
+				return l, true
+			}
+		}
+	}
+	return listen.Addr{}, false
 }
 
 // planDHCP plans the DHCP responder: --gateway (else the first --host
@@ -967,6 +1025,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			}
 			if a.Kind() != listen.KindStream {
 				return fmt.Errorf("%w: connect %q: want unix:///PATH or tcp://HOST:PORT", api.ErrBadRequest, req.Connect)
+			}
+			own := make([]listen.Addr, 0, len(streams))
+			for _, l := range streams {
+				own = append(own, l.Addr())
+			}
+			if l, ok := ownListen(own, a); ok {
+				return fmt.Errorf("%w: connect %s is this switch's own listener %s: %s", api.ErrBadRequest, req.Connect, l, loopReason)
 			}
 			key := a.Network + ":" + a.Address
 			dialMu.Lock()

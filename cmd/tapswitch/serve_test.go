@@ -526,3 +526,60 @@ func TestPlanMaxPortsFitsOwnPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanConnectOwnListen: a --connect naming one of the same
+// configuration's --listen sockets is refused. It used to be dialled: the
+// switch held both ends of the connection as two ports, and every flooded
+// frame went round between them for ever. (stream.Dial refuses what the
+// addresses do not tell, once connected.)
+func TestPlanConnectOwnListen(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "sw.sock")
+	if err := os.WriteFile(sock, nil, 0o600); err != nil { // stands in for the socket file
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "link.sock")
+	if err := os.Symlink(sock, link); err != nil {
+		t.Fatal(err)
+	}
+	const why = ": every flooded frame would loop between the two ends"
+	for _, c := range []struct{ listen, connect string }{
+		{"unix://" + sock, "unix://" + sock},
+		{"unix://" + sock, "unix://" + dir + "/./sw.sock"},
+		{"unix://" + sock, "unix://" + link},
+		{"unix:///tmp/nonexistent-rl/a.sock", "unix:///tmp/nonexistent-rl//a.sock"},
+		{"tcp://127.0.0.1:5599", "tcp://127.0.0.1:5599"},
+		{"tcp://localhost:5599", "tcp://LOCALHOST:5599"},
+		{"tcp://[::1]:5599", "tcp://[::1]:5599"},
+		{"tcp://:5599", "tcp://127.0.0.1:5599"},
+		{"tcp://:5599", "tcp://127.0.0.2:5599"},
+		{"tcp://:5599", "tcp://localhost:5599"},
+		{"tcp://:5599", "tcp://[::1]:5599"},
+		{"tcp://0.0.0.0:5599", "tcp://127.0.0.1:5599"},
+		{"tcp://[::]:5599", "tcp://localhost:5599"},
+		{"tcp://127.0.0.1:5599", "tcp://localhost:5599"},
+	} {
+		want := "--connect " + c.connect + " is this switch's own --listen " + c.listen + why
+		_, err := planFor(t, "linux", "--listen", c.listen, "--connect", c.connect)
+		if err == nil || err.Error() != want {
+			t.Errorf("--listen %s --connect %s: %v, want %q", c.listen, c.connect, err, want)
+		}
+	}
+	// Another socket, port or host; a datagram socket of the same path
+	// (not a stream listener); port 0 (not known until listened on).
+	for _, c := range []struct{ listen, connect string }{
+		{"unix://" + sock, "unix://" + dir + "/other.sock"},
+		{"unixgram://" + sock, "unix://" + sock},
+		{"tcp://127.0.0.1:5599", "tcp://127.0.0.1:5598"},
+		{"tcp://127.0.0.1:5599", "tcp://198.18.0.1:5599"},
+		{"tcp://127.0.0.1:5599", "tcp://[::1]:5599"},
+		{"tcp://198.18.0.1:5599", "tcp://localhost:5599"},
+		{"tcp://:5599", "tcp://198.18.0.1:5599"},
+		{"udp://127.0.0.1:5599", "tcp://127.0.0.1:5599"},
+		{"tcp://127.0.0.1:0", "tcp://127.0.0.1:0"},
+	} {
+		if _, err := planFor(t, "linux", "--listen", c.listen, "--connect", c.connect); err != nil {
+			t.Errorf("--listen %s --connect %s: %v, want it planned", c.listen, c.connect, err)
+		}
+	}
+}
