@@ -406,6 +406,7 @@ func TestPlanPorts(t *testing.T) {
 		{[]string{"--tap", "bad:name"}, "--tap: tap \"bad:name\": invalid interface name"},
 		{[]string{"--tap", "tapswitch-0123456"}, "--tap: tap tapswitch-0123456: invalid interface name"},
 		{[]string{"--tap", "7"}, "--tap: tap \"7\": a name of digits only"},
+		{[]string{"--tap", "ts%d"}, "--tap: tap \"ts%d\": a name template"},
 		{[]string{"--tap", "a", "--tap", "b", "--tap", "a"}, "--tap a: given twice"},
 		{[]string{"--listen", "unix:///tmp/t.sock", "--listen", "unix:///tmp//t.sock"}, "--listen unix:///tmp//t.sock: given twice"},
 		{[]string{"--listen", "unix:///tmp/t.sock", "--listen", "unixgram:///tmp/t.sock"}, "--listen unixgram:///tmp/t.sock: given twice"},

@@ -107,7 +107,7 @@ func TestPortKeys(t *testing.T) {
 	for _, c := range []struct {
 		tap  string
 		code int
-	}{{"dhcp", http.StatusConflict}, {"a", http.StatusConflict}, {"12", http.StatusBadRequest}, {"007", http.StatusBadRequest}} {
+	}{{"dhcp", http.StatusConflict}, {"a", http.StatusConflict}, {"12", http.StatusBadRequest}, {"007", http.StatusBadRequest}, {"ts%d", http.StatusBadRequest}} {
 		code, _, body := rawDo(t, sock, "POST", "/v1/ports", `{"tap":"`+c.tap+`"}`)
 		if code != c.code {
 			t.Errorf("attach tap %s: %d %s, want %d", c.tap, code, body, c.code)

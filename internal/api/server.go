@@ -286,10 +286,17 @@ func notFound(err error) bool {
 }
 
 // CheckTapName refuses a tap name that the API could not tell from a port
-// ID: one of decimal digits only. The kernel accepts such names.
+// ID, one of decimal digits only (the kernel accepts such names), and a
+// kernel name template such as tap%d.
 func CheckTapName(name string) error {
 	if name != "" && strings.Trim(name, "0123456789") == "" {
 		return fmt.Errorf("tap %q: a name of digits only would be taken for a port ID: choose another", name)
+	}
+	if strings.Contains(name, "%") {
+		// The kernel would pick the name ("tap%d" → tap0): the port gets
+		// that name, and the one given finds it no more, so a reload
+		// made another tap each time and a detach found none.
+		return fmt.Errorf("tap %q: a name template (%%) cannot be attached, detached or reloaded by name: give the full name", name)
 	}
 	return nil
 }
