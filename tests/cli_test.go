@@ -320,11 +320,16 @@ func TestBadConfig(t *testing.T) {
 	ns := testnet.NewNS(t)
 	dir := t.TempDir()
 	tapName := testnet.UniqueName("tsx")
+	veth := testnet.UniqueName("tsv")
+	ns.IP(t, "link", "add", veth, "type", "veth", "peer", "name", testnet.UniqueName("tsv"))
 	for _, c := range []struct {
 		name, file string
 		args       []string
 		want       string
 	}{
+		// Refused by the system when opened: the error names the flag,
+		// and so the file's line.
+		{name: "tap on a veth", file: "tap: [" + veth + "]\n", want: "cfg.yaml:1: --tap: tap " + veth + ": create: name taken by a device that is not a tap"},
 		{name: "unknown key", file: "tap: [" + tapName + "]\nlisten: unix://" + dir + "/s.sock\nlisen: x\n", want: "cfg.yaml:3: unknown key \"lisen\""},
 		{name: "bad value", file: "tap: [" + tapName + "]\nfdb-size: many\n", want: "cfg.yaml:2: fdb-size: \"many\" is not a whole number"},
 		{name: "list for a scalar", file: "tap: [" + tapName + "]\nmtu: [1, 2]\n", want: "cfg.yaml:2: mtu: takes one value"},
@@ -1027,5 +1032,29 @@ func TestSummaryPathsAbsolute(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestTapMTUAboveMaxFrameWarns: a tap made beforehand keeps its own MTU;
+// one above --max-frame minus 14 is attached with a warning that its longer
+// frames will be dropped (they were counted as too_long, unexplained).
+func TestTapMTUAboveMaxFrameWarns(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNS(t)
+	big, small := testnet.UniqueName("tsm"), testnet.UniqueName("tsm")
+	for _, c := range []struct{ tap, mtu string }{{big, "9000"}, {small, "1500"}} {
+		ns.IP(t, "tuntap", "add", c.tap, "mode", "tap")
+		ns.IP(t, "link", "set", c.tap, "mtu", c.mtu)
+	}
+	d := startSwitch(t, ns, "--tap", big, "--tap", small, "--max-frame", "1514")
+	porttest.WaitFor(t, "both taps attached", func() bool { return len(d.portNames(t)) == 2 })
+	var warned []string
+	for _, line := range strings.Split(d.Output(), "\n") {
+		if strings.Contains(line, "above --max-frame minus 14") {
+			warned = append(warned, line)
+		}
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "port="+big) || !strings.Contains(warned[0], "mtu=9000") {
+		t.Errorf("warnings %q, want one, for %s (MTU 9000)", warned, big)
 	}
 }

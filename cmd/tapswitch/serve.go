@@ -900,8 +900,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	}
 
 	for _, name := range o.taps {
-		if err := attachTap(sw, name, o.mtu, o.tapOffload, log); err != nil {
-			return err
+		if err := attachTap(sw, name, o, log); err != nil {
+			return fmt.Errorf("--tap: %w", err)
 		}
 	}
 
@@ -1017,7 +1017,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		undo.add(func() { sf.Remove() })
 		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Attach: func(actx context.Context, req api.AttachRequest) error {
 			if req.Tap != "" {
-				return attachTap(sw, req.Tap, o.mtu, o.tapOffload, log)
+				return attachTap(sw, req.Tap, o, log)
 			}
 			a, err := listen.Parse(req.Connect)
 			if err != nil {
@@ -1159,11 +1159,17 @@ func hostAddrsIn(subnet netip.Prefix) []netip.Addr {
 	return out
 }
 
-// attachTap opens the tap name and adds it to the switch.
-func attachTap(sw *vswitch.Switch, name string, mtu int, offload bool, log logrus.FieldLogger) error {
-	d, err := tap.Open(tap.Config{Name: name, MTU: mtu, Logger: log, NoOffload: !offload})
+// attachTap opens the tap name with o's --mtu and --tap-offload and adds
+// it to the switch.
+func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.FieldLogger) error {
+	d, err := tap.Open(tap.Config{Name: name, MTU: o.mtu, Logger: log, NoOffload: !o.tapOffload})
 	if err != nil {
 		return err
+	}
+	if d.MTU()+14 > o.maxFrame {
+		// A tap made before the switch keeps its own MTU without --mtu.
+		log.WithFields(logrus.Fields{"port": name, "mtu": d.MTU(), "max_frame": o.maxFrame}).
+			Warn("the tap's MTU is above --max-frame minus 14: its longer frames will be dropped (too_long); give --mtu or raise --max-frame")
 	}
 	if _, err := sw.AddPort(d, vswitch.PortConfig{Kind: "tap"}); err != nil {
 		d.Close()
@@ -1378,7 +1384,7 @@ func (r *reloader) reload() {
 		// A tap the file lists is attached again if it was detached
 		// (tapswitch ctl detach) or deleted since.
 		if !attached[name] {
-			if err := attachTap(r.sw, name, r.o.mtu, r.o.tapOffload, r.log); err != nil {
+			if err := attachTap(r.sw, name, r.o, r.log); err != nil {
 				r.log.WithError(err).WithField("port", name).Error("SIGHUP: attaching tap")
 				failed++
 				continue
