@@ -1058,3 +1058,23 @@ func TestTapMTUAboveMaxFrameWarns(t *testing.T) {
 		t.Errorf("warnings %q, want one, for %s (MTU 9000)", warned, big)
 	}
 }
+
+// TestHostInterfaceDeleted: deleting the host interface under the switch
+// is logged as an error naming it (only the tap's "port ended" warning
+// said so), and the switch runs on.
+func TestHostInterfaceDeleted(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNS(t)
+	host := testnet.UniqueName("tsh")
+	d := startSwitch(t, ns, "--host", "198.18.52.1/24", "--host-ifname", host, "--listen", "unix://"+filepath.Join(t.TempDir(), "s.sock"))
+	if strings.Contains(d.Output(), "host interface gone") {
+		t.Fatalf("host interface reported gone before it was deleted:\n%s", d.Output())
+	}
+	ns.IP(t, "link", "del", host)
+	porttest.WaitFor(t, "the host interface's deletion logged", func() bool {
+		return strings.Contains(d.Output(), "host interface gone") && strings.Contains(d.Output(), "port="+host)
+	})
+	if names := d.portNames(t); len(names) != 0 {
+		t.Errorf("ports after the host interface's deletion: %v, want none", names)
+	}
+}

@@ -862,11 +862,24 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		default:
 			var own vswitch.MAC
 			copy(own[:], hi.MAC())
-			if _, err := sw.AddPort(hi, vswitch.PortConfig{Kind: "host", OwnMAC: own}); err != nil {
+			ha, err := sw.AddPort(hi, vswitch.PortConfig{Kind: "host", OwnMAC: own})
+			if err != nil {
 				hi.Close()
 				return err
 			}
-
+			// Only its deletion ends it while the switch runs (it cannot
+			// be detached): the host is then off the segment, and with
+			// --dhcp guests lose the gateway, until a restart.
+			g.Go(func() error {
+				select {
+				case <-gctx.Done():
+				case <-ha.Done():
+					if gctx.Err() == nil {
+						log.WithField("port", ha.Name()).Error("host interface gone (deleted?): the host is off the segment until tapswitch restarts")
+					}
+				}
+				return nil
+			})
 		}
 	}
 
