@@ -54,9 +54,9 @@ type DialConfig struct {
 // path, a symlink to it, or any address of this host the listener serves)
 // is closed before it becomes a port, logged as an error, and Dial returns
 // nil without dialling again: the switch would hold both ends of one
-// connection, and every flooded frame would loop between them. A switch that has its Config.MaxPorts refuses the connection:
-// Dial closes it and tries again after the backoff, as after a failed
-// connect.
+// connection, and every flooded frame would loop between them. A switch
+// that has its Config.MaxPorts refuses the connection: Dial closes it and
+// tries again after the backoff, as after a failed connect.
 func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch) error {
 	a, err := listen.Parse(rawURL)
 	if err != nil {
