@@ -84,10 +84,12 @@ type Config struct {
 	MTU int
 	// Logger receives open and close events. Nil discards them.
 	Logger logrus.FieldLogger
-	// NoOffload opens the tap without a virtio-net header (Linux). By
-	// default the tap is opened with IFF_VNET_HDR and TCP segmentation and
-	// checksum offloads, so TCP super-frames of up to 64 KiB cross the
-	// switch whole (see vswitch.OffloadPort). macOS taps have no offloads.
+	// NoOffload opens the tap without a virtio-net header (Linux), and
+	// with its offloads off, also those a persistent tap's last user left
+	// on. By default the tap is opened with IFF_VNET_HDR and TCP
+	// segmentation and checksum offloads, so TCP super-frames of up to
+	// 64 KiB cross the switch whole (see vswitch.OffloadPort). macOS taps
+	// have no offloads.
 	NoOffload bool
 }
 

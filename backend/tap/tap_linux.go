@@ -20,7 +20,8 @@ const tunPath = "/dev/net/tun"
 // openFlags are the TUNSETIFF flags: an Ethernet (layer 2) device whose
 // frames carry no packet-information prefix. Open adds IFF_VNET_HDR unless
 // Config.NoOffload, then sets TUNSETVNETHDRSZ and TUNSETOFFLOAD; the
-// virtio-net header is handled in readFrame and writeFrame.
+// virtio-net header is handled in readFrame and writeFrame. With
+// Config.NoOffload it sets TUNSETOFFLOAD to 0.
 const openFlags = unix.IFF_TAP | unix.IFF_NO_PI
 
 // permHint tells a user without the privilege what to do.
@@ -57,6 +58,13 @@ func Open(cfg Config) (*Device, error) {
 			unix.Close(fd)
 			return nil, err
 		}
+	} else if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0); err != nil {
+		// A persistent tap keeps the offloads its last user turned on
+		// (one killed before it could turn them off): without a
+		// virtio-net header to say so, its frames would come with
+		// partial checksums and as TCP super-frames.
+		unix.Close(fd)
+		return nil, fmt.Errorf("tap %s: turn off the offloads left on by its last user: %w", name, err)
 	}
 	// From here on closing fd removes the tap if we created it.
 	oldMTU, mtu, err := setMTU(name, cfg.MTU)

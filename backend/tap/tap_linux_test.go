@@ -106,17 +106,7 @@ func TestCloseRestoresPersistent(t *testing.T) {
 	name := testnet.UniqueName("tap")
 	ns.IP(t, "tuntap", "add", name, "mode", "tap")
 	ns.IP(t, "link", "set", name, "mtu", "9000")
-	offloads := func() string {
-		var on []string
-		for _, l := range strings.Split(ns.Output(t, "ethtool", "-k", name), "\n") {
-			for _, f := range []string{"tx-checksumming:", "tcp-segmentation-offload:"} {
-				if strings.HasPrefix(l, f) && strings.Contains(l, ": on") {
-					on = append(on, f)
-				}
-			}
-		}
-		return strings.Join(on, " ")
-	}
+	offloads := func() string { return offloadsOn(t, ns, name) }
 	if on := offloads(); on != "" {
 		t.Fatalf("a new tap has %s on", on)
 	}
@@ -135,6 +125,62 @@ func TestCloseRestoresPersistent(t *testing.T) {
 	}
 	if on := offloads(); on != "" {
 		t.Errorf("after Close: %s still on", on)
+	}
+}
+
+// offloadsOn returns which of the offloads a virtio-net header user turns
+// on are on for the device name in ns ("" for none), as ethtool -k says.
+func offloadsOn(t *testing.T, ns *testnet.NS, name string) string {
+	t.Helper()
+	var on []string
+	for _, l := range strings.Split(ns.Output(t, "ethtool", "-k", name), "\n") {
+		for _, f := range []string{"tx-checksumming:", "tcp-segmentation-offload:"} {
+			if strings.HasPrefix(l, f) && strings.Contains(l, ": on") {
+				on = append(on, f)
+			}
+		}
+	}
+	return strings.Join(on, " ")
+}
+
+// TestOpenNoOffloadClearsLeftovers: a persistent tap whose last user left
+// its offloads on (a tapswitch killed before Close, a VM monitor) has
+// them turned off by Open with NoOffload. They were left on: the switch,
+// which reads no virtio-net header then, got TCP segments with partial
+// checksums and super-frames it took for ordinary frames.
+func TestOpenNoOffloadClearsLeftovers(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	ns.IP(t, "tuntap", "add", name, "mode", "tap")
+	// What a killed tapswitch (or QEMU) leaves behind.
+	err := ns.Do(func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			return err
+		}
+		return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on := offloadsOn(t, ns, name); on == "" {
+		t.Fatal("the offloads set on the tap did not stay on after its descriptor was closed")
+	}
+	d := openIn(t, ns, tap.Config{Name: name, NoOffload: true})
+	if d.Created() || d.Offload() {
+		t.Fatalf("Created() = %v, Offload() = %v; want false, false", d.Created(), d.Offload())
+	}
+	if on := offloadsOn(t, ns, name); on != "" {
+		t.Errorf("after Open with NoOffload: %s still on", on)
 	}
 }
 
