@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -75,10 +76,16 @@ func Open(cfg Config) (*Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	var mr *mtuRestorer
+	var mrErr error
+	if !created && oldMTU != mtu {
+		mr, mrErr = newMTURestorer(fd, name, oldMTU)
+	}
 	// O_NONBLOCK makes os.NewFile put the descriptor on the runtime
 	// poller, so that Close wakes a blocked Read.
 	f, err := newRawFile(fd, name)
 	if err != nil {
+		mr.close()
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
 	d := &Device{
@@ -90,18 +97,14 @@ func Open(cfg Config) (*Device, error) {
 		uso:     uso,
 		log:     cfg.logger(),
 	}
+	if mrErr != nil {
+		d.log.WithField("port", name).WithError(mrErr).Warn("tap: its MTU will not be restored")
+	}
 	if !created {
 		// Whoever opens the tap next may not read virtio-net headers:
 		// left on, the offloads would hand it frames with partial
-		// checksums. The MTU goes back to what it was, through a socket
-		// of the tap's namespace (Close may run in another).
-		s := -1
-		if oldMTU != mtu {
-			if s, err = ifSocket(name); err != nil {
-				d.log.WithField("port", name).WithError(err).Warn("tap: its MTU will not be restored")
-				s = -1
-			}
-		}
+		// checksums. The MTU goes back to what it was on the tap itself,
+		// wherever it is by then.
 		d.restore = func() error {
 			var errs []error
 			if d.vnet {
@@ -109,12 +112,11 @@ func Open(cfg Config) (*Device, error) {
 					errs = append(errs, fmt.Errorf("turn offloads off: %w", err))
 				}
 			}
-			if s >= 0 {
-				// ENODEV: the tap was moved to another namespace or deleted.
-				if _, _, err := ifMTU(s, name, oldMTU); err != nil && !errors.Is(err, unix.ENODEV) {
-					errs = append(errs, err)
+			if mr != nil {
+				if err := f.control(mr.restore); err != nil {
+					errs = append(errs, fmt.Errorf("restore MTU %d: %w", mr.mtu, err))
 				}
-				unix.Close(s)
+				mr.close()
 			}
 			return errors.Join(errs...)
 		}
@@ -138,14 +140,160 @@ func setIff(fd int, name string, flags uint16) (string, bool, error) {
 		return "", false, setIffError(name, err)
 	}
 	name = ifr.Name()
-	got, err := unix.NewIfreq("")
+	got, err := getIff(fd)
 	if err != nil {
-		return "", false, err
-	}
-	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, got); err != nil {
 		return "", false, fmt.Errorf("tap %s: get flags: %w", name, err)
 	}
 	return name, got.Uint16()&unix.IFF_PERSIST == 0, nil
+}
+
+// getIff returns the tap's current name and flags (TUNGETIFF).
+func getIff(fd int) (*unix.Ifreq, error) {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return nil, err
+	}
+	return ifr, nil
+}
+
+// mtuRestorer gives a tap that existed before Open its MTU back at
+// Close. It finds the tap through its descriptor, since it may have been
+// renamed or moved to another namespace since Open, and another device
+// may have taken its name where Open ran: the MTU is set on the tap
+// itself, by interface index, or not at all.
+type mtuRestorer struct {
+	mtu    int             // the MTU to put back
+	home   *netlink.Handle // in the namespace where Open ran
+	homeNS nsID            // that namespace; zero if the kernel does not say
+	index  int             // the tap's interface index there
+}
+
+// nsID tells namespaces apart: the device and inode of a descriptor
+// referring to one.
+type nsID struct{ dev, ino uint64 }
+
+// newMTURestorer prepares to set the MTU of the tap on fd, called name in
+// the calling thread's namespace, back to mtu. Its netlink socket stays in
+// that namespace, so that the MTU is restored there without the
+// privilege to enter namespaces (CAP_SYS_ADMIN).
+func newMTURestorer(fd int, name string, mtu int) (*mtuRestorer, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("tap %s: netlink: %w", name, err)
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("tap %s: look up: %w", name, err)
+	}
+	r := &mtuRestorer{mtu: mtu, home: h, index: l.Attrs().Index}
+	if nsfd, id, err := tapNS(fd); err == nil { // Linux 5.2 and later
+		unix.Close(nsfd)
+		r.homeNS = id
+	}
+	return r, nil
+}
+
+// tapNS returns a descriptor for the tap's network namespace
+// (TUNGETDEVNETNS, Linux 5.2 and later; it needs CAP_NET_ADMIN there) and
+// the namespace's identity.
+func tapNS(fd int) (int, nsID, error) {
+	nsfd, err := unix.IoctlRetInt(fd, unix.TUNGETDEVNETNS)
+	if err != nil {
+		return -1, nsID{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(nsfd, &st); err != nil {
+		unix.Close(nsfd)
+		return -1, nsID{}, err
+	}
+	return nsfd, nsID{st.Dev, st.Ino}, nil
+}
+
+// restore sets the MTU of the tap on fd. It refuses, with an error, when
+// it cannot make sure that the device it would change is the tap.
+func (r *mtuRestorer) restore(fd int) error {
+	ifr, err := getIff(fd)
+	if err != nil {
+		return err // EBADFD: the tap is gone, and its MTU with it
+	}
+	name := ifr.Name()
+	h, index := r.home, r.index
+	nsfd, id, err := tapNS(fd)
+	switch {
+	case err == nil:
+		defer unix.Close(nsfd)
+		if id != r.homeNS {
+			if h, err = handleIn(nsfd); err != nil {
+				return fmt.Errorf("the tap, now %s, was moved to another network namespace, which this process cannot enter: %w", name, err)
+			}
+			defer h.Close()
+			index = 0 // the kernel may have given it another one there
+		}
+	case r.homeNS != (nsID{}):
+		return fmt.Errorf("find the tap's network namespace: %w", err)
+	}
+	// Without TUNGETDEVNETNS, the device of the tap's name in Open's
+	// namespace is the tap if it has the tap's index.
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("the tap, now %s, was moved to another network namespace: %w", name, err)
+	}
+	// Names are unique in a namespace: if the tap still has the name, in
+	// the same namespace, the device found is the tap.
+	again, err := getIff(fd)
+	if err != nil {
+		return err
+	}
+	same := again.Name() == name && isTap(l) && (index == 0 || l.Attrs().Index == index)
+	if nsfd >= 0 {
+		nsfd2, id2, err := tapNS(fd)
+		if err != nil {
+			return err
+		}
+		unix.Close(nsfd2)
+		same = same && id2 == id
+	}
+	if !same {
+		return fmt.Errorf("the tap, now %s, was renamed or moved while its MTU was restored: left alone", name)
+	}
+	if l.Attrs().MTU == r.mtu {
+		return nil
+	}
+	return h.LinkSetMTU(l, r.mtu) // by index
+}
+
+func (r *mtuRestorer) close() {
+	if r != nil {
+		r.home.Close()
+	}
+}
+
+// handleIn returns a netlink handle whose socket is in the network
+// namespace nsfd refers to. The socket is made by a thread that joins the
+// namespace and is never returned to the Go scheduler: it ends with its
+// goroutine, whichever namespace it is left in. Joining a namespace needs
+// CAP_SYS_ADMIN.
+func handleIn(nsfd int) (*netlink.Handle, error) {
+	type result struct {
+		h   *netlink.Handle
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
+			c <- result{err: fmt.Errorf("setns: %w", err)}
+			return
+		}
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		c <- result{h, err}
+	}()
+	r := <-c
+	return r.h, r.err
 }
 
 // tapOffloads are the offloads tapswitch takes from a tap: frames with a

@@ -184,6 +184,56 @@ func TestOpenNoOffloadClearsLeftovers(t *testing.T) {
 	}
 }
 
+// TestCloseRestoresMTUOfTapOnly: Close gives the MTU back to the tap
+// itself, wherever it is and whatever it is called by then, and to no
+// other device. It was set by name in the namespace where Open ran: a tap
+// moved to another namespace or renamed kept the MTU Open set, and a
+// device that had taken the tap's name there got the old MTU instead.
+func TestCloseRestoresMTUOfTapOnly(t *testing.T) {
+	for _, how := range []string{"moved", "renamed", "moved-renamed"} {
+		t.Run(how, func(t *testing.T) {
+			home := testnet.NewNS(t)
+			away := home
+			name := testnet.UniqueName("tap")
+			home.IP(t, "tuntap", "add", name, "mode", "tap")
+			d := openIn(t, home, tap.Config{Name: name, MTU: 9000})
+			now := name
+			if how != "renamed" {
+				away = testnet.NewNS(t)
+				testnet.MoveLink(t, name, home, away)
+			}
+			if how != "moved" {
+				now = testnet.UniqueName("tap")
+				away.IP(t, "link", "set", name, "name", now)
+			}
+			// Another device takes the tap's old name where Open ran.
+			home.IP(t, "link", "add", name, "mtu", "1400", "type", "veth", "peer", "name", testnet.UniqueName("veth"))
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if l := link(t, home, name); l == nil || l.Type() != "veth" || l.Attrs().MTU != 1400 {
+				t.Errorf("the veth %s in %s: %s, want MTU 1400 as it was made", name, home, linkMTU(l))
+			}
+			if l := link(t, away, now); l == nil || !isTap(l) || l.Attrs().MTU != 1500 {
+				t.Errorf("the tap, %s in %s: %s, want its own MTU 1500 back", now, away, linkMTU(l))
+			}
+		})
+	}
+}
+
+func isTap(l netlink.Link) bool {
+	tt, ok := l.(*netlink.Tuntap)
+	return ok && tt.Mode == netlink.TUNTAP_MODE_TAP
+}
+
+// linkMTU describes l as its kind and MTU, e.g. "veth MTU 1500".
+func linkMTU(l netlink.Link) string {
+	if l == nil {
+		return "gone"
+	}
+	return fmt.Sprintf("%s MTU %d", l.Type(), l.Attrs().MTU)
+}
+
 func TestOpenWithoutCapNetAdmin(t *testing.T) {
 	ns := testnet.NewNS(t)
 	owned := testnet.UniqueName("tap")
