@@ -232,7 +232,10 @@ func TestSegmentsBeyondMaxFrame(t *testing.T) {
 	defer sw.Close()
 	in := porttest.New(porttest.Config{Name: "in", Offload: true})
 	plain := porttest.New(porttest.Config{Name: "plain"})
-	for _, p := range []*porttest.Port{in, plain} {
+	// A port that takes super-frames whole got the MSS 8000 one too: it
+	// was checked only where segmented.
+	whole := porttest.New(porttest.Config{Name: "whole", Offload: true})
+	for _, p := range []*porttest.Port{in, plain, whole} {
 		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
 			t.Fatal(err)
 		}
@@ -257,5 +260,19 @@ func TestSegmentsBeyondMaxFrame(t *testing.T) {
 	}
 	if d := sw.Stats().Ports[0].Drops[vswitch.DropTooLong]; d != 1 {
 		t.Errorf("too_long drops %d, want 1 (the MSS 8000 super-frame)", d)
+	}
+	// The offload port gets the MSS 1460 super-frame whole, and nothing
+	// else.
+	for got := 0; ; got++ {
+		hb, f, ok := whole.RecvOffload(100 * time.Millisecond)
+		if !ok {
+			if got != 1 {
+				t.Errorf("the offload port got %d frames, want 1", got)
+			}
+			break
+		}
+		if mss := offload.DecodeHdr(hb).GSOSize; mss != 1460 || len(f) != 14+20+20+16000 {
+			t.Errorf("the offload port got a %d-byte frame of MSS %d, want only the MSS 1460 super-frame", len(f), mss)
+		}
 	}
 }

@@ -844,7 +844,7 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 			a.c.drops[DropTooShort].Add(1)
 			continue
 		}
-		if len(fr) > s.cfg.MaxFrame && (h.GSOType == offload.GSONone || len(fr) > maxGSOFrame) {
+		if len(fr) > s.cfg.MaxFrame && (h.GSOType == offload.GSONone || len(fr) > maxGSOFrame || segmentsTooLong(h, fr, s.cfg.MaxFrame)) {
 			a.c.drops[DropTooLong].Add(1)
 			continue
 		}
@@ -956,6 +956,17 @@ func (a *Attachment) coalesce(h offload.Hdr, fr []byte, next [][]byte, sizes []i
 	return a.coalBuf[:Headroom+len(sf)]
 }
 
+// segmentsTooLong reports whether the TCP super-frame fr (described by h)
+// would be cut into frames longer than maxFrame. Such a super-frame is
+// dropped whole, for every destination: one that takes it whole would get
+// frames longer than the switch's maximum, and one that needs it cut would
+// fail on its segments. A frame that cannot be cut is left to segment,
+// which counts it as bad_offload where it must be cut.
+func segmentsTooLong(h offload.Hdr, fr []byte, maxFrame int) bool {
+	_, maxLen, err := offload.SegmentCount(h, fr)
+	return err == nil && maxLen > maxFrame
+}
+
 // maxGSOFrame is the largest super-frame an offload port may deliver: a
 // 64 KiB IP packet behind an Ethernet header and one VLAN tag.
 const maxGSOFrame = 65535 + 14 + 4
@@ -975,15 +986,10 @@ const keptSegments = 64
 // with the segment at Headroom; nil (and a counted drop) if fr is bad.
 // The result is valid until the next call.
 func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
+	// Input has dropped super-frames whose segments are over MaxFrame.
 	n, maxLen, err := offload.SegmentCount(h, fr)
 	if err != nil || n > maxSegments {
 		a.c.drops[DropBadOffload].Add(1)
-		return nil
-	}
-	if maxLen > a.s.cfg.MaxFrame {
-		// As the frame would be, sent whole: its segments would fail at
-		// the destination (a stream port ends its batch there).
-		a.c.drops[DropTooLong].Add(1)
 		return nil
 	}
 	if len(a.segBufs) > keptSegments {
