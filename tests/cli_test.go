@@ -332,6 +332,8 @@ func TestBadConfig(t *testing.T) {
 		{name: "tap on a veth", file: "tap: [" + veth + "]\n", want: "cfg.yaml:1: --tap: tap " + veth + ": create: name taken by a device that is not a tap"},
 		{name: "unknown key", file: "tap: [" + tapName + "]\nlisten: unix://" + dir + "/s.sock\nlisen: x\n", want: "cfg.yaml:3: unknown key \"lisen\""},
 		{name: "bad value", file: "tap: [" + tapName + "]\nfdb-size: many\n", want: "cfg.yaml:2: fdb-size: \"many\" is not a whole number"},
+		{name: "value out of range", file: "tap: [" + tapName + "]\nfdb-size: 99999999999999999999\n", want: "cfg.yaml:2: fdb-size: \"99999999999999999999\" is out of range"},
+		{name: "bad list item", file: "tap: [" + tapName + "]\nallow-uid: [0, x]\n", want: "cfg.yaml:2: allow-uid: \"x\" is not a whole number"},
 		{name: "list for a scalar", file: "tap: [" + tapName + "]\nmtu: [1, 2]\n", want: "cfg.yaml:2: mtu: takes one value"},
 		{name: "bad yaml", file: "tap: [" + tapName + "\n", want: "cfg.yaml"},
 		{name: "empty value", file: "tap: [" + tapName + "]\npidfile:\n", want: "cfg.yaml:2: pidfile: no value"},

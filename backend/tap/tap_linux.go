@@ -210,7 +210,7 @@ func tapNS(fd int) (int, nsID, error) {
 		unix.Close(nsfd)
 		return -1, nsID{}, err
 	}
-	return nsfd, nsID{st.Dev, st.Ino}, nil
+	return nsfd, nsID{uint64(st.Dev), uint64(st.Ino)}, nil // Dev is 32 bits on mips
 }
 
 // restore sets the MTU of the tap on fd. It refuses, with an error, when

@@ -97,8 +97,22 @@ func (c configLines) locate(err error) error {
 }
 
 // numberKinds names what a flag of each pflag type parsed by strconv
-// takes.
-var numberKinds = map[string]string{"bool": "true or false", "int": "a whole number", "float64": "a number"}
+// takes (list flags: what each item takes).
+var numberKinds = map[string]string{"bool": "true or false", "int": "a whole number", "intSlice": "a whole number", "float64": "a number"}
+
+// valueError rewords a value that flag fl's parser refused: not the
+// parser's "strconv.ParseBool: parsing ...".
+func valueError(fl *pflag.Flag, err error) error {
+	ne := (*strconv.NumError)(nil)
+	switch {
+	case err == nil || !errors.As(err, &ne):
+		return err
+	case errors.Is(ne.Err, strconv.ErrRange):
+		return fmt.Errorf("%q is out of range", ne.Num)
+	default:
+		return fmt.Errorf("%q is not %s", ne.Num, cmp.Or(numberKinds[fl.Value.Type()], "a "+fl.Value.Type()))
+	}
+}
 
 func setFlagFromNode(fl *pflag.Flag, v *yaml.Node) error {
 	sv, isSlice := fl.Value.(pflag.SliceValue)
@@ -109,16 +123,9 @@ func setFlagFromNode(fl *pflag.Flag, v *yaml.Node) error {
 			return errors.New("no value: give one, or remove the key")
 		}
 		if isSlice {
-			return sv.Replace([]string{v.Value})
+			return valueError(fl, sv.Replace([]string{v.Value}))
 		}
-		if err := fl.Value.Set(v.Value); err != nil {
-			// Not the parser's "strconv.ParseBool: parsing ...".
-			if ne := (*strconv.NumError)(nil); errors.As(err, &ne) {
-				return fmt.Errorf("%q is not %s", v.Value, cmp.Or(numberKinds[fl.Value.Type()], "a "+fl.Value.Type()))
-			}
-			return err
-		}
-		return nil
+		return valueError(fl, fl.Value.Set(v.Value))
 	case yaml.SequenceNode:
 		if !isSlice {
 			return fmt.Errorf("takes one value, not a list")
@@ -130,7 +137,7 @@ func setFlagFromNode(fl *pflag.Flag, v *yaml.Node) error {
 			}
 			vals = append(vals, e.Value)
 		}
-		return sv.Replace(vals)
+		return valueError(fl, sv.Replace(vals))
 	default:
 		return fmt.Errorf("expected a value%s", map[bool]string{true: " or a list", false: ""}[isSlice])
 	}
