@@ -439,10 +439,9 @@ const loopReason = "every flooded frame would loop between the two ends"
 // same port with the listener on a wildcard or empty host (which Go
 // serves on IPv4 and IPv6) and target a loopback address, localhost or
 // empty, or the listener on a loopback address and target localhost or
-// empty. A listener on
-// port 0 has no port to compare until it is open. What the addresses do
-// not tell (another address of this host, a listener added later) is
-// found by stream.Dial once connected.
+// empty. A listener on port 0 has no port to compare until it is open.
+// What the addresses do not tell (another address of this host, a
+// listener added later) is found by stream.Dial once connected.
 func ownListen(listens []listen.Addr, target listen.Addr) (listen.Addr, bool) {
 	for _, l := range listens {
 		if l.Network != target.Network {
