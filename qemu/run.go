@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tapswitch/tapswitch/backend/listen"
+	"github.com/tapswitch/tapswitch/internal/spawn"
 )
 
 // SocketFD is the file descriptor on which RunWithSocket passes the
@@ -52,6 +53,8 @@ type RunConfig struct {
 // a terminal's Ctrl-C reaches it twice (directly, as it shares the
 // process group, and forwarded), which QEMU takes as one. When ctx is
 // cancelled the command gets SIGTERM, and SIGKILL cfg.WaitDelay later.
+// On Linux the command also gets SIGTERM if this process dies first
+// (SIGKILL included), so that a VM is not left running unwatched.
 //
 // It returns the command's exit status, 128+N if signal N killed it, as a
 // shell reports it. The error is non-nil only if the command could not be
@@ -110,7 +113,7 @@ func RunWithSocket(ctx context.Context, socketPath string, command []string, cfg
 	sigc := make(chan os.Signal, 4)
 	signal.Notify(sigc, cfg.Signals...)
 	defer signal.Stop(sigc)
-	if err := cmd.Start(); err != nil {
+	if err := spawn.Start(cmd, syscall.SIGTERM); err != nil {
 		code := 126
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			code = 127

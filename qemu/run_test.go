@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +27,13 @@ import (
 	"github.com/tapswitch/tapswitch/switch/porttest"
 )
 
-const helperEnv = "TAPSWITCH_QEMU_TEST_HELPER"
+const (
+	helperEnv = "TAPSWITCH_QEMU_TEST_HELPER"
+	// The "wrapper" helper's socket path and the file its child writes
+	// when it gets SIGTERM.
+	wrapSocketEnv = "TAPSWITCH_QEMU_TEST_SOCKET"
+	wrapMarkerEnv = "TAPSWITCH_QEMU_TEST_MARKER"
+)
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
@@ -92,6 +101,31 @@ func helper(mode string) int {
 			}
 			return 43
 		case <-time.After(20 * time.Second):
+			return 1
+		}
+	case "wrapper":
+		// `tapswitch qemu --socket` in short: runs "term-marker" with the
+		// connection as fd 3, until it exits or this process is killed.
+		exe, err := os.Executable()
+		if err != nil {
+			return 3
+		}
+		env := append(os.Environ(), helperEnv+"=term-marker")
+		code, err := RunWithSocket(context.Background(), os.Getenv(wrapSocketEnv), []string{exe, "-test.run=^$"},
+			RunConfig{Env: env, Stdin: bytes.NewReader(nil)})
+		if err != nil {
+			return 4
+		}
+		return code
+	case "term-marker":
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM)
+		fmt.Printf("ready %d\n", os.Getpid())
+		select {
+		case <-c:
+			os.WriteFile(os.Getenv(wrapMarkerEnv), []byte("SIGTERM\n"), 0o644)
+			return 42
+		case <-time.After(30 * time.Second):
 			return 1
 		}
 	case "kill-self":
@@ -228,6 +262,43 @@ func TestRunWithSocketSignals(t *testing.T) {
 			t.Fatalf("RunWithSocket = %d, %v; want 137", code, err)
 		}
 	})
+}
+
+// TestRunWithSocketWrapperKilled kills the process that called
+// RunWithSocket with SIGKILL, which it cannot forward: the command (the
+// VM) must not go on running unwatched.
+func TestRunWithSocketWrapperKilled(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("only Linux has a parent-death signal")
+	}
+	sw, path, _ := switchWithListener(t)
+	marker := filepath.Join(t.TempDir(), "terminated")
+	cmd, env := helperCmd(t, "wrapper")
+	w := exec.Command(cmd[0], cmd[1:]...)
+	w.Env = append(env, wrapSocketEnv+"="+path, wrapMarkerEnv+"="+marker)
+	out, err := w.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testproc.Start(w); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if !strings.HasPrefix(line, "ready ") {
+		w.Process.Kill()
+		w.Wait()
+		t.Fatalf("the command said %q, %v", line, err)
+	}
+	porttest.WaitFor(t, "the command's port", func() bool { return len(sw.Ports()) == 2 })
+
+	w.Process.Kill()
+	w.Wait()
+	porttest.WaitFor(t, "the command to get SIGTERM ("+strings.TrimSpace(line)+")", func() bool {
+		_, err := os.Stat(marker)
+		return err == nil
+	})
+	// It exits on that signal, which closes the connection.
+	porttest.WaitFor(t, "the command's port removal", func() bool { return len(sw.Ports()) == 1 })
 }
 
 func TestRunWithSocketErrors(t *testing.T) {

@@ -1,13 +1,13 @@
-package testproc
+package spawn
 
 import (
 	"os/exec"
 	"syscall"
 )
 
-func setDeathSignal(cmd *exec.Cmd) {
+func setDeathSignal(cmd *exec.Cmd, sig syscall.Signal) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	cmd.SysProcAttr.Pdeathsig = sig
 }
