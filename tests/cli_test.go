@@ -1080,3 +1080,23 @@ func TestHostInterfaceDeleted(t *testing.T) {
 		t.Errorf("ports after the host interface's deletion: %v, want none", names)
 	}
 }
+
+// TestAttachRenamedTap: attaching an attached tap by the name it was
+// renamed to said that another process had it in use.
+func TestAttachRenamedTap(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNS(t)
+	old, renamed := testnet.UniqueName("tsr"), testnet.UniqueName("tsr")
+	d := startSwitch(t, ns, "--tap", old)
+	porttest.WaitFor(t, "the tap attached", func() bool { return len(d.portNames(t)) == 1 })
+	ns.IP(t, "link", "set", old, "down")
+	ns.IP(t, "link", "set", old, "name", renamed)
+	out, err := exec.Command(bin, "ctl", "--ctl", d.Ctl, "attach", "--tap", renamed).CombinedOutput()
+	want := "tap " + renamed + " is already attached: it is port " + old + ", renamed since"
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("ctl attach --tap %s: %v, %q; want it refused with %q", renamed, err, out, want)
+	}
+	if names := d.portNames(t); len(names) != 1 || names[0] != old {
+		t.Errorf("ports %v, want only %s", names, old)
+	}
+}

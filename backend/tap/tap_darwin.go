@@ -153,3 +153,7 @@ const batchSize = 1
 func isGone(err error) bool {
 	return errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV)
 }
+
+// IsNamed reports whether the tap is called name: a tuntaposx device
+// keeps its name.
+func (d *Device) IsNamed(name string) bool { return d.name == name }

@@ -435,3 +435,34 @@ func describe(l netlink.Link) string {
 func isGone(err error) bool {
 	return errors.Is(err, unix.EBADFD)
 }
+
+// IsNamed reports whether the tap is called name now, in the calling
+// thread's network namespace. It may have been renamed, or moved to
+// another namespace, since Open; Name keeps the name it had then.
+func (d *Device) IsNamed(name string) bool {
+	f, ok := d.f.(*rawFile)
+	if !ok {
+		return false
+	}
+	is := false
+	_ = f.control(func(fd int) error {
+		ifr, err := getIff(fd)
+		if err != nil || ifr.Name() != name {
+			return nil
+		}
+		nsfd, id, err := tapNS(fd)
+		if err != nil {
+			is = true // before Linux 5.2 the name has to do
+			return nil
+		}
+		unix.Close(nsfd)
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+			is = true
+			return nil
+		}
+		is = id == nsID{uint64(st.Dev), uint64(st.Ino)}
+		return nil
+	})
+	return is
+}

@@ -846,3 +846,28 @@ func TestSwitchUDPCoalescing(t *testing.T) {
 		t.Errorf("receiving namespace's UDP counters %v, want InDatagrams %s and no errors", udp, want)
 	}
 }
+
+// TestIsNamed: a tap is known by its name now, in the caller's namespace,
+// not by the name it had at Open nor by a namesake elsewhere.
+func TestIsNamed(t *testing.T) {
+	home, away := testnet.NewNS(t), testnet.NewNS(t)
+	name, renamed := testnet.UniqueName("tap"), testnet.UniqueName("tap")
+	d := openIn(t, home, tap.Config{Name: name})
+	is := func(ns *testnet.NS, name string) (is bool) {
+		if err := ns.Do(func() error { is = d.IsNamed(name); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return is
+	}
+	if !is(home, name) || is(away, name) {
+		t.Errorf("IsNamed(%s) = %v in its namespace and %v in another, want true and false", name, is(home, name), is(away, name))
+	}
+	home.IP(t, "link", "set", name, "name", renamed)
+	if is(home, name) || !is(home, renamed) {
+		t.Errorf("renamed %s to %s: IsNamed gives %v and %v, want false and true", name, renamed, is(home, name), is(home, renamed))
+	}
+	testnet.MoveLink(t, renamed, home, away)
+	if is(home, renamed) || !is(away, renamed) {
+		t.Errorf("moved %s away: IsNamed in its old and new namespace gives %v and %v, want false and true", renamed, is(home, renamed), is(away, renamed))
+	}
+}

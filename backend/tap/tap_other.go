@@ -21,3 +21,6 @@ func Open(cfg Config) (*Device, error) {
 const batchSize = 1
 
 func isGone(error) bool { return false }
+
+// IsNamed reports whether the tap is called name (Open makes none here).
+func (d *Device) IsNamed(name string) bool { return d.name == name }

@@ -1175,6 +1175,14 @@ func hostAddrsIn(subnet netip.Prefix) []netip.Addr {
 // it to the switch.
 func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.FieldLogger) error {
 	d, err := tap.Open(tap.Config{Name: name, MTU: o.mtu, Logger: log, NoOffload: !o.tapOffload})
+	if errors.Is(err, tap.ErrBusy) {
+		// Busy with this switch, under the name it had when attached?
+		for _, a := range sw.Ports() {
+			if t, ok := a.Port().(*tap.Device); ok && t.IsNamed(name) {
+				return fmt.Errorf("%w: tap %s is already attached: it is port %s, renamed since", api.ErrConflict, name, a.Name())
+			}
+		}
+	}
 	if err != nil {
 		return err
 	}
