@@ -222,6 +222,47 @@ func TestSegmentBounds(t *testing.T) {
 	}
 }
 
+// TestBadSuperFrameNotForwarded: a super-frame sent to one port without
+// offloads that cannot be cut is a bad_offload drop, and not also counted
+// as forwarded; a good one is forwarded once.
+func TestBadSuperFrameNotForwarded(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	in := porttest.New(porttest.Config{Name: "in", Offload: true})
+	plain := porttest.New(porttest.Config{Name: "plain", Discard: true})
+	for _, p := range []*porttest.Port{in, plain} {
+		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := porttest.MAC(2)
+	if err := plain.Send(porttest.Frame(porttest.MAC(1), dst, 0x88b5, []byte("learn me"))); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "plain's MAC learned", func() bool { return sw.Stats().FDB.Size == 1 })
+	flooded := sw.Stats().Flooded
+	hdr := make([]byte, offload.HdrLen)
+	send := func(mss int) {
+		t.Helper()
+		h, super := tcpFrame(porttest.MAC(1), make([]byte, 20000), mss)
+		copy(super[0:6], dst[:])
+		h.Encode(hdr)
+		if err := in.SendOffload(hdr, super); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1) // 20 000 segments: more than maxSegments
+	porttest.WaitFor(t, "the gso_size 1 super-frame counted as bad_offload", func() bool {
+		return sw.Stats().Ports[0].Drops[vswitch.DropBadOffload] == 1
+	})
+	if st := sw.Stats(); st.Forwarded != 0 || st.Flooded != flooded {
+		t.Errorf("after a super-frame that could not be cut: forwarded %d, flooded %d more; want 0 and 0", st.Forwarded, st.Flooded-flooded)
+	}
+	send(1400)
+	porttest.WaitFor(t, "a good super-frame forwarded", func() bool { return sw.Stats().Forwarded == 1 })
+	porttest.WaitFor(t, "its 15 segments sent", func() bool { return sw.Stats().Ports[1].TxFrames == 15 })
+}
+
 // TestSegmentsBeyondMaxFrame: a super-frame whose segments would be longer
 // than MaxFrame (a tap whose MTU is above --max-frame) is a too_long drop,
 // as such a frame sent whole is. Its segments were queued to ports without

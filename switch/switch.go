@@ -1021,17 +1021,31 @@ func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
 
 // forwardGSO forwards the TCP super-frame b[offset:] with header h, from
 // a: whole to offload ports, segmented for the others (once, shared by all
-// of them). out is the destination port, nil to flood.
+// of them). out is the destination port, nil to flood. A frame that
+// cannot be cut for its one destination is a bad_offload drop only, not
+// forwarded too; a flooded one still reached the offload ports.
 func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attachment, ports []*Attachment) {
-	if out != nil {
+	switch {
+	case out != nil && out.offload:
 		a.s.forwarded.Add(1)
-	} else {
-		a.s.flooded.Add(1)
+		out.send(b, offset, 1)
+		return
+	case out != nil:
+		segs := a.segment(h, b[offset:])
+		if segs == nil {
+			return
+		}
+		a.s.forwarded.Add(1)
+		for _, seg := range segs {
+			out.send(seg, Headroom, 1)
+		}
+		return
 	}
+	a.s.flooded.Add(1)
 	var segs [][]byte
 	segmented := false
 	for _, p := range ports {
-		if p == a || (out != nil && p != out) {
+		if p == a {
 			continue
 		}
 		if p.offload {
