@@ -589,6 +589,11 @@ func TestReloadConnect(t *testing.T) {
 	}
 	c := accepted(t, conns, "the dial after SIGHUP")
 	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(ports(), portName) })
+	var ds []api.Dial
+	mustJSON(t, d.ctl(t, "dials", "--json"), &ds)
+	if len(ds) != 1 || ds[0].URL != url || ds[0].Origin != "connect" || !ds[0].Connected {
+		t.Errorf("ctl dials: %+v; want %s from connect, connected", ds, url)
+	}
 
 	// A file with an error changes nothing: the URL it no longer lists
 	// stays connected. (A bad value used to be logged, or left for a restart, while the rest
@@ -764,8 +769,28 @@ func TestAttachConnectStoppable(t *testing.T) {
 	} else if resp.Body.Close(); resp.StatusCode != http.StatusConflict {
 		t.Errorf("POST /v1/ports of a URL being dialled: %s, want 409", resp.Status)
 	}
+	// ctl dials shows it, failing (nothing listens).
+	dials := func() []api.Dial {
+		var ds []api.Dial
+		mustJSON(t, d.ctl(t, "dials", "--json"), &ds)
+		return ds
+	}
+	porttest.WaitFor(t, "ctl dials to show failed attempts", func() bool {
+		ds := dials()
+		return len(ds) == 1 && ds[0].Failures > 0
+	})
+	if ds := dials(); ds[0].URL != url || ds[0].Origin != "attach" || ds[0].Port != "unix:"+qsock || ds[0].Connected ||
+		!strings.Contains(ds[0].LastError, "no such file") {
+		t.Errorf("ctl dials: %+v; want %s from attach, not connected, failing with no such file", ds[0], url)
+	}
+	if out := d.ctl(t, "dials"); !strings.Contains(out, url) || !strings.Contains(out, "dialling") {
+		t.Errorf("ctl dials:\n%s\nwant %s dialling", out, url)
+	}
 	if out := d.ctl(t, "detach", url); !strings.Contains(out, "stopped dialling unix:"+qsock) {
 		t.Errorf("ctl detach %s: %q", url, out)
+	}
+	if ds := dials(); len(ds) != 0 {
+		t.Errorf("ctl dials after the detach: %+v, want none", ds)
 	}
 	// The backoff between attempts is at most 5 s: a dialler still running
 	// would connect to a server started now within that.
@@ -777,6 +802,9 @@ func TestAttachConnectStoppable(t *testing.T) {
 	d.ctl(t, "attach", "--connect", url)
 	accepted(t, conns, "the dial of ctl attach --connect after the detach")
 	porttest.WaitFor(t, "the connection's port", func() bool { return slices.Contains(d.portNames(t), "unix:"+qsock) })
+	if ds := dials(); len(ds) != 1 || !ds[0].Connected || ds[0].Failures != 0 {
+		t.Errorf("ctl dials once connected: %+v, want it connected", ds)
+	}
 	if out := d.ctl(t, "detach", url); !strings.Contains(out, "detached unix:"+qsock+" (id ") {
 		t.Errorf("ctl detach %s of a connected port: %q", url, out)
 	}

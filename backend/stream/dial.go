@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -39,6 +40,53 @@ type DialConfig struct {
 	// Port is the template of the port's PortConfig (port security
 	// limits); Kind and Peer are set by Dial.
 	Port vswitch.PortConfig
+	// Status, if set, is kept up to date by Dial, for the caller to show
+	// how the dialling goes (tapswitch ctl dials).
+	Status *DialStatus
+}
+
+// DialStatus is where Dial reports its progress. The zero value is ready
+// to use; it is safe for concurrent use.
+type DialStatus struct {
+	mu   sync.Mutex
+	info DialInfo
+}
+
+// DialInfo is the state of a Dial at one moment.
+type DialInfo struct {
+	// Connected is true while a connection is attached as a port.
+	Connected bool `json:"connected"`
+	// Since is when it connected, or when it began dialling (its start,
+	// or the end of its last connection).
+	Since time.Time `json:"since,omitzero"`
+	// Failures counts the attempts that failed since then.
+	Failures int `json:"failures"`
+	// LastError is the last failed attempt's error, "" once connected.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Get returns the state now.
+func (s *DialStatus) Get() DialInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info
+}
+
+func (s *DialStatus) set(connected bool) {
+	if s != nil {
+		s.mu.Lock()
+		s.info = DialInfo{Connected: connected, Since: time.Now()}
+		s.mu.Unlock()
+	}
+}
+
+func (s *DialStatus) failed(err error) {
+	if s != nil {
+		s.mu.Lock()
+		s.info.Failures++
+		s.info.LastError = err.Error()
+		s.mu.Unlock()
+	}
 }
 
 // Dial keeps sw connected, as a client, to the stream socket at rawURL
@@ -85,6 +133,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 	d := net.Dialer{Timeout: cfg.DialTimeout}
 	backoff := cfg.MinBackoff
 	failures := 0
+	cfg.Status.set(false)
 	for {
 		c, err := d.DialContext(ctx, a.Network, a.Address)
 		var att *vswitch.Attachment
@@ -122,6 +171,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 		if err == nil {
 			log.WithField("peer", peer).Info("connected")
 			failures = 0
+			cfg.Status.set(true)
 			start := time.Now()
 			select {
 			case <-ctx.Done():
@@ -130,6 +180,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 				return nil
 			case <-att.Done():
 			}
+			cfg.Status.set(false)
 			if att.Detached() {
 				// Detached by the user (tapswitch ctl detach): dialling
 				// again would undo that.
@@ -144,6 +195,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 			if ctx.Err() != nil {
 				return nil
 			}
+			cfg.Status.failed(err)
 			l := log.WithError(err).WithField("retry_in", backoff)
 			if failures == 0 {
 				l.Warn(failed)

@@ -716,13 +716,23 @@ func TestDialReconnects(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
+	var st DialStatus
 	go func() {
-		errc <- Dial(ctx, "unix://"+path, DialConfig{Logger: log, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, sw)
+		errc <- Dial(ctx, "unix://"+path, DialConfig{Logger: log, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Status: &st}, sw)
 	}()
 
 	for round := range 3 {
+		// Nothing listens: the attempts fail, and the status says why.
+		porttest.WaitFor(t, "failed attempts reported", func() bool { return st.Get().Failures >= 2 })
+		if i := st.Get(); i.Connected || !strings.Contains(i.LastError, "no such file") || i.Since.IsZero() {
+			t.Fatalf("round %d: status %+v while nothing listens, want not connected, with the error", round, i)
+		}
 		ln, srv := serve()
 		porttest.WaitFor(t, "dialled port", func() bool { return streamPorts(sw) == 1 })
+		porttest.WaitFor(t, "connected reported", func() bool { return st.Get().Connected })
+		if i := st.Get(); i.Failures != 0 || i.LastError != "" {
+			t.Fatalf("round %d: status %+v once connected, want no failures", round, i)
+		}
 		fr := frame(porttest.Broadcast, porttest.MAC(1), []byte(fmt.Sprintf("round %d", round)))
 		srv.send(fr)
 		got, ok := mem.Recv(5 * time.Second)
@@ -738,7 +748,7 @@ func TestDialReconnects(t *testing.T) {
 		ln.Close()
 		srv.c.Close()
 		porttest.WaitFor(t, "port removal", func() bool { return streamPorts(sw) == 0 })
-		time.Sleep(50 * time.Millisecond) // let a few attempts fail
+		porttest.WaitFor(t, "disconnected reported", func() bool { return !st.Get().Connected })
 	}
 	cancel()
 	if err := <-errc; err != nil {

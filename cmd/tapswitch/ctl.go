@@ -27,6 +27,7 @@ func newCtlCmd() *cobra.Command {
 		Example: `  tapswitch ctl ports
   tapswitch ctl fdb --json
   tapswitch ctl listeners
+  tapswitch ctl dials
   tapswitch ctl attach --tap tap3
   tapswitch ctl detach tap3
   tapswitch ctl flush-fdb`,
@@ -176,6 +177,32 @@ adds the rest of its counters.`,
 			})
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "dials",
+		Short: "List the QEMU stream servers the switch connects to, and how it goes",
+		Long: `List the stream servers the switch connects to as a client (--connect,
+the connect config key, ctl attach --connect): connected, or being dialled
+with the number of failed attempts since it began and the last one's
+error. A server the switch is connected to is also a port (ctl ports).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ds []api.Dial
+			return show(cmd, "/v1/dials", &ds, func(w io.Writer) {
+				fmt.Fprintln(w, "URL\tFROM\tSTATE\tSINCE\tFAILURES\tLAST ERROR")
+				for _, d := range ds {
+					state, lastErr := "dialling", d.LastError
+					if d.Connected {
+						state = "connected"
+					}
+					if lastErr == "" {
+						lastErr = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", d.URL, d.Origin, state,
+						d.Since.Local().Format(time.DateTime), d.Failures, lastErr)
+				}
+			})
+		},
+	})
 	var tap, connect string
 	attach := &cobra.Command{
 		Use:   "attach (--tap NAME | --connect URL)",
@@ -192,7 +219,7 @@ adds the rest of its counters.`,
 			}
 			if connect != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "connecting to %s: the switch dials until it connects, and again after the connection ends "+
-					"(tapswitch ctl ports lists the port once it is connected, and the switch's log says why attempts fail; tapswitch ctl detach %s stops it)\n", connect, connect)
+					"(tapswitch ctl dials shows how it goes, tapswitch ctl ports lists the port once it is connected; tapswitch ctl detach %s stops it)\n", connect, connect)
 				return nil
 			}
 			if ps.ID == 0 {

@@ -991,11 +991,11 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			old.cancel()
 		}
 		ctx, cancel := context.WithCancel(gctx)
-		ds := &dialState{cancel: cancel, done: make(chan struct{})}
+		ds := newDialState(u, "connect", cancel)
 		dialing[u] = ds
 		g.Go(func() error {
 			defer close(ds.done)
-			return stream.Dial(ctx, u, dial, sw)
+			return stream.Dial(ctx, u, ds.config(dial), sw)
 		})
 	}
 	dialMu.Lock()
@@ -1017,6 +1017,21 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		}
 		return nil, nil, ""
 	}
+	// dials lists the live dialling, ordered by URL.
+	dials := func() []api.Dial {
+		dialMu.Lock()
+		defer dialMu.Unlock()
+		out := []api.Dial{}
+		for _, m := range []map[string]*dialState{dialing, ctlDialing} {
+			for _, ds := range m {
+				if !ds.ended() {
+					out = append(out, ds.info())
+				}
+			}
+		}
+		slices.SortFunc(out, func(a, b api.Dial) int { return strings.Compare(a.URL, b.URL) })
+		return out
+	}
 
 	if p.ctl != "none" {
 		if err := os.MkdirAll(filepath.Dir(p.ctl), 0o755); err != nil {
@@ -1027,7 +1042,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return fmt.Errorf("--ctl: %w", err)
 		}
 		undo.add(func() { sf.Remove() })
-		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Attach: func(actx context.Context, req api.AttachRequest) error {
+		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Dials: dials, Attach: func(actx context.Context, req api.AttachRequest) error {
 			if req.Tap != "" {
 				return attachTap(sw, req.Tap, o, log)
 			}
@@ -1052,7 +1067,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 				return fmt.Errorf("%w: %s is connected or being dialled already (tapswitch ctl detach %s ends it)", api.ErrConflict, key, key)
 			}
 			ctx, cancel := context.WithCancel(gctx)
-			ds := &dialState{cancel: cancel, done: make(chan struct{})}
+			ds := newDialState(req.Connect, "attach", cancel)
 			ctlDialing[key] = ds
 			g.Go(func() error {
 				defer func() {
@@ -1064,7 +1079,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 					dialMu.Unlock()
 					close(ds.done)
 				}()
-				return stream.Dial(ctx, req.Connect, dial, sw)
+				return stream.Dial(ctx, req.Connect, ds.config(dial), sw)
 			})
 			return nil
 		}, StopDial: func(name string) string {
@@ -1323,8 +1338,29 @@ type reloader struct {
 // dialState is a --connect URL's dialling: cancel ends it; done is closed
 // once it has ended, by cancel or because its port was detached.
 type dialState struct {
+	url    string
+	origin string // api.Dial's Origin
 	cancel context.CancelFunc
 	done   chan struct{}
+	status stream.DialStatus
+}
+
+func newDialState(url, origin string, cancel context.CancelFunc) *dialState {
+	return &dialState{url: url, origin: origin, cancel: cancel, done: make(chan struct{})}
+}
+
+// config returns the dial configuration c, reporting to d.
+func (d *dialState) config(c stream.DialConfig) stream.DialConfig {
+	c.Status = &d.status
+	return c
+}
+
+func (d *dialState) info() api.Dial {
+	port := d.url
+	if a, err := listen.Parse(d.url); err == nil {
+		port = a.Network + ":" + a.Address
+	}
+	return api.Dial{URL: d.url, Port: port, Origin: d.origin, DialInfo: d.status.Get()}
 }
 
 func (d *dialState) ended() bool {

@@ -12,6 +12,7 @@
 //	GET    /v1/leases         []Lease (404 when DHCP is off)
 //	GET    /v1/stats          vswitch.Stats
 //	GET    /v1/listeners      []Listener: listening sockets, datagram counters
+//	GET    /v1/dials          []Dial: the stream servers the switch connects to
 //	GET    /v1/capture?port=  a pcap stream of the frames crossing the switch
 //	                          (of one port: it ends when the port leaves, with
 //	                          the trailer Tapswitch-Capture-End: port-left)
@@ -68,6 +69,19 @@ type Listener struct {
 	// Stream holds a stream listener's counters: clients accepted and
 	// refused; nil for a datagram listener.
 	Stream *stream.ListenerStats `json:"stream,omitempty"`
+}
+
+// Dial is a QEMU stream server the switch connects to (--connect, the
+// connect config key, ctl attach --connect), as `ctl dials` shows it.
+type Dial struct {
+	// URL is the server's address, e.g. unix:///run/vm1.sock.
+	URL string `json:"url"`
+	// Port is the name of the port it is, or will be once connected.
+	Port string `json:"port"`
+	// Origin is "connect" (the flag or config key) or "attach" (ctl
+	// attach --connect).
+	Origin string `json:"origin"`
+	stream.DialInfo
 }
 
 // AttachRequest asks the switch to add a port: exactly one field is set.

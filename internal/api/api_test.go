@@ -101,6 +101,10 @@ func TestAPI(t *testing.T) {
 	if err := c.Do(ctx, "GET", "/v1/listeners", nil, &ls); err != nil || ls == nil || len(ls) != 0 {
 		t.Fatalf("listeners without a Listeners function: %#v, %v; want an empty list", ls, err)
 	}
+	var ds []api.Dial
+	if err := c.Do(ctx, "GET", "/v1/dials", nil, &ds); err != nil || ds == nil || len(ds) != 0 {
+		t.Fatalf("dials without a Dials function: %#v, %v; want an empty list", ds, err)
+	}
 
 	// Capture one port while a frame crosses it.
 	cctx, ccancel := context.WithCancel(ctx)

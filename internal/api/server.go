@@ -30,6 +30,9 @@ type Server struct {
 	Leases func() []Lease
 	// Listeners describes the listening sockets; nil lists none.
 	Listeners func() []Listener
+	// Dials describes the stream servers the switch connects to; nil
+	// lists none.
+	Dials func() []Dial
 	// Attach adds a port; nil makes POST /v1/ports answer 501.
 	Attach func(ctx context.Context, req AttachRequest) error
 	// StopDial, if set, is asked by DELETE /v1/ports/{id} when no port is
@@ -98,6 +101,13 @@ func (s *Server) Handler() http.Handler {
 			ls = s.Listeners()
 		}
 		writeJSON(w, ls)
+	})
+	mux.HandleFunc("GET /v1/dials", func(w http.ResponseWriter, _ *http.Request) {
+		ds := []Dial{}
+		if s.Dials != nil {
+			ds = s.Dials()
+		}
+		writeJSON(w, ds)
 	})
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
