@@ -553,8 +553,8 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		// Another user's socket has the peer's path: a new sender, never
 		// one for the old peer's port. It takes the path over only if it
 		// is admitted and the old peer's socket is gone (a pinned one can
-		// be asked; an unpinned one was sent to by path, which now leads
-		// to the new socket).
+		// be asked; an unpinned one, root's or the switch's user's, has
+		// no file left at the path, which now leads to the new socket).
 		if !create || !l.admits(src) || p.pin != nil && !p.socketGone() {
 			l.c.refused.Add(1)
 			if ok, s := l.lim.Allow(); ok {
@@ -688,15 +688,18 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 			p.dst = "@" + to.path[1:] // an abstract name, as x/sys spells it
 		}
 	}
+	p.to = to
 	rc := l.rc
 	if l.ux != nil {
 		var err error
-		if p.own, rc, err = ownSocket(); err != nil {
+		if p.own, rc, err = ownSocket(p.dst); err != nil {
 			p.discard()
 			return nil, fmt.Errorf("peer %s: %w", key, err)
 		}
 		if p.own == nil {
 			rc = l.rc
+		} else {
+			to = peerKey{} // connected: datagrams go without an address
 		}
 	}
 	if err := p.tx.init(rc, to, l.v6, l.cfg.BatchSize); err != nil {
@@ -816,6 +819,8 @@ type peer struct {
 	// dst is where a unixgram peer's frames go: its path, or
 	// /proc/self/fd/N of its pinned socket ("@name" for an abstract one).
 	dst string
+	// to is the address frames sent from the listener's socket go to.
+	to peerKey
 
 	lastSeen atomic.Int64 // nanoseconds from the listener's epoch to the last datagram
 	att      atomic.Pointer[vswitch.Attachment]
@@ -925,14 +930,17 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 }
 
 // fromListener moves tx to the listener's socket if err says that the
-// peer takes datagrams from that socket only (its socket is connected to
-// it: vfkit, vz), and reports whether it did, so that the caller sends
-// again. The peer's own socket is closed.
+// peer takes datagrams from that socket only (its socket was connected to
+// it after the peer's own socket was connected to it: see ownSocket), and
+// reports whether it did, so that the caller sends again. The peer's own
+// socket is closed.
 func (p *peer) fromListener(err error) bool {
 	if p.own == nil || !connectedElsewhere(err) || p.tx.rc == p.l.rc {
 		return false
 	}
-	p.tx.rc = p.l.rc
+	if p.tx.init(p.l.rc, p.to, p.l.v6, p.l.cfg.BatchSize) != nil {
+		return false // not seen: the same address was taken at newPeer
+	}
 	p.own.Close()
 	return true
 }

@@ -166,10 +166,13 @@ type sender struct {
 
 // init builds the sockaddr of key and the message headers for batches of
 // up to batch frames. v6 tells that the socket is AF_INET6, so that an IPv4
-// peer is sent to at its IPv4-mapped address.
+// peer is sent to at its IPv4-mapped address. The zero key sends without
+// an address, on a connected socket.
 func (s *sender) init(rc syscall.RawConn, key peerKey, v6 bool, batch int) error {
+	s.sa = unix.RawSockaddrAny{}
 	var salen uint32
 	switch {
+	case key == peerKey{}:
 	case key.path != "":
 		su := (*unix.RawSockaddrUnix)(unsafe.Pointer(&s.sa))
 		path := unsafe.Slice((*byte)(unsafe.Pointer(&su.Path[0])), len(su.Path))
@@ -201,8 +204,10 @@ func (s *sender) init(rc syscall.RawConn, key peerKey, v6 bool, batch int) error
 	s.iovs = make([]unix.Iovec, batch)
 	for i := range s.msgs {
 		h := &s.msgs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&s.sa))
-		h.Namelen = salen
+		if salen > 0 {
+			h.Name = (*byte)(unsafe.Pointer(&s.sa))
+			h.Namelen = salen
+		}
 		h.Iov = &s.iovs[i]
 		h.SetIovlen(1)
 	}

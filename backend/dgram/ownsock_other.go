@@ -10,7 +10,7 @@ import (
 // ownSocket returns nil: outside Linux a unix datagram is charged to its
 // receiver's buffer, so a peer that stops reading holds up no other peer
 // sending from the same socket (sends to it fail with ENOBUFS).
-func ownSocket() (*os.File, syscall.RawConn, error) { return nil, nil, nil }
+func ownSocket(string) (*os.File, syscall.RawConn, error) { return nil, nil, nil }
 
 // connectedElsewhere is never true: there is no socket of a peer's own.
 func connectedElsewhere(error) bool { return false }

@@ -323,3 +323,65 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestNameRetakenGetsNothing: once a peer's socket is closed, another
+// socket bound to its name gets none of the peer's frames, and the peer is
+// removed at the first send. With an abstract name (no file, no
+// permissions) any user could bind it; with a path, whoever may write the
+// directory. Peers sent to by name (abstract ones; root's and the switch's
+// own user's, which are not pinned) used to have their unicast frames and
+// floods delivered to the new socket, a stranger's included.
+func TestNameRetakenGetsNothing(t *testing.T) {
+	for _, how := range []string{"abstract", "path"} {
+		t.Run(how, func(t *testing.T) {
+			e := setup(t, "unixgram", Config{})
+			// A directory such as /tmp.
+			if err := os.Chmod(e.dir, 0o1777); err != nil {
+				t.Fatal(err)
+			}
+			name := filepath.Join(e.dir, "vm.sock")
+			if how == "abstract" {
+				name = "@" + filepath.Base(e.dir) + "-vm"
+			}
+			to := e.l.Addr().Address
+			vm := boundAs(t, 0, name, to, frame(porttest.Broadcast, porttest.MAC(1), "hello"))
+			b := e.vm("b.sock")
+			b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+			porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+
+			vm.Close()
+			if how == "path" {
+				os.Remove(name)
+			}
+			// Another user binds the name and sends nothing.
+			thief := sendAs(t, nobody, name, "", nil, 0)
+			b.send(frame(porttest.MAC(1), porttest.MAC(2), "for the vm"))
+			b.send(frame(porttest.Broadcast, porttest.MAC(2), "for all"))
+			porttest.WaitFor(t, "the closed peer's removal", func() bool { return e.ports() == 1 })
+			thief.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if n, _, err := thief.ReadFrom(make([]byte, 2000)); err == nil {
+				t.Fatalf("the socket that took the peer's name got a %d-byte frame", n)
+			}
+			if st := e.l.Stats(); st.PeersGone != 1 {
+				t.Errorf("peers gone %d, want 1", st.PeersGone)
+			}
+		})
+	}
+}
+
+// TestGoneSenderRefused: a datagram from a socket whose file is already
+// removed makes no peer (no answer could reach it); each such datagram
+// used to add a port that the next frame sent to it removed, with three
+// log lines per frame.
+func TestGoneSenderRefused(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	a := e.vm("a.sock")
+	os.Remove(a.c.LocalAddr().String())
+	for range 3 {
+		a.send(frame(porttest.Broadcast, porttest.MAC(1), "from nowhere"))
+	}
+	porttest.WaitFor(t, "the datagrams refused", func() bool { return e.l.Stats().Refused == 3 })
+	if st := e.l.Stats(); st.PeersAdded != 0 || e.ports() != 0 {
+		t.Errorf("peers added %d, ports %d; want none", st.PeersAdded, e.ports())
+	}
+}
