@@ -64,6 +64,11 @@ const (
 	// many (possibly spoofed) UDP source addresses cannot make unbounded
 	// numbers of ports.
 	DefaultMaxPeers = 1024
+	// DefaultEvictAfter is how long a peer must have been silent before a
+	// new sender may take its place when MaxPeers are reached: senders
+	// that sent once and went (a UDP source port each) would otherwise
+	// keep every new VM out until they expire.
+	DefaultEvictAfter = time.Minute
 	// DefaultMaxFrame is the longest frame accepted, Ethernet header
 	// included.
 	DefaultMaxFrame = 65535
@@ -105,9 +110,13 @@ type Config struct {
 	// (default DefaultIdleTimeout). Unixgram peers have none: a send to a
 	// departed one fails and removes it.
 	IdleTimeout time.Duration
-	// MaxPeers bounds the number of peers (default DefaultMaxPeers).
-	// Datagrams from further addresses are dropped and counted.
-	MaxPeers int
+	// MaxPeers bounds the number of peers (default DefaultMaxPeers). When
+	// it is reached, a new sender takes the place of the peer that has
+	// been silent longest, if that one has been silent for EvictAfter
+	// (default DefaultEvictAfter); otherwise its datagrams are dropped and
+	// counted as refused.
+	MaxPeers   int
+	EvictAfter time.Duration
 	// MaxFrame is the longest frame accepted (default DefaultMaxFrame).
 	MaxFrame int
 	// SendBuffer and RecvBuffer are the socket's SO_SNDBUF and SO_RCVBUF
@@ -140,6 +149,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPeers <= 0 {
 		c.MaxPeers = DefaultMaxPeers
+	}
+	if c.EvictAfter <= 0 {
+		c.EvictAfter = DefaultEvictAfter
 	}
 	if c.MaxFrame <= 0 {
 		c.MaxFrame = DefaultMaxFrame
@@ -183,11 +195,13 @@ type Stats struct {
 	// SendErrors counts frames that could not be sent (the switch counts
 	// them too, as tx_error on the peer's port).
 	SendErrors uint64 `json:"send_errors"`
-	// PeersAdded, PeersExpired and PeersGone count peers learned, removed
-	// for idleness, and removed because their socket was gone.
+	// PeersAdded, PeersExpired, PeersGone and PeersEvicted count peers
+	// learned, removed for idleness, removed because their socket was
+	// gone, and removed to make room for a new sender (MaxPeers).
 	PeersAdded   uint64 `json:"peers_added"`
 	PeersExpired uint64 `json:"peers_expired"`
 	PeersGone    uint64 `json:"peers_gone"`
+	PeersEvicted uint64 `json:"peers_evicted"`
 	// Peers is the number of current peers.
 	Peers int `json:"peers"`
 	// SendBuffer and RecvBuffer are the listening socket's buffer sizes as
@@ -200,7 +214,7 @@ type Stats struct {
 
 type counters struct {
 	datagrams, magic, unbound, invalid, tooLong, refused, readErrors atomic.Uint64
-	sendRetries, sendErrors, added, expired, gone                    atomic.Uint64
+	sendRetries, sendErrors, added, expired, gone, evicted           atomic.Uint64
 }
 
 // peerKey identifies a peer: a unixgram path or a UDP address.
@@ -418,6 +432,7 @@ func (l *Listener) Stats() Stats {
 		PeersAdded:   l.c.added.Load(),
 		PeersExpired: l.c.expired.Load(),
 		PeersGone:    l.c.gone.Load(),
+		PeersEvicted: l.c.evicted.Load(),
 		Peers:        n,
 		SendBuffer:   l.sndbuf,
 		RecvBuffer:   l.rcvbuf,
@@ -591,12 +606,19 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		return nil
 	}
 	if len(l.peers) >= l.cfg.MaxPeers {
-		l.mu.Unlock()
-		l.c.refused.Add(1)
-		if ok, s := l.lim.Allow(); ok {
-			l.log.WithFields(logrus.Fields{"peer": key.String(), "max_peers": l.cfg.MaxPeers, "suppressed": s}).Warn("too many peers; datagram dropped")
+		if !l.evict(now) {
+			l.mu.Unlock()
+			l.c.refused.Add(1)
+			if ok, s := l.lim.Allow(); ok {
+				l.log.WithFields(logrus.Fields{"peer": key.String(), "max_peers": l.cfg.MaxPeers, "suppressed": s}).
+					Warn("too many peers, none silent for long; datagram dropped")
+			}
+			return nil
 		}
-		return nil
+		if l.closed {
+			l.mu.Unlock()
+			return nil
+		}
 	}
 	p, err := l.newPeer(key, src)
 	if err != nil {
@@ -630,6 +652,33 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		return nil
 	}
 	return p
+}
+
+// evict removes the peer silent longest, if it has been silent for
+// EvictAfter at now, to make room for a new one, and reports whether it
+// did. The caller holds l.mu, which evict releases while it removes the
+// peer's port and takes again.
+func (l *Listener) evict(now int64) bool {
+	var victim *peer
+	oldest := now - int64(l.cfg.EvictAfter)
+	for _, p := range l.peers {
+		if seen := p.lastSeen.Load(); seen <= oldest {
+			victim, oldest = p, seen
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	delete(l.peers, victim.key)
+	l.mu.Unlock()
+	l.c.evicted.Add(1)
+	if ok, s := l.lim.Allow(); ok {
+		l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - oldest).Round(time.Second),
+			"max_peers": l.cfg.MaxPeers, "suppressed": s}).Info("too many peers; removing the one silent longest for a new sender")
+	}
+	victim.kill()
+	l.mu.Lock()
+	return true
 }
 
 // admits reports whether a new peer may send from src: always, unless

@@ -479,6 +479,36 @@ func TestMaxPeers(t *testing.T) {
 	}
 }
 
+// TestMaxPeersEvictsSilent: with MaxPeers reached, a new sender takes the
+// place of the peer silent longest once that one has been silent for
+// EvictAfter. Senders that sent once and went (a UDP source port each)
+// used to keep every new VM out for the hour a UDP peer lives.
+func TestMaxPeersEvictsSilent(t *testing.T) {
+	e := setup(t, "udp", Config{MaxPeers: 2, EvictAfter: 300 * time.Millisecond})
+	a, b, c := e.vm("a"), e.vm("b"), e.vm("c")
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+	// Both spoke just now: c is refused.
+	c.send(frame(porttest.Broadcast, porttest.MAC(3), "c"))
+	porttest.WaitFor(t, "c refused", func() bool { return e.l.Stats().Refused == 1 })
+	time.Sleep(400 * time.Millisecond)
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b again"))
+	porttest.WaitFor(t, "b's datagram", func() bool { return e.l.Stats().Datagrams == 4 })
+	// a has been silent longest, and long enough: c takes its place.
+	c.send(frame(porttest.Broadcast, porttest.MAC(3), "c again"))
+	porttest.WaitFor(t, "c added", func() bool { return e.l.Stats().PeersAdded == 3 })
+	b.expect(frame(porttest.Broadcast, porttest.MAC(3), "c again"))
+	if st := e.l.Stats(); st.PeersEvicted != 1 || st.Peers != 2 || st.Refused != 1 {
+		t.Errorf("evicted %d, peers %d, refused %d; want 1, 2, 1", st.PeersEvicted, st.Peers, st.Refused)
+	}
+	for _, p := range e.sw.Ports() {
+		if p.Name() == "udp:"+a.c.LocalAddr().String() {
+			t.Errorf("a's port %s is still there", p.Name())
+		}
+	}
+}
+
 // TestSwitchRefusesPeer: a new sender the switch has no room for
 // (vswitch.Config.MaxPorts) is dropped and counted as refused, as one over
 // MaxPeers is; it used to be only logged.

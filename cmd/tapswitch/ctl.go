@@ -154,8 +154,9 @@ they reached a port: unbound (the sender's socket is bound to no absolute
 path, so it cannot be answered), invalid (shorter than an Ethernet header,
 from an address that is not a peer), too_long (over --max-frame) and
 refused (no port could be made for a new sender: 1024 peers on the socket
-already, --max-ports reached, or, on Linux, the sender is not in
---allow-uid/--allow-gid or its socket file is not a socket it owns). --json
+already, none of them silent for a minute, --max-ports reached, or, on
+Linux, the sender is not in --allow-uid/--allow-gid, its socket file is not
+a socket it owns, or its socket is already gone). --json
 adds the rest of its counters.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
