@@ -25,6 +25,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -325,7 +326,12 @@ func (c *Conn) writeErr(err error) error {
 		c.timeouts.Add(1)
 		return fmt.Errorf("stream %s: write: peer not reading: %w", c.cfg.Name, err)
 	}
-	c.log.WithError(err).Warn("write failed; closing connection")
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		// The peer hung up: the reader reports the end as usual.
+		c.log.WithError(err).Debug("write failed: the peer has closed the connection")
+	} else {
+		c.log.WithError(err).Warn("write failed; closing connection")
+	}
 	c.Close()
 	return fmt.Errorf("stream %s: write: %w", c.cfg.Name, err)
 }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/tapswitch/tapswitch/backend/listen"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
@@ -217,6 +219,33 @@ func TestBadLengthError(t *testing.T) {
 	_, err := c.ReadFrames(bufs, sizes, 16)
 	if !errors.Is(err, ErrBadLength) || !strings.Contains(err.Error(), "length 13") {
 		t.Fatalf("ReadFrames: %v, want ErrBadLength naming length 13", err)
+	}
+}
+
+// TestWriteToClosedPeerQuiet: a write that finds the peer gone (EPIPE) is
+// an ordinary hang-up, reported by the reader: it closes the connection
+// without the warning every disconnect under traffic used to log.
+func TestWriteToClosedPeerQuiet(t *testing.T) {
+	log, h := testLogger(t)
+	s1, s2 := socketpair(t)
+	c := NewConn(s1, ConnConfig{Name: "pair", Logger: log})
+	defer c.Close()
+	s2.Close()
+	bufs, _ := buffers(1, 16+100)
+	bufs[0] = bufs[0][:16+len(frame(porttest.Broadcast, porttest.MAC(1), nil))]
+	copy(bufs[0][16:], frame(porttest.Broadcast, porttest.MAC(1), nil))
+	if _, err := c.WriteFrames(bufs, 16); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("WriteFrames to a closed peer: %v, want EPIPE", err)
+	}
+	if _, err := c.WriteFrames(bufs, 16); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("WriteFrames after that: %v, want the connection closed", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range h.entries {
+		if e.Level <= logrus.WarnLevel {
+			t.Errorf("logged %s %q (%v), want nothing above debug", e.Level, e.Message, e.Data)
+		}
 	}
 }
 
