@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -405,5 +406,33 @@ func TestSecondSwitchOnLeaseFile(t *testing.T) {
 	}
 	if strings.Contains(events.String(), second) {
 		t.Errorf("the refused switch created its host interface %s:\n%s", second, events.String())
+	}
+}
+
+// TestLeaseFileSymlink: a lease file given as a symlink (to persistent
+// storage, say) is written where it leads; the link was replaced by a
+// regular file at the first write, and the file it led to went stale.
+func TestLeaseFileSymlink(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	real, link := filepath.Join(dir, "real"), filepath.Join(dir, "link")
+	if err := os.WriteFile(real, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	// An empty file is rewritten at start, with the header.
+	d := startSwitch(t, ns, "--dhcp", "--gateway", "198.18.25.1/24",
+		"--dhcp-lease-file", link, "--listen", "unix://"+filepath.Join(dir, "s.sock"))
+	d.Stop(t)
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the lease file's symlink: %v, %v; want it kept", fi.Mode(), err)
+	}
+	if b, err := os.ReadFile(real); err != nil || !strings.HasPrefix(string(b), "tapswitch-leases ") {
+		t.Errorf("the file the link leads to: %q, %v; want it written", b, err)
+	}
+	if _, err := os.Stat(real + ".lock"); err != nil {
+		t.Errorf("the lock is not next to the file the link leads to: %v", err)
 	}
 }

@@ -815,6 +815,12 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		}
 	}
 	if p.dhcp != nil && p.dhcp.LeaseFile != "" {
+		// A symlink (to persistent storage, say) leads to the file that is
+		// written: the writes rename a new file over the old, and would
+		// replace the link itself. The lock is taken next to that file.
+		if target, err := filepath.EvalSymlinks(p.dhcp.LeaseFile); err == nil {
+			p.dhcp.LeaseFile = target
+		}
 		// Before the host interface: a second switch given the same lease
 		// file fails without touching the network. Released after the
 		// switch has closed the responder (its last write).

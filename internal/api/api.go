@@ -48,7 +48,8 @@ type Lease struct {
 	Expiry   time.Time   `json:"expiry,omitzero"` // none for a static lease
 	Static   bool        `json:"static"`
 	Hostname string      `json:"hostname,omitempty"`
-	// State is "offered", "bound", "released" or "static".
+	// State is "offered", "bound", "released", "static" or "declined"
+	// (held out of the pool until Expiry: the MAC found it in use).
 	State string `json:"state"`
 }
 

@@ -36,6 +36,9 @@ const (
 	// at once (an extended expiry, a new host name) stays unwritten while
 	// frames keep arriving; Close writes it too.
 	lazyFlush = time.Minute
+	// writeRetry is how long after a failed lease file write the next
+	// is tried, unless one is forced (SIGHUP, Close).
+	writeRetry = time.Second
 	// logEvery rate-limits each kind of warning (pool exhausted, lease
 	// file write failed, reply queue full).
 	logEvery = time.Minute

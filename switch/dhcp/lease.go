@@ -34,6 +34,10 @@ const (
 	// LeaseStatic: a configured static lease not acknowledged since the
 	// server started.
 	LeaseStatic
+	// LeaseDeclined: the MAC declined the address (someone else answers
+	// ARP for it), which no one is offered until Expiry (DeclineHold).
+	// Reported by Server.Leases only; never in the lease file.
+	LeaseDeclined
 )
 
 var stateNames = [...]string{
@@ -41,6 +45,7 @@ var stateNames = [...]string{
 	LeaseBound:    "bound",
 	LeaseReleased: "released",
 	LeaseStatic:   "static",
+	LeaseDeclined: "declined",
 }
 
 // String returns the state's name, as written in the lease file.
@@ -587,7 +592,7 @@ func (t *table) decline(mac vswitch.MAC, ip netip.Addr, now time.Time, hold time
 	}
 	t.remove(r)
 	t.declined[ip] = now.Add(hold)
-	t.declines = append(t.declines, declineHold{ip, now.Add(hold)})
+	t.declines = append(t.declines, declineHold{ip, mac, now.Add(hold)})
 	return true, false
 }
 
@@ -625,7 +630,8 @@ func (t *table) persistent() []Lease {
 	return ls
 }
 
-// snapshot returns every record and every static lease, ordered by address.
+// snapshot returns every record, every static lease and every address held
+// after a decline, ordered by address.
 func (t *table) snapshot() []Lease {
 	ls := make([]Lease, 0, len(t.byMAC)+len(t.static))
 	for _, r := range t.byMAC {
@@ -634,6 +640,11 @@ func (t *table) snapshot() []Lease {
 	for mac, ip := range t.static {
 		if t.byMAC[mac] == nil {
 			ls = append(ls, Lease{MAC: mac, IP: ip, Static: true, State: LeaseStatic})
+		}
+	}
+	for _, d := range t.declines {
+		if until, ok := t.declined[d.ip]; ok && until.Equal(d.until) {
+			ls = append(ls, Lease{MAC: d.mac, IP: d.ip, Expiry: d.until, State: LeaseDeclined})
 		}
 	}
 	sort.Slice(ls, func(i, j int) bool { return ls[i].IP.Less(ls[j].IP) })
@@ -661,9 +672,11 @@ func (r *record) expiresBefore(o *record) bool {
 	return r.expiry.Before(o.expiry) || r.expiry.Equal(o.expiry) && u32(r.ip) < u32(o.ip)
 }
 
-// declineHold is a declined address and when it may be offered again.
+// declineHold is a declined address, the MAC that declined it, and when
+// it may be offered again.
 type declineHold struct {
 	ip    netip.Addr
+	mac   vswitch.MAC
 	until time.Time
 }
 

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -178,6 +179,22 @@ func TestTableDecline(t *testing.T) {
 	if !tb.dirty {
 		t.Error("decline did not mark the table dirty")
 	}
+	// The hold is listed (ctl leases), not written to the lease file.
+	declined := func() []Lease {
+		var ds []Lease
+		for _, l := range tb.snapshot() {
+			if l.State == LeaseDeclined {
+				ds = append(ds, l)
+			}
+		}
+		return ds
+	}
+	if ds := declined(); len(ds) != 1 || ds[0].IP != ip || ds[0].MAC != a || !ds[0].Expiry.Equal(clock.Now().Add(DeclineHold)) {
+		t.Errorf("declined entries %+v, want %v by %v until the hold ends", ds, ip, a)
+	}
+	if ls := tb.persistent(); slices.ContainsFunc(ls, func(l Lease) bool { return l.IP == ip }) {
+		t.Errorf("the declined address is in the lease file's records: %+v", ls)
+	}
 	// Nobody, a included, gets the declined address during the hold.
 	if got := mustOffer(t, tb, a, clock.Now()); got == ip {
 		t.Error("declined address offered again at once")
@@ -189,6 +206,10 @@ func TestTableDecline(t *testing.T) {
 		t.Error("declined address bound")
 	}
 	clock.Add(DeclineHold)
+	tb.expire(clock.Now())
+	if ds := declined(); len(ds) != 0 {
+		t.Errorf("declined entries after the hold: %+v", ds)
+	}
 	if got := mustOffer(t, tb, porttest.MAC(3), clock.Now()); got != ip {
 		t.Errorf("after the hold: got %v, want %v", got, ip)
 	}

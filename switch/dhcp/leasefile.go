@@ -139,6 +139,12 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 	line := 0
 	for len(data) > 0 {
 		line++
+		if line == 1 && data[0] == 0 {
+			// What a crash can leave of a file being written (the size
+			// recorded, the data not): the lease file, ruined.
+			bad(line, "NUL bytes where the header should be")
+			break
+		}
 		i := bytes.IndexByte(data, '\n')
 		if i < 0 {
 			// A header cut short is a truncated lease file; anything else
@@ -292,16 +298,16 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 		}
 	}()
 	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return fmt.Errorf("write %s: %w", path, err) // err names tmp
 	}
 	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: chmod: %w", tmp, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = f.Sync(); err != nil { // F_FULLFSYNC on darwin
-		return fmt.Errorf("write %s: fsync: %w", tmp, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: close: %w", tmp, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: rename: %w", path, err)

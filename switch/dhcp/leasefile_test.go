@@ -210,6 +210,36 @@ func TestLeaseFileTruncatedLoad(t *testing.T) {
 	}
 }
 
+// TestLeaseFileNULs: a file of NUL bytes, whole or up to a line of
+// leases, is what a crash can leave of a file being written. It is a
+// corrupt lease file (kept aside, the switch starts), not some other file
+// that tapswitch refuses to replace: that stopped tapswitch from starting
+// until someone removed it.
+func TestLeaseFileNULs(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"all":          make([]byte, 4096),
+		"then a lease": append(make([]byte, 100), "\n52:54:00:12:34:56 198.18.0.100 2026-01-02T15:04:05Z bound vm1\n"...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "leases")
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			srv := newFileServer(t, path, newClock())
+			defer srv.Close()
+			if err := srv.LoadError(); err == nil || !strings.Contains(err.Error(), "NUL bytes") {
+				t.Errorf("load error %v, want one about NUL bytes", err)
+			}
+			if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 {
+				t.Errorf("copies aside %v, want one", aside)
+			}
+			if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 0 {
+				t.Errorf("rewritten lease file: %v, %v; want a valid empty one", ls, err)
+			}
+		})
+	}
+}
+
 func TestLeaseFileGarbageLine(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "leases")
@@ -559,10 +589,21 @@ func TestLeaseWriteFailureWithholdsAck(t *testing.T) {
 	if acks := replies(t, exchange(t, srv, clientFrame(srv.MAC(), a, ip4("198.18.0.2"), testGW, renew))); len(acks) != 0 {
 		t.Errorf("renewal of a binding not on disk acknowledged: %v", acks)
 	}
+	// Within writeRetry of the failure, frames (this renewal, and any
+	// flooded broadcast) do not try the write again: it was tried for
+	// every frame the responder got.
+	errs := st.LeaseWriteErrors
+	for range 5 {
+		exchange(t, srv, bcastFrame(porttest.MAC(9), newMsg(t, dhcpv4.MessageTypeDiscover, porttest.MAC(9))))
+	}
+	if st := srv.Stats(); st.LeaseWriteErrors != errs {
+		t.Errorf("lease file write errors went from %d to %d within %v of the failure, want no new attempt", errs, st.LeaseWriteErrors, writeRetry)
+	}
 	// Once the directory is back, the client's retry is acknowledged.
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	clock.Add(writeRetry)
 	if ip := acquire(t, srv, a); ip != ip4("198.18.0.2") {
 		t.Errorf("retry: got %v", ip)
 	}

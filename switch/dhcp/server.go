@@ -52,6 +52,7 @@ type Server struct {
 	mu          sync.Mutex
 	t           *table
 	lazySince   time.Time // when the oldest unwritten lazy change was made
+	retryAt     time.Time // after a failed write, when the next may be tried
 	lastWritten []byte
 	ipID        uint16
 	pending     []pendingReply
@@ -516,8 +517,8 @@ func (srv *Server) Flush() error {
 }
 
 // Leases returns a snapshot of the lease table ordered by address: every
-// offer, binding (expired ones included) and release, and every static
-// lease.
+// offer, binding (expired ones included) and release, every static lease,
+// and every address held out of the pool after a decline.
 func (srv *Server) Leases() []Lease {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -560,9 +561,14 @@ func (srv *Server) Stats() Stats {
 	return st
 }
 
+// errWriteDeferred: persist did not try the write, one having failed less
+// than writeRetry ago.
+var errWriteDeferred = errors.New("lease file write deferred: the last one failed just now")
+
 // persist writes the table to the lease file if a durable change is
 // pending, or a lazy one is due (or force is set and any is pending). A
-// successful write empties t.unsaved.
+// successful write empties t.unsaved. After a failed write, the next is
+// tried writeRetry later at the earliest, unless force is set.
 func (srv *Server) persist(now time.Time, force bool) error {
 	t := srv.t
 	if srv.s.LeaseFile == "" {
@@ -577,9 +583,15 @@ func (srv *Server) persist(now time.Time, force bool) error {
 	if !due {
 		return nil
 	}
+	if !force && now.Before(srv.retryAt) {
+		// A write failed just now: not again for every frame that comes
+		// in (every flooded ARP). New bindings wait, unacknowledged.
+		return errWriteDeferred
+	}
 	data := encodeLeaseFile(t.persistent())
 	if !bytes.Equal(data, srv.lastWritten) {
 		if err := writeFileAtomic(srv.s.LeaseFile, data, 0o644); err != nil {
+			srv.retryAt = now.Add(writeRetry)
 			srv.c.leaseWriteErrors.Add(1)
 			srv.warn(warnLeaseWrite, now, srv.log.WithError(err),
 				"cannot write the lease file: new bindings are not acknowledged until it can be written (renewals of bindings it holds are)")
