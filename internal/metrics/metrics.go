@@ -34,7 +34,7 @@ type Collector struct {
 	// per-port series, they never go back when a port leaves.
 	totRxFrames, totRxBytes, totTxFrames, totTxBytes, totDrops *prometheus.Desc
 	// Listening sockets.
-	listenerPorts, dgramDatagrams, dgramDropped, streamClients *prometheus.Desc
+	listenerPorts, dgramDatagrams, dgramDropped, dgramPeersRemoved, streamClients *prometheus.Desc
 
 	// kindsMu guards kinds, the port kinds seen: a kind whose last port
 	// has left stays in tapswitch_ports at 0 rather than disappearing,
@@ -90,7 +90,10 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 		dgramDropped: d("dgram_dropped_total", "Datagrams a datagram listener dropped before they reached a port, "+
 			"by reason: unbound (sender bound to no absolute path), invalid (shorter than an Ethernet header, "+
 			"from no peer), too_long, refused (no port for a new sender: too many peers or ports, not in --allow-uid, "+
-			"or its socket not its own).", "listener", "reason"),
+			"its socket not its own or gone).", "listener", "reason"),
+		dgramPeersRemoved: d("dgram_peers_removed_total", "Peers a datagram listener removed, by reason: expired "+
+			"(a UDP peer silent for an hour), gone (its socket closed), evicted (silent longest when the listener "+
+			"had as many peers as it takes and a new sender came).", "listener", "reason"),
 	}
 }
 
@@ -100,7 +103,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
 		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool,
 		c.totRxFrames, c.totRxBytes, c.totTxFrames, c.totTxBytes, c.totDrops,
-		c.listenerPorts, c.dgramDatagrams, c.dgramDropped, c.streamClients} {
+		c.listenerPorts, c.dgramDatagrams, c.dgramDropped, c.dgramPeersRemoved, c.streamClients} {
 		ch <- d
 	}
 }
@@ -174,6 +177,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(c.dgramDropped, d.Invalid, l.URL, "invalid")
 				counter(c.dgramDropped, d.TooLong, l.URL, "too_long")
 				counter(c.dgramDropped, d.Refused, l.URL, "refused")
+				counter(c.dgramPeersRemoved, d.PeersExpired, l.URL, "expired")
+				counter(c.dgramPeersRemoved, d.PeersGone, l.URL, "gone")
+				counter(c.dgramPeersRemoved, d.PeersEvicted, l.URL, "evicted")
 			}
 		}
 	}

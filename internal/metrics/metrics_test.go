@@ -50,7 +50,8 @@ func TestCollector(t *testing.T) {
 		return []api.Listener{
 			{URL: "unix:///run/vm.sock", Kind: "stream", Ports: 3, Stream: &stream.ListenerStats{Accepted: 9, Refused: 2}},
 			{URL: "unixgram:///run/vz.sock", Kind: "datagram", Ports: 1,
-				Datagram: &dgram.Stats{Datagrams: 40, Unbound: 5, Invalid: 6, TooLong: 7, Refused: 8, Peers: 1}},
+				Datagram: &dgram.Stats{Datagrams: 40, Unbound: 5, Invalid: 6, TooLong: 7, Refused: 8, Peers: 1,
+					PeersExpired: 2, PeersGone: 3, PeersEvicted: 4}},
 		}
 	}
 	reg.MustRegister(metrics.New(sw, func() metrics.DHCPStats { return metrics.DHCPStats{LeasesInUse: 3, PoolSize: 250} }, listeners))
@@ -128,6 +129,11 @@ func TestCollector(t *testing.T) {
 	for reason, want := range map[string]float64{"unbound": 5, "invalid": 6, "too_long": 7, "refused": 8} {
 		if v := value("tapswitch_dgram_dropped_total", map[string]string{"listener": vz, "reason": reason}); v != want {
 			t.Errorf("datagrams dropped as %s = %v, want %v", reason, v, want)
+		}
+	}
+	for reason, want := range map[string]float64{"expired": 2, "gone": 3, "evicted": 4} {
+		if v := value("tapswitch_dgram_peers_removed_total", map[string]string{"listener": vz, "reason": reason}); v != want {
+			t.Errorf("peers removed as %s = %v, want %v", reason, v, want)
 		}
 	}
 	if f := fams["tapswitch_dgram_datagrams_total"]; len(f.GetMetric()) != 1 {
