@@ -1125,13 +1125,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		if err != nil {
 			return fmt.Errorf("--metrics: %w", err)
 		}
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
-			<-gctx.Done()
-			return hs.Close()
-		})
-		g.Go(func() error {
-			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := metrics.Serve(gctx, ln, mux, log); err != nil {
 				return fmt.Errorf("--metrics: %w", err)
 			}
 			return nil

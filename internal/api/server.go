@@ -154,7 +154,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// ReadTimeout does not end a long capture: net/http lifts the read
 	// deadline once the request has been read.
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cmp.Or(s.readTimeout, defaultReadTimeout),
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+		BaseContext: func(net.Listener) context.Context { return ctx }, ErrorLog: logx.StdLogger(s.Logger)}
 	shut := make(chan struct{})
 	go func() {
 		defer close(shut)

@@ -4,6 +4,8 @@ package logx
 
 import (
 	"io"
+	"log"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 )
@@ -21,4 +23,18 @@ func OrDiscard(l logrus.FieldLogger) logrus.FieldLogger {
 		return discard
 	}
 	return l
+}
+
+// StdLogger returns a standard library logger (net/http's ErrorLog) whose
+// lines go to l as warnings, so that they take l's format (text or JSON)
+// rather than appearing in the standard library's own.
+func StdLogger(l logrus.FieldLogger) *log.Logger {
+	return log.New(warnWriter{OrDiscard(l)}, "", 0)
+}
+
+type warnWriter struct{ l logrus.FieldLogger }
+
+func (w warnWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
