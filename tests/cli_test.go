@@ -518,6 +518,19 @@ func TestReload(t *testing.T) {
 	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
 		t.Errorf("a file with a bad tap name changed the ports: %v", names)
 	}
+	// So is a file that sets nothing: one caught while an editor or cat
+	// writes it in place. It detached (and deleted) every tap.
+	writeFile(t, cfg, "# being edited\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	porttest.WaitFor(t, "the empty file refused", func() bool {
+		return strings.Count(d.Output(), "configuration not reloaded") == 3
+	})
+	if out := d.Output(); !strings.Contains(out, "sets nothing") {
+		t.Errorf("the empty file's refusal does not say why:\n%s", out)
+	}
+	if names := d.portNames(t); len(names) != 1 || names[0] != tap2 {
+		t.Errorf("an empty file changed the ports: %v", names)
+	}
 	// A good file whose tap the system refuses (the name is a veth's) is
 	// applied, but not reported as simply reloaded.
 	veth := testnet.UniqueName("tsv")

@@ -1402,6 +1402,13 @@ func (r *reloader) reload() {
 	if err == nil {
 		lines, err = applyConfigFile(fresh, r.o.config)
 	}
+	if err == nil && len(lines.line) == 0 {
+		// At start the default setup; here it would detach every tap
+		// (deleting those the switch made, with their addresses) and
+		// connection: more likely a file caught half-written.
+		err = fmt.Errorf("%s sets nothing (empty, or comments only): a file being written in place is read half-done; "+
+			"write the new one beside it and rename it over the old (to detach everything, say so: tap: [])", r.o.config)
+	}
 	// Checked as at start, so that a file with any error changes nothing.
 	if err == nil {
 		_, err = fo.plan()
