@@ -1123,7 +1123,8 @@ func TestHostInterfaceDeleted(t *testing.T) {
 }
 
 // TestAttachRenamedTap: attaching an attached tap by the name it was
-// renamed to said that another process had it in use.
+// renamed to said that another process had it in use. Also: a tap name
+// the kernel refuses is a bad request.
 func TestAttachRenamedTap(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.NewNS(t)
@@ -1139,5 +1140,21 @@ func TestAttachRenamedTap(t *testing.T) {
 	}
 	if names := d.portNames(t); len(names) != 1 || names[0] != old {
 		t.Errorf("ports %v, want only %s", names, old)
+	}
+	// A name the kernel would refuse is a bad request (400), as other bad
+	// names are; it was answered 500.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
+	}}}
+	for _, name := range []string{"abcdefghijklmnopq", "a/b"} {
+		resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(`{"tap":"`+name+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "invalid interface name") {
+			t.Errorf("POST /v1/ports {\"tap\":%q}: %s %s, want 400 saying the name is invalid", name, resp.Status, body)
+		}
 	}
 }

@@ -1199,6 +1199,9 @@ func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.Fiel
 			}
 		}
 	}
+	if errors.Is(err, tap.ErrInvalidName) {
+		return fmt.Errorf("%w: %w", api.ErrBadRequest, err) // answered 400, as other bad names are
+	}
 	if err != nil {
 		return err
 	}

@@ -112,6 +112,10 @@ func TestPortKeys(t *testing.T) {
 		if code != c.code {
 			t.Errorf("attach tap %s: %d %s, want %d", c.tap, code, body, c.code)
 		}
+		// The responder's name: it is not a tap "already attached".
+		if c.tap == "dhcp" && !strings.Contains(body, "has that name") {
+			t.Errorf("attach tap dhcp: %s, want it to say that the responder's port has the name", body)
+		}
 	}
 	if len(attached) != 0 {
 		t.Errorf("attached %v, want nothing", attached)

@@ -220,7 +220,11 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	// name.
 	for _, a := range s.Switch.Ports() {
 		if req.Tap != "" && a.Name() == req.Tap {
-			writeError(w, http.StatusConflict, fmt.Sprintf("tap %s is already attached (port %d)", req.Tap, a.ID()))
+			msg := fmt.Sprintf("tap %s is already attached (port %d)", req.Tap, a.ID())
+			if a.Kind() != "tap" {
+				msg = fmt.Sprintf("tap %s: port %d, of kind %s, has that name: give the tap another", req.Tap, a.ID(), a.Kind())
+			}
+			writeError(w, http.StatusConflict, msg)
 			return
 		}
 	}
