@@ -4,8 +4,8 @@ package metrics
 
 import (
 	"strconv"
-	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -187,5 +187,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 // label makes s a valid label value: a datagram peer's port is named after
 // the path it bound, which need not be UTF-8, and one label value that is
-// not fails the whole scrape.
-func label(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+// not fails the whole scrape. Such a name is quoted, its bytes that are not
+// UTF-8 escaped (\xff), so that two names stay two labels (replacing the
+// bytes made two listeners one series, which failed the scrape too).
+func label(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}

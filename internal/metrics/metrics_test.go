@@ -180,14 +180,17 @@ func TestCollector(t *testing.T) {
 
 // TestLabelsValidUTF8: a port named by a datagram peer's socket path that
 // is not UTF-8 made every scrape fail (the client library refuses such a
-// label value) for as long as the peer stayed.
+// label value) for as long as the peer stayed; and two listener paths that
+// differ only in such bytes made one series twice, which failed it too.
 func TestLabelsValidUTF8(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
 	sw.AddPort(porttest.New(porttest.Config{Name: "unixgram:/tmp/bad\xff.sock"}), vswitch.PortConfig{Kind: "dgram", NoReader: true})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(metrics.New(sw, nil, func() []api.Listener {
-		return []api.Listener{{URL: "unixgram:///tmp/vz\xfe.sock", Kind: "datagram", Datagram: &dgram.Stats{}}}
+		// Two names that differ only in their bytes that are not UTF-8.
+		return []api.Listener{{URL: "unixgram:///tmp/vz\xfe.sock", Kind: "datagram", Datagram: &dgram.Stats{}},
+			{URL: "unixgram:///tmp/vz\xff.sock", Kind: "datagram", Datagram: &dgram.Stats{}}}
 	}))
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -195,7 +198,8 @@ func TestLabelsValidUTF8(t *testing.T) {
 		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
 	}
 	body := rec.Body.String()
-	for _, want := range []string{"port=\"unixgram:/tmp/bad\uFFFD.sock\"", "listener=\"unixgram:///tmp/vz\uFFFD.sock\""} {
+	for _, want := range []string{`port="\"unixgram:/tmp/bad\\xff.sock\""`, `listener="\"unixgram:///tmp/vz\\xfe.sock\""`,
+		`listener="\"unixgram:///tmp/vz\\xff.sock\""`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %s:\n%s", want, body)
 		}
