@@ -247,3 +247,19 @@ func TestCaptureLimit(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestCaptureDialledPortByURL: a port the switch dialled is captured by
+// its URL, as ctl detach finds it; capture answered "no port".
+func TestCaptureDialledPortByURL(t *testing.T) {
+	sw, p1 := memSwitch(t, "unix:/tmp/vm.sock")
+	sock, stop := serve(t, &api.Server{Switch: sw})
+	defer stop()
+	_, r := capture(t, api.NewClient(sock), "unix:///tmp/vm.sock")
+	fr := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x0800, []byte("flooded"))
+	if err := p1.Send(fr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(nil); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -256,7 +256,8 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 // findPort resolves key to a port: by ID when key is one written as the
 // API writes IDs (no sign, no leading zero), else by name; a tap may be
 // named "7" or "dhcp", and taking the first port whose ID or name matched
-// detached the wrong one. It returns an *httpError, 404 when no port
+// detached the wrong one. A URL (unix:///run/vm.sock) finds the port
+// named after it (unix:/run/vm.sock), which the switch dialled. It returns an *httpError, 404 when no port
 // matches and 409 when several have the name.
 func (s *Server) findPort(key string) (*vswitch.Attachment, error) {
 	ports := s.Switch.Ports()
@@ -275,6 +276,9 @@ func (s *Server) findPort(key string) (*vswitch.Attachment, error) {
 	}
 	switch len(found) {
 	case 0:
+		if u, err := listen.Parse(key); err == nil && u.Network+":"+u.Address != key {
+			return s.findPort(u.Network + ":" + u.Address) // a dialled port, by its URL
+		}
 		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("no port %q", key)}
 	case 1:
 		return found[0], nil
@@ -318,9 +322,6 @@ func CheckTapName(name string) error {
 func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("id")
 	a, err := s.findPort(key)
-	if u, perr := listen.Parse(key); notFound(err) && perr == nil {
-		a, err = s.findPort(u.Network + ":" + u.Address) // a dialled port, by its URL
-	}
 	if notFound(err) && s.StopDial != nil {
 		if name := s.StopDial(key); name != "" {
 			// No port yet: ID 0 tells the client.
