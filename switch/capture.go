@@ -64,6 +64,12 @@ type Capture struct {
 	head  int // the oldest entry
 	n     int // the entries
 	held  int // the sum of the entries
+	// last is the newest time stamped on a frame sent on c. Batches are
+	// stamped once, as they enter, and ports forward concurrently, so a
+	// batch may be offered after a later one: its frames take this time,
+	// and the capture's times never go back (Wireshark takes frames whose
+	// times do as out of order).
+	last time.Time
 }
 
 // StartCapture starts a capture. Read frames from C; call Close when done.
@@ -160,6 +166,10 @@ func (c *Capture) offer(now time.Time, fr []byte, in, out *Attachment) {
 		c.dropped.Add(1)
 		return
 	}
+	if now.Before(c.last) {
+		now = c.last
+	}
+	c.last = now
 	// Does not block: only offers send, under qmu, and c has room.
 	c.c <- CapturedFrame{Time: now, In: in.id, Data: append([]byte(nil), fr...)}
 	c.sizes[(c.head+c.n)%len(c.sizes)] = len(fr)
