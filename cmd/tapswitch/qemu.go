@@ -16,12 +16,13 @@ import (
 func newQEMUCmd() *cobra.Command {
 	var socket, printURL, id string
 	cmd := &cobra.Command{
-		Use:   "qemu (--socket PATH -- COMMAND [ARGS...] | --print-netdev URL [--id ID])",
+		Use:   "qemu (--socket PATH [--] COMMAND [ARGS...] | --print-netdev URL [--id ID])",
 		Short: "Connect QEMU to the switch",
 		Long: `With --socket, connect to the switch's stream listener at PATH (or
 unix:///PATH) and run COMMAND with the connection as file descriptor 3, for
 QEMU releases older than 7.2: give QEMU "-netdev socket,id=n0,fd=3", with
-an id of your choosing. tapswitch exits with COMMAND's exit status (128+N
+an id of your choosing. Flags end at COMMAND, with or without "--" before it,
+as socket_vmnet_client takes it. tapswitch exits with COMMAND's exit status (128+N
 if signal N killed it), or, as a shell does, 127 if COMMAND was not found
 and 126 if it could not be executed.
 
@@ -38,8 +39,8 @@ listener at URL (unix://, tcp://, unixgram://, udp://), with netdev id ID.`,
 				}
 				return qemu.PrintNetdev(cmd.OutOrStdout(), printURL, qemu.NetdevOptions{ID: id})
 			case socket != "" && printURL == "":
-				if cmd.ArgsLenAtDash() != 0 || len(args) == 0 {
-					return errors.New("usage: tapswitch qemu --socket PATH -- COMMAND [ARGS...]")
+				if len(args) == 0 {
+					return errors.New("usage: tapswitch qemu --socket PATH [--] COMMAND [ARGS...]")
 				}
 				if cmd.Flags().Changed("id") {
 					return errors.New("--id is for --print-netdev: with --socket, the netdev id is the one COMMAND gives in -netdev socket,id=ID,fd=3")
@@ -71,6 +72,9 @@ listener at URL (unix://, tcp://, unixgram://, udp://), with netdev id ID.`,
 	cmd.Flags().StringVar(&socket, "socket", "", "stream socket of the switch, a path or unix:///PATH, e.g. the default setup's "+filepath.Join(runDir(), defaultStreamSock))
 	cmd.Flags().StringVar(&printURL, "print-netdev", "", "print the QEMU arguments for this listener URL")
 	cmd.Flags().StringVar(&id, "id", "", fmt.Sprintf("netdev id for --print-netdev (default %q)", qemu.DefaultID))
+	// Flags end at COMMAND, "--" or not (socket_vmnet_client SOCK COMMAND
+	// ...): COMMAND's own flags are not ours.
+	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
 
