@@ -133,6 +133,11 @@ type Config struct {
 	// Port is the template of each peer's PortConfig (port security
 	// limits); Kind, Peer and NoReader are set by the listener.
 	Port vswitch.PortConfig
+	// PeerFile, if set, is where a unixgram listener keeps the addresses
+	// of its peers that have sockets of their own (QEMU's) when it
+	// closes, and restores them from when it starts (see restorePeers):
+	// a VM that has sent nothing since the switch restarted is reached.
+	PeerFile string
 	// AllowUIDs and AllowGIDs, if either is set, admit as unixgram peers
 	// only senders whose user ID is in AllowUIDs or whose group ID is in
 	// AllowGIDs, as the credentials that come with each datagram
@@ -369,6 +374,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Swit
 	if err := l.setBuffers(); err != nil {
 		return fail(err)
 	}
+	l.restorePeers() // before the read loop, the only other maker of peers
 	l.wg.Add(1)
 	go l.readLoop()
 	if l.ux == nil {
@@ -828,6 +834,7 @@ func (l *Listener) shutdown() error {
 		peers := l.peers
 		l.peers = map[peerKey]*peer{}
 		l.mu.Unlock()
+		l.savePeers(peers)
 		for _, p := range peers {
 			p.kill()
 		}
@@ -1011,7 +1018,11 @@ func (p *peer) Probe() {
 // of the switch's own is refused a connection to it or finds no file there.
 // Any other answer (EPERM: it is connected to the switch's socket, as vz's
 // and vfkit's are) means that it is there.
-func (p *peer) socketGone() bool {
+func (p *peer) socketGone() bool { return goneErr(connectTo(p.dst)) }
+
+// connectTo connects a fresh unixgram socket to dst, sending nothing, and
+// returns connect's error.
+func connectTo(dst string) error {
 	// No SOCK_CLOEXEC on macOS: hold ForkLock, as package net does.
 	syscall.ForkLock.RLock()
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
@@ -1020,10 +1031,10 @@ func (p *peer) socketGone() bool {
 	}
 	syscall.ForkLock.RUnlock()
 	if err != nil {
-		return false
+		return err
 	}
 	defer unix.Close(fd)
-	return goneErr(unix.Connect(fd, &unix.SockaddrUnix{Name: p.dst}))
+	return unix.Connect(fd, &unix.SockaddrUnix{Name: dst})
 }
 
 // goneErr reports whether err, from sending or connecting to a unixgram

@@ -663,3 +663,88 @@ func TestRestartedVMGetsItsAddress(t *testing.T) {
 	other.send(f)
 	restarted.expect(f)
 }
+
+// TestPeersKeptAcrossRestart: a listener that closes keeps its peers with
+// sockets of their own (QEMU's) in Config.PeerFile, and the next one at
+// the same address restores them, so that a VM that has sent nothing
+// since the switch restarted is reached; it used to be unreachable until
+// it sent. A peer connected to the old listener's socket (vfkit) and one
+// whose socket is gone are left out, and a file someone else could have
+// written is ignored.
+func TestPeersKeptAcrossRestart(t *testing.T) {
+	for _, trust := range []string{"ours", "others'"} {
+		t.Run(trust, func(t *testing.T) {
+			dir := porttest.SocketDir(t)
+			sock := filepath.Join(dir, "sw.sock")
+			peerFile := filepath.Join(dir, ".sw.sock.peers")
+			to := &net.UnixAddr{Name: sock, Net: "unixgram"}
+			sw := vswitch.New(vswitch.Config{Logger: logger()})
+			defer sw.Close()
+			start := func() *Listener {
+				t.Helper()
+				l, err := Listen(context.Background(), "unixgram://"+sock, Config{Logger: logger(), PeerFile: peerFile}, sw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { l.Close() })
+				return l
+			}
+			bind := func(name string) *net.UnixConn {
+				t.Helper()
+				c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, name), Net: "unixgram"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			l := start()
+			qemu, gone := bind("qemu.sock"), bind("gone.sock")
+			for i, c := range []*net.UnixConn{qemu, gone} {
+				if _, err := c.WriteTo(frame(porttest.Broadcast, porttest.MAC(i+1), "hello"), to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// vfkit connects its socket to the switch's, then says hello.
+			vfkit, err := net.DialUnix("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "vfkit.sock"), Net: "unixgram"}, to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer vfkit.Close()
+			if _, err := vfkit.Write(MagicVFKit); err != nil {
+				t.Fatal(err)
+			}
+			porttest.WaitFor(t, "three peers", func() bool { return l.Stats().Peers == 3 })
+			v := &vm{t: t, c: qemu, to: to}
+			v.expect(frame(porttest.Broadcast, porttest.MAC(2), "hello")) // gone's, before the restart
+			l.Close()
+			gone.Close()
+			if trust == "others'" {
+				if err := os.Chmod(peerFile, 0o666); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			l = start()
+			if _, err := os.Stat(peerFile); !os.IsNotExist(err) {
+				t.Errorf("the peer file is still there after the start: %v", err)
+			}
+			if trust == "others'" {
+				if n := l.Stats().Peers; n != 0 {
+					t.Errorf("%d peers restored from a file others may write, want none", n)
+				}
+				return
+			}
+			if n := l.Stats().Peers; n != 1 {
+				t.Fatalf("%d peers restored, want 1 (the QEMU-style one)", n)
+			}
+			// A new VM's broadcast reaches the restored one, which has
+			// sent nothing since the restart.
+			b := bind("b.sock")
+			if _, err := b.WriteTo(frame(porttest.Broadcast, porttest.MAC(9), "anyone?"), to); err != nil {
+				t.Fatal(err)
+			}
+			v.expect(frame(porttest.Broadcast, porttest.MAC(9), "anyone?"))
+		})
+	}
+}
