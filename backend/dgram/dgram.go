@@ -611,20 +611,14 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		}
 		return nil
 	}
-	if len(l.peers) >= l.cfg.MaxPeers {
-		if !l.evict(now) {
-			l.mu.Unlock()
-			l.c.refused.Add(1)
-			if ok, s := l.lim.Allow(); ok {
-				l.log.WithFields(logrus.Fields{"peer": key.String(), "max_peers": l.cfg.MaxPeers, "suppressed": s}).
-					Warn("too many peers, none silent for long; datagram dropped")
-			}
-			return nil
-		}
-		if l.closed {
-			l.mu.Unlock()
-			return nil
-		}
+	// The peer is made before another is evicted for it: one that cannot
+	// be made (its socket gone, not its own) must not cost a silent VM
+	// its port.
+	full := len(l.peers) >= l.cfg.MaxPeers
+	if full && l.quietest(now) == nil {
+		l.mu.Unlock()
+		l.refuseFull(key)
+		return nil
 	}
 	p, err := l.newPeer(key, src)
 	if err != nil {
@@ -634,6 +628,19 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
 		}
 		return nil
+	}
+	if full {
+		if !l.evict(now) { // not seen: only this goroutine adds peers
+			l.mu.Unlock()
+			p.discard()
+			l.refuseFull(key)
+			return nil
+		}
+		if l.closed {
+			l.mu.Unlock()
+			p.discard()
+			return nil
+		}
 	}
 	p.lastSeen.Store(now)
 	pc := l.cfg.Port
@@ -660,11 +667,19 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	return p
 }
 
-// evict removes the peer silent longest, if it has been silent for
-// EvictAfter at now, to make room for a new one, and reports whether it
-// did. The caller holds l.mu, which evict releases while it removes the
-// peer's port and takes again.
-func (l *Listener) evict(now int64) bool {
+// refuseFull counts and logs a datagram from a new sender, key, refused
+// because the listener has MaxPeers peers, none silent for EvictAfter.
+func (l *Listener) refuseFull(key peerKey) {
+	l.c.refused.Add(1)
+	if ok, s := l.lim.Allow(); ok {
+		l.log.WithFields(logrus.Fields{"peer": key.String(), "max_peers": l.cfg.MaxPeers, "suppressed": s}).
+			Warn("too many peers, none silent for long; datagram dropped")
+	}
+}
+
+// quietest returns the peer silent longest, if it has been silent for
+// EvictAfter at now, or nil. The caller holds l.mu.
+func (l *Listener) quietest(now int64) *peer {
 	var victim *peer
 	oldest := now - int64(l.cfg.EvictAfter)
 	for _, p := range l.peers {
@@ -672,9 +687,18 @@ func (l *Listener) evict(now int64) bool {
 			victim, oldest = p, seen
 		}
 	}
+	return victim
+}
+
+// evict removes the peer quietest finds to make room for a new one, and
+// reports whether there was one. The caller holds l.mu, which evict
+// releases while it removes the peer's port and takes again.
+func (l *Listener) evict(now int64) bool {
+	victim := l.quietest(now)
 	if victim == nil {
 		return false
 	}
+	oldest := victim.lastSeen.Load()
 	delete(l.peers, victim.key)
 	l.mu.Unlock()
 	l.c.evicted.Add(1)

@@ -509,6 +509,24 @@ func TestMaxPeersEvictsSilent(t *testing.T) {
 	}
 }
 
+// TestRefusedSenderEvictsNone: a new sender that cannot be made a peer
+// (its socket file gone) does not evict a silent one from a full
+// listener; it evicted one, and each such datagram another.
+func TestRefusedSenderEvictsNone(t *testing.T) {
+	e := setup(t, "unixgram", Config{MaxPeers: 2, EvictAfter: 100 * time.Millisecond})
+	a, b, gone := e.vm("a.sock"), e.vm("b.sock"), e.vm("gone.sock")
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+	time.Sleep(200 * time.Millisecond)
+	os.Remove(gone.c.LocalAddr().String())
+	gone.send(frame(porttest.Broadcast, porttest.MAC(3), "from nowhere"))
+	porttest.WaitFor(t, "the datagram refused", func() bool { return e.l.Stats().Refused == 1 })
+	if st := e.l.Stats(); st.PeersEvicted != 0 || st.Peers != 2 {
+		t.Errorf("evicted %d, peers %d; want 0 and 2", st.PeersEvicted, st.Peers)
+	}
+}
+
 // TestSwitchRefusesPeer: a new sender the switch has no room for
 // (vswitch.Config.MaxPorts) is dropped and counted as refused, as one over
 // MaxPeers is; it used to be only logged.
