@@ -191,7 +191,9 @@ type Stats struct {
 	// Refused counts datagrams from new senders dropped because no peer
 	// could be added for them: MaxPeers reached, the switch refused the
 	// port (vswitch.Config.MaxPorts), or (Linux) the sender's socket file
-	// is not a socket the sender owns.
+	// is not a socket the sender owns, or the sender's socket cannot be
+	// connected to (gone, in another network namespace, not writable).
+	// MaxPeers refuses only when no peer has been silent for EvictAfter.
 	Refused uint64 `json:"refused"`
 	// ReadErrors counts failed reads other than the socket closing.
 	ReadErrors uint64 `json:"read_errors"`
@@ -949,6 +951,7 @@ func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
 	default:
 	}
 	sent, try := 0, 0
+	reconnected := false
 	var firstErr error
 	for len(bufs) > 0 {
 		n, err := p.tx.send(bufs, offset)
@@ -959,6 +962,10 @@ func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		if p.fromListener(err) {
+			continue
+		}
+		if !reconnected && p.reconnected(err) {
+			reconnected = true // once: a socket closed again is gone
 			continue
 		}
 		// bufs[0] failed.
@@ -996,7 +1003,7 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 	}
 	p.one[0] = b
 	_, err := p.tx.send(p.one[:], offset)
-	if p.fromListener(err) {
+	if p.fromListener(err) || p.reconnected(err) {
 		_, err = p.tx.send(p.one[:], offset)
 	}
 	p.one[0] = nil
@@ -1023,6 +1030,29 @@ func (p *peer) fromListener(err error) bool {
 	}
 	p.own.Close()
 	return true
+}
+
+// reconnected connects the peer's own socket again to its path, if err
+// says that the socket it was connected to has closed (ECONNREFUSED) and a
+// socket of the same user has the path now: the VM restarted with the
+// same path. It reports whether it did, so that the caller sends again.
+// Only peers sent to by path are (root's, the switch's user's: a pinned
+// peer's socket file is another file now, and an abstract name has no
+// owner to check); any other socket at the path takes over only as a new
+// peer, at its own first datagram.
+func (p *peer) reconnected(err error) bool {
+	if p.own == nil || p.pin != nil || p.tx.rc == p.l.rc || !errors.Is(err, unix.ECONNREFUSED) ||
+		p.key.path == "" || p.key.path[0] != '/' {
+		return false
+	}
+	fi, serr := os.Lstat(p.key.path)
+	if serr != nil || fi.Mode().Type() != os.ModeSocket {
+		return false
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || p.cred && st.Uid != p.uid {
+		return false
+	}
+	return reconnect(p.tx.rc, p.dst) == nil
 }
 
 // Probe implements vswitch.Prober: a unixgram peer whose socket is gone

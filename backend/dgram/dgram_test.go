@@ -527,6 +527,33 @@ func TestRefusedSenderEvictsNone(t *testing.T) {
 	}
 }
 
+// TestRestartSamePathSeamless: a VM of root or the switch's user that
+// restarts with the same socket path is sent to at once, without a
+// datagram of its own first: the port's socket, connected to the old
+// socket, is connected to the new one. Since the connected sockets came
+// in, such a VM lost every frame until it sent again.
+func TestRestartSamePathSeamless(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	a, b := e.vm("a.sock"), e.vm("b.sock")
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+
+	path := a.c.LocalAddr().String()
+	a.c.Close()
+	os.Remove(path)
+	a = e.vm("a.sock") // the same path, a new socket, silent
+	for i := range 3 {
+		fr := frame(porttest.MAC(1), porttest.MAC(2), fmt.Sprintf("unicast %d", i))
+		b.send(fr)
+		a.expect(fr)
+	}
+	if st := e.l.Stats(); st.PeersGone != 0 || e.ports() != 2 {
+		t.Errorf("peers gone %d, ports %d; want the peer kept", st.PeersGone, e.ports())
+	}
+}
+
 // TestSwitchRefusesPeer: a new sender the switch has no room for
 // (vswitch.Config.MaxPorts) is dropped and counted as refused, as one over
 // MaxPeers is; it used to be only logged.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +40,7 @@ func ownSocket(dst string) (*os.File, syscall.RawConn, error) {
 	if err != nil {
 		return nil, nil, os.NewSyscallError("socket", err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: dst}); err != nil {
+	if err := connectUnix(fd, dst); err != nil {
 		unix.Close(fd)
 		if connectedElsewhere(err) {
 			return nil, nil, nil
@@ -59,3 +60,42 @@ func ownSocket(dst string) (*os.File, syscall.RawConn, error) {
 // socket failed because that socket is connected to another (the
 // listener's, see ownSocket).
 func connectedElsewhere(err error) bool { return errors.Is(err, unix.EPERM) }
+
+// connectUnix connects the unixgram socket fd to dst, a path or "@name"
+// (abstract). The sockaddr is built here: x/sys refuses a path of the
+// full 108 bytes, which has no room for a NUL and which Linux takes.
+func connectUnix(fd int, dst string) error {
+	var sa unix.RawSockaddrUnix
+	sa.Family = unix.AF_UNIX
+	name := []byte(dst)
+	if len(name) > 0 && name[0] == '@' {
+		name[0] = 0 // abstract
+	}
+	if len(name) == 0 || len(name) > len(sa.Path) {
+		return unix.EINVAL
+	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&sa.Path[0])), len(sa.Path)), name) // int8 or uint8 by architecture
+	salen := unsafe.Offsetof(sa.Path) + uintptr(len(name))
+	if name[0] != 0 && len(name) < len(sa.Path) {
+		salen++ // a path's NUL
+	}
+	for {
+		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), salen)
+		if e != unix.EINTR {
+			if e != 0 {
+				return e
+			}
+			return nil
+		}
+	}
+}
+
+// reconnect connects the peer socket rc, connected before, to dst again:
+// to the socket that has its path now.
+func reconnect(rc syscall.RawConn, dst string) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) { err = connectUnix(int(fd), dst) }); cerr != nil {
+		return cerr
+	}
+	return err
+}

@@ -3,6 +3,7 @@
 package dgram
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -14,3 +15,6 @@ func ownSocket(string) (*os.File, syscall.RawConn, error) { return nil, nil, nil
 
 // connectedElsewhere is never true: there is no socket of a peer's own.
 func connectedElsewhere(error) bool { return false }
+
+// reconnect is never called: there is no socket of a peer's own.
+func reconnect(syscall.RawConn, string) error { return errors.ErrUnsupported }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -383,5 +384,39 @@ func TestGoneSenderRefused(t *testing.T) {
 	porttest.WaitFor(t, "the datagrams refused", func() bool { return e.l.Stats().Refused == 3 })
 	if st := e.l.Stats(); st.PeersAdded != 0 || e.ports() != 0 {
 		t.Errorf("peers added %d, ports %d; want none", st.PeersAdded, e.ports())
+	}
+}
+
+// TestFullLengthPath: a sender bound to a path of the full 108 bytes
+// (no room for a NUL, which Linux takes) is a peer like any other; the
+// connection of its port's socket to it was refused (EINVAL) by x/sys.
+func TestFullLengthPath(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	var sa unix.RawSockaddrUnix
+	name := filepath.Join(e.dir, "")
+	name += strings.Repeat("x", len(sa.Path)-len(name))
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	sa.Family = unix.AF_UNIX
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&sa.Path[0])), len(sa.Path)), name)
+	if _, _, e := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa)); e != 0 {
+		t.Fatalf("bind a %d-byte path: %v", len(name), e)
+	}
+	if err := unix.Sendto(fd, frame(porttest.Broadcast, porttest.MAC(1), "long"), 0, &unix.SockaddrUnix{Name: e.l.Addr().Address}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.vm("b.sock")
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "to the long one"))
+	porttest.WaitFor(t, "both peers", func() bool { return e.ports() == 2 })
+	unix.SetNonblock(fd, false)
+	tv := unix.NsecToTimeval(int64(5 * time.Second))
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 100)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil || !bytes.Equal(buf[:n], frame(porttest.Broadcast, porttest.MAC(2), "to the long one")) {
+		t.Fatalf("the peer on a %d-byte path got %q, %v", len(name), buf[:max(n, 0)], err)
 	}
 }
