@@ -139,11 +139,11 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 	line := 0
 	for len(data) > 0 {
 		line++
-		if line == 1 && data[0] == 0 {
+		if line == 1 && allNUL(data) {
 			// What a crash can leave of a file being written (the size
-			// recorded, the data not): the lease file, ruined.
-			bad(line, "NUL bytes where the header should be")
-			break
+			// recorded, the data not): the lease file, ruined. A file
+			// whose first line only starts with NULs is some other file.
+			return nil, &LeaseFileError{Path: path, Line: line, Reason: "NUL bytes where the header should be"}
 		}
 		i := bytes.IndexByte(data, '\n')
 		if i < 0 {
@@ -350,4 +350,11 @@ func keepAside(path string, data []byte, now time.Time) (string, error) {
 		return "", fmt.Errorf("keep corrupt lease file aside: %w", err)
 	}
 	return name, nil
+}
+
+// allNUL reports whether the first line of data (up to a newline or the
+// end) is NUL bytes only, at least one.
+func allNUL(data []byte) bool {
+	line, _, _ := bytes.Cut(data, []byte{'\n'})
+	return len(line) > 0 && len(bytes.Trim(line, "\x00")) == 0
 }

@@ -214,7 +214,8 @@ func TestLeaseFileTruncatedLoad(t *testing.T) {
 // leases, is what a crash can leave of a file being written. It is a
 // corrupt lease file (kept aside, the switch starts), not some other file
 // that tapswitch refuses to replace: that stopped tapswitch from starting
-// until someone removed it.
+// until someone removed it. A file whose first line only starts with NULs
+// (a disk image given by mistake) is some other file, and left alone.
 func TestLeaseFileNULs(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"all":          make([]byte, 4096),
@@ -237,6 +238,17 @@ func TestLeaseFileNULs(t *testing.T) {
 				t.Errorf("rewritten lease file: %v, %v; want a valid empty one", ls, err)
 			}
 		})
+	}
+	path := filepath.Join(t.TempDir(), "image")
+	other := append(make([]byte, 16), "\x01\x02 important binary data\n"...)
+	if err := os.WriteFile(path, other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Gateway: testGateway, LeaseFile: path}); !errors.Is(err, ErrNotLeaseFile) {
+		t.Errorf("New on a file whose first line starts with NULs: %v, want ErrNotLeaseFile", err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, other) {
+		t.Error("the other file was changed")
 	}
 }
 
@@ -609,6 +621,34 @@ func TestLeaseWriteFailureWithholdsAck(t *testing.T) {
 	}
 	if ls, err := ReadLeaseFile(path); err != nil || len(ls) != 1 {
 		t.Errorf("lease file: %v, %v", ls, err)
+	}
+}
+
+// TestLeaseWriteRetryAfterForcedWrite: a forced write (SIGHUP, Flush)
+// that succeeds right after a failure lifts the wait before the next
+// write: a new binding just after it is acknowledged at once.
+func TestLeaseWriteRetryAfterForcedWrite(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clock := newClock()
+	srv := newFileServer(t, filepath.Join(dir, "leases"), clock)
+	defer srv.Close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if ip := acquire(t, srv, porttest.MAC(1)); ip.IsValid() {
+		t.Fatalf("ACK for %v although the lease file cannot be written", ip)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if ip := acquire(t, srv, porttest.MAC(2)); !ip.IsValid() {
+		t.Errorf("a new binding within %v of the failure, after a forced write succeeded, was not acknowledged", writeRetry)
 	}
 }
 

@@ -599,6 +599,7 @@ func (srv *Server) persist(now time.Time, force bool) error {
 		}
 		srv.c.leaseWrites.Add(1)
 		srv.lastWritten = data
+		srv.retryAt = time.Time{} // written: the next may come at once
 	}
 	t.dirty, t.lazy = false, false
 	clear(t.unsaved)
