@@ -1202,3 +1202,23 @@ func TestDatagramPeersSurviveRestart(t *testing.T) {
 		t.Fatalf("the VM, silent since the restart, got %q, %v; want the other VM's broadcast", b[:n], err)
 	}
 }
+
+// TestReloadCommentOnlyConfig: a --config file that set nothing at start
+// (everything on the command line) reloads quietly: a SIGHUP that only
+// writes the lease file logged an error each time.
+func TestReloadCommentOnlyConfig(t *testing.T) {
+	ns := testnet.NewNS(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tapswitch.yaml")
+	writeFile(t, cfg, "# all settings are on the command line\n")
+	d := startSwitch(t, ns, "--config", cfg, "--listen", "unix://"+filepath.Join(dir, "s.sock"))
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the reload", func() bool {
+		return strings.Contains(d.Output(), "configuration reloaded") || strings.Contains(d.Output(), "configuration not reloaded")
+	})
+	if out := d.Output(); strings.Contains(out, "not reloaded") {
+		t.Errorf("a file that set nothing before was refused on SIGHUP:\n%s", out)
+	}
+}

@@ -56,6 +56,9 @@ const (
 // of the --config file.
 type serveOptions struct {
 	config string
+	// configKeys is how many keys the --config file set at start (not a
+	// flag).
+	configKeys int
 
 	taps       []string
 	host       []string
@@ -136,6 +139,7 @@ Every flag but --config is also a key of the YAML file given with --config
 				if lines, err = applyConfigFile(cmd.Flags(), o.config); err != nil {
 					return err
 				}
+				o.configKeys = len(lines.line)
 			}
 			if err := runServe(cmd.Context(), cmd, &o); err != nil {
 				return lines.locate(err)
@@ -1142,7 +1146,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 
 	// SIGHUP re-reads --config and applies what can change at runtime;
 	// it also writes the lease file.
-	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...),
+	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), fileKeys: o.configKeys,
 		dialMu: &dialMu, dialing: dialing, ctlDialing: ctlDialing, connect: connect, leases: srv != nil}
 	g.Go(func() error {
 		for {
@@ -1341,6 +1345,7 @@ type reloader struct {
 	ctlDialing map[string]*dialState // ctl attach --connect's, by port name
 	connect    func(url string)      // dials url and adds it to dialing; needs dialMu
 	leases     bool                  // a SIGHUP writes the lease file first
+	fileKeys   int                   // the keys the file in force sets
 }
 
 // dialState is a --connect URL's dialling: cancel ends it; done is closed
@@ -1409,10 +1414,11 @@ func (r *reloader) reload() {
 	if err == nil {
 		lines, err = applyConfigFile(fresh, r.o.config)
 	}
-	if err == nil && len(lines.line) == 0 {
+	if err == nil && len(lines.line) == 0 && r.fileKeys > 0 {
 		// At start the default setup; here it would detach every tap
 		// (deleting those the switch made, with their addresses) and
-		// connection: more likely a file caught half-written.
+		// connection: more likely a file caught half-written. (A file
+		// that set nothing before changes nothing now.)
 		err = fmt.Errorf("%s sets nothing (empty, or comments only): a file being written in place is read half-done; "+
 			"write the new one beside it and rename it over the old (to detach everything, say so: tap: [])", r.o.config)
 	}
@@ -1430,6 +1436,7 @@ func (r *reloader) reload() {
 		r.log.WithError(err).Error("SIGHUP: configuration not reloaded")
 		return
 	}
+	r.fileKeys = len(lines.line)
 	var restart []string
 	failed := 0 // taps the file adds that could not be attached
 	fresh.VisitAll(func(fl *pflag.Flag) {
