@@ -1141,6 +1141,13 @@ func TestAttachRenamedTap(t *testing.T) {
 	if names := d.portNames(t); len(names) != 1 || names[0] != old {
 		t.Errorf("ports %v, want only %s", names, old)
 	}
+	// Another tap made with the old name is refused, saying why: the port
+	// keeps the name (it said the new tap was attached already).
+	ns.IP(t, "tuntap", "add", old, "mode", "tap")
+	out, err = exec.Command(bin, "ctl", "--ctl", d.Ctl, "attach", "--tap", old).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "renamed since it was attached") {
+		t.Errorf("ctl attach --tap %s (a new tap of the old name): %v, %q; want it refused as a renamed port's name", old, err, out)
+	}
 	// A name the kernel would refuse is a bad request (400), as other bad
 	// names are; it was answered 500.
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
