@@ -1166,50 +1166,6 @@ func TestAttachRenamedTap(t *testing.T) {
 	}
 }
 
-// TestDatagramPeersSurviveRestart: a QEMU-style datagram VM (a socket of
-// its own, unconnected) that sends nothing after the switch restarts is
-// reached by the new switch: the old one kept its peers beside the socket.
-// Such a VM was unreachable until it sent.
-func TestDatagramPeersSurviveRestart(t *testing.T) {
-	ns := testnet.NewNS(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "sw.sock")
-	to := &net.UnixAddr{Name: sock, Net: "unixgram"}
-	bind := func(name string) *net.UnixConn {
-		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, name), Net: "unixgram"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	eth := func(src byte, text string) []byte {
-		return append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, src, 0x88, 0xb5}, text...)
-	}
-	d := startSwitch(t, ns, "--listen", "unixgram://"+sock)
-	vm := bind("vm.sock")
-	if _, err := vm.WriteTo(eth(1, "hello"), to); err != nil {
-		t.Fatal(err)
-	}
-	porttest.WaitFor(t, "the VM's port", func() bool { return len(d.portNames(t)) == 1 })
-	d.Stop(t)
-
-	d = startSwitch(t, ns, "--listen", "unixgram://"+sock)
-	if !strings.Contains(d.Output(), "restored=1") {
-		t.Errorf("the start does not report one peer restored:\n%s", d.Output())
-	}
-	other := bind("other.sock")
-	if _, err := other.WriteTo(eth(2, "anyone?"), to); err != nil {
-		t.Fatal(err)
-	}
-	vm.SetReadDeadline(time.Now().Add(10 * time.Second))
-	b := make([]byte, 100)
-	n, err := vm.Read(b)
-	if err != nil || string(b[14:n]) != "anyone?" {
-		t.Fatalf("the VM, silent since the restart, got %q, %v; want the other VM's broadcast", b[:n], err)
-	}
-}
-
 // TestReloadCommentOnlyConfig: a --config file that set nothing at start
 // (everything on the command line) reloads quietly: a SIGHUP that only
 // writes the lease file logged an error each time.

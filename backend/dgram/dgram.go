@@ -133,11 +133,6 @@ type Config struct {
 	// Port is the template of each peer's PortConfig (port security
 	// limits); Kind, Peer and NoReader are set by the listener.
 	Port vswitch.PortConfig
-	// PeerFile, if set, is where a unixgram listener keeps the addresses
-	// of its peers that have sockets of their own (QEMU's) when it
-	// closes, and restores them from when it starts (see restorePeers):
-	// a VM that has sent nothing since the switch restarted is reached.
-	PeerFile string
 	// AllowUIDs and AllowGIDs, if either is set, admit as unixgram peers
 	// only senders whose user ID is in AllowUIDs or whose group ID is in
 	// AllowGIDs, as the credentials that come with each datagram
@@ -376,7 +371,6 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Swit
 	if err := l.setBuffers(); err != nil {
 		return fail(err)
 	}
-	l.restorePeers() // before the read loop, the only other maker of peers
 	l.wg.Add(1)
 	go l.readLoop()
 	if l.ux == nil {
@@ -860,7 +854,6 @@ func (l *Listener) shutdown() error {
 		peers := l.peers
 		l.peers = map[peerKey]*peer{}
 		l.mu.Unlock()
-		l.savePeers(peers)
 		for _, p := range peers {
 			p.kill()
 		}
@@ -1072,11 +1065,7 @@ func (p *peer) Probe() {
 // of the switch's own is refused a connection to it or finds no file there.
 // Any other answer (EPERM: it is connected to the switch's socket, as vz's
 // and vfkit's are) means that it is there.
-func (p *peer) socketGone() bool { return goneErr(connectTo(p.dst)) }
-
-// connectTo connects a fresh unixgram socket to dst, sending nothing, and
-// returns connect's error.
-func connectTo(dst string) error {
+func (p *peer) socketGone() bool {
 	// No SOCK_CLOEXEC on macOS: hold ForkLock, as package net does.
 	syscall.ForkLock.RLock()
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
@@ -1085,10 +1074,10 @@ func connectTo(dst string) error {
 	}
 	syscall.ForkLock.RUnlock()
 	if err != nil {
-		return err
+		return false
 	}
 	defer unix.Close(fd)
-	return unix.Connect(fd, &unix.SockaddrUnix{Name: dst})
+	return goneErr(unix.Connect(fd, &unix.SockaddrUnix{Name: p.dst}))
 }
 
 // goneErr reports whether err, from sending or connecting to a unixgram

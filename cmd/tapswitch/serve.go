@@ -941,12 +941,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			streams = append(streams, l)
 			a = l.Addr() // a TCP port of 0 is the one chosen now
 		case listen.KindDgram:
-			dc := dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort, AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}
-			if a.Network == "unixgram" && filepath.IsAbs(a.Address) {
-				// Beside the socket: the peers of a restarted switch.
-				dc.PeerFile = filepath.Join(filepath.Dir(a.Address), "."+filepath.Base(a.Address)+".peers")
-			}
-			l, err := dgram.ListenAddr(gctx, a, dc, sw)
+			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort,
+				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", a, err)
 			}
