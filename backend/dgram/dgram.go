@@ -569,10 +569,13 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		l.mu.Unlock()
 		// Another user's socket has the peer's path: a new sender, never
 		// one for the old peer's port. It takes the path over only if it
-		// is admitted and the old peer's socket is gone (a pinned one can
-		// be asked; an unpinned one, root's or the switch's user's, has
-		// no file left at the path, which now leads to the new socket).
-		if !create || !l.admits(src) || p.pin != nil && !p.socketGone() {
+		// is admitted and the old peer's socket is gone: a pinned one can
+		// be asked; for an unpinned one (root's or the switch's user's),
+		// the path, as this process sees it, must lead to a socket of the
+		// new sender's now. The path the sender reports is as its mount
+		// namespace sees it: a tmpfs mounted over the directory there
+		// (unprivileged, in a user namespace) gave it the live VM's path.
+		if !create || !l.admits(src) || p.pin != nil && !p.socketGone() || p.pin == nil && !socketOf(p.key.path, src.uid) {
 			l.c.refused.Add(1)
 			if ok, s := l.lim.Allow(); ok {
 				l.log.WithFields(logrus.Fields{"port": p.name, "uid": p.uid, "sender_uid": src.uid, "suppressed": s}).
@@ -705,6 +708,21 @@ func (l *Listener) evict(now int64) bool {
 	victim.kill()
 	l.mu.Lock()
 	return true
+}
+
+// socketOf reports whether path is an absolute path, as this process
+// sees it, that leads to a socket file owned by uid (not through a
+// symlink as its last component).
+func socketOf(path string, uid uint32) bool {
+	if path == "" || path[0] != '/' {
+		return false
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Type() != os.ModeSocket {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == uid
 }
 
 // admits reports whether a new peer may send from src: always, unless

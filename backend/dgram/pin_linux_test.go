@@ -420,3 +420,67 @@ func TestFullLengthPath(t *testing.T) {
 		t.Fatalf("the peer on a %d-byte path got %q, %v", len(name), buf[:max(n, 0)], err)
 	}
 }
+
+// TestPathOfLiveVMFromAnotherMountNS: a sender of another user that
+// reports a live unpinned VM's path (its own socket there, in a mount
+// namespace of its own with a tmpfs over the directory, which an
+// unprivileged user namespace allows) is refused, and the VM keeps its
+// port; the VM's port was removed for it, one datagram a second kept the
+// VM off the switch.
+func TestPathOfLiveVMFromAnotherMountNS(t *testing.T) {
+	e := setup(t, "unixgram", Config{Mode: 0o666})
+	if err := os.Chmod(e.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vmDir := filepath.Join(e.dir, "vms")
+	if err := os.Mkdir(vmDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(vmDir, "vm.sock")
+	vm, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	sw := e.l.Addr().Address
+	if _, err := vm.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "root vm"), &net.UnixAddr{Name: sw, Net: "unixgram"}); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the VM's peer", func() bool { return e.ports() == 1 })
+
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		err := unix.Unshare(unix.CLONE_NEWNS)
+		if err == nil {
+			err = unix.Mount("none", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
+		}
+		if err == nil {
+			err = unix.Mount("tmpfs", vmDir, "tmpfs", 0, "mode=0777")
+		}
+		for _, call := range []uintptr{unix.SYS_SETRESGID, unix.SYS_SETRESUID} {
+			if err == nil {
+				if _, _, e := unix.RawSyscall(call, nobody, nobody, nobody); e != 0 {
+					err = e
+				}
+			}
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+		if err == nil {
+			_, err = c.WriteTo(frame(porttest.Broadcast, porttest.MAC(2), "the vm's path"), &net.UnixAddr{Name: sw, Net: "unixgram"})
+			c.Close()
+		}
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("send as nobody from a mount namespace of its own: %v", err)
+	}
+	porttest.WaitFor(t, "the datagram refused", func() bool { return e.l.Stats().Refused == 1 })
+	if st := e.l.Stats(); st.Peers != 1 || st.PeersGone != 0 {
+		t.Errorf("%d peers, %d gone; want the VM's kept", st.Peers, st.PeersGone)
+	}
+}
