@@ -34,6 +34,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -710,6 +711,22 @@ func (l *Listener) evict(now int64) bool {
 	return true
 }
 
+// fileID identifies a file: its device and inode.
+type fileID struct{ dev, ino uint64 }
+
+// dirID identifies the directory that path's directory part leads to.
+func dirID(path string) (fileID, error) {
+	fi, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return fileID{}, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, errors.ErrUnsupported
+	}
+	return fileID{uint64(st.Dev), uint64(st.Ino)}, nil // 32 bits on some platforms
+}
+
 // socketOf reports whether path is an absolute path, as this process
 // sees it, that leads to a socket file owned by uid (not through a
 // symlink as its last component).
@@ -775,6 +792,9 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 		to.path, p.pin = dst, f
 	}
 	p.uid, p.cred = src.uid, src.cred
+	if p.pin == nil && key.path != "" && key.path[0] == '/' {
+		p.dir, _ = dirID(key.path)
+	}
 	if to.path != "" {
 		p.dst = to.path
 		if to.path[0] == 0 {
@@ -909,6 +929,9 @@ type peer struct {
 	// is another sender.
 	uid  uint32
 	cred bool
+	// dir identifies the directory an unpinned peer's path led to when
+	// the peer was added, for reconnected; zero if unknown.
+	dir fileID
 	// dst is where a unixgram peer's frames go: its path, or
 	// /proc/self/fd/N of its pinned socket ("@name" for an abstract one).
 	dst string
@@ -1054,6 +1077,11 @@ func (p *peer) fromListener(err error) bool {
 func (p *peer) reconnected(err error) bool {
 	if p.own == nil || p.pin != nil || p.tx.rc == p.l.rc || !errors.Is(err, unix.ECONNREFUSED) ||
 		p.key.path == "" || p.key.path[0] != '/' {
+		return false
+	}
+	// The same directory: not one put in its place (a symlink to
+	// another directory with a socket of the same user and name).
+	if dir, err := dirID(p.key.path); err != nil || dir != p.dir || dir == (fileID{}) {
 		return false
 	}
 	fi, serr := os.Lstat(p.key.path)

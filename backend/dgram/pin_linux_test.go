@@ -484,3 +484,48 @@ func TestPathOfLiveVMFromAnotherMountNS(t *testing.T) {
 		t.Errorf("%d peers, %d gone; want the VM's kept", st.Peers, st.PeersGone)
 	}
 }
+
+// TestReconnectNotThroughReplacedDirectory: a root VM's port reconnects
+// to a new socket at the VM's path only if the path leads to the same
+// directory: one replaced by a symlink to another directory with a root
+// socket of the same name (a user who may rename the directory above
+// could do that) does not get the VM's frames.
+func TestReconnectNotThroughReplacedDirectory(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	vmDir, other := filepath.Join(e.dir, "vm"), filepath.Join(e.dir, "other")
+	for _, d := range []string{vmDir, other} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to := &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"}
+	bind := func(path string) *net.UnixConn {
+		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	vm := bind(filepath.Join(vmDir, "x.sock"))
+	victim := bind(filepath.Join(other, "x.sock"))
+	if _, err := vm.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "vm"), to); err != nil {
+		t.Fatal(err)
+	}
+	b := e.vm("b.sock")
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+	vm.Close()
+	if err := os.Rename(vmDir, vmDir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, vmDir); err != nil {
+		t.Fatal(err)
+	}
+	b.send(frame(porttest.MAC(1), porttest.MAC(2), "for the vm"))
+	porttest.WaitFor(t, "the VM's peer gone", func() bool { return e.ports() == 1 })
+	victim.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := victim.ReadFrom(make([]byte, 100)); err == nil {
+		t.Fatalf("the socket in the other directory got a %d-byte frame for the VM", n)
+	}
+}
