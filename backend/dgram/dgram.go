@@ -1123,7 +1123,7 @@ func (p *peer) socketGone() bool {
 		return false
 	}
 	defer unix.Close(fd)
-	return goneErr(unix.Connect(fd, &unix.SockaddrUnix{Name: p.dst}))
+	return goneErr(connectUnix(fd, p.dst))
 }
 
 // goneErr reports whether err, from sending or connecting to a unixgram

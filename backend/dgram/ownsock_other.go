@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ownSocket returns nil: outside Linux a unix datagram is charged to its
@@ -18,3 +20,6 @@ func connectedElsewhere(error) bool { return false }
 
 // reconnect is never called: there is no socket of a peer's own.
 func reconnect(syscall.RawConn, string) error { return errors.ErrUnsupported }
+
+// connectUnix connects the unixgram socket fd to dst, a path or "@name".
+func connectUnix(fd int, dst string) error { return unix.Connect(fd, &unix.SockaddrUnix{Name: dst}) }

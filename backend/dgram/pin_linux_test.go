@@ -399,7 +399,12 @@ func TestFullLengthPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	open := true
+	defer func() {
+		if open {
+			unix.Close(fd)
+		}
+	}()
 	sa.Family = unix.AF_UNIX
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&sa.Path[0])), len(sa.Path)), name)
 	if _, _, e := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa)); e != 0 {
@@ -418,6 +423,19 @@ func TestFullLengthPath(t *testing.T) {
 	n, _, err := unix.Recvfrom(fd, buf, 0)
 	if err != nil || !bytes.Equal(buf[:n], frame(porttest.Broadcast, porttest.MAC(2), "to the long one")) {
 		t.Fatalf("the peer on a %d-byte path got %q, %v", len(name), buf[:max(n, 0)], err)
+	}
+	// Asked (Probe), the peer is there, and once its socket closes, gone
+	// (the probe's connect was refused as EINVAL: never gone).
+	e.l.mu.Lock()
+	p := e.l.peers[peerKey{path: name}]
+	e.l.mu.Unlock()
+	if p == nil || p.socketGone() {
+		t.Fatalf("the peer on the long path: %v, gone %v; want it there", p, p != nil && p.socketGone())
+	}
+	unix.Close(fd)
+	open = false
+	if !p.socketGone() {
+		t.Error("the peer on the long path is not seen gone once its socket closed")
 	}
 }
 
