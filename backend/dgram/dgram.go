@@ -34,9 +34,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -711,22 +711,6 @@ func (l *Listener) evict(now int64) bool {
 	return true
 }
 
-// fileID identifies a file: its device and inode.
-type fileID struct{ dev, ino uint64 }
-
-// dirID identifies the directory that path's directory part leads to.
-func dirID(path string) (fileID, error) {
-	fi, err := os.Stat(filepath.Dir(path))
-	if err != nil {
-		return fileID{}, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, errors.ErrUnsupported
-	}
-	return fileID{uint64(st.Dev), uint64(st.Ino)}, nil // 32 bits on some platforms
-}
-
 // socketOf reports whether path is an absolute path, as this process
 // sees it, that leads to a socket file owned by uid (not through a
 // symlink as its last component).
@@ -792,9 +776,6 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 		to.path, p.pin = dst, f
 	}
 	p.uid, p.cred = src.uid, src.cred
-	if p.pin == nil && key.path != "" && key.path[0] == '/' {
-		p.dir, _ = dirID(key.path)
-	}
 	if to.path != "" {
 		p.dst = to.path
 		if to.path[0] == 0 {
@@ -813,6 +794,9 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 			rc = l.rc
 		} else {
 			to = peerKey{} // connected: datagrams go without an address
+			if p.pin == nil && key.path[0] == '/' {
+				p.dir = openDir(key.path) // for reconnected
+			}
 		}
 	}
 	if err := p.tx.init(rc, to, l.v6, l.cfg.BatchSize); err != nil {
@@ -827,6 +811,9 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 func (p *peer) discard() {
 	if p.pin != nil {
 		p.pin.Close()
+	}
+	if p.dir != nil {
+		p.dir.Close()
 	}
 	if p.own != nil {
 		p.own.Close()
@@ -929,9 +916,9 @@ type peer struct {
 	// is another sender.
 	uid  uint32
 	cred bool
-	// dir identifies the directory an unpinned peer's path led to when
-	// the peer was added, for reconnected; zero if unknown.
-	dir fileID
+	// dir is the directory an unpinned peer's path led to when the peer
+	// was added (O_PATH, Linux), for reconnected; nil if none.
+	dir *os.File
 	// dst is where a unixgram peer's frames go: its path, or
 	// /proc/self/fd/N of its pinned socket ("@name" for an abstract one).
 	dst string
@@ -1075,23 +1062,14 @@ func (p *peer) fromListener(err error) bool {
 // owner to check); any other socket at the path takes over only as a new
 // peer, at its own first datagram.
 func (p *peer) reconnected(err error) bool {
-	if p.own == nil || p.pin != nil || p.tx.rc == p.l.rc || !errors.Is(err, unix.ECONNREFUSED) ||
-		p.key.path == "" || p.key.path[0] != '/' {
+	if p.own == nil || p.dir == nil || p.tx.rc == p.l.rc || !errors.Is(err, unix.ECONNREFUSED) {
 		return false
 	}
-	// The same directory: not one put in its place (a symlink to
-	// another directory with a socket of the same user and name).
-	if dir, err := dirID(p.key.path); err != nil || dir != p.dir || dir == (fileID{}) {
-		return false
-	}
-	fi, serr := os.Lstat(p.key.path)
-	if serr != nil || fi.Mode().Type() != os.ModeSocket {
-		return false
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || p.cred && st.Uid != p.uid {
-		return false
-	}
-	return reconnect(p.tx.rc, p.dst) == nil
+	// In the directory the path led to when the peer was added, not one
+	// put in its place since (a symlink to another directory with a
+	// socket of the same user and name).
+	base := p.key.path[strings.LastIndexByte(p.key.path, '/')+1:]
+	return reconnectIn(p.tx.rc, p.dir, base, p.uid, p.cred) == nil
 }
 
 // Probe implements vswitch.Prober: a unixgram peer whose socket is gone
@@ -1179,6 +1157,9 @@ func (p *peer) Close() error {
 		p.l.forget(p)
 		if p.own != nil {
 			p.own.Close() // a send under way holds the descriptor until it returns
+		}
+		if p.dir != nil {
+			p.dir.Close() // likewise a reconnection under way
 		}
 	})
 	return nil

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -90,12 +92,46 @@ func connectUnix(fd int, dst string) error {
 	}
 }
 
-// reconnect connects the peer socket rc, connected before, to dst again:
-// to the socket that has its path now.
-func reconnect(rc syscall.RawConn, dst string) error {
-	var err error
-	if cerr := rc.Control(func(fd uintptr) { err = connectUnix(int(fd), dst) }); cerr != nil {
-		return cerr
+// openDir opens the directory part of path, as given (a ".." in it is
+// resolved by the kernel, as a connect would), for reconnectIn; nil if it
+// cannot.
+func openDir(path string) *os.File {
+	dir := path[:strings.LastIndexByte(path, '/')+1]
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
 	}
-	return err
+	return os.NewFile(uintptr(fd), dir)
+}
+
+// reconnectIn connects the peer socket rc, connected before, to the socket
+// named base in dir (see openDir), found there without following a
+// symlink, if it is a socket of uid's (when cred): the directory is the
+// one the peer's path led to when it was added, whatever has its name
+// now, and the connection goes through /proc/self/fd, to the file checked.
+func reconnectIn(rc syscall.RawConn, dir *os.File, base string, uid uint32, cred bool) error {
+	dc, err := dir.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd, oerr := -1, error(nil)
+	if err := dc.Control(func(d uintptr) { fd, oerr = unix.Openat(int(d), base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if oerr != nil {
+		return oerr
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || cred && st.Uid != uid {
+		return errors.New("not a socket of the peer's user")
+	}
+	var cerr error
+	if err := rc.Control(func(s uintptr) { cerr = connectUnix(int(s), "/proc/self/fd/"+strconv.Itoa(fd)) }); err != nil {
+		return err
+	}
+	return cerr
 }

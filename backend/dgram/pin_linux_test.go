@@ -547,3 +547,47 @@ func TestReconnectNotThroughReplacedDirectory(t *testing.T) {
 		t.Fatalf("the socket in the other directory got a %d-byte frame for the VM", n)
 	}
 }
+
+// TestReconnectNotThroughDotDot: the directory a peer's path led to is the
+// one the kernel resolved, ".." included: a path through vm/sub/.. whose
+// sub is replaced by a symlink to another directory's subdirectory leads
+// elsewhere, and the VM's frames must not follow it.
+func TestReconnectNotThroughDotDot(t *testing.T) {
+	e := setup(t, "unixgram", Config{})
+	vmDir, other := filepath.Join(e.dir, "vm"), filepath.Join(e.dir, "other")
+	for _, d := range []string{filepath.Join(vmDir, "sub"), filepath.Join(other, "sub2")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to := &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"}
+	bind := func(path string) *net.UnixConn {
+		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	vm := bind(vmDir + "/sub/../x.sock") // not cleaned: the kernel resolves it
+	victim := bind(filepath.Join(other, "x.sock"))
+	if _, err := vm.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "vm"), to); err != nil {
+		t.Fatal(err)
+	}
+	b := e.vm("b.sock")
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+	vm.Close()
+	if err := os.Remove(filepath.Join(vmDir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(other, "sub2"), filepath.Join(vmDir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	b.send(frame(porttest.MAC(1), porttest.MAC(2), "for the vm"))
+	porttest.WaitFor(t, "the VM's peer gone", func() bool { return e.ports() == 1 })
+	victim.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := victim.ReadFrom(make([]byte, 100)); err == nil {
+		t.Fatalf("the socket in the other directory got a %d-byte frame for the VM", n)
+	}
+}
