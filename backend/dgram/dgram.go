@@ -765,6 +765,12 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 		}
 		p.name = "udp:" + key.String()
 	}
+	if key.path != "" && key.path[0] == 0 && credsPassed && !(src.cred && (src.uid == 0 || int(src.uid) == os.Geteuid())) {
+		// An abstract name has no owner to check, and a sender in a
+		// network namespace of its own can report the name of another
+		// program's socket in the switch's: the switch would send there.
+		return nil, fmt.Errorf("peer %s: an abstract name is taken from root and the switch's own user only (uid %d)", key, src.uid)
+	}
 	to := key
 	if key.path != "" && key.path[0] == '/' {
 		// Send to the socket the peer sent from, not to whatever its path

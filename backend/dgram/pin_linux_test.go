@@ -591,3 +591,19 @@ func TestReconnectNotThroughDotDot(t *testing.T) {
 		t.Fatalf("the socket in the other directory got a %d-byte frame for the VM", n)
 	}
 }
+
+// TestAbstractNameOfOtherUserRefused: a sender of another user bound to an
+// abstract name is refused. Such a name has no owner, and a sender in a
+// network namespace of its own could name another program's socket in the
+// switch's, which then got the switch's frames, sent as root.
+func TestAbstractNameOfOtherUserRefused(t *testing.T) {
+	e := setup(t, "unixgram", Config{Mode: 0o666})
+	if err := os.Chmod(e.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sendAs(t, nobody, "@"+filepath.Base(e.dir)+"-nobody", e.l.Addr().Address, frame(porttest.Broadcast, porttest.MAC(1), "hi"), 1)
+	porttest.WaitFor(t, "the datagram refused", func() bool { return e.l.Stats().Refused == 1 })
+	if n := e.ports(); n != 0 {
+		t.Errorf("%d ports, want none", n)
+	}
+}
