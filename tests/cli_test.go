@@ -1145,7 +1145,7 @@ func TestAttachRenamedTap(t *testing.T) {
 	// keeps the name (it said the new tap was attached already).
 	ns.IP(t, "tuntap", "add", old, "mode", "tap")
 	out, err = exec.Command(bin, "ctl", "--ctl", d.Ctl, "attach", "--tap", old).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "renamed since it was attached") {
+	if err == nil || !strings.Contains(string(out), "renamed, or moved to another network namespace, since it was attached") {
 		t.Errorf("ctl attach --tap %s (a new tap of the old name): %v, %q; want it refused as a renamed port's name", old, err, out)
 	}
 	// A name the kernel would refuse is a bad request (400), as other bad

@@ -223,7 +223,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 			msg := fmt.Sprintf("tap %s is already attached (port %d)", req.Tap, a.ID())
 			if t, ok := a.Port().(interface{ IsNamed(string) bool }); ok && !t.IsNamed(req.Tap) {
 				// The port keeps the name its tap had when attached.
-				msg = fmt.Sprintf("tap %s: port %d has that name, but its tap has been renamed since it was attached: "+
+				msg = fmt.Sprintf("tap %s: port %d has that name, but its tap has been renamed, or moved to another network namespace, since it was attached: "+
 					"detach port %d first, or give this tap another name", req.Tap, a.ID(), a.ID())
 			} else if a.Kind() != "tap" {
 				msg = fmt.Sprintf("tap %s: port %d, of kind %s, has that name: give the tap another", req.Tap, a.ID(), a.Kind())
