@@ -774,13 +774,8 @@ func TestAttachConnectStoppable(t *testing.T) {
 		t.Errorf("second ctl attach --connect of %s: %v, %q; want it refused", url, err, out)
 	}
 	// As a tap attached twice, with 409 (it was 400).
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
-	}}}
-	if resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(`{"connect":"`+url+`"}`)); err != nil {
-		t.Error(err)
-	} else if resp.Body.Close(); resp.StatusCode != http.StatusConflict {
-		t.Errorf("POST /v1/ports of a URL being dialled: %s, want 409", resp.Status)
+	if code, body := d.postPorts(t, `{"connect":"`+url+`"}`); code != http.StatusConflict {
+		t.Errorf("POST /v1/ports of a URL being dialled: %d %s, want 409", code, body)
 	}
 	// ctl dials shows it, failing (nothing listens).
 	dials := func() []api.Dial {
@@ -847,18 +842,9 @@ func TestConnectOwnListener(t *testing.T) {
 	base := "listen: [\"unix://" + sock + "\", \"tcp://0.0.0.0:5599\"]\n"
 	writeFile(t, cfg, base)
 	d := startSwitch(t, ns, "--config", cfg)
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
-	}}}
 	for _, url := range []string{"unix://" + sock, "unix://" + link, "tcp://127.0.0.1:5599", "tcp://localhost:5599"} {
-		resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(`{"connect":"`+url+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "is this switch's own listener") {
-			t.Errorf("POST /v1/ports {\"connect\":%q}: %s %s, want 400 naming the switch's own listener", url, resp.Status, body)
+		if code, body := d.postPorts(t, `{"connect":"`+url+`"}`); code != http.StatusBadRequest || !strings.Contains(body, "is this switch's own listener") {
+			t.Errorf("POST /v1/ports {\"connect\":%q}: %d %s, want 400 naming the switch's own listener", url, code, body)
 		}
 	}
 	out, err := exec.Command(bin, "ctl", "--ctl", d.Ctl, "attach", "--connect", "unix://"+sock).CombinedOutput()
@@ -1150,18 +1136,9 @@ func TestAttachRenamedTap(t *testing.T) {
 	}
 	// A name the kernel would refuse is a bad request (400), as other bad
 	// names are; it was answered 500.
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
-	}}}
 	for _, name := range []string{"abcdefghijklmnopq", "a/b"} {
-		resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(`{"tap":"`+name+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "invalid interface name") {
-			t.Errorf("POST /v1/ports {\"tap\":%q}: %s %s, want 400 saying the name is invalid", name, resp.Status, body)
+		if code, body := d.postPorts(t, `{"tap":"`+name+`"}`); code != http.StatusBadRequest || !strings.Contains(body, "invalid interface name") {
+			t.Errorf("POST /v1/ports {\"tap\":%q}: %d %s, want 400 saying the name is invalid", name, code, body)
 		}
 	}
 }

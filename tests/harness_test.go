@@ -4,8 +4,12 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -268,6 +272,27 @@ func (d *daemon) portNames(t *testing.T) []string {
 		names = append(names, p.Name)
 	}
 	return names
+}
+
+// postPorts sends POST /v1/ports with body to the daemon's control API and
+// returns the status and the answer (api.Client takes only well-formed
+// requests, and tells no status).
+func (d *daemon) postPorts(t *testing.T, body string) (int, string) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
+	}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
 
 // api returns a client of the daemon's control API.

@@ -503,92 +503,70 @@ func TestPathOfLiveVMFromAnotherMountNS(t *testing.T) {
 	}
 }
 
-// TestReconnectNotThroughReplacedDirectory: a root VM's port reconnects
-// to a new socket at the VM's path only if the path leads to the same
-// directory: one replaced by a symlink to another directory with a root
-// socket of the same name (a user who may rename the directory above
-// could do that) does not get the VM's frames.
-func TestReconnectNotThroughReplacedDirectory(t *testing.T) {
-	e := setup(t, "unixgram", Config{})
-	vmDir, other := filepath.Join(e.dir, "vm"), filepath.Join(e.dir, "other")
-	for _, d := range []string{vmDir, other} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	to := &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"}
-	bind := func(path string) *net.UnixConn {
-		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	vm := bind(filepath.Join(vmDir, "x.sock"))
-	victim := bind(filepath.Join(other, "x.sock"))
-	if _, err := vm.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "vm"), to); err != nil {
-		t.Fatal(err)
-	}
-	b := e.vm("b.sock")
-	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
-	vm.Close()
-	if err := os.Rename(vmDir, vmDir+".old"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(other, vmDir); err != nil {
-		t.Fatal(err)
-	}
-	b.send(frame(porttest.MAC(1), porttest.MAC(2), "for the vm"))
-	porttest.WaitFor(t, "the VM's peer gone", func() bool { return e.ports() == 1 })
-	victim.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if n, _, err := victim.ReadFrom(make([]byte, 100)); err == nil {
-		t.Fatalf("the socket in the other directory got a %d-byte frame for the VM", n)
-	}
-}
-
-// TestReconnectNotThroughDotDot: the directory a peer's path led to is the
-// one the kernel resolved, ".." included: a path through vm/sub/.. whose
-// sub is replaced by a symlink to another directory's subdirectory leads
+// TestReconnectNotElsewhere: a root VM's port reconnects to a new socket
+// at the VM's path only in the directory the path led to when the peer
+// was added. A directory replaced by a symlink to another with a root
+// socket of the same name (a user who may rename the directory above could
+// do that), or a ".." in the path through a directory replaced so, leads
 // elsewhere, and the VM's frames must not follow it.
-func TestReconnectNotThroughDotDot(t *testing.T) {
-	e := setup(t, "unixgram", Config{})
-	vmDir, other := filepath.Join(e.dir, "vm"), filepath.Join(e.dir, "other")
-	for _, d := range []string{filepath.Join(vmDir, "sub"), filepath.Join(other, "sub2")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	to := &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"}
-	bind := func(path string) *net.UnixConn {
-		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	vm := bind(vmDir + "/sub/../x.sock") // not cleaned: the kernel resolves it
-	victim := bind(filepath.Join(other, "x.sock"))
-	if _, err := vm.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "vm"), to); err != nil {
-		t.Fatal(err)
-	}
-	b := e.vm("b.sock")
-	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
-	vm.Close()
-	if err := os.Remove(filepath.Join(vmDir, "sub")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(other, "sub2"), filepath.Join(vmDir, "sub")); err != nil {
-		t.Fatal(err)
-	}
-	b.send(frame(porttest.MAC(1), porttest.MAC(2), "for the vm"))
-	porttest.WaitFor(t, "the VM's peer gone", func() bool { return e.ports() == 1 })
-	victim.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if n, _, err := victim.ReadFrom(make([]byte, 100)); err == nil {
-		t.Fatalf("the socket in the other directory got a %d-byte frame for the VM", n)
+func TestReconnectNotElsewhere(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// dirs are made under the test's directory; path is the VM's
+		// socket, not cleaned (the kernel resolves it); swap replaces a
+		// directory of it so that it leads to other/x.sock.
+		dirs []string
+		path string
+		swap func(dir string) error
+	}{
+		{"replaced directory", []string{"vm", "other"}, "vm/x.sock", func(dir string) error {
+			if err := os.Rename(filepath.Join(dir, "vm"), filepath.Join(dir, "vm.old")); err != nil {
+				return err
+			}
+			return os.Symlink(filepath.Join(dir, "other"), filepath.Join(dir, "vm"))
+		}},
+		{"dot-dot", []string{"vm/sub", "other/sub2"}, "vm/sub/../x.sock", func(dir string) error {
+			if err := os.Remove(filepath.Join(dir, "vm", "sub")); err != nil {
+				return err
+			}
+			return os.Symlink(filepath.Join(dir, "other", "sub2"), filepath.Join(dir, "vm", "sub"))
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := setup(t, "unixgram", Config{})
+			for _, d := range c.dirs {
+				if err := os.MkdirAll(filepath.Join(e.dir, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			to := &net.UnixAddr{Name: e.l.Addr().Address, Net: "unixgram"}
+			bind := func(path string) *net.UnixConn {
+				conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				return conn
+			}
+			vm := bind(e.dir + "/" + c.path)
+			victim := bind(filepath.Join(e.dir, "other", "x.sock"))
+			if _, err := vm.WriteTo(frame(porttest.Broadcast, porttest.MAC(1), "vm"), to); err != nil {
+				t.Fatal(err)
+			}
+			b := e.vm("b.sock")
+			b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+			porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
+			vm.Close()
+			if err := c.swap(e.dir); err != nil {
+				t.Fatal(err)
+			}
+			b.send(frame(porttest.MAC(1), porttest.MAC(2), "for the vm"))
+			porttest.WaitFor(t, "the VM's peer gone", func() bool { return e.ports() == 1 })
+			victim.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if n, _, err := victim.ReadFrom(make([]byte, 100)); err == nil {
+				t.Fatalf("the socket in the other directory got a %d-byte frame for the VM", n)
+			}
+		})
 	}
 }
 
