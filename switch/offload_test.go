@@ -180,13 +180,13 @@ func TestOffloadForwarding(t *testing.T) {
 	})
 }
 
-// TestSegmentBounds: a super-frame whose gso_size would cut it into more
-// segments than Linux's smallest TCP MSS (88 bytes) allows is a counted
-// bad_offload drop, not tens of thousands of segments and buffers; one at
-// that MSS is cut and delivered whole.
-func TestSegmentBounds(t *testing.T) {
+// offloadAndPlain returns a switch, closed when the test ends, with the
+// in-memory port "in", which takes offloads, and "plain", which does not
+// and discards what it gets.
+func offloadAndPlain(t *testing.T) (*vswitch.Switch, *porttest.Port, *porttest.Port) {
+	t.Helper()
 	sw := vswitch.New(vswitch.Config{})
-	defer sw.Close()
+	t.Cleanup(func() { sw.Close() })
 	in := porttest.New(porttest.Config{Name: "in", Offload: true})
 	plain := porttest.New(porttest.Config{Name: "plain", Discard: true})
 	for _, p := range []*porttest.Port{in, plain} {
@@ -194,6 +194,15 @@ func TestSegmentBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return sw, in, plain
+}
+
+// TestSegmentBounds: a super-frame whose gso_size would cut it into more
+// segments than Linux's smallest TCP MSS (88 bytes) allows is a counted
+// bad_offload drop, not tens of thousands of segments and buffers; one at
+// that MSS is cut and delivered whole.
+func TestSegmentBounds(t *testing.T) {
+	sw, in, _ := offloadAndPlain(t)
 	payload := make([]byte, 65000)
 	hdr := make([]byte, offload.HdrLen)
 	send := func(mss int) {
@@ -226,15 +235,7 @@ func TestSegmentBounds(t *testing.T) {
 // offloads that cannot be cut is a bad_offload drop, and not also counted
 // as forwarded; a good one is forwarded once.
 func TestBadSuperFrameNotForwarded(t *testing.T) {
-	sw := vswitch.New(vswitch.Config{})
-	defer sw.Close()
-	in := porttest.New(porttest.Config{Name: "in", Offload: true})
-	plain := porttest.New(porttest.Config{Name: "plain", Discard: true})
-	for _, p := range []*porttest.Port{in, plain} {
-		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sw, in, plain := offloadAndPlain(t)
 	dst := porttest.MAC(2)
 	if err := plain.Send(porttest.Frame(porttest.MAC(1), dst, 0x88b5, []byte("learn me"))); err != nil {
 		t.Fatal(err)
