@@ -17,8 +17,9 @@
 // reply addressed per RFC 2131 §4.1 (NAK broadcast; ciaddr unicast;
 // broadcast flag; else unicast to chaddr/yiaddr). Leases are keyed by the
 // client hardware address (chaddr) only; a client identifier option (sent
-// by dhcpcd) is echoed back (RFC 6842) but does not select the lease, so a
-// guest keeps its address whichever DHCP client it boots with. The
+// by dhcpcd) is echoed back (RFC 6842; not one longer than 255 bytes)
+// but does not select the lease, so a guest keeps its address whichever
+// DHCP client it boots with. The
 // responder is authoritative for its subnet: it NAKs a REQUEST for an
 // address the client may not have, and grants an INIT-REBOOT or RENEWING
 // request for a free pool address it has no record of, so that a lost

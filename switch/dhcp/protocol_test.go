@@ -139,8 +139,45 @@ func TestReplyOptions(t *testing.T) {
 	}
 }
 
+// TestRepeatedOptionNotEchoed: a client identifier or relay agent
+// information sent as several options (which the codec joins into one
+// value) is not echoed past what one option holds, so the reply stays
+// within what every client accepts; one that fits is echoed.
+func TestRepeatedOptionNotEchoed(t *testing.T) {
+	srv, err := New(Config{Gateway: testGateway, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	long := bytes.Repeat([]byte{7}, 600) // sent as three options
+	for _, tc := range []struct {
+		code dhcpv4.OptionCode
+		v    []byte
+		echo bool
+	}{
+		{dhcpv4.OptionClientIdentifier, long, false},
+		{dhcpv4.OptionRelayAgentInformation, long, false},
+		{dhcpv4.OptionClientIdentifier, long[:maxEchoLen], true},
+		{dhcpv4.OptionRelayAgentInformation, long[:maxEchoLen], true},
+	} {
+		m := porttest.MAC(2)
+		disc := newMsg(t, dhcpv4.MessageTypeDiscover, m, dhcpv4.WithGeneric(tc.code, tc.v))
+		out := replies(t, exchange(t, srv, bcastFrame(m, disc)))
+		if len(out) != 1 {
+			t.Fatalf("%v of %d bytes: %d replies", tc.code, len(tc.v), len(out))
+		}
+		got := out[0].Options.Get(tc.code)
+		if echoed := got != nil; echoed != tc.echo || (echoed && !bytes.Equal(got, tc.v)) {
+			t.Errorf("%v of %d bytes: echoed %d bytes, want echoed %v", tc.code, len(tc.v), len(got), tc.echo)
+		}
+		if !tc.echo && len(out[0].ToBytes()) > maxReplyLen {
+			t.Errorf("%v of %d bytes: %d-byte reply", tc.code, len(tc.v), len(out[0].ToBytes()))
+		}
+	}
+}
+
 // TestNewReplyMatchesCodec: newReply is NewReplyFromRequest less the
-// random transaction ID.
+// random transaction ID (for options that fit in one option).
 func TestNewReplyMatchesCodec(t *testing.T) {
 	req := newMsg(t, dhcpv4.MessageTypeRequest, porttest.MAC(1),
 		dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 3})),

@@ -339,7 +339,9 @@ func (srv *Server) configOptions() []dhcpv4.Modifier {
 // newReply is dhcpv4.NewReplyFromRequest without its random transaction
 // ID, which WithReply overwrites anyway: drawing it reads getrandom in a
 // loop that can spin for up to dhcpv4.RandomTimeout before the kernel's
-// random pool is ready, which has no place on the data path.
+// random pool is ready, which has no place on the data path. Unlike it,
+// newReply echoes the client identifier and relay agent information only
+// when they fit in one option (withOptionEchoed).
 func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	d := &dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootRequest,
@@ -354,12 +356,27 @@ func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	for _, m := range append([]dhcpv4.Modifier{
 		dhcpv4.WithReply(req),
 		dhcpv4.WithGatewayIP(req.GatewayIPAddr),
-		dhcpv4.WithOptionCopied(req, dhcpv4.OptionRelayAgentInformation),
-		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientIdentifier), // RFC 6842
+		withOptionEchoed(req, dhcpv4.OptionRelayAgentInformation),
+		withOptionEchoed(req, dhcpv4.OptionClientIdentifier), // RFC 6842
 	}, mods...) {
 		m(d)
 	}
 	return d
+}
+
+// maxEchoLen is the longest option value a reply echoes: what one option
+// holds. The codec joins an option sent several times into one value (RFC
+// 3396), which echoed whole made a reply of up to ~8 KB.
+const maxEchoLen = 255
+
+// withOptionEchoed is dhcpv4.WithOptionCopied for an option whose value
+// fits in one option; a longer one is left out.
+func withOptionEchoed(req *dhcpv4.DHCPv4, code dhcpv4.OptionCode) dhcpv4.Modifier {
+	return func(d *dhcpv4.DHCPv4) {
+		if v := req.Options.Get(code); v != nil && len(v) <= maxEchoLen {
+			d.UpdateOption(dhcpv4.OptGeneric(code, v))
+		}
+	}
 }
 
 // reply builds a reply of type mt to req offering or acknowledging yiaddr
