@@ -339,26 +339,25 @@ func (t *table) track(r *record) {
 	}
 }
 
-// free reports whether ip may be handed to a new MAC now. If a record
-// holds ip but lets it go (a lapsed offer), it is returned so that the
-// caller can evict it.
-func (t *table) free(ip netip.Addr, now time.Time) (holder *record, ok bool) {
+// free reports whether ip may be handed to a new MAC now: no record holds
+// it, or only a lapsed offer (which insert then evicts).
+func (t *table) free(ip netip.Addr, now time.Time) bool {
 	if !t.inPool(ip) {
-		return nil, false
+		return false
 	}
 	if until, ok := t.declined[ip]; ok && until.After(now) {
-		return nil, false
+		return false
 	}
 	r := t.byIP[ip]
 	switch {
 	case r == nil:
-		return nil, true
+		return true
 	case r.static:
-		return nil, false
+		return false
 	case r.state == LeaseOffered && r.prevState == 0 && !r.expiry.After(now):
-		return r, true
+		return true
 	}
-	return nil, false
+	return false
 }
 
 // remove deletes r from the table.
@@ -405,23 +404,18 @@ func (t *table) insert(mac vswitch.MAC, ip netip.Addr, state LeaseState, expiry 
 func (t *table) lowestFree(now time.Time) (netip.Addr, bool) {
 	for len(t.freed) > 0 {
 		t.scanned++
-		if ip := addrFrom(t.freed[0]); t.freeNow(ip, now) {
+		if ip := addrFrom(t.freed[0]); t.free(ip, now) {
 			return ip, true // left in freed: popped once taken
 		}
 		delete(t.inFreed, heap.Pop(&t.freed).(uint32))
 	}
 	for ; t.low <= uint64(t.end); t.low++ {
 		t.scanned++
-		if a := uint32(t.low); !t.reservedAddr(a) && t.freeNow(addrFrom(a), now) {
+		if a := uint32(t.low); !t.reservedAddr(a) && t.free(addrFrom(a), now) {
 			return addrFrom(a), true
 		}
 	}
 	return netip.Addr{}, false
-}
-
-func (t *table) freeNow(ip netip.Addr, now time.Time) bool {
-	_, ok := t.free(ip, now)
-	return ok
 }
 
 // oldestExpired returns the dynamic binding or release that expired
@@ -473,7 +467,7 @@ func (t *table) offer(mac vswitch.MAC, requested netip.Addr, now time.Time, hold
 	}
 	ip, ok := netip.Addr{}, false
 	if requested.IsValid() {
-		if _, free := t.free(requested, now); free {
+		if t.free(requested, now) {
 			ip, ok = requested, true
 		}
 	}
@@ -485,7 +479,7 @@ func (t *table) offer(mac vswitch.MAC, requested netip.Addr, now time.Time, hold
 		if old == nil {
 			return netip.Addr{}, false
 		}
-		ip, ok = old.ip, true
+		ip = old.ip
 	}
 	t.insert(mac, ip, LeaseOffered, now.Add(hold))
 	return ip, true
@@ -515,7 +509,7 @@ func (t *table) bind(mac vswitch.MAC, ip netip.Addr, hostname string, now time.T
 	r := t.byMAC[mac]
 	if r == nil || r.ip != ip {
 		if _, static := t.static[mac]; !static {
-			if _, free := t.free(ip, now); !free {
+			if !t.free(ip, now) {
 				return bindRefused
 			}
 		} else if h := t.byIP[ip]; h != nil && h.mac != mac {

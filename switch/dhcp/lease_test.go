@@ -486,7 +486,7 @@ func TestTableIndexesMatchScan(t *testing.T) {
 		tb.expire(now)
 		var wantFree netip.Addr
 		for a := tb.start; a <= tb.end; a++ {
-			if _, ok := tb.free(addrFrom(a), now); ok {
+			if tb.free(addrFrom(a), now) {
 				wantFree = addrFrom(a)
 				break
 			}
