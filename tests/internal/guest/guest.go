@@ -163,12 +163,6 @@ func StreamNetdev(id, path string) []string {
 	return []string{"-netdev", "stream,id=" + id + ",server=off,addr.type=unix,addr.path=" + path}
 }
 
-// SocketFDNetdev returns a -netdev using an already connected stream socket
-// that QEMU inherits as fd (3 for the first of Config.ExtraFiles).
-func SocketFDNetdev(id string, fd int) []string {
-	return []string{"-netdev", "socket,id=" + id + ",fd=" + strconv.Itoa(fd)}
-}
-
 var (
 	macMu   sync.Mutex
 	macUsed = map[string]bool{}
@@ -713,32 +707,11 @@ func (vm *VM) write(p []byte, timeout time.Duration) error {
 	return err
 }
 
-// Console returns everything the guest printed on its serial console so far
-// (carriage returns removed).
-func (vm *VM) Console() string {
-	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	return string(vm.console)
-}
-
-// Stderr returns what QEMU (or the Wrapper) printed on its stderr.
-func (vm *VM) Stderr() string {
-	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	return string(vm.qstderr)
-}
-
-// PID is the process id of QEMU, or of the Wrapper if there is one.
-func (vm *VM) PID() int { return vm.pid }
-
 // MAC is the guest NIC's MAC address ("" if unknown, e.g. no NIC).
 func (vm *VM) MAC() string { return vm.mac }
 
 // Name is Config.Name or the generated name.
 func (vm *VM) Name() string { return vm.name }
-
-// Args is the command line the guest was started with.
-func (vm *VM) Args() []string { return append([]string(nil), vm.args...) }
 
 // Exited is closed once the QEMU process (PID) has exited and been reaped.
 func (vm *VM) Exited() <-chan struct{} { return vm.done }
@@ -753,19 +726,6 @@ func (vm *VM) Kill() {
 	case <-vm.done:
 	case <-time.After(10 * time.Second):
 	}
-}
-
-// Wait waits up to timeout for QEMU to exit and returns its exit error
-// (nil for status 0).
-func (vm *VM) Wait(timeout time.Duration) error {
-	select {
-	case <-vm.done:
-	case <-time.After(timeout):
-		return fmt.Errorf("guest %s: %w waiting for pid %d to exit after %v", vm.name, ErrTimeout, vm.pid, timeout)
-	}
-	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	return vm.waitErr
 }
 
 // signal sends sig to the process (group) unless it has been reaped, so
