@@ -5,7 +5,7 @@ package vswitch
 // Port.ReadFrames. A port may use bufs[i][offset-Headroom:offset] as scratch
 // space: the stream port writes its 4-byte length prefix there so that a
 // frame goes out in one write, and a tap opened with IFF_VNET_HDR can place
-// its 12-byte virtio-net header there.
+// its 10-byte virtio-net header (offload.HdrLen) there.
 const Headroom = 16
 
 // Port is one leg of the switch: a tap device, a VM's socket, the host

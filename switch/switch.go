@@ -27,6 +27,9 @@ const (
 	// hold: 63 TCP super-frames, ~450 jumbo frames, or all of
 	// DefaultQueueLen small frames.
 	DefaultQueueBytes = 4 << 20
+	// MinQueueBytes is the smallest Config.QueueBytes that holds a TCP
+	// super-frame: below it, every one queued would be dropped.
+	MinQueueBytes = Headroom + maxGSOFrame
 )
 
 // maxDeparted bounds the removed ports kept in Stats.Departed.

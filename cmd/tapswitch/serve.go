@@ -268,7 +268,7 @@ func (o *serveOptions) planConfig() (*plan, error) {
 		{"queue-len", o.queueLen, o.queueLen < 1 || o.queueLen > maxQueueLen, "between 1 and 1048576"},
 		// Below one buffer of the largest class every queued frame of
 		// that size is dropped.
-		{"queue-bytes", o.queueBytes, o.queueBytes < minQueueBytes, fmt.Sprintf("at least %d (one TCP super-frame's buffer)", minQueueBytes)},
+		{"queue-bytes", o.queueBytes, o.queueBytes < vswitch.MinQueueBytes, fmt.Sprintf("at least %d (one TCP super-frame's buffer)", vswitch.MinQueueBytes)},
 		{"max-macs-per-port", o.maxMACs, o.maxMACs < 0, "0 (no limit) or more"},
 		{"new-mac-rate", o.newMACRate, !(o.newMACRate >= 0), "0 (no limit) or more"}, // NaN too
 		{"max-ports", o.maxPorts, o.maxPorts < 0, "0 (no limit) or more"},
@@ -556,12 +556,8 @@ func (p *plan) planDHCP(o *serveOptions) error {
 	return nil
 }
 
-// Bounds of --queue-len and --queue-bytes; minQueueBytes is the buffer a
-// queued TCP super-frame takes (vswitch.Headroom and 65 553 bytes).
-const (
-	maxQueueLen   = 1 << 20
-	minQueueBytes = vswitch.Headroom + 65553
-)
+// maxQueueLen bounds --queue-len.
+const maxQueueLen = 1 << 20
 
 // dhcpPortName is the DHCP responder's port name (dhcp.Server.String).
 const dhcpPortName = "dhcp"

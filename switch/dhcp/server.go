@@ -31,8 +31,11 @@ var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 // Server is the DHCP responder. It implements vswitch.Port; attach it with
 //
-//	sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true})
+//	sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true,
+//		DHCPAddr: cfg.Gateway.Addr(), OwnMAC: srv.MAC()})
 //
+// (DHCPAddr brings it the requests a renewing client sends to the
+// gateway's address.)
 // Its methods are safe for concurrent use.
 type Server struct {
 	s    *settings
