@@ -1270,7 +1270,7 @@ func removePidfile(path string) {
 
 // pidfileOwner returns the process ID path holds.
 func pidfileOwner(path string) (int, bool) {
-	b, err := os.ReadFile(path)
+	b, err := readSmallFile(path, 64)
 	if err != nil {
 		return 0, false
 	}

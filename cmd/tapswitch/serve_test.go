@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -581,6 +583,43 @@ func TestPlanConnectOwnListen(t *testing.T) {
 	} {
 		if _, err := planFor(t, "linux", "--listen", c.listen, "--connect", c.connect); err != nil {
 			t.Errorf("--listen %s --connect %s: %v, want it planned", c.listen, c.connect, err)
+		}
+	}
+}
+
+// TestConfigNotRegularFile: a --config that is a FIFO or a device is
+// refused at once. Read whole, a FIFO blocked start-up, or a SIGHUP and so
+// the shutdown waiting for it, and /dev/zero grew the switch's memory by
+// gigabytes; a file past maxConfigSize is refused too.
+func TestConfigNotRegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("#\n"), maxConfigSize/2+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		fifo:        "not a regular file",
+		"/dev/zero": "not a regular file",
+		big:         "more than the 1048576 bytes allowed",
+	} {
+		done := make(chan error, 1)
+		go func() {
+			f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			new(serveOptions).addFlags(f)
+			_, err := applyConfigFile(f, path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q", path, err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: still reading after 10 s", path)
 		}
 	}
 }
