@@ -4,6 +4,7 @@ package tests
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -753,6 +755,60 @@ func TestCLIFailuresLeaveThingsAlone(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatal("qemu wrapper still running 20 s after SIGINT")
 	}
+}
+
+// TestSIGHUPLeaseWriteFails: a SIGHUP whose lease-file write fails says
+// so, and not, on the next line, that the leases were written.
+func TestSIGHUPLeaseWriteFails(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "leases")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	d := startSwitch(t, nil, "--listen", "unix://"+sock,
+		"--dhcp", "--gateway", "198.18.0.1/24", "--dhcp-lease-file", filepath.Join(dir, "leases"))
+	if err := os.RemoveAll(dir); err != nil { // the next write finds no directory
+		t.Fatal(err)
+	}
+	// A binding the responder cannot write: pending when SIGHUP comes.
+	mac := vswitch.MAC{0x52, 0x54, 0, 0, 0, 9}
+	req, err := dhcpv4.New(dhcpv4.WithHwAddr(mac[:]), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP{198, 18, 0, 50})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dialStream(t, sock).sendBatch([][]byte{dhcpFrame(mac, req.ToBytes())}); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the write failure", func() bool { return strings.Contains(d.Output(), "cannot write the lease file") })
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "the SIGHUP handled", func() bool { return strings.Contains(d.Output(), "no --config to reload") })
+	if out := d.Output(); !strings.Contains(out, "SIGHUP: lease file not written") || strings.Contains(out, "leases written") {
+		t.Errorf("a SIGHUP whose lease write failed logged:\n%s", out)
+	}
+}
+
+// dhcpFrame wraps a DHCP client message from mac in Ethernet, IPv4 and
+// UDP, from 0.0.0.0:68 to 255.255.255.255:67 (no UDP checksum).
+func dhcpFrame(mac vswitch.MAC, msg []byte) []byte {
+	ip := make([]byte, 28, 28+len(msg))
+	ip[0], ip[8], ip[9] = 0x45, 64, 17 // IPv4, 5 words; TTL; UDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(28+len(msg)))
+	copy(ip[16:20], []byte{255, 255, 255, 255})
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(ip[20:], 68)
+	binary.BigEndian.PutUint16(ip[22:], 67)
+	binary.BigEndian.PutUint16(ip[24:], uint16(8+len(msg)))
+	return porttest.Frame(vswitch.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, 0x0800, append(ip, msg...))
 }
 
 // TestMaxPortsDefault: the number of ports is bounded by default (it was

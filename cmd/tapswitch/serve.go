@@ -1142,19 +1142,22 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	// SIGHUP re-reads --config and applies what can change at runtime;
 	// it also writes the lease file.
 	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), fileKeys: o.configKeys,
-		dialMu: &dialMu, dialing: dialing, ctlDialing: ctlDialing, connect: connect, leases: srv != nil}
+		dialMu: &dialMu, dialing: dialing, ctlDialing: ctlDialing, connect: connect}
 	g.Go(func() error {
 		for {
 			select {
 			case <-gctx.Done():
 				return nil
 			case <-hup:
+				flushed := false
 				if srv != nil {
 					if err := srv.Flush(); err != nil {
-						log.WithError(err).Error("flushing DHCP leases")
+						log.WithError(err).Error("SIGHUP: lease file not written")
+					} else {
+						flushed = true
 					}
 				}
-				r.reload()
+				r.reload(flushed)
 			}
 		}
 	})
@@ -1339,7 +1342,6 @@ type reloader struct {
 	dialing    map[string]*dialState // the --connect URLs dialled
 	ctlDialing map[string]*dialState // ctl attach --connect's, by port name
 	connect    func(url string)      // dials url and adds it to dialing; needs dialMu
-	leases     bool                  // a SIGHUP writes the lease file first
 	fileKeys   int                   // the keys the file in force sets
 }
 
@@ -1380,9 +1382,11 @@ func (d *dialState) ended() bool {
 	}
 }
 
-func (r *reloader) reload() {
+// reload applies the --config file, after a SIGHUP that wrote the lease
+// file if flushed.
+func (r *reloader) reload(flushed bool) {
 	if r.o.config == "" {
-		if r.leases {
+		if flushed {
 			r.log.Info("SIGHUP: leases written; no --config to reload")
 		} else {
 			r.log.Info("SIGHUP: no --config to reload")
