@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -1217,6 +1218,43 @@ func TestAttachRenamedTap(t *testing.T) {
 		if code, body := d.postPorts(t, `{"tap":"`+name+`"}`); code != http.StatusBadRequest || !strings.Contains(body, "invalid interface name") {
 			t.Errorf("POST /v1/ports {\"tap\":%q}: %d %s, want 400 saying the name is invalid", name, code, body)
 		}
+	}
+}
+
+// TestConcurrentAttachSameTap: of several requests attaching one tap at
+// once, one attaches it and the others are told it is attached (409).
+// One that reached the tap while another held it half attached was
+// answered 500, blaming "another process".
+func TestConcurrentAttachSameTap(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tsc")
+	d := startSwitch(t, ns, "--listen", "unix://"+filepath.Join(t.TempDir(), "vm.sock"))
+	const rounds, clients = 10, 8
+	for range rounds {
+		codes := make(chan string, clients)
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				code, body := d.postPorts(t, `{"tap":"`+name+`"}`)
+				codes <- fmt.Sprintf("%d %s", code, body)
+			})
+		}
+		wg.Wait()
+		close(codes)
+		attached := 0
+		for c := range codes {
+			switch {
+			case strings.HasPrefix(c, "201 "):
+				attached++
+			case !strings.HasPrefix(c, "409 ") || !strings.Contains(c, "is already attached"):
+				t.Errorf("a concurrent attach of %s: %s, want 201 or 409 already attached", name, c)
+			}
+		}
+		if attached != 1 {
+			t.Fatalf("%d of %d concurrent attaches of %s succeeded, want 1", attached, clients, name)
+		}
+		d.ctl(t, "detach", name)
 	}
 }
 

@@ -276,7 +276,8 @@ func (d *daemon) portNames(t *testing.T) []string {
 
 // postPorts sends POST /v1/ports with body to the daemon's control API and
 // returns the status and the answer (api.Client takes only well-formed
-// requests, and tells no status).
+// requests, and tells no status). A request that fails is reported with
+// t.Error (so it may be called from any goroutine) and returns status 0.
 func (d *daemon) postPorts(t *testing.T, body string) (int, string) {
 	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -285,12 +286,14 @@ func (d *daemon) postPorts(t *testing.T, body string) (int, string) {
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return 0, ""
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return 0, ""
 	}
 	return resp.StatusCode, string(b)
 }

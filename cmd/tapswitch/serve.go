@@ -1193,14 +1193,25 @@ func hostAddrsIn(subnet netip.Prefix) []netip.Addr {
 	return out
 }
 
+// attachMu serialises attachTap.
+var attachMu sync.Mutex
+
 // attachTap opens the tap name with o's --mtu and --tap-offload and adds
 // it to the switch.
 func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.FieldLogger) error {
+	// One at a time, from open to AddPort: a second attach of the tap
+	// then finds the first's port, not a tap busy with no port to show.
+	attachMu.Lock()
+	defer attachMu.Unlock()
 	d, err := tap.Open(tap.Config{Name: name, MTU: o.mtu, Logger: log, NoOffload: !o.tapOffload})
 	if errors.Is(err, tap.ErrBusy) {
-		// Busy with this switch, under the name it had when attached?
+		// Busy with this switch: attached by a request (or a reload) just
+		// before this one, or under the name it had when attached?
 		for _, a := range sw.Ports() {
 			if t, ok := a.Port().(*tap.Device); ok && t.IsNamed(name) {
+				if a.Name() == name {
+					return fmt.Errorf("%w: tap %s is already attached (port %d)", api.ErrConflict, name, a.ID())
+				}
 				return fmt.Errorf("%w: tap %s is already attached: it is port %s, renamed since", api.ErrConflict, name, a.Name())
 			}
 		}
