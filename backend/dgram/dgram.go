@@ -268,7 +268,7 @@ type Listener struct {
 	sw   *vswitch.Switch
 	cfg  Config
 	log  logrus.FieldLogger
-	lim  listen.Limiter
+	lim  logx.Limiter
 
 	sndbuf, rcvbuf int
 	// epoch is the listener's start; peers' lastSeen is measured from it

@@ -202,19 +202,3 @@ func TestListenUnixLongDirFallsBack(t *testing.T) {
 		t.Fatalf("mode %v", fi.Mode())
 	}
 }
-
-func TestLimiter(t *testing.T) {
-	l := Limiter{Every: time.Hour}
-	if ok, _ := l.Allow(); !ok {
-		t.Fatal("first event held back")
-	}
-	for range 3 {
-		if ok, _ := l.Allow(); ok {
-			t.Fatal("event within the interval allowed")
-		}
-	}
-	l.last = time.Now().Add(-2 * time.Hour)
-	if ok, n := l.Allow(); !ok || n != 3 {
-		t.Fatalf("Allow after interval = %v, %d; want true, 3", ok, n)
-	}
-}

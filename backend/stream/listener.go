@@ -82,7 +82,7 @@ type Listener struct {
 	sw   *vswitch.Switch
 	cfg  ListenerConfig
 	log  logrus.FieldLogger
-	lim  listen.Limiter
+	lim  logx.Limiter
 
 	seq atomic.Uint64
 	// accepted counts the clients that got a port; refused those turned
