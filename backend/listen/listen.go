@@ -107,6 +107,11 @@ func (a Addr) IsUnix() bool { return a.Network == "unix" || a.Network == "unixgr
 // fragment in a socket path.
 var pathEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 
+// PortName is the name of the port a connection dialled to a gets
+// (stream.Dial's default), by which the control API and a reload find it:
+// NETWORK:ADDRESS, nothing escaped.
+func (a Addr) PortName() string { return a.Network + ":" + a.Address }
+
 // String returns a in URL form, which Parse accepts and reads back as a.
 func (a Addr) String() string {
 	if a.IsUnix() {

@@ -118,7 +118,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig, sw *vswitch.Switch
 		cfg.Conn.Logger = cfg.Logger
 	}
 	if cfg.Conn.Name == "" {
-		cfg.Conn.Name = a.Network + ":" + a.Address
+		cfg.Conn.Name = a.PortName()
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff

@@ -1020,7 +1020,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return ds, ctlDialing, key
 		}
 		for u, ds := range dialing {
-			if a, err := listen.Parse(u); err == nil && a.Network+":"+a.Address == key && !ds.ended() {
+			if a, err := listen.Parse(u); err == nil && a.PortName() == key && !ds.ended() {
 				return ds, dialing, u
 			}
 		}
@@ -1069,7 +1069,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			if l, ok := ownListen(own, a); ok {
 				return fmt.Errorf("%w: connect %s is this switch's own listener %s: %s", api.ErrBadRequest, req.Connect, l, loopReason)
 			}
-			key := a.Network + ":" + a.Address
+			key := a.PortName()
 			dialMu.Lock()
 			defer dialMu.Unlock()
 			if ds, _, _ := dialer(key); ds != nil || slices.ContainsFunc(sw.Ports(), func(p *vswitch.Attachment) bool { return p.Name() == key }) {
@@ -1094,7 +1094,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		}, StopDial: func(name string) string {
 			key := name
 			if a, err := listen.Parse(name); err == nil {
-				key = a.Network + ":" + a.Address
+				key = a.PortName()
 			}
 			dialMu.Lock()
 			defer dialMu.Unlock()
@@ -1379,7 +1379,7 @@ func (d *dialState) config(c stream.DialConfig) stream.DialConfig {
 func (d *dialState) info() api.Dial {
 	port := d.url
 	if a, err := listen.Parse(d.url); err == nil {
-		port = a.Network + ":" + a.Address
+		port = a.PortName()
 	}
 	return api.Dial{URL: d.url, Port: port, Origin: d.origin, DialInfo: d.status.Get()}
 }
@@ -1505,7 +1505,7 @@ func (r *reloader) reload(flushed bool) {
 			// --connect: a second connection to the same QEMU would be a
 			// second port.
 			if a, err := listen.Parse(u); err == nil {
-				key := a.Network + ":" + a.Address
+				key := a.PortName()
 				if ds := r.ctlDialing[key]; attached[key] || ds != nil && !ds.ended() {
 					r.log.WithField("connect", u).Info("SIGHUP: already connected or being dialled (ctl attach); not dialled again")
 					continue

@@ -249,7 +249,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	if a, err := s.findPort(req.Tap); req.Tap != "" && err == nil {
 		ps = a.Stats()
 	} else if u, err := listen.Parse(req.Connect); err == nil {
-		ps.Name = u.Network + ":" + u.Address
+		ps.Name = u.PortName()
 	}
 	// The header before WriteHeader, or it is text/plain.
 	w.Header().Set("Content-Type", "application/json")
@@ -280,8 +280,8 @@ func (s *Server) findPort(key string) (*vswitch.Attachment, error) {
 	}
 	switch len(found) {
 	case 0:
-		if u, err := listen.Parse(key); err == nil && u.Network+":"+u.Address != key {
-			return s.findPort(u.Network + ":" + u.Address) // a dialled port, by its URL
+		if u, err := listen.Parse(key); err == nil && u.PortName() != key {
+			return s.findPort(u.PortName()) // a dialled port, by its URL
 		}
 		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("no port %q", key)}
 	case 1:
