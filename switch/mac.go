@@ -1,6 +1,9 @@
 package vswitch
 
-import "net"
+import (
+	"crypto/sha256"
+	"net"
+)
 
 // MAC is an Ethernet address in the form used as the FDB key.
 type MAC [6]byte
@@ -10,6 +13,16 @@ func (m MAC) Multicast() bool { return m[0]&1 != 0 }
 
 // String formats m as six colon-separated hex bytes.
 func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
+
+// DerivedMAC returns a locally administered unicast address made from
+// seed (the first bytes of its SHA-256), the same for the same seed: for a
+// port of the switch's own that should keep its MAC across restarts.
+func DerivedMAC(seed []byte) MAC {
+	h := sha256.Sum256(seed)
+	m := MAC(h[:6])
+	m[0] = m[0]&^1 | 2
+	return m
+}
 
 // ParseMAC parses s in any form net.ParseMAC accepts for a 48-bit address.
 func ParseMAC(s string) (MAC, error) {

@@ -1059,3 +1059,17 @@ func TestRemovedPortCountsQueuedFrames(t *testing.T) {
 		}
 	}
 }
+
+// TestDerivedMACStable: the MACs of the switch's own ports (the DHCP
+// responder's, the host interface's) are kept across restarts and
+// upgrades, or guests' ARP entries for the gateway go stale: the
+// derivation must not change.
+func TestDerivedMACStable(t *testing.T) {
+	m := vswitch.DerivedMAC(append([]byte("tapswitch dhcp "), 198, 18, 0, 1))
+	if m.String() != "c2:c7:e2:0e:f9:0d" {
+		t.Errorf("DerivedMAC = %v, want c2:c7:e2:0e:f9:0d (as every earlier release)", m)
+	}
+	if m.Multicast() || m[0]&2 == 0 {
+		t.Errorf("%v: want unicast and locally administered", m)
+	}
+}

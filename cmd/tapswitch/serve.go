@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -637,10 +636,8 @@ func hostMAC(name string, addrs []netip.Prefix) net.HardwareAddr {
 	if len(addrs) > 0 {
 		seed += " " + addrs[0].String()
 	}
-	h := sha256.Sum256([]byte(seed))
-	mac := net.HardwareAddr(h[:6])
-	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
-	return mac
+	mac := vswitch.DerivedMAC([]byte(seed))
+	return mac[:]
 }
 
 // absPath returns path made absolute, for hints a user runs elsewhere; path

@@ -1,7 +1,6 @@
 package dhcp
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
@@ -320,11 +319,7 @@ func (c Config) validate() (*settings, error) {
 // first bytes of a hash, made locally administered and unicast.
 func defaultMAC(gw netip.Addr) vswitch.MAC {
 	b := gw.As4()
-	h := sha256.Sum256(append([]byte("tapswitch dhcp "), b[:]...))
-	var m vswitch.MAC
-	copy(m[:], h[:6])
-	m[0] = m[0]&^1 | 2
-	return m
+	return vswitch.DerivedMAC(append([]byte("tapswitch dhcp "), b[:]...))
 }
 
 // validDomain reports whether s is a domain name that option 15 and
