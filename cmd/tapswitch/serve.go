@@ -983,61 +983,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		return out
 	}
 
-	// Each --connect URL is dialled under its own context, so that a
-	// reload that drops the URL can end it; so is each URL of ctl attach
-	// --connect (in ctlDialing, keyed by port name, which reloads leave
-	// alone), so that ctl detach can end one that never connected. dialMu
-	// guards both maps (the API and reloads use them).
-	var dialMu sync.Mutex
-	dialing := map[string]*dialState{}
-	ctlDialing := map[string]*dialState{}
-	// connect dials u; the caller holds dialMu.
-	connect := func(u string) {
-		if old := dialing[u]; old != nil {
-			old.cancel()
-		}
-		ctx, cancel := context.WithCancel(gctx)
-		ds := newDialState(u, "connect", cancel)
-		dialing[u] = ds
-		g.Go(func() error {
-			defer close(ds.done)
-			return stream.Dial(ctx, u, ds.config(dial), sw)
-		})
-	}
-	dialMu.Lock()
-	for _, u := range o.connect {
-		connect(u)
-	}
-	dialMu.Unlock()
-	// dialer returns the live dialling of the port named key ("unix:PATH",
-	// "tcp:HOST:PORT"), from --connect or ctl attach, and the map and key
-	// it is under; the caller holds dialMu.
-	dialer := func(key string) (*dialState, map[string]*dialState, string) {
-		if ds := ctlDialing[key]; ds != nil && !ds.ended() {
-			return ds, ctlDialing, key
-		}
-		for u, ds := range dialing {
-			if a, err := listen.Parse(u); err == nil && a.PortName() == key && !ds.ended() {
-				return ds, dialing, u
-			}
-		}
-		return nil, nil, ""
-	}
-	// dials lists the live dialling, ordered by URL.
-	dials := func() []api.Dial {
-		dialMu.Lock()
-		defer dialMu.Unlock()
-		out := []api.Dial{}
-		for _, m := range []map[string]*dialState{dialing, ctlDialing} {
-			for _, ds := range m {
-				if !ds.ended() {
-					out = append(out, ds.info())
-				}
-			}
-		}
-		slices.SortFunc(out, func(a, b api.Dial) int { return strings.Compare(a.URL, b.URL) })
-		return out
-	}
+	dl := newDials(gctx, g, sw, dial)
+	dl.connectAll(o.connect)
 
 	if p.ctl != "none" {
 		if err := os.MkdirAll(filepath.Dir(p.ctl), 0o755); err != nil {
@@ -1048,7 +995,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return fmt.Errorf("--ctl: %w", err)
 		}
 		undo.add(func() { sf.Remove() })
-		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Dials: dials, Attach: func(actx context.Context, req api.AttachRequest) error {
+		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Dials: dl.list, Attach: func(actx context.Context, req api.AttachRequest) error {
 			if req.Tap != "" {
 				return attachTap(sw, req.Tap, o, log)
 			}
@@ -1066,43 +1013,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			if l, ok := ownListen(own, a); ok {
 				return fmt.Errorf("%w: connect %s is this switch's own listener %s: %s", api.ErrBadRequest, req.Connect, l, loopReason)
 			}
-			key := a.PortName()
-			dialMu.Lock()
-			defer dialMu.Unlock()
-			if ds, _, _ := dialer(key); ds != nil || slices.ContainsFunc(sw.Ports(), func(p *vswitch.Attachment) bool { return p.Name() == key }) {
-				return fmt.Errorf("%w: %s is connected or being dialled already (tapswitch ctl detach %s ends it)", api.ErrConflict, key, key)
-			}
-			ctx, cancel := context.WithCancel(gctx)
-			ds := newDialState(req.Connect, "attach", cancel)
-			ctlDialing[key] = ds
-			g.Go(func() error {
-				defer func() {
-					cancel()
-					dialMu.Lock()
-					if ctlDialing[key] == ds {
-						delete(ctlDialing, key)
-					}
-					dialMu.Unlock()
-					close(ds.done)
-				}()
-				return stream.Dial(ctx, req.Connect, ds.config(dial), sw)
-			})
-			return nil
-		}, StopDial: func(name string) string {
-			key := name
-			if a, err := listen.Parse(name); err == nil {
-				key = a.PortName()
-			}
-			dialMu.Lock()
-			defer dialMu.Unlock()
-			ds, m, k := dialer(key)
-			if ds == nil {
-				return ""
-			}
-			ds.cancel()
-			delete(m, k)
-			return key
-		}}
+			return dl.attach(req.Connect, a)
+		}, StopDial: dl.stop}
 		if srv != nil {
 			as.Leases = func() []api.Lease { return apiLeases(srv.Leases()) }
 		}
@@ -1138,8 +1050,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 
 	// SIGHUP re-reads --config and applies what can change at runtime;
 	// it also writes the lease file.
-	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), fileKeys: o.configKeys,
-		dialMu: &dialMu, dialing: dialing, ctlDialing: ctlDialing, connect: connect}
+	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), fileKeys: o.configKeys, dials: dl}
 	g.Go(func() error {
 		for {
 			select {
@@ -1341,53 +1252,13 @@ func printSummary(cmd *cobra.Command, p *plan, streams []*stream.Listener, dgram
 // those it lists that were detached since are attached again; any other
 // change is reported as needing a restart.
 type reloader struct {
-	cmd        *cobra.Command
-	o          *serveOptions
-	sw         *vswitch.Switch
-	log        *logrus.Logger
-	taps       []string              // the taps the file (or command line) attached
-	dialMu     *sync.Mutex           // guards dialing and ctlDialing
-	dialing    map[string]*dialState // the --connect URLs dialled
-	ctlDialing map[string]*dialState // ctl attach --connect's, by port name
-	connect    func(url string)      // dials url and adds it to dialing; needs dialMu
-	fileKeys   int                   // the keys the file in force sets
-}
-
-// dialState is a --connect URL's dialling: cancel ends it; done is closed
-// once it has ended, by cancel or because its port was detached.
-type dialState struct {
-	url    string
-	origin string // api.Dial's Origin
-	cancel context.CancelFunc
-	done   chan struct{}
-	status stream.DialStatus
-}
-
-func newDialState(url, origin string, cancel context.CancelFunc) *dialState {
-	return &dialState{url: url, origin: origin, cancel: cancel, done: make(chan struct{})}
-}
-
-// config returns the dial configuration c, reporting to d.
-func (d *dialState) config(c stream.DialConfig) stream.DialConfig {
-	c.Status = &d.status
-	return c
-}
-
-func (d *dialState) info() api.Dial {
-	port := d.url
-	if a, err := listen.Parse(d.url); err == nil {
-		port = a.PortName()
-	}
-	return api.Dial{URL: d.url, Port: port, Origin: d.origin, DialInfo: d.status.Get()}
-}
-
-func (d *dialState) ended() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
+	cmd      *cobra.Command
+	o        *serveOptions
+	sw       *vswitch.Switch
+	log      *logrus.Logger
+	taps     []string // the taps the file (or command line) attached
+	dials    *dials
+	fileKeys int // the keys the file in force sets
 }
 
 // reload applies the --config file, after a SIGHUP that wrote the lease
@@ -1492,33 +1363,7 @@ func (r *reloader) reload(flushed bool) {
 		return true
 	})
 	connects, _ := fresh.GetStringArray("connect")
-	r.dialMu.Lock()
-	defer r.dialMu.Unlock()
-	for _, u := range connects {
-		// A URL the file lists is dialled again if its port was
-		// detached (tapswitch ctl detach) since.
-		if ds := r.dialing[u]; ds == nil || ds.ended() {
-			// Connected or being dialled already by tapswitch ctl attach
-			// --connect: a second connection to the same QEMU would be a
-			// second port.
-			if a, err := listen.Parse(u); err == nil {
-				key := a.PortName()
-				if ds := r.ctlDialing[key]; attached[key] || ds != nil && !ds.ended() {
-					r.log.WithField("connect", u).Info("SIGHUP: already connected or being dialled (ctl attach); not dialled again")
-					continue
-				}
-			}
-			r.connect(u)
-			r.log.WithField("connect", u).Info("SIGHUP: connecting")
-		}
-	}
-	for u, ds := range r.dialing {
-		if !slices.Contains(connects, u) {
-			ds.cancel() // closes the port if connected, and dials no more
-			delete(r.dialing, u)
-			r.log.WithField("connect", u).Info("SIGHUP: disconnected; no longer dialled")
-		}
-	}
+	r.dials.reload(connects, attached, r.log)
 	if len(restart) > 0 {
 		r.log.WithField("flags", restart).Warn("SIGHUP: these changes take effect after a restart")
 	}
