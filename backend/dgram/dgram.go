@@ -325,7 +325,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Swit
 		l.conn, l.ux, l.file = c, c, f
 	default:
 		var lc net.ListenConfig
-		pc, err := lc.ListenPacket(ctx, a.Network, a.Address)
+		pc, err := lc.ListenPacket(ctx, a.ListenNetwork(), a.Address)
 		if err != nil {
 			return nil, fmt.Errorf("listen %s: %w", a, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 )
@@ -102,6 +103,22 @@ func (a Addr) Kind() string {
 
 // IsUnix reports whether a names a unix socket file.
 func (a Addr) IsUnix() bool { return a.Network == "unix" || a.Network == "unixgram" }
+
+// ListenNetwork is the network to listen on at a: "tcp4" or "udp4" for an
+// IPv4 address, so that 0.0.0.0 takes IPv4 only (with "tcp" or "udp", Go
+// listens on 0.0.0.0 with an IPv6 socket that takes IPv6 too), Network
+// otherwise.
+func (a Addr) ListenNetwork() string {
+	if a.IsUnix() {
+		return a.Network
+	}
+	if host, _, err := net.SplitHostPort(a.Address); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() {
+			return a.Network + "4"
+		}
+	}
+	return a.Network
+}
 
 // pathEscaper escapes what Parse would read as an escape, a query or a
 // fragment in a socket path.

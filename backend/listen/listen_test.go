@@ -202,3 +202,23 @@ func TestListenUnixLongDirFallsBack(t *testing.T) {
 		t.Fatalf("mode %v", fi.Mode())
 	}
 }
+
+func TestListenNetwork(t *testing.T) {
+	for url, want := range map[string]string{
+		"tcp://0.0.0.0:5555":   "tcp4",
+		"udp://127.0.0.1:5556": "udp4",
+		"tcp://[::]:5555":      "tcp",
+		"udp://[::1]:5556":     "udp",
+		"tcp://:5555":          "tcp",
+		"tcp://localhost:5555": "tcp",
+		"unix:///run/t.sock":   "unix",
+	} {
+		a, err := Parse(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.ListenNetwork(); got != want {
+			t.Errorf("%s: ListenNetwork %q, want %q", url, got, want)
+		}
+	}
+}

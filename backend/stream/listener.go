@@ -147,7 +147,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg ListenerConfig, sw *vswi
 		l.ln, l.file = ln, f
 	default:
 		var lc net.ListenConfig
-		ln, err := lc.Listen(ctx, a.Network, a.Address)
+		ln, err := lc.Listen(ctx, a.ListenNetwork(), a.Address)
 		if err != nil {
 			return nil, fmt.Errorf("listen %s: %w", a, err)
 		}

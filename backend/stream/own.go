@@ -89,8 +89,9 @@ func ownListener(sw *vswitch.Switch, a listen.Addr, c net.Conn) *Listener {
 // listener bound to la accepted: the same port, and la's address, or a
 // wildcard la and a remote address of this host (a loopback one, or the
 // connection's own local address). An IPv4 wildcard takes no IPv6
-// connection. (Go listens on "0.0.0.0" with an IPv6 socket that takes
-// both, and la then reads "[::]".)
+// connection. (A listener with no host is an IPv6 socket that takes
+// both, and la then reads "[::]"; one on "0.0.0.0" is IPv4 only, see
+// listen.Addr.ListenNetwork.)
 func tcpReaches(la, remote, local *net.TCPAddr) bool {
 	if la.Port != remote.Port {
 		return false

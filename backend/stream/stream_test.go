@@ -106,6 +106,45 @@ func TestMixedSizesThroughSwitch(t *testing.T) {
 	}
 }
 
+// TestListenIPv4WildcardOnly: a listener on 0.0.0.0 takes IPv4 only. Go
+// listened on it with an IPv6 socket, so a switch bound to 0.0.0.0 to
+// stay off IPv6 took IPv6 clients too. One on [::] takes both.
+func TestListenIPv4WildcardOnly(t *testing.T) {
+	log, _ := testLogger(t)
+	sw := vswitch.New(vswitch.Config{Logger: log})
+	defer sw.Close()
+	port := func(url string) string {
+		l, err := Listen(context.Background(), url, ListenerConfig{Logger: log}, sw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		_, p, _ := net.SplitHostPort(l.Addr().Address)
+		return p
+	}
+	dials := func(network, addr string) bool {
+		c, err := net.DialTimeout(network, addr, 5*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	both := port("tcp://[::]:0")
+	if !dials("tcp6", "[::1]:"+both) {
+		t.Skip("no IPv6 loopback here: nothing to tell")
+	}
+	if !dials("tcp4", "127.0.0.1:"+both) {
+		t.Errorf("a listener on [::] refused IPv4")
+	}
+	v4 := port("tcp://0.0.0.0:0")
+	if !dials("tcp4", "127.0.0.1:"+v4) {
+		t.Errorf("a listener on 0.0.0.0 refused IPv4")
+	}
+	if dials("tcp6", "[::1]:"+v4) {
+		t.Errorf("a listener on 0.0.0.0 took an IPv6 connection")
+	}
+}
+
 func TestTCPExchange(t *testing.T) {
 	log, _ := testLogger(t)
 	sw := vswitch.New(vswitch.Config{Logger: log})
