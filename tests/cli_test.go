@@ -812,6 +812,26 @@ func dhcpFrame(mac vswitch.MAC, msg []byte) []byte {
 	return porttest.Frame(vswitch.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, 0x0800, append(ip, msg...))
 }
 
+// TestGatewayHeldElsewhereWarns: with no host interface, a gateway
+// address that another interface of the host holds is not answered for
+// by the responder (the host might answer through a tap), and serve says
+// so: guests on sockets alone could not resolve their router.
+func TestGatewayHeldElsewhereWarns(t *testing.T) {
+	ns := testnet.NewNS(t)
+	ns.IP(t, "link", "set", "lo", "up")
+	ns.IP(t, "addr", "add", "198.18.0.5/32", "dev", "lo")
+	const warning = "an interface of this host holds the gateway address"
+	for gw, warns := range map[string]bool{"198.18.0.5/24": true, "198.18.0.1/24": false} {
+		dir := t.TempDir()
+		d := startSwitch(t, ns, "--listen", "unixgram://"+filepath.Join(dir, "g.sock"),
+			"--dhcp", "--gateway", gw, "--dhcp-lease-file", filepath.Join(dir, "leases"))
+		d.Stop(t)
+		if got := strings.Contains(d.Output(), warning); got != warns {
+			t.Errorf("gateway %s: warned %v, want %v:\n%s", gw, got, warns, d.Output())
+		}
+	}
+}
+
 // TestMaxPortsDefault: the number of ports is bounded by default (it was
 // not, so the queues' memory had no bound), and --max-ports 0 lifts it.
 func TestMaxPortsDefault(t *testing.T) {
