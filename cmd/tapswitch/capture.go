@@ -77,7 +77,7 @@ the port leaves the switch, with an error saying so.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&ctlPath, "ctl", defaultCtlPath(), "control socket of the running switch")
-	f.StringVar(&port, "port", "", "capture only this port (name or ID)")
+	f.StringVar(&port, "port", "", "capture only this port (name or ID, or the URL of a port the switch dialled)")
 	f.StringVarP(&out, "write", "w", "", `write pcap to FILE ("-" for standard output)`)
 	f.IntVarP(&count, "count", "c", 0, "stop after this many frames (0: no limit)")
 	f.DurationVar(&duration, "duration", 0, "stop after this long (0: no limit)")

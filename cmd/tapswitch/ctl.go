@@ -242,12 +242,14 @@ error. A server the switch is connected to is also a port (ctl ports).`,
 	cmd.AddCommand(attach)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "detach PORT",
-		Short: "Detach a port, by ID or name",
+		Short: "Detach a port, by ID, name or dialled URL",
 		Long: `Detach a port, by ID or name: the port with that ID, else the one port
-with that name (a name two ports have is refused: give the ID). A port the
-switch dialled (serve --connect, ctl attach --connect) is not dialled again
-until it is attached again or the switch restarts; a tap or --connect URL
-that serve's --config file lists comes back when SIGHUP re-reads the file.
+with that name (a name two ports have is refused: give the ID), else the
+port the switch dialled at that URL. A port the switch dialled (serve
+--connect, ctl attach --connect) is not dialled again until it is attached
+again or the switch restarts; a tap or --connect URL that serve's --config
+file lists, or its command line gives, comes back when SIGHUP re-reads the
+file.
 A URL that is being dialled and has not connected is stopped by its URL or
 port name (unix:PATH, tcp:HOST:PORT).`,
 		Args: cobra.ExactArgs(1),
