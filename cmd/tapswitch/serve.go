@@ -1037,7 +1037,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		reg.MustRegister(metrics.New(sw, ds, listeners), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		ln, err := net.Listen("tcp", o.metrics)
+		// On 0.0.0.0, IPv4 only, as the VM listeners.
+		ln, err := net.Listen(listen.Addr{Network: "tcp", Address: o.metrics}.ListenNetwork(), o.metrics)
 		if err != nil {
 			return fmt.Errorf("--metrics: %w", err)
 		}
