@@ -867,7 +867,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		default:
 			var own vswitch.MAC
 			copy(own[:], hi.MAC())
-			ha, err := sw.AddPort(hi, vswitch.PortConfig{Kind: "host", OwnMAC: own})
+			ha, err := sw.AddPort(hi, vswitch.PortConfig{Kind: api.KindHost, OwnMAC: own})
 			if err != nil {
 				hi.Close()
 				return err
@@ -909,7 +909,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		if srv, err = dhcp.New(*p.dhcp); err != nil {
 			return err
 		}
-		if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: "dhcp", DHCPServer: true, DHCPAddr: p.dhcp.Gateway.Addr(), OwnMAC: srv.MAC()}); err != nil {
+		if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: api.KindDHCP, DHCPServer: true, DHCPAddr: p.dhcp.Gateway.Addr(), OwnMAC: srv.MAC()}); err != nil {
 			srv.Close()
 			return err
 		}
@@ -1140,7 +1140,7 @@ func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.Fiel
 		log.WithFields(logrus.Fields{"port": name, "mtu": d.MTU(), "max_frame": o.maxFrame}).
 			Warn("the tap's MTU is above --max-frame minus 14: its longer frames will be dropped (too_long); give --mtu or raise --max-frame")
 	}
-	if _, err := sw.AddPort(d, vswitch.PortConfig{Kind: "tap"}); err != nil {
+	if _, err := sw.AddPort(d, vswitch.PortConfig{Kind: api.KindTap}); err != nil {
 		d.Close()
 		return err
 	}

@@ -34,6 +34,16 @@ import (
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
+// Kinds (vswitch.PortConfig.Kind) of the ports serve makes that the API
+// treats apart: the responder and the host interface cannot be detached,
+// and a tap is told from other ports of its name. Stream and datagram
+// ports have stream.PortKind and dgram.PortKind.
+const (
+	KindTap  = "tap"
+	KindHost = "host"
+	KindDHCP = "dhcp"
+)
+
 // Port is one live port as `ctl ports` shows it.
 type Port struct {
 	vswitch.PortStats

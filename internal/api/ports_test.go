@@ -199,7 +199,7 @@ func TestDetachRefusesResponderAndHost(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
 	var atts []*vswitch.Attachment
-	for _, c := range []struct{ name, kind string }{{"dhcp", "dhcp"}, {"tapswitch0", "host"}, {"tap0", "tap"}} {
+	for _, c := range []struct{ name, kind string }{{"dhcp", api.KindDHCP}, {"tapswitch0", api.KindHost}, {"tap0", api.KindTap}} {
 		a, err := sw.AddPort(porttest.New(porttest.Config{Name: c.name}), vswitch.PortConfig{Kind: c.kind})
 		if err != nil {
 			t.Fatal(err)

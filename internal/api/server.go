@@ -225,7 +225,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 				// The port keeps the name its tap had when attached.
 				msg = fmt.Sprintf("tap %s: port %d has that name, but its tap has been renamed, or moved to another network namespace, since it was attached: "+
 					"detach port %d first, or give this tap another name", req.Tap, a.ID(), a.ID())
-			} else if a.Kind() != "tap" {
+			} else if a.Kind() != KindTap {
 				msg = fmt.Sprintf("tap %s: port %d, of kind %s, has that name: give the tap another", req.Tap, a.ID(), a.Kind())
 			}
 			writeError(w, http.StatusConflict, msg)
@@ -340,10 +340,10 @@ func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
 	// Neither comes back but by a restart, and a closed responder gives up
 	// its lease file's lock while the switch still runs.
 	switch a.Kind() {
-	case "dhcp":
+	case KindDHCP:
 		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the DHCP responder: it cannot be detached; restart the switch with --dhcp=false", a.ID()))
 		return
-	case "host":
+	case KindHost:
 		writeError(w, http.StatusConflict, fmt.Sprintf("port %d is the host interface %s: it cannot be detached; restart the switch without it "+
 			"(no --host or --host-bridge, and ports of its own such as --listen: the default setup has one)", a.ID(), a.Name()))
 		return
