@@ -630,7 +630,7 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		return nil
 	}
 	if full {
-		if !l.evict(now) { // not seen: only this goroutine adds peers
+		if !l.evict(now, "too many peers") { // not seen: only this goroutine adds peers
 			l.mu.Unlock()
 			p.discard()
 			l.refuseFull(key)
@@ -646,6 +646,17 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	pc := l.cfg.Port
 	pc.Kind, pc.Peer, pc.NoReader = PortKind, key.String(), true
 	a, err := l.sw.AddPort(p, pc)
+	if errors.Is(err, vswitch.ErrTooManyPorts) && !full && l.evict(now, "the switch has its maximum of ports") {
+		// The switch is full (Config.MaxPorts) before the listener:
+		// room is made the same way, or silent peers would keep every
+		// new port out until they expire.
+		if l.closed {
+			l.mu.Unlock()
+			p.discard()
+			return nil
+		}
+		a, err = l.sw.AddPort(p, pc)
+	}
 	if err != nil {
 		l.mu.Unlock()
 		p.discard()
@@ -691,9 +702,10 @@ func (l *Listener) quietest(now int64) *peer {
 }
 
 // evict removes the peer quietest finds to make room for a new one, and
-// reports whether there was one. The caller holds l.mu, which evict
-// releases while it removes the peer's port and takes again.
-func (l *Listener) evict(now int64) bool {
+// reports whether there was one; why (the listener or the switch full)
+// is logged. The caller holds l.mu, which evict releases while it removes
+// the peer's port and takes again.
+func (l *Listener) evict(now int64, why string) bool {
 	victim := l.quietest(now)
 	if victim == nil {
 		return false
@@ -704,7 +716,7 @@ func (l *Listener) evict(now int64) bool {
 	l.c.evicted.Add(1)
 	if ok, s := l.lim.Allow(); ok {
 		l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - oldest).Round(time.Second),
-			"max_peers": l.cfg.MaxPeers, "suppressed": s}).Info("too many peers; removing the one silent longest for a new sender")
+			"max_peers": l.cfg.MaxPeers, "suppressed": s}).Info(why + "; removing the peer silent longest for a new sender")
 	}
 	victim.kill()
 	l.mu.Lock()

@@ -576,6 +576,40 @@ func TestSwitchRefusesPeer(t *testing.T) {
 	}
 }
 
+// TestFullSwitchEvictsSilent: when the switch (Config.MaxPorts) is full
+// before the listener (MaxPeers), a new sender still takes the place of
+// the peer silent longest. With another port on the switch (serve's
+// responder or host interface), the listener never reached MaxPeers, and
+// one-datagram UDP senders kept every new port out for an hour.
+func TestFullSwitchEvictsSilent(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{Logger: logger(), MaxPorts: 3})
+	defer sw.Close()
+	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "other"}), vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Listen(context.Background(), "udp://127.0.0.1:0", Config{Logger: logger(), EvictAfter: 300 * time.Millisecond}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := &env{t: t, sw: sw, l: l}
+	a, b, c := e.vm("a"), e.vm("b"), e.vm("c")
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "two peers", func() bool { return l.Stats().Peers == 2 })
+	c.send(frame(porttest.Broadcast, porttest.MAC(3), "c")) // both spoke just now
+	porttest.WaitFor(t, "c refused", func() bool { return l.Stats().Refused == 1 })
+	time.Sleep(400 * time.Millisecond)
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b again"))
+	porttest.WaitFor(t, "b's datagram", func() bool { return l.Stats().Datagrams == 4 })
+	c.send(frame(porttest.Broadcast, porttest.MAC(3), "c again"))
+	porttest.WaitFor(t, "c added", func() bool { return l.Stats().PeersAdded == 3 })
+	b.expect(frame(porttest.Broadcast, porttest.MAC(3), "c again"))
+	if st := l.Stats(); st.PeersEvicted != 1 || st.Peers != 2 || st.Refused != 1 || len(sw.Ports()) != 3 {
+		t.Errorf("evicted %d, peers %d, refused %d, switch ports %d; want 1, 2, 1, 3", st.PeersEvicted, st.Peers, st.Refused, len(sw.Ports()))
+	}
+}
+
 func TestSocketFile(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()

@@ -154,14 +154,13 @@ they reached a port: unbound (the sender's socket is bound to no absolute
 path, so it cannot be answered), invalid (shorter than an Ethernet header,
 from an address that is not a peer), too_long (over --max-frame) and
 refused (no port could be made for a new sender: 1024 peers on the socket
-already, none of them silent for a minute, --max-ports reached, the
-switch out of file descriptors for the peer's socket, or, on Linux, the
-sender is not in --allow-uid/--allow-gid, its socket file is not a socket
-it owns, it is bound to an abstract name but is not root or the switch's
-user, or its socket cannot be reached from the switch: gone already, an
-abstract name in another network namespace, a socket the switch may not
-write). --json
-adds the rest of its counters.`,
+already or --max-ports reached, and none of the socket's peers silent for
+a minute; the switch out of file descriptors for the peer's socket; or, on
+Linux, the sender is not in --allow-uid/--allow-gid, its socket file is
+not a socket it owns, it is bound to an abstract name but is not root or
+the switch's user, or its socket cannot be reached from the switch: gone
+already, an abstract name in another network namespace, a socket the
+switch may not write). --json adds the rest of its counters.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ls []api.Listener
