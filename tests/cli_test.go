@@ -832,27 +832,6 @@ func TestGatewayHeldElsewhereWarns(t *testing.T) {
 	}
 }
 
-// TestMaxPortsDefault: the number of ports is bounded by default (it was
-// not, so the queues' memory had no bound), and --max-ports 0 lifts it.
-func TestMaxPortsDefault(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		want int
-	}{{nil, 1024}, {[]string{"--max-ports", "0"}, 0}, {[]string{"--max-ports", "7"}, 7}} {
-		sock := filepath.Join(t.TempDir(), "vm.sock")
-		d := startSwitch(t, nil, append([]string{"--listen", "unix://" + sock}, c.args...)...)
-		var st struct {
-			Limits struct {
-				MaxPorts int `json:"max_ports"`
-			} `json:"limits"`
-		}
-		mustJSON(t, d.ctl(t, "stats", "--json"), &st)
-		if st.Limits.MaxPorts != c.want {
-			t.Errorf("%q: max_ports %d, want %d", c.args, st.Limits.MaxPorts, c.want)
-		}
-	}
-}
-
 // TestAttachConnectStoppable: ctl attach --connect to a URL where nothing
 // listens yet says that the switch is dialling (it said "attached"),
 // refuses to dial the same URL a second time (a second dialler, later a

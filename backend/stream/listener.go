@@ -51,7 +51,16 @@ type ListenerConfig struct {
 	// Port is the template of each client's PortConfig (port security
 	// limits); Kind and Peer are set by the listener.
 	Port vswitch.PortConfig
+	// MaxClients bounds the clients connected at once (default
+	// DefaultMaxClients); one beyond is disconnected at accept and counted
+	// as refused.
+	MaxClients int
 }
+
+// DefaultMaxClients bounds a listener's clients, and so the memory their
+// ports' queues may hold, as dgram.DefaultMaxPeers does a datagram
+// listener's peers.
+const DefaultMaxClients = 1024
 
 // Cred is the identity of the process at the other end of a unix socket.
 type Cred struct {
@@ -71,10 +80,10 @@ func (cfg *ListenerConfig) admits(c Cred) bool {
 	return slices.Contains(cfg.AllowUIDs, c.UID) || slices.Contains(cfg.AllowGIDs, c.GID)
 }
 
-// Listener accepts any number of clients on a unix or TCP stream socket and
-// attaches each one to a switch as its own port. A client that hangs up or
-// sends a malformed stream loses its port (and the switch forgets its MAC
-// addresses); the others carry on.
+// Listener accepts clients (up to ListenerConfig.MaxClients at once) on a
+// unix or TCP stream socket and attaches each one to a switch as its own
+// port. A client that hangs up or sends a malformed stream loses its port
+// (and the switch forgets its MAC addresses); the others carry on.
 type Listener struct {
 	addr listen.Addr
 	ln   net.Listener
@@ -131,6 +140,9 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg ListenerConfig, sw *vswi
 	if cfg.Conn.Logger == nil {
 		cfg.Conn.Logger = cfg.Logger
 	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = DefaultMaxClients
+	}
 	l := &Listener{
 		addr:  a,
 		sw:    sw,
@@ -168,8 +180,9 @@ type ListenerStats struct {
 	// Accepted counts the clients that got a port.
 	Accepted uint64 `json:"accepted"`
 	// Refused counts the clients disconnected at once: not in
-	// --allow-uid/--allow-gid (ListenerConfig.AllowUIDs, AllowGIDs), or
-	// refused a port by the switch (Config.MaxPorts reached).
+	// --allow-uid/--allow-gid (ListenerConfig.AllowUIDs, AllowGIDs),
+	// beyond ListenerConfig.MaxClients, or refused a port by the switch
+	// (Config.MaxPorts reached).
 	Refused uint64 `json:"refused"`
 }
 
@@ -258,6 +271,14 @@ func (l *Listener) attach(c net.Conn) {
 	defer l.mu.Unlock()
 	if l.closed {
 		conn.Close()
+		return
+	}
+	if l.pruneLocked(); len(l.ports) >= l.cfg.MaxClients {
+		conn.Close()
+		l.refused.Add(1)
+		if ok, n := l.lim.Allow(); ok {
+			l.log.WithFields(logrus.Fields{"peer": peer, "max_clients": l.cfg.MaxClients, "suppressed": n}).Warn("too many clients; client refused")
+		}
 		return
 	}
 	pc := l.cfg.Port

@@ -1028,3 +1028,27 @@ func TestBackendCountersInPortStats(t *testing.T) {
 		return false
 	})
 }
+
+// TestMaxClients: a listener takes MaxClients clients at once; one more is
+// disconnected at accept and counted as refused, and a client that leaves
+// makes room again. Clients were unbounded, and so the memory of their
+// ports' queues.
+func TestMaxClients(t *testing.T) {
+	sw, l, path := setup(t, ListenerConfig{MaxClients: 2})
+	a := dialClient(t, "unix", path)
+	dialClient(t, "unix", path)
+	porttest.WaitFor(t, "two ports", func() bool { return streamPorts(sw) == 2 })
+	c := dialClient(t, "unix", path)
+	porttest.WaitFor(t, "the third refused", func() bool { return l.Stats().Refused == 1 })
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("the refused client's read: %v, want EOF (disconnected)", err)
+	}
+	a.c.Close()
+	porttest.WaitFor(t, "a's port gone", func() bool { return streamPorts(sw) == 1 })
+	dialClient(t, "unix", path)
+	porttest.WaitFor(t, "a new client accepted", func() bool { return streamPorts(sw) == 2 })
+	if st := l.Stats(); st.Accepted != 3 || st.Refused != 1 {
+		t.Errorf("accepted %d, refused %d; want 3 and 1", st.Accepted, st.Refused)
+	}
+}

@@ -147,8 +147,9 @@ func newCtlCmd() *cobra.Command {
 		Use:   "listeners",
 		Short: "List listening sockets: ports made, datagrams received and dropped",
 		Long: `List the switch's listening sockets with the ports each made. A stream
-listener counts the clients it refused (not in --allow-uid/--allow-gid, or
---max-ports reached), shown as refused=N under DROPPED. A datagram
+listener counts the clients it refused (not in --allow-uid/--allow-gid,
+1024 clients connected already, or --max-ports reached), shown as
+refused=N under DROPPED. A datagram
 listener also counts the datagrams it received and those it dropped before
 they reached a port: unbound (the sender's socket is bound to no absolute
 path, so it cannot be answered), invalid (shorter than an Ethernet header,

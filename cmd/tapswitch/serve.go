@@ -49,9 +49,6 @@ const (
 	defaultGateway    = "192.168.109.1/24"
 	defaultStreamSock = "tapswitch.sock"
 	defaultDgramSock  = "tapswitch-dgram.sock"
-	// defaultMaxPorts bounds the ports (so their queues' memory, ~4 GiB at
-	// the default --queue-bytes) unless --max-ports says otherwise.
-	defaultMaxPorts = 1024
 )
 
 // serveOptions holds every flag of tapswitch serve; each flag is also a key
@@ -172,7 +169,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.lockMAC, "lock-mac", false, "bind each VM port to the first source MAC it uses; drop frames from other MACs")
 	f.IntVar(&o.maxMACs, "max-macs-per-port", 0, "learn at most this many MAC addresses per VM port (0: no limit)")
 	f.Float64Var(&o.newMACRate, "new-mac-rate", 0, "learn at most this many new MAC addresses per second per VM port (0: no limit)")
-	f.IntVar(&o.maxPorts, "max-ports", defaultMaxPorts, "accept at most this many ports in all (0: no limit)")
+	f.IntVar(&o.maxPorts, "max-ports", 0, "accept at most this many ports in all (0: no limit)")
 	f.VarPF(&o.dhcp, "dhcp", "", "answer DHCP on the segment (on by default in the default setup; --dhcp=false turns it off there)").NoOptDefVal = "true"
 	f.StringVar(&o.gateway, "gateway", "", "gateway address and subnet for DHCP, e.g. 198.18.0.1/24 (default: the first IPv4 --host address, else "+defaultGateway+")")
 	f.StringVar(&o.dhcpRange, "dhcp-range", "", "dynamic DHCP pool START-END (default: the whole gateway subnet)")
