@@ -439,9 +439,10 @@ const loopReason = "every flooded frame would loop between the two ends"
 // target would reach, as far as the addresses tell, and whether there is
 // one: for unix, the same cleaned absolute path, or the same file when
 // both exist (a symlink); for tcp, the same host (or IP) and port, or the
-// same port with the listener on a wildcard or empty host (which Go
-// serves on IPv4 and IPv6) and target a loopback address, localhost or
-// empty, or the listener on a loopback address and target localhost or
+// same port with the listener on a wildcard or empty host and target a
+// loopback address (IPv4 for 0.0.0.0, which takes IPv4 only; either for
+// [::] or an empty host, which take both), localhost or empty, or the
+// listener on a loopback address and target localhost or
 // empty. A listener on port 0 has no port to compare until it is open.
 // What the addresses do not tell (another address of this host, a
 // listener added later) is found by stream.Dial once connected.
@@ -477,7 +478,7 @@ func ownListen(listens []listen.Addr, target listen.Addr) (listen.Addr, bool) {
 			switch {
 			case strings.EqualFold(lh, th),
 				lerr == nil && terr == nil && lip.Unmap() == tip.Unmap(),
-				(lh == "" || lerr == nil && lip.IsUnspecified()) && (localhost || terr == nil && tip.IsLoopback()),
+				(lh == "" || lerr == nil && lip.IsUnspecified()) && (localhost || terr == nil && tip.IsLoopback() && (!lip.Is4() || tip.Unmap().Is4())),
 				lerr == nil && lip.IsLoopback() && localhost:
 				return l, true
 			}
