@@ -815,19 +815,32 @@ func dhcpFrame(mac vswitch.MAC, msg []byte) []byte {
 // TestGatewayHeldElsewhereWarns: with no host interface, a gateway
 // address that another interface of the host holds is not answered for
 // by the responder (the host might answer through a tap), and serve says
-// so: guests on sockets alone could not resolve their router.
+// so when no tap is on the segment either: guests on sockets alone could
+// not resolve their router.
 func TestGatewayHeldElsewhereWarns(t *testing.T) {
 	ns := testnet.NewNS(t)
 	ns.IP(t, "link", "set", "lo", "up")
 	ns.IP(t, "addr", "add", "198.18.0.5/32", "dev", "lo")
 	const warning = "an interface of this host holds the gateway address"
-	for gw, warns := range map[string]bool{"198.18.0.5/24": true, "198.18.0.1/24": false} {
+	for _, c := range []struct {
+		gw, tap string
+		warns   bool
+	}{
+		{"198.18.0.5/24", "", true},
+		{"198.18.0.1/24", "", false},
+		// A tap on the segment: the host may answer for it there.
+		{"198.18.0.5/24", testnet.UniqueName("tsg"), false},
+	} {
 		dir := t.TempDir()
-		d := startSwitch(t, ns, "--listen", "unixgram://"+filepath.Join(dir, "g.sock"),
-			"--dhcp", "--gateway", gw, "--dhcp-lease-file", filepath.Join(dir, "leases"))
+		args := []string{"--listen", "unixgram://" + filepath.Join(dir, "g.sock"),
+			"--dhcp", "--gateway", c.gw, "--dhcp-lease-file", filepath.Join(dir, "leases")}
+		if c.tap != "" {
+			args = append(args, "--tap", c.tap)
+		}
+		d := startSwitch(t, ns, args...)
 		d.Stop(t)
-		if got := strings.Contains(d.Output(), warning); got != warns {
-			t.Errorf("gateway %s: warned %v, want %v:\n%s", gw, got, warns, d.Output())
+		if got := strings.Contains(d.Output(), warning); got != c.warns {
+			t.Errorf("gateway %s, tap %q: warned %v, want %v:\n%s", c.gw, c.tap, got, c.warns, d.Output())
 		}
 	}
 }
