@@ -6,45 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tapswitch/tapswitch/internal/regfile"
 )
 
 // maxConfigSize bounds a --config file, far above any real one.
 const maxConfigSize = 1 << 20
-
-// readSmallFile returns the contents of the regular file at path, at most
-// limit bytes. Anything else is refused: a FIFO or a device such as
-// /dev/zero would block or grow the switch's memory without end, at start
-// or in the middle of a SIGHUP, whose handling shutdown waits for.
-func readSmallFile(path string, limit int64) ([]byte, error) {
-	// Non-blocking, so that opening a FIFO without a writer returns.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s: %d bytes, more than the %d bytes allowed", path, fi.Size(), limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err == nil && int64(len(data)) > limit {
-		err = fmt.Errorf("%s: more than the %d bytes allowed", path, limit)
-	}
-	return data, err
-}
 
 // applyConfigFile sets every flag of fs that was not given on the command
 // line from the YAML file at path. The file is a mapping whose keys are the
@@ -54,7 +26,7 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 // where the file set each flag, for errors found later (configLines.locate).
 func applyConfigFile(fs *pflag.FlagSet, path string) (configLines, error) {
 	lines := configLines{path: path, line: map[string]int{}}
-	data, err := readSmallFile(path, maxConfigSize)
+	data, err := regfile.Read(path, maxConfigSize)
 	if err != nil {
 		return lines, fmt.Errorf("config: %w", err)
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/tapswitch/tapswitch/backend/tap"
 	"github.com/tapswitch/tapswitch/internal/api"
 	"github.com/tapswitch/tapswitch/internal/metrics"
+	"github.com/tapswitch/tapswitch/internal/regfile"
 	"github.com/tapswitch/tapswitch/qemu"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/dhcp"
@@ -1195,7 +1196,7 @@ func removePidfile(path string) {
 
 // pidfileOwner returns the process ID path holds.
 func pidfileOwner(path string) (int, bool) {
-	b, err := readSmallFile(path, 64)
+	b, err := regfile.Read(path, 64)
 	if err != nil {
 		return 0, false
 	}

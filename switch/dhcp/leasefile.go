@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tapswitch/tapswitch/internal/regfile"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -79,14 +80,19 @@ type LeaseLock struct {
 // to fail on a lease file in use before it builds the rest (tapswitch serve
 // takes it before it creates the host interface): an exclusive lock on
 // PATH.lock, held until Close, or ErrLeaseFileInUse. A file at path that is
-// not a lease file, or of a newer format, is refused before the lock file
-// is made beside it. Pass the lock as Config.LeaseLock.
+// not a lease file, or of a newer format, or not a regular file, is
+// refused before the lock file is made beside it. Pass the lock as Config.LeaseLock.
 func LockLeaseFile(path string) (*LeaseLock, error) {
-	if data, err := os.ReadFile(path); err == nil {
+	data, err := regfile.Read(path, maxLeaseFileSize)
+	switch {
+	case err == nil:
 		// load checks again under the lock.
 		if _, perr := parseLeaseFile(path, data); errors.Is(perr, ErrNotLeaseFile) || errors.Is(perr, ErrLeaseFileVersion) {
 			return nil, fmt.Errorf("load lease file: %w (refusing to replace it)", perr)
 		}
+	case !errors.Is(err, os.ErrNotExist):
+		// A FIFO, a device, a directory: no lock file beside it.
+		return nil, fmt.Errorf("load lease file: %w", err)
 	}
 	f, err := lockLeaseFile(path)
 	if err != nil {
@@ -103,6 +109,10 @@ func (l *LeaseLock) Close() { l.once.Do(func() { l.f.Close() }) }
 // rather than replace it.
 var ErrNotLeaseFile = errors.New("not a tapswitch lease file")
 
+// maxLeaseFileSize bounds what is read of a lease file, far above the
+// largest pool's (a /16 at about 80 bytes a lease is 5 MiB).
+const maxLeaseFileSize = 64 << 20
+
 // maxLeaseFileErrors bounds the errors reported for one file.
 const maxLeaseFileErrors = 10
 
@@ -111,7 +121,7 @@ const maxLeaseFileErrors = 10
 // truncated, an error joining one *LeaseFileError per bad line (at most
 // 10). A missing file is an error matching os.ErrNotExist.
 func ReadLeaseFile(path string) ([]Lease, error) {
-	data, err := os.ReadFile(path)
+	data, err := regfile.Read(path, maxLeaseFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read lease file: %w", err)
 	}

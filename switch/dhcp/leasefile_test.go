@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,6 +250,43 @@ func TestLeaseFileNULs(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); !bytes.Equal(b, other) {
 		t.Error("the other file was changed")
+	}
+}
+
+// TestLeaseFileNotRegular: a lease file path naming a FIFO (or a device,
+// a directory) is refused at once, before a lock file is made beside it.
+// A FIFO blocked the start for good (SIGINT ignored), and /dev/zero would
+// have been read without end.
+func TestLeaseFileNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "leases")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, sub} {
+		done := make(chan error, 1)
+		go func() {
+			srv, err := New(Config{Gateway: testGateway, LeaseFile: path})
+			if err == nil {
+				srv.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("New with lease file %s: %v, want it refused as not a regular file", path, err)
+			}
+			if _, err := os.Stat(path + ".lock"); err == nil {
+				t.Errorf("a lock file was made beside %s", path)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("lease file %s: still reading after 10 s", path)
+		}
 	}
 }
 

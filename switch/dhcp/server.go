@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tapswitch/tapswitch/internal/logx"
+	"github.com/tapswitch/tapswitch/internal/regfile"
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
@@ -230,7 +231,7 @@ func sampleRequest() *dhcpv4.DHCPv4 {
 func (srv *Server) load() error {
 	path := srv.s.LeaseFile
 	now := srv.s.Now()
-	data, err := os.ReadFile(path)
+	data, err := regfile.Read(path, maxLeaseFileSize)
 	if err == nil && len(data) == 0 {
 		// Made beforehand (touch, then chmod: the mode is kept), not by a
 		// write of ours, which replaces the file whole: an empty lease file.

@@ -1,0 +1,40 @@
+// Package regfile reads files that must be regular files of bounded size:
+// the configuration, the pidfile, the DHCP lease file. Each is named by
+// the user, and a FIFO or a device there (or a symlink to /dev/zero) would
+// block the reader or grow its memory without end.
+package regfile
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// Read returns the contents of the regular file at path, at most limit
+// bytes. Anything else is refused with an error naming path: a FIFO, a
+// device, a directory, a file over limit. Errors opening path (it does
+// not exist) are os.OpenFile's.
+func Read(path string, limit int64) ([]byte, error) {
+	// Non-blocking, so that opening a FIFO without a writer returns.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d bytes allowed", path, fi.Size(), limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		err = fmt.Errorf("%s: more than the %d bytes allowed", path, limit)
+	}
+	return data, err
+}
