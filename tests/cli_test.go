@@ -1270,6 +1270,43 @@ func TestConcurrentAttachSameTap(t *testing.T) {
 	}
 }
 
+// TestAttachRacesDetach: an attach of a tap racing its detach is answered
+// 201 or 409, never 500: the tap, its port gone but its descriptor not
+// yet closed, was found busy with no port to show ("in use by another
+// process"), or gone between the two checks ("TUNSETIFF: device or
+// resource busy").
+func TestAttachRacesDetach(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tsd")
+	d := startSwitch(t, ns, "--listen", "unix://"+filepath.Join(t.TempDir(), "vm.sock"))
+	body := `{"tap":"` + name + `"}`
+	if code, out := d.postPorts(t, body); code != http.StatusCreated {
+		t.Fatalf("attach %s: %d %s", name, code, out)
+	}
+	for range 100 {
+		var wg sync.WaitGroup
+		var del, att string
+		wg.Go(func() {
+			code, out := d.request(t, "DELETE", "/v1/ports/"+name, "")
+			del = fmt.Sprintf("%d %s", code, out)
+		})
+		wg.Go(func() {
+			code, out := d.postPorts(t, body)
+			att = fmt.Sprintf("%d %s", code, out)
+		})
+		wg.Wait()
+		if !strings.HasPrefix(att, "201 ") && !strings.HasPrefix(att, "409 ") {
+			t.Errorf("an attach of %s racing its detach (%s): %s, want 201 or 409", name, del, att)
+		}
+		if !slices.Contains(d.portNames(t), name) { // the detach came last
+			if code, out := d.postPorts(t, body); code != http.StatusCreated {
+				t.Fatalf("attach %s again: %d %s", name, code, out)
+			}
+		}
+	}
+}
+
 // TestReloadCommentOnlyConfig: a --config file that set nothing at start
 // (everything on the command line) reloads quietly: a SIGHUP that only
 // writes the lease file logged an error each time.

@@ -276,15 +276,35 @@ func (d *daemon) portNames(t *testing.T) []string {
 
 // postPorts sends POST /v1/ports with body to the daemon's control API and
 // returns the status and the answer (api.Client takes only well-formed
-// requests, and tells no status). A request that fails is reported with
-// t.Error (so it may be called from any goroutine) and returns status 0.
+// requests, and tells no status).
 func (d *daemon) postPorts(t *testing.T, body string) (int, string) {
+	t.Helper()
+	return d.request(t, "POST", "/v1/ports", body)
+}
+
+// request sends method path with body (none if "") to the daemon's
+// control API and returns the status and the answer. A request that fails
+// is reported with t.Error (so it may be called from any goroutine) and
+// returns status 0.
+func (d *daemon) request(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.Ctl)
 	}}}
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Post("http://ctl/v1/ports", "application/json", strings.NewReader(body))
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://ctl"+path, r)
+	if err != nil {
+		t.Error(err)
+		return 0, ""
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Error(err)
 		return 0, ""

@@ -1115,7 +1115,21 @@ func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.Fiel
 	// then finds the first's port, not a tap busy with no port to show.
 	attachMu.Lock()
 	defer attachMu.Unlock()
-	d, err := tap.Open(tap.Config{Name: name, MTU: o.mtu, Logger: log, NoOffload: !o.tapOffload})
+	cfg := tap.Config{Name: name, MTU: o.mtu, Logger: log, NoOffload: !o.tapOffload}
+	d, err := tap.Open(cfg)
+	// A tap being detached (its port gone from the switch, its descriptor
+	// not yet closed) is busy for a moment, and a tap the switch made may
+	// vanish meanwhile (EBUSY without ErrBusy): try again, briefly.
+	for range 10 {
+		if !errors.Is(err, syscall.EBUSY) || slices.ContainsFunc(sw.Ports(), func(a *vswitch.Attachment) bool {
+			t, ok := a.Port().(*tap.Device)
+			return ok && t.IsNamed(name)
+		}) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+		d, err = tap.Open(cfg)
+	}
 	if errors.Is(err, tap.ErrBusy) {
 		// Busy with this switch: attached by a request (or a reload) just
 		// before this one, or under the name it had when attached?
