@@ -433,18 +433,40 @@ func socketKey(a listen.Addr) string {
 	return a.Network + ":" + a.Address
 }
 
+// dialledAddrs returns the addresses a dial to host may reach: host's own;
+// for "localhost", either loopback address; for an empty host, 127.0.0.1
+// (Go's dial of "the local system"); for an unspecified address, either
+// loopback address (the system connects 0.0.0.0 and :: there). A name
+// other than localhost reaches nothing it tells.
+func dialledAddrs(host string) []netip.Addr {
+	loopbacks := []netip.Addr{netip.IPv6Loopback(), netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+	switch {
+	case strings.EqualFold(host, "localhost"):
+		return loopbacks
+	case host == "":
+		return loopbacks[1:]
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	if ip.IsUnspecified() {
+		return loopbacks
+	}
+	return []netip.Addr{ip.Unmap()}
+}
+
 // loopReason says why a --connect to the switch's own listener is refused.
 const loopReason = "every flooded frame would loop between the two ends"
 
 // ownListen returns the stream listener among listens that dialling
 // target would reach, as far as the addresses tell, and whether there is
 // one: for unix, the same cleaned absolute path, or the same file when
-// both exist (a symlink); for tcp, the same host (or IP) and port, or the
-// same port with the listener on a wildcard or empty host and target a
-// loopback address (IPv4 for 0.0.0.0, which takes IPv4 only; either for
-// [::] or an empty host, which take both), localhost or empty, or the
-// listener on a loopback address and target localhost or
-// empty. A listener on port 0 has no port to compare until it is open.
+// both exist (a symlink); for tcp, the same port and the same host name,
+// or an address target may reach (dialledAddrs) that the listener takes:
+// its own, or a loopback one when it listens on every address (IPv4 only
+// for 0.0.0.0). A listener on port 0 has no port to compare until it is
+// open.
 // What the addresses do not tell (another address of this host, a
 // listener added later) is found by stream.Dial once connected.
 func ownListen(listens []listen.Addr, target listen.Addr) (listen.Addr, bool) {
@@ -473,15 +495,18 @@ func ownListen(listens []listen.Addr, target listen.Addr) (listen.Addr, bool) {
 			if err1 != nil || err2 != nil || lport == 0 || lport != tport {
 				continue
 			}
-			lip, lerr := netip.ParseAddr(lh)
-			tip, terr := netip.ParseAddr(th)
-			localhost := th == "" || strings.EqualFold(th, "localhost") // Go dials "" as the local system
-			switch {
-			case strings.EqualFold(lh, th),
-				lerr == nil && terr == nil && lip.Unmap() == tip.Unmap(),
-				(lh == "" || lerr == nil && lip.IsUnspecified()) && (localhost || terr == nil && tip.IsLoopback() && (!lip.Is4() || tip.Unmap().Is4())),
-				lerr == nil && lip.IsLoopback() && localhost:
+			if strings.EqualFold(lh, th) {
 				return l, true
+			}
+			lip, lerr := netip.ParseAddr(lh)
+			lip = lip.Unmap()
+			// Every address the listener takes: any host, or 0.0.0.0,
+			// which takes IPv4 only (see listen.Addr.ListenNetwork).
+			wild := lh == "" || lerr == nil && lip.IsUnspecified()
+			for _, r := range dialledAddrs(th) {
+				if wild && r.IsLoopback() && (lerr != nil || !lip.Is4() || r.Is4()) || lerr == nil && lip == r {
+					return l, true
+				}
 			}
 		}
 	}
