@@ -920,9 +920,10 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		// hold it: two answers to one ARP request are a conflict.
 		local := hostAddrsIn(p.dhcp.Gateway.Masked())
 		p.dhcp.AnswerGateway = !slices.Contains(local, p.dhcp.Gateway.Addr())
-		if !p.dhcp.AnswerGateway && p.host == nil && len(o.taps) == 0 {
-			log.WithField("gateway", p.dhcp.Gateway.Addr()).Warn("an interface of this host holds the gateway address, but neither a host interface nor a tap is on the segment: " +
-				"nobody answers ARP or ping for it (the responder leaves it to the host); choose a gateway address the host does not have (--gateway)")
+		if !p.dhcp.AnswerGateway && p.host == nil {
+			log.WithField("gateway", p.dhcp.Gateway.Addr()).Warn("an interface of this host holds the gateway address, and there is no host interface: " +
+				"the responder leaves ARP and ping for it to the host, which answers only through a tap that is up in this namespace; " +
+				"without one, choose a gateway address the host does not have (--gateway)")
 		}
 		for _, a := range local {
 			if a != p.dhcp.Gateway.Addr() && !slices.Contains(p.dhcp.Reserved, a) {
