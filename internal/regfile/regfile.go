@@ -16,19 +16,11 @@ import (
 // device, a directory, a file over limit. Errors opening path (it does
 // not exist) are os.OpenFile's.
 func Read(path string, limit int64) ([]byte, error) {
-	// Non-blocking, so that opening a FIFO without a writer returns.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, fi, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("%s: %d bytes, more than the %d bytes allowed", path, fi.Size(), limit)
 	}
@@ -37,4 +29,23 @@ func Read(path string, limit int64) ([]byte, error) {
 		err = fmt.Errorf("%s: more than the %d bytes allowed", path, limit)
 	}
 	return data, err
+}
+
+// Open opens the regular file at path for reading and returns its
+// information; anything else is refused, as Read refuses it.
+func Open(path string) (*os.File, os.FileInfo, error) {
+	// Non-blocking, so that opening a FIFO without a writer returns.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
 }

@@ -1,9 +1,11 @@
 package dhcp
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -83,22 +85,24 @@ type LeaseLock struct {
 // not a lease file, or of a newer format, or not a regular file, is
 // refused before the lock file is made beside it. Pass the lock as Config.LeaseLock.
 func LockLeaseFile(path string) (*LeaseLock, error) {
-	data, err := regfile.Read(path, maxLeaseFileSize)
+	f, _, err := regfile.Open(path)
 	switch {
 	case err == nil:
-		// load checks again under the lock.
-		if _, perr := parseLeaseFile(path, data); errors.Is(perr, ErrNotLeaseFile) || errors.Is(perr, ErrLeaseFileVersion) {
+		// Its first line tells; load checks again under the lock.
+		head, _ := bufio.NewReader(io.LimitReader(f, 4096)).ReadBytes('\n')
+		f.Close()
+		if _, perr := parseLeaseFile(path, head); errors.Is(perr, ErrNotLeaseFile) || errors.Is(perr, ErrLeaseFileVersion) {
 			return nil, fmt.Errorf("load lease file: %w (refusing to replace it)", perr)
 		}
 	case !errors.Is(err, os.ErrNotExist):
 		// A FIFO, a device, a directory: no lock file beside it.
 		return nil, fmt.Errorf("load lease file: %w", err)
 	}
-	f, err := lockLeaseFile(path)
+	lf, err := lockLeaseFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return &LeaseLock{path: path, f: f}, nil
+	return &LeaseLock{path: path, f: lf}, nil
 }
 
 // Close releases the lock; later calls do nothing.
@@ -109,9 +113,12 @@ func (l *LeaseLock) Close() { l.once.Do(func() { l.f.Close() }) }
 // rather than replace it.
 var ErrNotLeaseFile = errors.New("not a tapswitch lease file")
 
-// maxLeaseFileSize bounds what is read of a lease file, far above the
-// largest pool's (a /16 at about 80 bytes a lease is 5 MiB).
-const maxLeaseFileSize = 64 << 20
+// leaseFileLimit bounds what is read of a lease file for a pool of
+// poolSize addresses: room for a line of the longest form (a host name of
+// 253 bytes) per address, and at least 64 MiB.
+func leaseFileLimit(poolSize int) int64 {
+	return max(64<<20, int64(poolSize)*512)
+}
 
 // maxLeaseFileErrors bounds the errors reported for one file.
 const maxLeaseFileErrors = 10
@@ -121,7 +128,7 @@ const maxLeaseFileErrors = 10
 // truncated, an error joining one *LeaseFileError per bad line (at most
 // 10). A missing file is an error matching os.ErrNotExist.
 func ReadLeaseFile(path string) ([]Lease, error) {
-	data, err := regfile.Read(path, maxLeaseFileSize)
+	data, err := regfile.Read(path, leaseFileLimit(1<<24))
 	if err != nil {
 		return nil, fmt.Errorf("read lease file: %w", err)
 	}

@@ -290,6 +290,36 @@ func TestLeaseFileNotRegular(t *testing.T) {
 	}
 }
 
+// TestLargeLeaseFileLoads: the lease file of a large pool, past 64 MiB,
+// loads; a fixed 64 MiB bound on what was read refused it at start, a
+// file the switch itself had written.
+func TestLargeLeaseFileLoads(t *testing.T) {
+	const n = 220_000
+	name := strings.Repeat("h", 253)
+	exp := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	leases := make([]Lease, n)
+	for i := range leases {
+		m := vswitch.MAC{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+		leases[i] = Lease{MAC: m, IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).Next().Next(), Expiry: exp, State: LeaseBound, Hostname: name}
+	}
+	data := encodeLeaseFile(leases)
+	if len(data) <= 64<<20 {
+		t.Fatalf("%d bytes: not past 64 MiB", len(data))
+	}
+	path := filepath.Join(t.TempDir(), "leases")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Gateway: netip.MustParsePrefix("10.0.0.1/12"), LeaseFile: path, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if got := len(srv.Leases()); got != n {
+		t.Errorf("%d leases loaded, want %d", got, n)
+	}
+}
+
 func TestLeaseFileGarbageLine(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "leases")

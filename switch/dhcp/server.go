@@ -231,7 +231,7 @@ func sampleRequest() *dhcpv4.DHCPv4 {
 func (srv *Server) load() error {
 	path := srv.s.LeaseFile
 	now := srv.s.Now()
-	data, err := regfile.Read(path, maxLeaseFileSize)
+	data, err := regfile.Read(path, leaseFileLimit(srv.t.poolSize))
 	if err == nil && len(data) == 0 {
 		// Made beforehand (touch, then chmod: the mode is kept), not by a
 		// write of ours, which replaces the file whole: an empty lease file.
