@@ -189,7 +189,8 @@ type Stats struct {
 	// port (vswitch.Config.MaxPorts), or (Linux) the sender's socket file
 	// is not a socket the sender owns, or the sender's socket cannot be
 	// connected to (gone, in another network namespace, not writable).
-	// MaxPeers refuses only when no peer has been silent for EvictAfter.
+	// MaxPeers and MaxPorts refuse only when no peer of the listener has
+	// been silent for EvictAfter.
 	Refused uint64 `json:"refused"`
 	// ReadErrors counts failed reads other than the socket closing.
 	ReadErrors uint64 `json:"read_errors"`
@@ -630,7 +631,7 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		return nil
 	}
 	if full {
-		if !l.evict(now, "too many peers") { // not seen: only this goroutine adds peers
+		if !l.evict(now, false) { // not seen: only this goroutine adds peers
 			l.mu.Unlock()
 			p.discard()
 			l.refuseFull(key)
@@ -646,7 +647,7 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	pc := l.cfg.Port
 	pc.Kind, pc.Peer, pc.NoReader = PortKind, key.String(), true
 	a, err := l.sw.AddPort(p, pc)
-	if errors.Is(err, vswitch.ErrTooManyPorts) && !full && l.evict(now, "the switch has its maximum of ports") {
+	if errors.Is(err, vswitch.ErrTooManyPorts) && !full && l.evict(now, true) {
 		// The switch is full (Config.MaxPorts) before the listener:
 		// room is made the same way, or silent peers would keep every
 		// new port out until they expire.
@@ -702,10 +703,10 @@ func (l *Listener) quietest(now int64) *peer {
 }
 
 // evict removes the peer quietest finds to make room for a new one, and
-// reports whether there was one; why (the listener or the switch full)
-// is logged. The caller holds l.mu, which evict releases while it removes
+// reports whether there was one; the log says whether the switch
+// (switchFull) or the listener was full. The caller holds l.mu, which evict releases while it removes
 // the peer's port and takes again.
-func (l *Listener) evict(now int64, why string) bool {
+func (l *Listener) evict(now int64, switchFull bool) bool {
 	victim := l.quietest(now)
 	if victim == nil {
 		return false
@@ -715,8 +716,12 @@ func (l *Listener) evict(now int64, why string) bool {
 	l.mu.Unlock()
 	l.c.evicted.Add(1)
 	if ok, s := l.lim.Allow(); ok {
-		l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - oldest).Round(time.Second),
-			"max_peers": l.cfg.MaxPeers, "suppressed": s}).Info(why + "; removing the peer silent longest for a new sender")
+		e := l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - oldest).Round(time.Second), "suppressed": s})
+		if switchFull {
+			e.Info("the switch has its maximum of ports; removing the peer silent longest for a new sender")
+		} else {
+			e.WithField("max_peers", l.cfg.MaxPeers).Info("too many peers; removing the one silent longest for a new sender")
+		}
 	}
 	victim.kill()
 	l.mu.Lock()

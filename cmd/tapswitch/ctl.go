@@ -149,12 +149,11 @@ func newCtlCmd() *cobra.Command {
 		Long: `List the switch's listening sockets with the ports each made. A stream
 listener counts the clients it refused (not in --allow-uid/--allow-gid,
 1024 clients connected already, or --max-ports reached), shown as
-refused=N under DROPPED. A datagram
-listener also counts the datagrams it received and those it dropped before
-they reached a port: unbound (the sender's socket is bound to no absolute
-path, so it cannot be answered), invalid (shorter than an Ethernet header,
-from an address that is not a peer), too_long (over --max-frame) and
-refused (no port could be made for a new sender: 1024 peers on the socket
+refused=N under DROPPED. A datagram listener also counts the datagrams it
+received and those it dropped before they reached a port: unbound (the
+sender's socket is bound to no absolute path, so it cannot be answered),
+invalid (shorter than an Ethernet header, from an address that is not a
+peer), too_long (over --max-frame) and refused (no port could be made for a new sender: 1024 peers on the socket
 already or --max-ports reached, and none of the socket's peers silent for
 a minute; the switch out of file descriptors for the peer's socket; or, on
 Linux, the sender is not in --allow-uid/--allow-gid, its socket file is
