@@ -435,9 +435,10 @@ func socketKey(a listen.Addr) string {
 
 // dialledAddrs returns the addresses a dial to host may reach: host's own;
 // for "localhost", either loopback address; for an empty host, 127.0.0.1
-// (Go's dial of "the local system"); for an unspecified address, either
-// loopback address (the system connects 0.0.0.0 and :: there). A name
-// other than localhost reaches nothing it tells.
+// (Go's dial of "the local system"); for 0.0.0.0, 127.0.0.1, where the
+// system connects it; for ::, either loopback address (::1, where the
+// system connects it, and 127.0.0.1, which Go tries next). A name other
+// than localhost reaches nothing it tells.
 func dialledAddrs(host string) []netip.Addr {
 	loopbacks := []netip.Addr{netip.IPv6Loopback(), netip.AddrFrom4([4]byte{127, 0, 0, 1})}
 	switch {
@@ -450,10 +451,13 @@ func dialledAddrs(host string) []netip.Addr {
 	if err != nil {
 		return nil
 	}
-	if ip.IsUnspecified() {
-		return loopbacks
+	switch ip = ip.Unmap(); {
+	case ip.IsUnspecified() && ip.Is4():
+		return loopbacks[1:] // an IPv4 socket, connected to 127.0.0.1
+	case ip.IsUnspecified():
+		return loopbacks // ::1, then Go's fallback to 0.0.0.0
 	}
-	return []netip.Addr{ip.Unmap()}
+	return []netip.Addr{ip}
 }
 
 // loopReason says why a --connect to the switch's own listener is refused.

@@ -86,11 +86,11 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 			"listener", "kind"),
 		dgramDatagrams: d("dgram_datagrams_total", "Datagrams a datagram listener received.", "listener"),
 		streamClients: d("stream_clients_total", "Clients a stream listener accepted (result=accepted) or "+
-			"disconnected at once (result=refused: not in --allow-uid, 1024 clients connected already, or --max-ports reached).", "listener", "result"),
+			"disconnected at once (result=refused: not in --allow-uid/--allow-gid, 1024 clients connected already, or --max-ports reached).", "listener", "result"),
 		dgramDropped: d("dgram_dropped_total", "Datagrams a datagram listener dropped before they reached a port, "+
 			"by reason: unbound (sender bound to no absolute path), invalid (shorter than an Ethernet header, "+
-			"from no peer), too_long, refused (no port for a new sender: too many peers or ports, not in --allow-uid, "+
-			"its socket not its own or gone).", "listener", "reason"),
+			"from no peer), too_long, refused (no port for a new sender: too many peers or ports, not in --allow-uid/--allow-gid, "+
+			"its socket not its own or gone, out of file descriptors).", "listener", "reason"),
 		dgramPeersRemoved: d("dgram_peers_removed_total", "Peers a datagram listener removed, by reason: expired "+
 			"(a UDP peer silent for an hour), gone (its socket closed), evicted (silent longest when the listener "+
 			"or the switch was full and a new sender came).", "listener", "reason"),

@@ -82,8 +82,10 @@ type LeaseLock struct {
 // to fail on a lease file in use before it builds the rest (tapswitch serve
 // takes it before it creates the host interface): an exclusive lock on
 // PATH.lock, held until Close, or ErrLeaseFileInUse. A file at path that is
-// not a lease file, or of a newer format, or not a regular file, is
-// refused before the lock file is made beside it. Pass the lock as Config.LeaseLock.
+// not a regular file, or whose first line (its first 4 KiB) shows it is
+// not a lease file or of a newer format, is refused before the lock file
+// is made beside it; load refuses the rest. Pass the lock as
+// Config.LeaseLock.
 func LockLeaseFile(path string) (*LeaseLock, error) {
 	f, _, err := regfile.Open(path)
 	switch {
