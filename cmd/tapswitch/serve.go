@@ -1135,8 +1135,12 @@ func hostAddrsIn(subnet netip.Prefix) []netip.Addr {
 	return out
 }
 
-// attachMu serialises attachTap.
+// attachMu serialises attachTap and guards tapPorts.
 var attachMu sync.Mutex
+
+// tapPorts holds the port attachTap made for each tap, by name, while the
+// port is live or being removed.
+var tapPorts = map[string]*vswitch.Attachment{}
 
 // attachTap opens the tap name with o's --mtu and --tap-offload and adds
 // it to the switch.
@@ -1145,19 +1149,22 @@ func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.Fiel
 	// then finds the first's port, not a tap busy with no port to show.
 	attachMu.Lock()
 	defer attachMu.Unlock()
+	for n, a := range tapPorts {
+		select {
+		case <-a.Done(): // removed, and its tap closed
+			delete(tapPorts, n)
+		default:
+		}
+	}
 	cfg := tap.Config{Name: name, MTU: o.mtu, Logger: log, NoOffload: !o.tapOffload}
 	d, err := tap.Open(cfg)
-	// A tap being detached (its port gone from the switch, its descriptor
-	// not yet closed) is busy for a moment, and a tap the switch made may
-	// vanish meanwhile (EBUSY without ErrBusy): try again, briefly.
-	for range 10 {
-		if !errors.Is(err, syscall.EBUSY) || slices.ContainsFunc(sw.Ports(), func(a *vswitch.Attachment) bool {
-			t, ok := a.Port().(*tap.Device)
-			return ok && t.IsNamed(name)
-		}) {
-			break
+	if old := tapPorts[name]; errors.Is(err, syscall.EBUSY) && old != nil && !slices.Contains(sw.Ports(), old) {
+		// Being detached: its port is gone from the switch, but not yet
+		// its descriptor, which is closed before Done.
+		select {
+		case <-old.Done():
+		case <-time.After(2 * time.Second):
 		}
-		time.Sleep(50 * time.Millisecond)
 		d, err = tap.Open(cfg)
 	}
 	if errors.Is(err, tap.ErrBusy) {
@@ -1183,10 +1190,12 @@ func attachTap(sw *vswitch.Switch, name string, o *serveOptions, log logrus.Fiel
 		log.WithFields(logrus.Fields{"port": name, "mtu": d.MTU(), "max_frame": o.maxFrame}).
 			Warn("the tap's MTU is above --max-frame minus 14: its longer frames will be dropped (too_long); give --mtu or raise --max-frame")
 	}
-	if _, err := sw.AddPort(d, vswitch.PortConfig{Kind: api.KindTap}); err != nil {
+	a, err := sw.AddPort(d, vswitch.PortConfig{Kind: api.KindTap})
+	if err != nil {
 		d.Close()
 		return err
 	}
+	tapPorts[name] = a
 	return nil
 }
 
