@@ -484,7 +484,7 @@ func TestMaxPeers(t *testing.T) {
 // EvictAfter. Senders that sent once and went (a UDP source port each)
 // used to keep every new VM out for the hour a UDP peer lives.
 func TestMaxPeersEvictsSilent(t *testing.T) {
-	e := setup(t, "udp", Config{MaxPeers: 2, EvictAfter: 300 * time.Millisecond})
+	e := setup(t, "udp", Config{MaxPeers: 2, EvictAfter: time.Second})
 	a, b, c := e.vm("a"), e.vm("b"), e.vm("c")
 	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
@@ -492,7 +492,7 @@ func TestMaxPeersEvictsSilent(t *testing.T) {
 	// Both spoke just now: c is refused.
 	c.send(frame(porttest.Broadcast, porttest.MAC(3), "c"))
 	porttest.WaitFor(t, "c refused", func() bool { return e.l.Stats().Refused == 1 })
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b again"))
 	porttest.WaitFor(t, "b's datagram", func() bool { return e.l.Stats().Datagrams == 4 })
 	// a has been silent longest, and long enough: c takes its place.
@@ -587,7 +587,7 @@ func TestFullSwitchEvictsSilent(t *testing.T) {
 	if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "other"}), vswitch.PortConfig{Kind: "mem"}); err != nil {
 		t.Fatal(err)
 	}
-	l, err := Listen(context.Background(), "udp://127.0.0.1:0", Config{Logger: logger(), EvictAfter: 300 * time.Millisecond}, sw)
+	l, err := Listen(context.Background(), "udp://127.0.0.1:0", Config{Logger: logger(), EvictAfter: time.Second}, sw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,7 +599,7 @@ func TestFullSwitchEvictsSilent(t *testing.T) {
 	porttest.WaitFor(t, "two peers", func() bool { return l.Stats().Peers == 2 })
 	c.send(frame(porttest.Broadcast, porttest.MAC(3), "c")) // both spoke just now
 	porttest.WaitFor(t, "c refused", func() bool { return l.Stats().Refused == 1 })
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b again"))
 	porttest.WaitFor(t, "b's datagram", func() bool { return l.Stats().Datagrams == 4 })
 	c.send(frame(porttest.Broadcast, porttest.MAC(3), "c again"))
