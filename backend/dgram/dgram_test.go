@@ -139,6 +139,18 @@ func (e *env) vm(name string) *vm {
 
 func (e *env) ports() int { return len(e.sw.Ports()) }
 
+// pair makes two unixgram peers, a.sock and b.sock, that have each sent
+// a broadcast (a has received b's), so that each has its port.
+func (e *env) pair() (a, b *vm) {
+	e.t.Helper()
+	a, b = e.vm("a.sock"), e.vm("b.sock")
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(e.t, "two ports", func() bool { return e.ports() == 2 })
+	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	return a, b
+}
+
 func testExchange(t *testing.T, network string) {
 	e := setup(t, network, Config{})
 	a, b := e.vm("a.sock"), e.vm("b.sock")
@@ -247,11 +259,7 @@ func TestPeerGone(t *testing.T) {
 	for _, how := range []string{"closed", "removed"} {
 		t.Run(how, func(t *testing.T) {
 			e := setup(t, "unixgram", Config{})
-			a, b := e.vm("a.sock"), e.vm("b.sock")
-			a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
-			b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-			porttest.WaitFor(t, "two ports", func() bool { return e.ports() == 2 })
-			a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+			a, b := e.pair()
 
 			// a's socket goes: closed with its file left (ECONNREFUSED)
 			// or its file removed too (ENOENT).
@@ -270,11 +278,8 @@ func TestPeerGone(t *testing.T) {
 
 func TestGarbageDropped(t *testing.T) {
 	e := setup(t, "unixgram", Config{MaxFrame: 2000})
-	a, b, junk := e.vm("a.sock"), e.vm("b.sock"), e.vm("junk.sock")
-	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
-	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	porttest.WaitFor(t, "two ports", func() bool { return e.ports() == 2 })
-	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	a, b := e.pair()
+	junk := e.vm("junk.sock")
 
 	// From a stranger: short datagrams make no port.
 	junk.send([]byte{})
@@ -534,11 +539,7 @@ func TestRefusedSenderEvictsNone(t *testing.T) {
 // in, such a VM lost every frame until it sent again.
 func TestRestartSamePathSeamless(t *testing.T) {
 	e := setup(t, "unixgram", Config{})
-	a, b := e.vm("a.sock"), e.vm("b.sock")
-	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
-	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
-	porttest.WaitFor(t, "two peers", func() bool { return e.ports() == 2 })
-	a.expect(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	a, b := e.pair()
 
 	path := a.c.LocalAddr().String()
 	a.c.Close()
