@@ -180,8 +180,9 @@ type table struct {
 	unsaved map[vswitch.MAC]struct{}
 	// reuseAfter: until then, bindings restored from the lease file are
 	// not reused even if expired there. Renewals are written lazily, so
-	// after a crash the file's expiry may be up to one lease time short
-	// of what a client was acknowledged.
+	// after a crash the file's expiry may be up to one lease time (the
+	// longer of this run's and the file's) short of what a client was
+	// acknowledged.
 	reuseAfter time.Time
 	// scanned counts the entries offer and bind looked at (offers,
 	// declines, addresses, bindings), all under the server's lock: the

@@ -19,27 +19,33 @@ import (
 	vswitch "github.com/tapswitch/tapswitch/switch"
 )
 
-// The lease file, version 1, is UTF-8 text, one record per line, every line
+// The lease file, version 2, is UTF-8 text, one record per line, every line
 // ending in '\n' (a '\r' before it is ignored, so that a file edited with a
 // CRLF editor still reads):
 //
-//	tapswitch-leases 1
+//	tapswitch-leases 2
+//	lease-time 3600
 //	# MAC IP EXPIRY STATE HOSTNAME
 //	52:54:00:12:34:56 198.18.0.10 2026-01-02T15:04:05Z bound vm1
 //	52:54:00:ab:cd:ef 198.18.0.11 2026-01-02T14:00:00Z released -
 //	end 2
 //
-// The first line names the format and its version. Lines starting with '#'
-// are comments. A lease line has five fields separated by one space: the
-// client's MAC address, its IPv4 address, the expiry in RFC 3339 UTC (for a
-// released lease: when it was released), the state ("bound" or
-// "released") and the sanitised host name ("-" if none). The last line,
-// "end N", counts the lease lines; a file cut anywhere short of it is
-// detected as truncated. Offers and static leases are not stored: offers
-// are transient and static leases come from the configuration.
+// The first line names the format and its version. The second gives, in
+// seconds, the longest lease a client may hold at the time of the write:
+// the lease time, or longer while a lease time given before a restart
+// may still run (see Server.load). Lines starting with '#' are comments.
+// A lease line has five fields separated by one space: the client's MAC
+// address, its IPv4 address, the expiry in RFC 3339 UTC (for a released
+// lease: when it was released), the state ("bound" or "released") and the
+// sanitised host name ("-" if none). The last line, "end N", counts the
+// lease lines; a file cut anywhere short of it is detected as truncated.
+// Offers and static leases are not stored: offers are transient and static
+// leases come from the configuration. Version 1, read too, is the same
+// without the lease-time line.
 const (
 	leaseFileMagic   = "tapswitch-leases"
-	leaseFileVersion = 1
+	leaseFileVersion = 2
+	leaseTimeKey     = "lease-time "
 )
 
 // LeaseFileError reports a lease file line that could not be used. Its
@@ -134,21 +140,31 @@ func ReadLeaseFile(path string) ([]Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read lease file: %w", err)
 	}
-	return parseLeaseFile(path, data)
+	f, err := parseLeaseFile(path, data)
+	return f.leases, err
+}
+
+// leaseFile is what a lease file holds.
+type leaseFile struct {
+	leases []Lease
+	// leaseTime is the longest lease a client may have held when the file
+	// was written; 0 if the file does not say (version 1, a bad line).
+	leaseTime time.Duration
 }
 
 // parseLeaseFile parses a lease file. It fails outright only on a file that
 // is not a lease file (ErrNotLeaseFile) or is of another version
 // (ErrLeaseFileVersion): else it returns every lease it could read, and the
 // errors.
-func parseLeaseFile(path string, data []byte) ([]Lease, error) {
+func parseLeaseFile(path string, data []byte) (leaseFile, error) {
 	var (
-		leases []Lease
-		errs   []error
-		count  int // lease lines, good or bad
-		ended  bool
-		macs   = map[vswitch.MAC]bool{}
-		ips    = map[netip.Addr]bool{}
+		f     leaseFile
+		errs  []error
+		v2    bool
+		count int // lease lines, good or bad
+		ended bool
+		macs  = map[vswitch.MAC]bool{}
+		ips   = map[netip.Addr]bool{}
 	)
 	bad := func(line int, format string, args ...any) {
 		if len(errs) < maxLeaseFileErrors {
@@ -162,29 +178,42 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 			// What a crash can leave of a file being written (the size
 			// recorded, the data not): the lease file, ruined. A file
 			// whose first line only starts with NULs is some other file.
-			return nil, &LeaseFileError{Path: path, Line: line, Reason: "NUL bytes where the header should be"}
+			return f, &LeaseFileError{Path: path, Line: line, Reason: "NUL bytes where the header should be"}
 		}
 		i := bytes.IndexByte(data, '\n')
 		if i < 0 {
 			// A header cut short is a truncated lease file; anything else
 			// on the first line is some other file.
 			if hdr := leaseFileMagic + " "; line == 1 && !strings.HasPrefix(string(data), hdr) && !strings.HasPrefix(hdr, string(data)) {
-				return nil, notLeaseFile(path, data)
+				return f, notLeaseFile(path, data)
 			}
 			bad(line, "truncated line %q", clip(data))
 			break
 		}
 		text := strings.TrimSuffix(string(data[:i]), "\r")
 		data = data[i+1:]
+		if line == 2 && v2 {
+			secs, ok := strings.CutPrefix(text, leaseTimeKey)
+			n, err := strconv.ParseUint(secs, 10, 32)
+			if ok && err == nil && n > 0 {
+				f.leaseTime = time.Duration(n) * time.Second
+				continue
+			}
+			bad(line, "want %q, have %q", leaseTimeKey+"SECONDS", clip([]byte(text)))
+			if ok {
+				continue
+			}
+		}
 		switch {
 		case line == 1:
 			v, ok := strings.CutPrefix(text, leaseFileMagic+" ")
 			if !ok {
-				return nil, notLeaseFile(path, []byte(text))
+				return f, notLeaseFile(path, []byte(text))
 			}
-			if v != strconv.Itoa(leaseFileVersion) {
-				return nil, &LeaseFileError{Path: path, Line: line, Err: ErrLeaseFileVersion,
-					Reason: fmt.Sprintf("%v %q (this build reads %d)", ErrLeaseFileVersion, v, leaseFileVersion)}
+			v2 = v == strconv.Itoa(leaseFileVersion)
+			if !v2 && v != "1" {
+				return f, &LeaseFileError{Path: path, Line: line, Err: ErrLeaseFileVersion,
+					Reason: fmt.Sprintf("%v %q (this build reads 1 and %d)", ErrLeaseFileVersion, v, leaseFileVersion)}
 			}
 		case ended:
 			bad(line, "data after end line")
@@ -207,7 +236,7 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 				bad(line, "duplicate IP %s", l.IP)
 			default:
 				macs[l.MAC], ips[l.IP] = true, true
-				leases = append(leases, l)
+				f.leases = append(f.leases, l)
 			}
 		}
 	}
@@ -216,7 +245,7 @@ func parseLeaseFile(path string, data []byte) ([]Lease, error) {
 	} else if !ended {
 		bad(line+1, "truncated: no end line")
 	}
-	return leases, errors.Join(errs...)
+	return f, errors.Join(errs...)
 }
 
 func notLeaseFile(path string, first []byte) error {
@@ -264,10 +293,12 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// encodeLeaseFile returns the lease file holding ls.
-func encodeLeaseFile(ls []Lease) []byte {
+// encodeLeaseFile returns the lease file holding ls, leases of at most
+// leaseTime (whole seconds, at least one).
+func encodeLeaseFile(ls []Lease, leaseTime time.Duration) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s %d\n# MAC IP EXPIRY STATE HOSTNAME\n", leaseFileMagic, leaseFileVersion)
+	fmt.Fprintf(&b, "%s %d\n%s%d\n# MAC IP EXPIRY STATE HOSTNAME\n", leaseFileMagic, leaseFileVersion,
+		leaseTimeKey, max(1, int64((leaseTime+time.Second-1)/time.Second)))
 	for _, l := range ls {
 		h := l.Hostname
 		if h == "" {

@@ -100,10 +100,11 @@ func sampleLeases() []Lease {
 // expectSampleLeases checks that data parses as sampleLeases.
 func expectSampleLeases(t *testing.T, what string, data []byte) {
 	t.Helper()
-	got, err := parseLeaseFile("leases", data)
+	f, err := parseLeaseFile("leases", data)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := f.leases
 	for i := range got {
 		got[i].Expiry = got[i].Expiry.UTC()
 	}
@@ -113,17 +114,17 @@ func expectSampleLeases(t *testing.T, what string, data []byte) {
 }
 
 func TestLeaseFileRoundTrip(t *testing.T) {
-	data := encodeLeaseFile(sampleLeases())
+	data := encodeLeaseFile(sampleLeases(), time.Hour)
 	expectSampleLeases(t, "round trip", data)
-	if want := "tapswitch-leases 1\n"; !bytes.HasPrefix(data, []byte(want)) {
+	if want := "tapswitch-leases 2\nlease-time 3600\n"; !bytes.HasPrefix(data, []byte(want)) {
 		t.Errorf("file does not start with %q", want)
 	}
 	if !bytes.Contains(data, []byte("\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z bound vm1\n")) {
 		t.Errorf("unexpected line format:\n%s", data)
 	}
-	empty, err := parseLeaseFile("leases", encodeLeaseFile(nil))
-	if err != nil || len(empty) != 0 {
-		t.Errorf("empty table: %v, %v", empty, err)
+	empty, err := parseLeaseFile("leases", encodeLeaseFile(nil, time.Hour))
+	if err != nil || len(empty.leases) != 0 || empty.leaseTime != time.Hour {
+		t.Errorf("empty table: %+v, %v", empty, err)
 	}
 }
 
@@ -131,7 +132,7 @@ func TestLeaseFileRoundTrip(t *testing.T) {
 // editor on Windows, a copy through a CRLF-converting tool) reads as the
 // same leases, rather than as a file of a newer version.
 func TestLeaseFileCRLF(t *testing.T) {
-	crlf := bytes.ReplaceAll(encodeLeaseFile(sampleLeases()), []byte("\n"), []byte("\r\n"))
+	crlf := bytes.ReplaceAll(encodeLeaseFile(sampleLeases(), time.Hour), []byte("\n"), []byte("\r\n"))
 	expectSampleLeases(t, "CRLF file", crlf)
 
 	path := filepath.Join(t.TempDir(), "leases")
@@ -152,9 +153,10 @@ func TestLeaseFileCRLF(t *testing.T) {
 // parses without panic to a prefix of the leases, and is reported.
 func TestLeaseFileTruncated(t *testing.T) {
 	want := sampleLeases()
-	data := encodeLeaseFile(want)
+	data := encodeLeaseFile(want, time.Hour)
 	for n := 0; n < len(data); n++ {
-		got, err := parseLeaseFile("leases", data[:n])
+		f, err := parseLeaseFile("leases", data[:n])
+		got := f.leases
 		if err == nil {
 			t.Fatalf("cut at %d/%d: no error", n, len(data))
 		}
@@ -180,7 +182,7 @@ func TestLeaseFileTruncatedLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes one lease file per byte offset; skipped with -short")
 	}
-	data := encodeLeaseFile(sampleLeases())
+	data := encodeLeaseFile(sampleLeases(), time.Hour)
 	for n := 1; n < len(data); n++ {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "leases")
@@ -302,7 +304,7 @@ func TestLargeLeaseFileLoads(t *testing.T) {
 		m := vswitch.MAC{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
 		leases[i] = Lease{MAC: m, IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).Next().Next(), Expiry: exp, State: LeaseBound, Hostname: name}
 	}
-	data := encodeLeaseFile(leases)
+	data := encodeLeaseFile(leases, time.Hour)
 	if len(data) <= 64<<20 {
 		t.Fatalf("%d bytes: not past 64 MiB", len(data))
 	}
@@ -323,9 +325,9 @@ func TestLargeLeaseFileLoads(t *testing.T) {
 func TestLeaseFileGarbageLine(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "leases")
-	lines := strings.SplitAfter(string(encodeLeaseFile(sampleLeases())), "\n")
-	// Line 4 (the second lease) replaced by garbage.
-	lines[3] = "02:00:00:00:00:02 not-an-address 2026-01-02T15:04:05Z bound -\n"
+	lines := strings.SplitAfter(string(encodeLeaseFile(sampleLeases(), time.Hour)), "\n")
+	// Line 5 (the second lease) replaced by garbage.
+	lines[4] = "02:00:00:00:00:02 not-an-address 2026-01-02T15:04:05Z bound -\n"
 	corrupt := strings.Join(lines, "")
 	if err := os.WriteFile(path, []byte(corrupt), 0o644); err != nil {
 		t.Fatal(err)
@@ -335,8 +337,8 @@ func TestLeaseFileGarbageLine(t *testing.T) {
 	defer srv.Close()
 
 	err := srv.LoadError()
-	if err == nil || !strings.Contains(err.Error(), path+":4: bad IPv4 address") {
-		t.Fatalf("load error %q, want %s:4: bad IPv4 address ...", err, path)
+	if err == nil || !strings.Contains(err.Error(), path+":5: bad IPv4 address") {
+		t.Fatalf("load error %q, want %s:5: bad IPv4 address ...", err, path)
 	}
 	aside, _ := filepath.Glob(path + ".corrupt-*")
 	if len(aside) != 1 || !strings.HasSuffix(aside[0], ".corrupt-20260102T030405Z") {
@@ -382,6 +384,9 @@ func TestLeaseFileErrors(t *testing.T) {
 		{"count", "tapswitch-leases 1\nend 1\n", "f:2: end line"},
 		{"after end", "tapswitch-leases 1\nend 0\nx\n", "f:3: data after end line"},
 		{"no end", "tapswitch-leases 1\n", "f:2: truncated: no end line"},
+		{"no lease time", "tapswitch-leases 2\nend 0\n", "f:2: want \"lease-time SECONDS\""},
+		{"bad lease time", "tapswitch-leases 2\nlease-time 1h\nend 0\n", "f:2: want \"lease-time SECONDS\""},
+		{"zero lease time", "tapswitch-leases 2\nlease-time 0\nend 0\n", "f:2: want \"lease-time SECONDS\""},
 	} {
 		_, err := parseLeaseFile("f", []byte(tc.file))
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
@@ -390,16 +395,42 @@ func TestLeaseFileErrors(t *testing.T) {
 	}
 }
 
+// TestLeaseFileVersion1: a file of version 1, without the lease time,
+// still loads, and the next write makes it version 2.
+func TestLeaseFileVersion1(t *testing.T) {
+	v2 := encodeLeaseFile(sampleLeases(), time.Hour)
+	v1 := bytes.Replace(v2, []byte("tapswitch-leases 2\nlease-time 3600\n"), []byte("tapswitch-leases 1\n"), 1)
+	expectSampleLeases(t, "version 1", v1)
+	if f, _ := parseLeaseFile("leases", v1); f.leaseTime != 0 {
+		t.Errorf("version 1 file: lease time %v, want none", f.leaseTime)
+	}
+	path := filepath.Join(t.TempDir(), "leases")
+	if err := os.WriteFile(path, v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := newFileServer(t, path, newClock())
+	defer srv.Close()
+	if err := srv.LoadError(); err != nil {
+		t.Errorf("version 1 file reported as corrupt: %v", err)
+	}
+	if !acquire(t, srv, porttest.MAC(9)).IsValid() {
+		t.Fatal("no binding")
+	}
+	if data, _ := os.ReadFile(path); !bytes.HasPrefix(data, []byte("tapswitch-leases 2\nlease-time 3600\n")) {
+		t.Errorf("rewritten file starts %q", clip(data))
+	}
+}
+
 func TestLeaseFileNewerVersion(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "leases")
-	if err := os.WriteFile(path, []byte("tapswitch-leases 2\nwhatever\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("tapswitch-leases 3\nwhatever\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, err := New(Config{Gateway: testGateway, LeaseFile: path})
 	if !errors.Is(err, ErrLeaseFileVersion) {
 		t.Fatalf("New: %v, want ErrLeaseFileVersion", err)
 	}
-	if data, _ := os.ReadFile(path); string(data) != "tapswitch-leases 2\nwhatever\n" {
+	if data, _ := os.ReadFile(path); string(data) != "tapswitch-leases 3\nwhatever\n" {
 		t.Error("a newer lease file was modified")
 	}
 }
@@ -474,7 +505,7 @@ func TestLeaseFileNotALeaseFile(t *testing.T) {
 func TestLeaseFileModeKept(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "leases")
-	if err := os.WriteFile(path, encodeLeaseFile(sampleLeases()), 0o600); err != nil {
+	if err := os.WriteFile(path, encodeLeaseFile(sampleLeases(), time.Hour), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	clock := newClock()
@@ -512,7 +543,7 @@ func TestLeaseFileModeKept(t *testing.T) {
 
 func TestLeaseFileConflictsDropped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "leases")
-	if err := os.WriteFile(path, encodeLeaseFile(sampleLeases()), 0o644); err != nil {
+	if err := os.WriteFile(path, encodeLeaseFile(sampleLeases(), time.Hour), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// MAC 1 now has a static lease elsewhere; .7 is reserved.
@@ -601,7 +632,16 @@ func TestLeaseDurableBeforeAck(t *testing.T) {
 // After such a crash, with the pool full, a new client must not get the
 // renewed address while the renewal may still hold: restored bindings are
 // not reused for one lease time after start.
+//
+// The lease time at the restart may be shorter: the wait is still the
+// lease time the renewal was given, which the file records.
 func TestRenewalSurvivesCrash(t *testing.T) {
+	for _, restart := range []time.Duration{time.Hour, 10 * time.Minute} {
+		t.Run(restart.String(), func(t *testing.T) { testRenewalSurvivesCrash(t, restart) })
+	}
+}
+
+func testRenewalSurvivesCrash(t *testing.T, restartLease time.Duration) {
 	path := filepath.Join(t.TempDir(), "leases")
 	clock := newClock()
 	cfg := Config{Gateway: testGateway, Range: Range{ip4("198.18.0.10"), ip4("198.18.0.10")}, LeaseFile: path, Now: clock.Now}
@@ -620,15 +660,18 @@ func TestRenewalSurvivesCrash(t *testing.T) {
 	// file says the lease ends at +1h, the client holds it until +1h30.
 	srv.lock.Close()
 	clock.Add(35 * time.Minute)
+	cfg.LeaseTime = restartLease
 	srv2, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv2.Close()
 	b := porttest.MAC(2)
-	offers := replies(t, exchange(t, srv2, bcastFrame(b, newMsg(t, dhcpv4.MessageTypeDiscover, b))))
-	if len(offers) != 0 {
-		t.Fatalf("after the crash a new client was offered %v, which its client renewed until %v", offers[0].YourIPAddr, clock.Now().Add(25*time.Minute))
+	for _, wait := range []time.Duration{0, 20 * time.Minute} {
+		clock.Add(wait)
+		if offers := replies(t, exchange(t, srv2, bcastFrame(b, newMsg(t, dhcpv4.MessageTypeDiscover, b)))); len(offers) != 0 {
+			t.Fatalf("%v after the restart a new client was offered %v, which its client renewed until %v", wait, offers[0].YourIPAddr, clock.Now().Add(25*time.Minute-wait))
+		}
 	}
 	// The client comes back and keeps its address.
 	if acks := replies(t, exchange(t, srv2, clientFrame(srv2.MAC(), a, ip, testGW, renew))); len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
@@ -639,6 +682,54 @@ func TestRenewalSurvivesCrash(t *testing.T) {
 	clock.Add(2 * time.Hour)
 	if got := acquire(t, srv2, b); got != ip {
 		t.Errorf("pool full of an expired binding: got %v, want %v", got, ip)
+	}
+}
+
+// TestLeaseTimeRecorded: the lease file records the longest lease a client
+// may hold: after a restart with a shorter lease time, the longer one
+// until it has run out since the start, so that a second crash in that
+// time still waits for it.
+func TestLeaseTimeRecorded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases")
+	clock := newClock()
+	recorded := func() time.Duration {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := parseLeaseFile(path, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.leaseTime
+	}
+	cfg := Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acquire(t, srv, porttest.MAC(1))
+	srv.Close()
+	if got := recorded(); got != time.Hour {
+		t.Fatalf("lease time recorded: %v, want 1h", got)
+	}
+	cfg.LeaseTime = 10 * time.Minute
+	if srv, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for i, tc := range []struct{ after, want time.Duration }{
+		{time.Minute, 59 * time.Minute},
+		{45 * time.Minute, 14 * time.Minute},
+		{30*time.Second + 500*time.Millisecond, 13*time.Minute + 30*time.Second}, // rounded up
+		{10 * time.Minute, 10 * time.Minute},
+	} {
+		clock.Add(tc.after)
+		acquire(t, srv, porttest.MAC(2+i)) // a new binding: a write
+		if got := recorded(); got != tc.want {
+			t.Errorf("%v after the restart: lease time recorded %v, want %v", clock.Now().Sub(newClock().Now()), got, tc.want)
+		}
 	}
 }
 

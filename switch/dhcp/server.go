@@ -246,14 +246,16 @@ func (srv *Server) load() error {
 	if err != nil {
 		return fmt.Errorf("dhcp server: load lease file: %w", err)
 	}
-	leases, perr := parseLeaseFile(path, data)
+	file, perr := parseLeaseFile(path, data)
 	if errors.Is(perr, ErrLeaseFileVersion) || errors.Is(perr, ErrNotLeaseFile) {
 		return fmt.Errorf("dhcp server: load lease file: %w (refusing to replace it)", perr)
 	}
 	kept := 0
 	var conflicts []string
-	srv.t.reuseAfter = now.Add(srv.s.LeaseTime)
-	for _, l := range leases {
+	// A lease time shortened since the file was written does not shorten
+	// the wait: clients may hold leases of the old one.
+	srv.t.reuseAfter = now.Add(max(srv.s.LeaseTime, file.leaseTime))
+	for _, l := range file.leases {
 		if srv.t.load(l) {
 			kept++
 		} else {
@@ -609,7 +611,7 @@ func (srv *Server) persist(now time.Time, force bool) error {
 		// in (every flooded ARP). New bindings wait, unacknowledged.
 		return errWriteDeferred
 	}
-	data := encodeLeaseFile(t.persistent())
+	data := encodeLeaseFile(t.persistent(), max(srv.s.LeaseTime, t.reuseAfter.Sub(now)))
 	if !bytes.Equal(data, srv.lastWritten) {
 		if err := writeFileAtomic(srv.s.LeaseFile, data, 0o644); err != nil {
 			srv.retryAt = now.Add(writeRetry)
