@@ -468,8 +468,8 @@ const loopReason = "every flooded frame would loop between the two ends"
 // one: for unix, the same cleaned absolute path, or the same file when
 // both exist (a symlink); for tcp, the same port and the same host name,
 // or an address target may reach (dialledAddrs) that the listener takes:
-// its own, or a loopback one when it listens on every address (IPv4 only
-// for 0.0.0.0). A listener on port 0 has no port to compare until it is
+// its own (127.0.0.1 for localhost), or a loopback one when it listens on
+// every address (IPv4 only for 0.0.0.0). A listener on port 0 has no port to compare until it is
 // open.
 // What the addresses do not tell (another address of this host, a
 // listener added later) is found by stream.Dial once connected.
@@ -501,6 +501,9 @@ func ownListen(listens []listen.Addr, target listen.Addr) (listen.Addr, bool) {
 			}
 			if strings.EqualFold(lh, th) {
 				return l, true
+			}
+			if strings.EqualFold(lh, "localhost") {
+				lh = "127.0.0.1" // what net.Listen takes: its first IPv4 address
 			}
 			lip, lerr := netip.ParseAddr(lh)
 			lip = lip.Unmap()

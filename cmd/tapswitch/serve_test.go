@@ -568,6 +568,10 @@ func TestPlanConnectOwnListen(t *testing.T) {
 		{"tcp://127.0.0.1:5599", "tcp://0.0.0.0:5599"},
 		{"tcp://0.0.0.0:5599", "tcp://[::ffff:127.0.0.1]:5599"},
 		{"tcp://127.0.0.1:5599", "tcp://[::ffff:0.0.0.0]:5599"},
+		// A listener on localhost takes 127.0.0.1.
+		{"tcp://localhost:5599", "tcp://127.0.0.1:5599"},
+		{"tcp://localhost:5599", "tcp://:5599"},
+		{"tcp://localhost:5599", "tcp://0.0.0.0:5599"},
 	} {
 		want := "--connect " + c.connect + " is this switch's own --listen " + c.listen + why
 		_, err := planFor(t, "linux", "--listen", c.listen, "--connect", c.connect)
@@ -587,6 +591,7 @@ func TestPlanConnectOwnListen(t *testing.T) {
 		{"tcp://[::1]:5599", "tcp://:5599"},        // "" is dialled as 127.0.0.1
 		{"tcp://[::1]:5599", "tcp://0.0.0.0:5599"}, // and 0.0.0.0 too
 		{"tcp://198.18.0.1:5599", "tcp://localhost:5599"},
+		{"tcp://localhost:5599", "tcp://[::1]:5599"},
 		{"tcp://:5599", "tcp://198.18.0.1:5599"},
 		{"udp://127.0.0.1:5599", "tcp://127.0.0.1:5599"},
 		{"tcp://127.0.0.1:0", "tcp://127.0.0.1:0"},
