@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -39,7 +38,7 @@ func TestCtlUnknownCommand(t *testing.T) {
 func TestCtlAttachJSON(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
-	sock := serveAPI(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+	sock := serveAPI(t, &api.Server{Switch: sw, Attach: func(req api.AttachRequest) error {
 		_, err := sw.AddPort(porttest.New(porttest.Config{Name: req.Tap}), vswitch.PortConfig{Kind: "tap"})
 		return err
 	}})

@@ -1031,7 +1031,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return fmt.Errorf("--ctl: %w", err)
 		}
 		undo.add(func() { sf.Remove() })
-		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Dials: dl.list, Attach: func(actx context.Context, req api.AttachRequest) error {
+		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Dials: dl.list, Attach: func(req api.AttachRequest) error {
 			if req.Tap != "" {
 				return attachTap(sw, req.Tap, o, log)
 			}

@@ -54,7 +54,7 @@ func TestAPI(t *testing.T) {
 	var attached []api.AttachRequest
 	srv := &api.Server{
 		Switch: sw,
-		Attach: func(_ context.Context, req api.AttachRequest) error {
+		Attach: func(req api.AttachRequest) error {
 			if req.Tap == "bad" {
 				return errors.Join(api.ErrBadRequest, errors.New("no such thing"))
 			}

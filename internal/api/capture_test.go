@@ -178,7 +178,7 @@ func TestShutdownCutsStalledCapture(t *testing.T) {
 // bound on reading a request.
 func TestReadTimeout(t *testing.T) {
 	sw, p1 := memSwitch(t)
-	srv := &api.Server{Switch: sw, Attach: func(context.Context, api.AttachRequest) error { return nil }}
+	srv := &api.Server{Switch: sw, Attach: func(api.AttachRequest) error { return nil }}
 	const timeout = 100 * time.Millisecond
 	api.SetReadTimeout(srv, timeout)
 	sock, stop := serve(t, srv)

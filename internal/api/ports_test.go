@@ -65,7 +65,7 @@ func TestPortKeys(t *testing.T) {
 		byName[name] = add(name)
 	}
 	var attached []api.AttachRequest
-	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(req api.AttachRequest) error {
 		attached = append(attached, req)
 		return nil
 	}})
@@ -134,7 +134,7 @@ func TestAnswersAreJSON(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
 	var attached []api.AttachRequest
-	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(req api.AttachRequest) error {
 		attached = append(attached, req)
 		return nil
 	}})
@@ -177,7 +177,7 @@ func TestAttachErrorCodes(t *testing.T) {
 		"unix:///tmp/dup.sock":  fmt.Errorf("%w: being dialled already", api.ErrConflict),
 		"unix:///tmp/fail.sock": errors.New("out of descriptors"),
 	}
-	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(_ context.Context, req api.AttachRequest) error {
+	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(req api.AttachRequest) error {
 		return errs[req.Connect]
 	}})
 	defer stop()

@@ -34,7 +34,7 @@ type Server struct {
 	// lists none.
 	Dials func() []Dial
 	// Attach adds a port; nil makes POST /v1/ports answer 501.
-	Attach func(ctx context.Context, req AttachRequest) error
+	Attach func(req AttachRequest) error
 	// StopDial, if set, is asked by DELETE /v1/ports/{id} when no port is
 	// named id: it stops dialling the URL or port name id (a --connect or
 	// attached URL that has not connected) and returns the port name it
@@ -232,7 +232,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.Attach(r.Context(), req); err != nil {
+	if err := s.Attach(req); err != nil {
 		code := http.StatusInternalServerError
 		switch {
 		case errors.Is(err, ErrBadRequest):
