@@ -373,6 +373,9 @@ func (o *serveOptions) planConfig() (*plan, error) {
 	}
 	vmnetMode := o.hostMode
 	if vmnetMode == "" && p.defaults && hostOS == "darwin" {
+		if o.dhcp.val {
+			return nil, errors.New("--dhcp: the default host leg on macOS is vmnet's shared mode, which serves DHCP itself; drop --dhcp, or give --listen for a switch without a host leg, whose guests tapswitch's --dhcp serves")
+		}
 		vmnetMode = "shared" // macOS's host leg is vmnet, which serves DHCP
 	}
 	if vmnetMode != "" {
@@ -681,20 +684,20 @@ func absPath(path string) string {
 }
 
 // dhcpOnly returns the first flag given that only the DHCP responder uses,
-// or "": --gateway only if gateway is set, --dhcp-range and
-// --dhcp-lease-time only if rangeAndTime is (vmnet uses them too). Errors
-// start with it, so that configLines.locate finds its line.
-func (o *serveOptions) dhcpOnly(gateway, rangeAndTime bool) string {
+// or "": --gateway only if gateway is set, --dhcp-range only if dhcpRange
+// is (vmnet takes those two too). Errors start with it, so that
+// configLines.locate finds its line.
+func (o *serveOptions) dhcpOnly(gateway, dhcpRange bool) string {
 	for _, f := range []struct {
 		name string
 		set  bool
 	}{
 		{"--gateway", gateway && o.gateway != ""},
-		{"--dhcp-range", rangeAndTime && o.dhcpRange != ""},
+		{"--dhcp-range", dhcpRange && o.dhcpRange != ""},
 		{"--dhcp-static", len(o.dhcpStatic) > 0},
 		{"--dns", len(o.dns) > 0},
 		{"--domain", o.domain != ""},
-		{"--dhcp-lease-time", rangeAndTime && o.dhcpLeaseTime != dhcp.DefaultLeaseTime},
+		{"--dhcp-lease-time", o.dhcpLeaseTime != dhcp.DefaultLeaseTime},
 		{"--dhcp-lease-file", o.dhcpLeaseFile != ""},
 	} {
 		if f.set {
@@ -725,11 +728,12 @@ func (p *plan) planVmnet(o *serveOptions, modeName string) error {
 	// On an isolated network (--host-network-id) macOS serves no DHCP:
 	// there --dhcp is tapswitch's, with its --gateway and --dhcp-range.
 	isolated := o.hostNetworkID != ""
-	if !isolated && (o.dhcp.val || len(o.dhcpStatic) > 0 || len(o.dns) > 0 || o.domain != "" || o.dhcpLeaseFile != "") {
-		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain and --dhcp-lease-file options (only an isolated network, --host-network-id, takes tapswitch's --dhcp)")
+	f := o.dhcpOnly(false, false)
+	if !isolated && (o.dhcp.val || f != "") {
+		return errors.New("--host-mode: vmnet serves DHCP itself; drop --dhcp and the --dhcp-static, --dns, --domain, --dhcp-lease-time and --dhcp-lease-file options (only an isolated network, --host-network-id, takes tapswitch's --dhcp)")
 	}
-	if f := o.dhcpOnly(false, false); isolated && !o.dhcp.val && f != "" {
-		return needsDHCP(f, "--dhcp-static", "--dns", "--domain", "--dhcp-lease-file")
+	if isolated && !o.dhcp.val && f != "" {
+		return needsDHCP(f, "--dhcp-static", "--dns", "--domain", "--dhcp-lease-time", "--dhcp-lease-file")
 	}
 	mode, err := vmnet.ParseMode(modeName)
 	if err != nil {
@@ -891,8 +895,10 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		hc.NoOffload = !o.tapOffload
 		hi, err := vmnet.Open(hc)
 		switch {
+		case err != nil && p.defaultHost && hostOptional(err) && hostOS == "darwin":
+			log.WithError(err).Warn("no host interface (vmnet needs root and cgo): guests reach each other, but not the host, and no DHCP serves them (vmnet's would); run as root, or give --listen and --dhcp for tapswitch's")
 		case err != nil && p.defaultHost && hostOptional(err):
-			log.WithError(err).Warn("no host interface (needs CAP_NET_ADMIN on Linux, root and cgo on macOS): guests reach each other, but not the host")
+			log.WithError(err).Warn("no host interface (needs CAP_NET_ADMIN): guests reach each other, but not the host")
 		case err != nil:
 			return fmt.Errorf("host interface: %w", err)
 		default:

@@ -272,14 +272,27 @@ func TestPlanIsolatedNetworkDHCP(t *testing.T) {
 		len(p.host.Addrs) != 1 || p.host.Addrs[0].String() != "192.168.107.1/24" {
 		t.Fatalf("host %+v, want an isolated network holding 192.168.107.1/24 and no vmnet DHCP range", p.host)
 	}
-	for _, args := range [][]string{
-		{"--host-mode", "host", "--dhcp"},
-		{"--host-mode", "shared", "--dns", "192.168.105.1"},
-		{"--host-mode", "host", "--host-network-id", netID, "--dns", "192.168.107.1"},
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--host-mode", "host", "--dhcp"}, "--host-mode: vmnet serves DHCP itself"},
+		{[]string{"--host-mode", "shared", "--dns", "192.168.105.1"}, "--host-mode: vmnet serves DHCP itself"},
+		{[]string{"--host-mode", "shared", "--dhcp-lease-time", "2h"}, "--host-mode: vmnet serves DHCP itself"},
+		{[]string{"--host-mode", "host", "--host-network-id", netID, "--dns", "192.168.107.1"}, "--dns: needs --dhcp"},
+		{[]string{"--host-mode", "host", "--host-network-id", netID, "--dhcp-lease-time", "2h"}, "--dhcp-lease-time: needs --dhcp"},
+		// The default setup is vmnet's shared mode: not --host-mode's
+		// error for a flag the user did not give.
+		{[]string{"--dhcp"}, "--dhcp: the default host leg on macOS is vmnet's shared mode"},
 	} {
-		if _, err := planFor(t, "darwin", args...); err == nil {
-			t.Errorf("%q: planned, want an error", args)
+		if _, err := planFor(t, "darwin", c.args...); err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error starting %q", c.args, err, c.want)
 		}
+	}
+	// --dhcp with a listener: no host leg, tapswitch's DHCP.
+	p, err = planFor(t, "darwin", "--dhcp", "--listen", "unix:///tmp/t.sock")
+	if err != nil || p.host != nil || p.dhcp == nil {
+		t.Fatalf("--dhcp --listen: %+v, %v; want tapswitch's DHCP and no host leg", p, err)
 	}
 	// Without --dhcp, --gateway and --dhcp-range are still vmnet's.
 	p, err = planFor(t, "darwin", "--host-mode", "host", "--gateway", "192.168.106.1/24", "--dhcp-range", "192.168.106.2-192.168.106.200")
