@@ -203,6 +203,37 @@ func TestListenUnixLongDirFallsBack(t *testing.T) {
 	}
 }
 
+// TestListenUnixLongSharedDir: the fallback (bind at the path, then
+// chmod it) is refused in a directory others may write and rename in,
+// where the chmod could be made to follow a symlink put in the socket's
+// place; a sticky one (/tmp) is fine.
+func TestListenUnixLongSharedDir(t *testing.T) {
+	dir := t.TempDir()
+	for len(dir) < MaxSocketPath-12 {
+		dir = filepath.Join(dir, "dddddddd")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "s")
+	for _, c := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{{0o777, false}, {0o777 | os.ModeSticky, true}} {
+		if err := os.Chmod(dir, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		l, f, err := ListenUnix(path, 0)
+		if err == nil {
+			l.Close()
+			f.Remove()
+		}
+		if ok := err == nil; ok != c.ok || !ok && !strings.Contains(err.Error(), "writable by others and not sticky") {
+			t.Errorf("directory mode %v: %v", c.mode, err)
+		}
+	}
+}
+
 func TestListenNetwork(t *testing.T) {
 	for url, want := range map[string]string{
 		"tcp://0.0.0.0:5555":   "tcp4",

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultMode is the permission given to socket files when the caller asks
@@ -98,10 +100,13 @@ func ListenUnix(path string, mode os.FileMode) (*net.UnixListener, *SocketFile, 
 // socket is bound inside a fresh private (0700) directory next to path,
 // chmodded there, then renamed into place, which also replaces a stale
 // file atomically. Changing the umask instead would affect every goroutine
-// of the process. When that directory cannot be made, or its path would
-// exceed the socket path limit, the socket is bound at path directly and
-// chmodded at once; the permissions of path's directory then guard the
-// short window.
+// of the process. The chmod and the rename go through a descriptor of that
+// directory, which nobody else can write: someone who may write path's
+// directory and renames the private one away cannot make them act on a
+// file of theirs (a symlink). When that directory cannot be made, or its
+// path would exceed the socket path limit, the socket is bound at path
+// directly and chmodded at once, which is refused in a directory others
+// may write.
 func ListenUnixgram(path string, mode os.FileMode) (*net.UnixConn, *SocketFile, error) {
 	c, f, err := bindUnix("unixgram", path, mode, func(p string) (io.Closer, error) {
 		return net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
@@ -125,20 +130,11 @@ func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Clos
 	if tmp, err := os.MkdirTemp(filepath.Dir(path), ".tapswitch-"); err == nil {
 		defer os.RemoveAll(tmp)
 		if p := filepath.Join(tmp, "s"); len(p) <= MaxSocketPath {
-			c, err := bind(p)
-			if err != nil {
-				return nil, nil, fmt.Errorf("listen %s %s: %w", network, path, err)
-			}
-			if err := os.Chmod(p, mode); err != nil {
-				c.Close()
-				return nil, nil, fmt.Errorf("listen %s %s: chmod: %w", network, path, err)
-			}
-			if err := os.Rename(p, path); err != nil {
-				c.Close()
-				return nil, nil, fmt.Errorf("listen %s %s: move socket into place: %w", network, path, err)
-			}
-			return finish(network, path, c)
+			return bindPrivate(network, path, tmp, mode, bind)
 		}
+	}
+	if err := sharedDir(filepath.Dir(path)); err != nil {
+		return nil, nil, fmt.Errorf("listen %s %s: %w", network, path, err)
 	}
 	if err := removeStale(path); err != nil {
 		return nil, nil, fmt.Errorf("listen %s %s: %w", network, path, err)
@@ -153,6 +149,54 @@ func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Clos
 		return nil, nil, fmt.Errorf("listen %s %s: chmod: %w", network, path, err)
 	}
 	return finish(network, path, c)
+}
+
+// bindPrivate binds the socket as tmp/s, tmp being the private directory
+// made for it, and moves it to path.
+func bindPrivate(network, path, tmp string, mode os.FileMode, bind func(string) (io.Closer, error)) (io.Closer, *SocketFile, error) {
+	fail := func(what string, err error) (io.Closer, *SocketFile, error) {
+		return nil, nil, fmt.Errorf("listen %s %s: %s%w", network, path, what, err)
+	}
+	dir, err := unix.Open(tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail("open "+tmp+": ", err)
+	}
+	defer unix.Close(dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(dir, &st); err != nil {
+		return fail("", err)
+	}
+	if int(st.Uid) != os.Geteuid() || st.Mode&0o777 != 0o700 {
+		return fail("", fmt.Errorf("%s was replaced by another directory (owner %d, mode %o) before it was opened", tmp, st.Uid, st.Mode&0o777))
+	}
+	c, err := bind(filepath.Join(tmp, "s"))
+	if err != nil {
+		return fail("", err)
+	}
+	// Through dir: if tmp's name now leads elsewhere, "s" is not found
+	// rather than someone else's file changed.
+	if err := unix.Fchmodat(dir, "s", uint32(mode.Perm()), 0); err != nil {
+		c.Close()
+		return fail("chmod: ", err)
+	}
+	if err := unix.Renameat(dir, "s", unix.AT_FDCWD, path); err != nil {
+		c.Close()
+		return fail("move socket into place: ", err)
+	}
+	return finish(network, path, c)
+}
+
+// sharedDir refuses a directory others may write, unless it is sticky
+// (/tmp), where others cannot rename or remove what is not theirs.
+func sharedDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("%s is writable by others and not sticky: a socket there is made in a private directory beside it, whose path would be too long (give a directory of at most %d bytes)", dir, MaxSocketPath-len("/.tapswitch-1234567890/s"))
+	}
+	return nil
 }
 
 func finish(network, path string, c io.Closer) (io.Closer, *SocketFile, error) {
