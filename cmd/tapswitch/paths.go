@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -96,4 +98,39 @@ func checkPrivateDir(dir string) error {
 		return nil
 	}
 	return fmt.Errorf("run directory %s %s: remove it, or set XDG_RUNTIME_DIR, or give --ctl and --listen paths", dir, why)
+}
+
+// ownLinks follows path while it is a symlink that root or this user owns,
+// and returns the file it leads to; path itself when that does not exist
+// (the first write replaces a dangling link). A link someone else owns is
+// refused: whoever may write its directory (/tmp) could have put it there,
+// to have the switch read, write and lock files of their choosing.
+// (filepath.EvalSymlinks reads links itself, so the kernel's
+// protected_symlinks never sees them.)
+func ownLinks(path string) (string, error) {
+	p := path
+	for range 40 {
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return path, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode().Type() != fs.ModeSymlink {
+			return p, nil
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+			return "", fmt.Errorf("%s is a symlink owned by uid %d, neither root nor this user: not followed", p, st.Uid)
+		}
+		t, err := os.Readlink(p)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(p), t)
+		}
+		p = t
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }

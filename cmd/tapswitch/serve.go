@@ -853,9 +853,11 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		// A symlink (to persistent storage, say) leads to the file that is
 		// written: the writes rename a new file over the old, and would
 		// replace the link itself. The lock is taken next to that file.
-		if target, err := filepath.EvalSymlinks(p.dhcp.LeaseFile); err == nil {
-			p.dhcp.LeaseFile = target
+		target, err := ownLinks(p.dhcp.LeaseFile)
+		if err != nil {
+			return fmt.Errorf("--dhcp-lease-file: %w", err)
 		}
+		p.dhcp.LeaseFile = target
 		// Before the host interface: a second switch given the same lease
 		// file fails without touching the network. Released after the
 		// switch has closed the responder (its last write).

@@ -332,6 +332,40 @@ func TestPidfileReplacesSymlink(t *testing.T) {
 	}
 }
 
+// TestOwnLinks: a lease file given as a chain of symlinks (relative or
+// not) is the file at its end; a dangling link is kept, to be replaced by
+// the first write; a link that another user owns is refused, not followed:
+// root created and locked files through one planted in /tmp.
+func TestOwnLinks(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "leases")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, rel, dangling := filepath.Join(dir, "abs"), filepath.Join(dir, "rel"), filepath.Join(dir, "dangling")
+	for link, target := range map[string]string{abs: file, rel: "abs", dangling: "nowhere"} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for path, want := range map[string]string{file: file, abs: file, rel: file, dangling: dangling} {
+		if got, err := ownLinks(path); err != nil || got != want {
+			t.Errorf("ownLinks(%s) = %q, %v; want %q", path, got, err, want)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("a link another user owns needs root to make (lchown)")
+	}
+	if err := os.Lchown(abs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{abs, rel} {
+		if got, err := ownLinks(path); err == nil || !strings.Contains(err.Error(), abs+" is a symlink owned by uid 65534") {
+			t.Errorf("ownLinks(%s) through a link uid 65534 owns = %q, %v; want it refused", path, got, err)
+		}
+	}
+}
+
 // TestCheckPrivateDir: the fallback run directory under the temporary
 // directory must be this user's and writable by nobody else; one another
 // user made first (or left writable) is refused.

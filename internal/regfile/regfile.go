@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 )
 
 // Read returns the contents of the regular file at path, at most limit
@@ -32,20 +31,25 @@ func Read(path string, limit int64) ([]byte, error) {
 }
 
 // Open opens the regular file at path for reading and returns its
-// information; anything else is refused, as Read refuses it.
+// information; anything else is refused, as Read refuses it, and not
+// opened (on Linux; elsewhere unless path changes between a look and the
+// open).
 func Open(path string) (*os.File, os.FileInfo, error) {
-	// Non-blocking, so that opening a FIFO without a writer returns.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+		err = notRegular(path, fi.Mode().Type())
 	}
 	if err != nil {
 		f.Close()
 		return nil, nil, err
 	}
 	return f, fi, nil
+}
+
+func notRegular(path string, t os.FileMode) error {
+	return fmt.Errorf("%s: not a regular file (%s)", path, t)
 }

@@ -941,6 +941,32 @@ func TestLeaseFileLocked(t *testing.T) {
 	srv.Close()
 }
 
+// TestLeaseLockNotFollowed: a symlink, a FIFO or a directory at the lock
+// file's path is refused: whoever may write the lease file's directory
+// could have put a link there, for root to create (or open) a file where
+// they choose.
+func TestLeaseLockNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "elsewhere")
+	path := filepath.Join(dir, "leases")
+	if err := os.Symlink(target, path+".lock"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockLeaseFile(path); err == nil || !strings.Contains(err.Error(), path+".lock is a symlink: not followed") {
+		t.Errorf("lock file a symlink: %v", err)
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Errorf("the symlink's target was created: %v", err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo+".lock", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockLeaseFile(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("lock file a FIFO: %v", err)
+	}
+}
+
 // TestLeaseLockTakenBefore: a lock taken with LockLeaseFile is New's lock:
 // New takes it over (a second lock fails while the server runs), and closes
 // it when New fails, for a lock of another path too.

@@ -18,9 +18,21 @@ import (
 func lockLeaseFile(path string) (*os.File, error) {
 	name := path + ".lock"
 	// 0600: anyone who can open the file can lock it, and so keep the
-	// responder from starting.
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	// responder from starting. Not through a symlink, which whoever may
+	// write the directory could have put there to have a file made (or a
+	// device opened) where they choose; and non-blocking, for a FIFO.
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o600)
+	if errors.Is(err, unix.ELOOP) {
+		err = fmt.Errorf("%s is a symlink: not followed", name)
+	}
 	if err != nil {
+		return nil, fmt.Errorf("lock lease file: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%s: not a regular file (%s)", name, fi.Mode().Type())
+		}
 		return nil, fmt.Errorf("lock lease file: %w", err)
 	}
 	for {

@@ -1,0 +1,49 @@
+package regfile
+
+import (
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// openRegular opens path for reading if it is a regular file, without
+// opening anything else: an O_PATH descriptor tells what path leads to,
+// and the file is opened through it, so that a device (a watchdog, a
+// tape) is never opened, even if path is swapped in between.
+func openRegular(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, notRegular(path, fileType(st.Mode))
+	}
+	rd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(rd), path), nil
+}
+
+// fileType returns the type bits of a stat mode as an os.FileMode.
+func fileType(mode uint32) os.FileMode {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return os.ModeDir
+	case unix.S_IFIFO:
+		return os.ModeNamedPipe
+	case unix.S_IFCHR:
+		return os.ModeDevice | os.ModeCharDevice
+	case unix.S_IFBLK:
+		return os.ModeDevice
+	case unix.S_IFSOCK:
+		return os.ModeSocket
+	}
+	return os.ModeIrregular
+}
