@@ -54,7 +54,8 @@ the port leaves the switch, with an error saying so.`,
 			// leaves an existing FILE as it was.
 			var w io.Writer = cmd.OutOrStdout()
 			if out != "-" {
-				f, err := os.Create(out)
+				// 0600: the frames of every VM, not for every user.
+				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 				if err != nil {
 					return err
 				}

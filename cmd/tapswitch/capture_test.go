@@ -69,6 +69,9 @@ func TestCapturePortLeaves(t *testing.T) {
 		fi, err := os.Stat(file)
 		return err == nil && fi.Size() == 24
 	})
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("capture file mode %v, %v; want 0600: the frames of every VM", fi.Mode(), err)
+	}
 	a.Close()
 	var r result
 	select {
