@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // This file turns a Config into the parameters of vmnet_start_interface.
@@ -342,4 +343,23 @@ func checkLinux(cfg Config) error {
 		name = DefaultName
 	}
 	return fmt.Errorf("host interface %s: %s is a vmnet (macOS) setting; on Linux give Addrs, or a Bridge to join", name, f)
+}
+
+// parseMAC parses the MAC address vmnet reports: six hex fields separated
+// by ':', of one or two digits each, since the BSD ether_ntoa form drops
+// leading zeros ("a2:4:0:1:b:c") where net.ParseMAC wants two.
+func parseMAC(s string) (net.HardwareAddr, error) {
+	f := strings.Split(s, ":")
+	if len(f) != 6 {
+		return nil, fmt.Errorf("MAC address %q: want 6 fields separated by ':'", s)
+	}
+	mac := make(net.HardwareAddr, 6)
+	for i, x := range f {
+		b, err := strconv.ParseUint(x, 16, 8)
+		if err != nil || len(x) == 0 || len(x) > 2 {
+			return nil, fmt.Errorf("MAC address %q: field %q is not one or two hex digits", s, x)
+		}
+		mac[i] = byte(b)
+	}
+	return mac, nil
 }

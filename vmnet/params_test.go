@@ -265,3 +265,21 @@ func TestVMNetError(t *testing.T) {
 		}
 	}
 }
+
+// TestParseMAC: vmnet's MAC address may come without leading zeros.
+func TestParseMAC(t *testing.T) {
+	for in, want := range map[string]string{
+		"a2:4:0:1:b:c":      "a2:04:00:01:0b:0c",
+		"a2:04:00:01:0b:0c": "a2:04:00:01:0b:0c",
+		"FE:ED:0:0:0:1":     "fe:ed:00:00:00:01",
+	} {
+		if got, err := parseMAC(in); err != nil || got.String() != want {
+			t.Errorf("parseMAC(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "a2:4:0:1:b", "a2:4:0:1:b:c:d", "a2:4:0:1:b:100", "a2:4:0:1:b:", "a2-4-0-1-b-c", "a2:4:0:1:b:+c", "g:0:0:0:0:0"} {
+		if got, err := parseMAC(in); err == nil {
+			t.Errorf("parseMAC(%q) = %v, want an error", in, got)
+		}
+	}
+}

@@ -110,7 +110,7 @@ func Open(cfg Config) (*Interface, error) {
 	p.wfrom = make([]int, p.batch)
 
 	macText := C.GoString(&info.mac[0])
-	mac, err := net.ParseMAC(macText)
+	mac, err := parseMAC(macText)
 	if err != nil && macText != "" {
 		log.WithField("port", name).WithError(err).Warn("vmnet reported an unreadable MAC address")
 	}
