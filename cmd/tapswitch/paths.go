@@ -59,10 +59,11 @@ func sharedRunDirFallback() bool {
 	return os.Geteuid() != 0 && os.Getenv("XDG_RUNTIME_DIR") == ""
 }
 
-// usesRunDir reports whether p puts a socket in runDir.
+// usesRunDir reports whether p puts a socket in runDir, or the lease file
+// (stateDir's last fallback is in runDir).
 func usesRunDir(p *plan) bool {
 	dir := runDir()
-	if filepath.Dir(p.ctl) == dir {
+	if filepath.Dir(p.ctl) == dir || p.leaseDir != "" && filepath.Dir(p.leaseDir) == dir {
 		return true
 	}
 	for _, a := range p.listens {

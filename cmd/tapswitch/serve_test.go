@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tapswitch/tapswitch/backend/listen"
 	"github.com/tapswitch/tapswitch/backend/tap"
 	"github.com/tapswitch/tapswitch/vmnet"
 )
@@ -362,6 +363,26 @@ func TestOwnLinks(t *testing.T) {
 	for _, path := range []string{abs, rel} {
 		if got, err := ownLinks(path); err == nil || !strings.Contains(err.Error(), abs+" is a symlink owned by uid 65534") {
 			t.Errorf("ownLinks(%s) through a link uid 65534 owns = %q, %v; want it refused", path, got, err)
+		}
+	}
+}
+
+// TestUsesRunDir: the run directory is checked (checkPrivateDir) when a
+// socket is made there, and when the lease file's directory is there,
+// stateDir's fallback without a home directory.
+func TestUsesRunDir(t *testing.T) {
+	dir := runDir()
+	for _, c := range []struct {
+		p    plan
+		want bool
+	}{
+		{plan{ctl: filepath.Join(dir, "ctl.sock")}, true},
+		{plan{ctl: "none", listens: []listen.Addr{{Network: "unix", Address: filepath.Join(dir, "s.sock")}}}, true},
+		{plan{ctl: "none", leaseDir: filepath.Join(dir, "state")}, true},
+		{plan{ctl: "none", leaseDir: "/var/lib/tapswitch", listens: []listen.Addr{{Network: "unix", Address: "/elsewhere/s.sock"}}}, false},
+	} {
+		if got := usesRunDir(&c.p); got != c.want {
+			t.Errorf("usesRunDir(%+v) = %v, want %v", c.p, got, c.want)
 		}
 	}
 }
