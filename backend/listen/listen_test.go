@@ -232,6 +232,31 @@ func TestListenUnixLongSharedDir(t *testing.T) {
 			t.Errorf("directory mode %v: %v", c.mode, err)
 		}
 	}
+	// At the limit, the same every time: whether the private directory
+	// fits went by the length of its random name.
+	base := t.TempDir()
+	for _, c := range []struct {
+		dirLen int
+		ok     bool
+	}{{79, true}, {80, false}} {
+		dir := filepath.Join(base, strings.Repeat("d", c.dirLen-len(base)-1))
+		if err := os.Mkdir(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			l, f, err := ListenUnix(filepath.Join(dir, "s.sock"), 0)
+			if err == nil {
+				l.Close()
+				f.Remove()
+			}
+			if ok := err == nil; ok != c.ok {
+				t.Fatalf("directory of %d bytes, mode 0777: %v, want ok=%v", len(dir), err, c.ok)
+			}
+		}
+	}
 }
 
 func TestListenNetwork(t *testing.T) {

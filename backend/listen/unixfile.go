@@ -127,9 +127,11 @@ func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Clos
 	if err := checkStale(network, path); err != nil {
 		return nil, nil, err
 	}
-	if tmp, err := os.MkdirTemp(filepath.Dir(path), ".tapswitch-"); err == nil {
-		defer os.RemoveAll(tmp)
-		if p := filepath.Join(tmp, "s"); len(p) <= MaxSocketPath {
+	// The longest name MkdirTemp may give (a uint32 in decimal) decides,
+	// so that the same path is not made one way or the other at random.
+	if dir := filepath.Dir(path); len(filepath.Join(dir, privateDirPattern+"4294967295", "s")) <= MaxSocketPath {
+		if tmp, err := os.MkdirTemp(dir, privateDirPattern); err == nil {
+			defer os.RemoveAll(tmp)
 			return bindPrivate(network, path, tmp, mode, bind)
 		}
 	}
@@ -150,6 +152,9 @@ func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Clos
 	}
 	return finish(network, path, c)
 }
+
+// privateDirPattern names the private directories a socket is made in.
+const privateDirPattern = ".tapswitch-"
 
 // bindPrivate binds the socket as tmp/s, tmp being the private directory
 // made for it, and moves it to path.
@@ -194,7 +199,7 @@ func sharedDir(dir string) error {
 		return err
 	}
 	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
-		return fmt.Errorf("%s is writable by others and not sticky: a socket there is made in a private directory beside it, whose path would be too long (give a directory of at most %d bytes)", dir, MaxSocketPath-len("/.tapswitch-1234567890/s"))
+		return fmt.Errorf("%s is writable by others and not sticky: a socket there is made in a private directory beside it, whose path would be too long (give a directory of at most %d bytes)", dir, MaxSocketPath-len("/"+privateDirPattern+"4294967295/s"))
 	}
 	return nil
 }

@@ -98,7 +98,7 @@ func checkPrivateDir(dir string) error {
 	default:
 		return nil
 	}
-	return fmt.Errorf("run directory %s %s: remove it, or set XDG_RUNTIME_DIR, or give --ctl and --listen paths", dir, why)
+	return fmt.Errorf("run directory %s %s: remove it, or set XDG_RUNTIME_DIR, or give --ctl and --listen paths (and, with --dhcp and no home directory, --dhcp-lease-file or TAPSWITCH_STATE_DIR) elsewhere", dir, why)
 }
 
 // ownLinks follows path while it is a symlink that root or this user owns,
@@ -129,7 +129,9 @@ func ownLinks(path string) (string, error) {
 			return "", err
 		}
 		if !filepath.IsAbs(t) {
-			t = filepath.Join(filepath.Dir(p), t)
+			// Not filepath.Join, which would take "dir/link/../x" for
+			// "dir/x": the system goes up from where link leads.
+			t = filepath.Dir(p) + string(filepath.Separator) + t
 		}
 		p = t
 	}

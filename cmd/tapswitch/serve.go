@@ -373,8 +373,15 @@ func (o *serveOptions) planConfig() (*plan, error) {
 	}
 	vmnetMode := o.hostMode
 	if vmnetMode == "" && p.defaults && hostOS == "darwin" {
+		if o.hostNetworkID != "" {
+			return nil, errors.New("--host-network-id: an isolated network needs --host-mode host")
+		}
+		f := o.dhcpOnly(false, false)
 		if o.dhcp.val {
-			return nil, errors.New("--dhcp: the default host leg on macOS is vmnet's shared mode, which serves DHCP itself; drop --dhcp, or give --listen for a switch without a host leg, whose guests tapswitch's --dhcp serves")
+			f = "--dhcp"
+		}
+		if f != "" {
+			return nil, fmt.Errorf("%s: the default host leg on macOS is vmnet's shared mode, which serves DHCP itself; drop %s, or give --listen for a switch without a host leg, whose guests tapswitch's --dhcp serves", f, f)
 		}
 		vmnetMode = "shared" // macOS's host leg is vmnet, which serves DHCP
 	}

@@ -285,6 +285,9 @@ func TestPlanIsolatedNetworkDHCP(t *testing.T) {
 		// The default setup is vmnet's shared mode: not --host-mode's
 		// error for a flag the user did not give.
 		{[]string{"--dhcp"}, "--dhcp: the default host leg on macOS is vmnet's shared mode"},
+		{[]string{"--dns", "192.168.105.1"}, "--dns: the default host leg on macOS is vmnet's shared mode"},
+		{[]string{"--dhcp-lease-time", "2h"}, "--dhcp-lease-time: the default host leg on macOS is vmnet's shared mode"},
+		{[]string{"--host-network-id", netID, "--dhcp"}, "--host-network-id: an isolated network needs --host-mode host"},
 	} {
 		if _, err := planFor(t, "darwin", c.args...); err == nil || !strings.HasPrefix(err.Error(), c.want) {
 			t.Errorf("%q: %v, want an error starting %q", c.args, err, c.want)
@@ -353,6 +356,29 @@ func TestOwnLinks(t *testing.T) {
 		if got, err := ownLinks(path); err != nil || got != want {
 			t.Errorf("ownLinks(%s) = %q, %v; want %q", path, got, err, want)
 		}
+	}
+	// A relative link going up, reached through a symlinked directory:
+	// alias -> persist/vm, persist/vm/leases -> ../data/leases.
+	data := filepath.Join(dir, "persist", "data")
+	if err := os.MkdirAll(filepath.Join(dir, "persist", "vm"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "leases"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("persist/vm", filepath.Join(dir, "alias")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../data/leases", filepath.Join(dir, "persist", "vm", "leases")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ownLinks(filepath.Join(dir, "alias", "leases"))
+	want, _ := os.Stat(filepath.Join(data, "leases"))
+	if fi, serr := os.Lstat(got); err != nil || serr != nil || !fi.Mode().IsRegular() || !os.SameFile(fi, want) {
+		t.Errorf("ownLinks(alias/leases) = %q, %v (%v); want the file in persist/data", got, err, serr)
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("a link another user owns needs root to make (lchown)")

@@ -1,6 +1,7 @@
 package regfile
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 
@@ -9,8 +10,9 @@ import (
 
 // openRegular opens path for reading if it is a regular file, without
 // opening anything else: an O_PATH descriptor tells what path leads to,
-// and the file is opened through it, so that a device (a watchdog, a
-// tape) is never opened, even if path is swapped in between.
+// and the file is opened through it (/proc/self/fd), so that a device (a
+// watchdog, a tape) is never opened, even if path is swapped in between.
+// Without /proc, path is opened again and must be the same file.
 func openRegular(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -26,7 +28,16 @@ func openRegular(path string) (*os.File, error) {
 	}
 	rd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		// No /proc (a chroot, a container): its ENOENT must not read as
+		// a missing file, which the lease file's load would replace.
+		if rd, err = unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		var again unix.Stat_t
+		if err := unix.Fstat(rd, &again); err != nil || again.Dev != st.Dev || again.Ino != st.Ino {
+			unix.Close(rd)
+			return nil, fmt.Errorf("%s: replaced while it was opened", path)
+		}
 	}
 	return os.NewFile(uintptr(rd), path), nil
 }

@@ -2,6 +2,7 @@ package regfile
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,5 +52,41 @@ func TestNotOpened(t *testing.T) {
 	}
 	if _, err := Read(file, 3); err == nil {
 		t.Error("a file over the limit was read")
+	}
+}
+
+// TestReadWithoutProc: without /proc (a chroot, a container), a file is
+// still read; the reopen through /proc/self/fd failed with ENOENT there,
+// which the lease file's load took for a missing file and replaced.
+func TestReadWithoutProc(t *testing.T) {
+	if path := os.Getenv("REGFILE_TEST_NOPROC"); path != "" {
+		if _, err := os.Stat("/proc/self/fd"); !os.IsNotExist(err) {
+			t.Fatalf("/proc is still mounted: %v", err)
+		}
+		if b, err := Read(path, 1<<20); err != nil || string(b) != "data" {
+			t.Fatalf("Read(%s) without /proc = %q, %v", path, b, err)
+		}
+		if _, err := Read(filepath.Dir(path), 1<<20); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("Read of a directory without /proc: %v", err)
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: unmounts /proc in a mount namespace of its own")
+	}
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+		`umount -l /proc && exec "$0" -test.run '^TestReadWithoutProc$' -test.v`, exe)
+	cmd.Env = append(os.Environ(), "REGFILE_TEST_NOPROC="+path)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestReadWithoutProc") {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }
