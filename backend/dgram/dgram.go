@@ -797,6 +797,14 @@ func (l *Listener) newPeer(key peerKey, src *source) (*peer, error) {
 			return nil, fmt.Errorf("peer %s: %w", key, err)
 		}
 		to.path, p.pin = dst, f
+		if f != nil {
+			rc, err := f.SyscallConn()
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("peer %s: %w", key, err)
+			}
+			p.pinRC, p.pinned = rc, p.pinnedSend
+		}
 	}
 	p.uid, p.cred = src.uid, src.cred
 	if to.path != "" {
@@ -930,10 +938,19 @@ type peer struct {
 	// (see ownSocket), or nil: the listener's. It is closed with the peer.
 	own *os.File
 	// pin holds the peer's socket open while tx sends to it by
-	// descriptor (Linux, unixgram; see pinPeer). It is never closed
-	// explicitly: a send may be under way when the peer goes, and the
-	// descriptor's number must not be reused until none can be.
-	pin *os.File
+	// descriptor (Linux, unixgram; see pinPeer). Every send and connect
+	// that may name it runs inside pinRC.Control, which keeps the
+	// descriptor, and so its number, from being closed (and reused for
+	// another file) under it; Close closes it.
+	pin   *os.File
+	pinRC syscall.RawConn
+	// pinned is p.pinnedSend, bound once; sendBufs, sendOffset, sent and
+	// sendErr are its arguments and results.
+	pinned     func(uintptr)
+	sendBufs   [][]byte
+	sendOffset int
+	sent       int
+	sendErr    error
 	// uid is the user that sent the peer's first datagram, if cred
 	// (unixgram on Linux): a datagram from the same path but another user
 	// is another sender.
@@ -998,7 +1015,7 @@ func (p *peer) WriteFrames(bufs [][]byte, offset int) (int, error) {
 	reconnected := false
 	var firstErr error
 	for len(bufs) > 0 {
-		n, err := p.tx.send(bufs, offset)
+		n, err := p.send(bufs, offset)
 		if err == nil {
 			sent += n
 			bufs = bufs[n:]
@@ -1046,9 +1063,9 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 	default:
 	}
 	p.one[0] = b
-	_, err := p.tx.send(p.one[:], offset)
+	_, err := p.send(p.one[:], offset)
 	if p.fromListener(err) || p.reconnected(err) {
-		_, err = p.tx.send(p.one[:], offset)
+		_, err = p.send(p.one[:], offset)
 	}
 	p.one[0] = nil
 	switch {
@@ -1059,6 +1076,24 @@ func (p *peer) WriteFrameNow(b []byte, offset int) (bool, error) {
 	}
 	return true, p.sendFailed(err)
 }
+
+// send is p.tx.send, holding a pinned peer's descriptor open meanwhile
+// (see peer.pin). Once Close has closed it, the send fails with
+// net.ErrClosed.
+func (p *peer) send(bufs [][]byte, offset int) (int, error) {
+	if p.pinRC == nil {
+		return p.tx.send(bufs, offset)
+	}
+	p.sendBufs, p.sendOffset = bufs, offset
+	err := p.pinRC.Control(p.pinned)
+	p.sendBufs = nil
+	if err != nil {
+		return 0, fmt.Errorf("dgram %s: write: %w", p.name, net.ErrClosed)
+	}
+	return p.sent, p.sendErr
+}
+
+func (p *peer) pinnedSend(uintptr) { p.sent, p.sendErr = p.tx.send(p.sendBufs, p.sendOffset) }
 
 // fromListener moves tx to the listener's socket if err says that the
 // peer takes datagrams from that socket only (its socket was connected to
@@ -1124,7 +1159,12 @@ func (p *peer) socketGone() bool {
 		return false
 	}
 	defer unix.Close(fd)
-	return goneErr(connectUnix(fd, p.dst))
+	if p.pinRC == nil {
+		return goneErr(connectUnix(fd, p.dst))
+	}
+	gone := true // pin closed: the peer is
+	p.pinRC.Control(func(uintptr) { gone = goneErr(connectUnix(fd, p.dst)) })
+	return gone
 }
 
 // goneErr reports whether err, from sending or connecting to a unixgram
@@ -1183,6 +1223,9 @@ func (p *peer) Close() error {
 		}
 		if p.dir != nil {
 			p.dir.Close() // likewise a reconnection under way
+		}
+		if p.pin != nil {
+			p.pin.Close() // and a send or connect naming it
 		}
 	})
 	return nil

@@ -15,8 +15,9 @@ import (
 // pinPeer opens the socket file at path, from which src sent, and returns
 // the path to send the peer's frames to, /proc/self/fd/N (its own socket
 // is connected there; the listener's sends there), with the file open as
-// N (O_PATH), which the caller keeps for as long as it sends there: the
-// file's finalizer closes N, so that N is not reused while a send may
+// N (O_PATH), which the caller keeps for as long as it sends there, and
+// closes when the peer goes: each send naming N runs inside the file's
+// RawConn.Control, so that N is not closed, and reused, while a send may
 // still name it.
 //
 // Sending to path itself would look it up afresh at every send, and the

@@ -3,6 +3,7 @@ package dgram
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -314,6 +315,47 @@ func TestRefusedSendersKeepNoDescriptor(t *testing.T) {
 	if after := openFDs(t); after > before+5 {
 		t.Errorf("%d descriptors open after %d refused datagrams, %d before", after, n, before)
 	}
+}
+
+// TestGonePinnedPeersKeepNoDescriptor: a pinned peer (another user's)
+// that leaves closes the descriptor that pinned its socket. It was left
+// to the garbage collector: with a large heap, thousands of departed VMs'
+// descriptors piled up until new senders were refused for want of them.
+func TestGonePinnedPeersKeepNoDescriptor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sends as another user: needs root")
+	}
+	dir := porttest.SocketDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sw := vswitch.New(vswitch.Config{Logger: logger()})
+	defer sw.Close()
+	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: logger(), Mode: 0o666}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := &env{t: t, sw: sw, l: l, dir: dir}
+	first := e.vm("first.sock")
+	first.send(frame(porttest.Broadcast, porttest.MAC(1), "first"))
+	porttest.WaitFor(t, "the first port", func() bool { return e.ports() == 1 })
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no finalizer closes them meanwhile
+	before := openFDs(t)
+	const n = 50
+	for i := range n {
+		c := sendAs(t, nobody, filepath.Join(dir, fmt.Sprintf("vm%d.sock", i)), l.Addr().Address, frame(porttest.Broadcast, porttest.MAC(2+i), "hello"), 1)
+		porttest.WaitFor(t, "the peer's port", func() bool { return e.ports() == 2 })
+		c.Close()
+		// A flood finds the peer's socket closed and removes it.
+		first.send(frame(porttest.Broadcast, porttest.MAC(1), "flood"))
+		porttest.WaitFor(t, "the peer gone", func() bool { return e.ports() == 1 })
+	}
+	if st := l.Stats(); st.PeersAdded != n+1 {
+		t.Fatalf("%d peers added, want %d pinned ones and the first", st.PeersAdded, n)
+	}
+	// Ports' goroutines end after the port is gone.
+	porttest.WaitFor(t, "the descriptors closed", func() bool { return openFDs(t) <= before+5 })
 }
 
 func openFDs(t *testing.T) int {
