@@ -1088,7 +1088,7 @@ func (p *peer) send(bufs [][]byte, offset int) (int, error) {
 	err := p.pinRC.Control(p.pinned)
 	p.sendBufs = nil
 	if err != nil {
-		return 0, fmt.Errorf("dgram %s: write: %w", p.name, net.ErrClosed)
+		return 0, net.ErrClosed
 	}
 	return p.sent, p.sendErr
 }
@@ -1135,6 +1135,11 @@ func (p *peer) reconnected(err error) bool {
 // held; nothing is sent to it. A UDP peer cannot be asked and stays until
 // it expires.
 func (p *peer) Probe() {
+	select {
+	case <-p.closed:
+		return // removed already; its pin, if any, closed
+	default:
+	}
 	if p.dst == "" || !p.socketGone() {
 		return
 	}

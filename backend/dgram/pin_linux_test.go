@@ -352,10 +352,47 @@ func TestGonePinnedPeersKeepNoDescriptor(t *testing.T) {
 		porttest.WaitFor(t, "the peer gone", func() bool { return e.ports() == 1 })
 	}
 	if st := l.Stats(); st.PeersAdded != n+1 {
-		t.Fatalf("%d peers added, want %d pinned ones and the first", st.PeersAdded, n)
+		t.Fatalf("%d peers added, want %d: %d pinned ones and the first", st.PeersAdded, n+1, n)
 	}
 	// Ports' goroutines end after the port is gone.
 	porttest.WaitFor(t, "the descriptors closed", func() bool { return openFDs(t) <= before+5 })
+}
+
+// TestProbeClosedPinnedPeer: a pinned peer closed (its port detached)
+// while its VM's socket stays open is not reported gone by a probe that
+// comes after: its closed pin read as a gone socket.
+func TestProbeClosedPinnedPeer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sends as another user: needs root")
+	}
+	dir := porttest.SocketDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sw := vswitch.New(vswitch.Config{Logger: logger()})
+	defer sw.Close()
+	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: logger(), Mode: 0o666}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sendAs(t, nobody, filepath.Join(dir, "b.sock"), l.Addr().Address, frame(porttest.Broadcast, porttest.MAC(2), "b"), 1)
+	porttest.WaitFor(t, "the peer's port", func() bool { return len(sw.Ports()) == 1 })
+	var p *peer
+	l.mu.Lock()
+	for _, q := range l.peers {
+		p = q
+	}
+	l.mu.Unlock()
+	if p == nil || p.pin == nil {
+		t.Fatalf("peer %v not pinned", p)
+	}
+	p.Close()
+	gone := l.Stats().PeersGone
+	p.Probe()
+	if now := l.Stats().PeersGone; now != gone {
+		t.Errorf("a probe of the closed peer counted it gone (%d to %d), its socket open", gone, now)
+	}
 }
 
 func openFDs(t *testing.T) int {

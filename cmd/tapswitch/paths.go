@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -129,9 +130,10 @@ func ownLinks(path string) (string, error) {
 			return "", err
 		}
 		if !filepath.IsAbs(t) {
-			// Not filepath.Join, which would take "dir/link/../x" for
-			// "dir/x": the system goes up from where link leads.
-			t = filepath.Dir(p) + string(filepath.Separator) + t
+			// p's directory as written: filepath.Dir and Join clean
+			// "dir/link/../x" to "dir/x", where the system goes up from
+			// where link leads.
+			t = p[:strings.LastIndexByte(p, '/')+1] + t
 		}
 		p = t
 	}

@@ -357,28 +357,31 @@ func TestOwnLinks(t *testing.T) {
 			t.Errorf("ownLinks(%s) = %q, %v; want %q", path, got, err, want)
 		}
 	}
-	// A relative link going up, reached through a symlinked directory:
-	// alias -> persist/vm, persist/vm/leases -> ../data/leases.
-	data := filepath.Join(dir, "persist", "data")
-	if err := os.MkdirAll(filepath.Join(dir, "persist", "vm"), 0o755); err != nil {
+	// Relative links going up, reached through a symlinked directory:
+	// alias -> persist/vm, persist/vm/leases -> ../data/leases,
+	// persist/data/leases -> ../real/leases.
+	for _, d := range []string{"vm", "data", "real"} {
+		if err := os.MkdirAll(filepath.Join(dir, "persist", d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	real := filepath.Join(dir, "persist", "real", "leases")
+	if err := os.WriteFile(real, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, "leases"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("persist/vm", filepath.Join(dir, "alias")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("../data/leases", filepath.Join(dir, "persist", "vm", "leases")); err != nil {
-		t.Fatal(err)
+	for link, target := range map[string]string{
+		"alias":               "persist/vm",
+		"persist/vm/leases":   "../data/leases",
+		"persist/data/leases": "../real/leases",
+	} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	got, err := ownLinks(filepath.Join(dir, "alias", "leases"))
-	want, _ := os.Stat(filepath.Join(data, "leases"))
+	want, _ := os.Stat(real)
 	if fi, serr := os.Lstat(got); err != nil || serr != nil || !fi.Mode().IsRegular() || !os.SameFile(fi, want) {
-		t.Errorf("ownLinks(alias/leases) = %q, %v (%v); want the file in persist/data", got, err, serr)
+		t.Errorf("ownLinks(alias/leases) = %q, %v (%v); want persist/real/leases", got, err, serr)
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("a link another user owns needs root to make (lchown)")

@@ -12,7 +12,8 @@ import (
 // opening anything else: an O_PATH descriptor tells what path leads to,
 // and the file is opened through it (/proc/self/fd), so that a device (a
 // watchdog, a tape) is never opened, even if path is swapped in between.
-// Without /proc, path is opened again and must be the same file.
+// Without /proc, path is opened again (non-blocking) and must be the same
+// file: there a path swapped in between is opened before it is refused.
 func openRegular(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {

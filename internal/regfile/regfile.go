@@ -32,8 +32,8 @@ func Read(path string, limit int64) ([]byte, error) {
 
 // Open opens the regular file at path for reading and returns its
 // information; anything else is refused, as Read refuses it, and not
-// opened (on Linux; elsewhere unless path changes between a look and the
-// open).
+// opened (on Linux with /proc; elsewhere unless path changes between a
+// look and the open).
 func Open(path string) (*os.File, os.FileInfo, error) {
 	f, err := openRegular(path)
 	if err != nil {
