@@ -198,6 +198,14 @@ func TestMACMove(t *testing.T) {
 	if m := r.sw.Stats().FDB.Moved; m != 1 {
 		t.Fatalf("moved = %d, want 1", m)
 	}
+	// An address seen again after its entry expired has not moved: a VM
+	// silent for FDBAge that comes back on another port is counted as
+	// learned anew, not as a move (a sign of a loop or a spoof).
+	r.clock.Advance(vswitch.DefaultFDBAge + time.Second)
+	r.send(0, porttest.Frame(porttest.Broadcast, vm, 0x0806, nil))
+	if m := r.sw.Stats().FDB.Moved; m != 1 {
+		t.Errorf("moved = %d after an expired address came back elsewhere, want 1", m)
+	}
 }
 
 func TestPurgeOnRemove(t *testing.T) {
@@ -1071,5 +1079,20 @@ func TestDerivedMACStable(t *testing.T) {
 	}
 	if m.Multicast() || m[0]&2 == 0 {
 		t.Errorf("%v: want unicast and locally administered", m)
+	}
+}
+
+// TestNewMACRateBurstAfterIdle: after a long idle time a port's bucket
+// holds NewMACRate new addresses, not more: the cap was not checked.
+func TestNewMACRateBurstAfterIdle(t *testing.T) {
+	r := newRig(t, 1, vswitch.Config{})
+	r.addCfg("rated", vswitch.PortConfig{NewMACRate: 2})
+	r.send(1, porttest.Frame(porttest.Broadcast, porttest.MAC(100), 0x0800, nil))
+	r.clock.Advance(10 * time.Second)
+	for n := 101; n < 106; n++ {
+		r.send(1, porttest.Frame(porttest.Broadcast, porttest.MAC(n), 0x0800, nil))
+	}
+	if st := r.sw.Stats().Ports[1]; st.LearnedMACs != 3 || st.LearnRefused != 3 {
+		t.Fatalf("after 10 s idle: %d learned, %d refused; want 1+2 learned, 3 refused", st.LearnedMACs, st.LearnRefused)
 	}
 }

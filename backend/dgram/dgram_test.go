@@ -514,6 +514,33 @@ func TestMaxPeersEvictsSilent(t *testing.T) {
 	}
 }
 
+// TestEvictsQuietest: of several peers silent long enough, the one
+// silent longest is evicted, as the docs say; the others keep their ports.
+func TestEvictsQuietest(t *testing.T) {
+	e := setup(t, "udp", Config{MaxPeers: 3, EvictAfter: time.Second})
+	vms := []*vm{e.vm("a"), e.vm("b"), e.vm("c")}
+	// Spoken in the order b, a, c, 100 ms or more apart.
+	for i, k := range []int{1, 0, 2} {
+		vms[k].send(frame(porttest.Broadcast, porttest.MAC(1+k), "hello"))
+		porttest.WaitFor(t, "the peer added", func() bool { return e.ports() == i+1 })
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(1100 * time.Millisecond) // all three silent for EvictAfter
+	d := e.vm("d")
+	d.send(frame(porttest.Broadcast, porttest.MAC(4), "d"))
+	porttest.WaitFor(t, "d added", func() bool { return e.l.Stats().PeersAdded == 4 })
+	names := map[string]bool{}
+	for _, p := range e.sw.Ports() {
+		names[p.Name()] = true
+	}
+	for i, want := range []bool{true, false, true, true} {
+		v := append(vms, d)[i]
+		if got := names["udp:"+v.c.LocalAddr().String()]; got != want {
+			t.Errorf("peer %c has a port: %v, want %v (b, silent longest, evicted)", 'a'+i, got, want)
+		}
+	}
+}
+
 // TestRefusedSenderEvictsNone: a new sender that cannot be made a peer
 // (its socket file gone) does not evict a silent one from a full
 // listener; it evicted one, and each such datagram another.

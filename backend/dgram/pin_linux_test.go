@@ -664,3 +664,35 @@ func TestAbstractNameOfOtherUserRefused(t *testing.T) {
 		t.Errorf("%d ports, want none", n)
 	}
 }
+
+// TestLivePinnedPathKept: a pinned VM (not root's) whose socket file was
+// removed while its socket stays open keeps its port: another admitted
+// user binding the path anew is refused, not given the VM's port.
+func TestLivePinnedPathKept(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sends as other users: needs root")
+	}
+	const alice, bob = 4242, 4343
+	e := setup(t, "unixgram", Config{Mode: 0o666, AllowUIDs: []int{0, alice, bob}})
+	if err := os.Chmod(e.dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sw := e.l.Addr().Address
+	b := e.vm("b.sock")
+	b.send(frame(porttest.Broadcast, porttest.MAC(2), "b"))
+	porttest.WaitFor(t, "b's peer", func() bool { return e.ports() == 1 })
+	path := filepath.Join(e.dir, "vm.sock")
+	c := boundAs(t, alice, path, sw, frame(porttest.Broadcast, porttest.MAC(1), "alice"))
+	defer c.Close()
+	b.expect(frame(porttest.Broadcast, porttest.MAC(1), "alice"))
+	if err := os.Remove(path); err != nil { // alice's socket stays open
+		t.Fatal(err)
+	}
+	bc := boundAs(t, bob, path, sw, frame(porttest.Broadcast, porttest.MAC(3), "bob"))
+	defer bc.Close()
+	porttest.WaitFor(t, "bob refused", func() bool { return e.l.Stats().Refused == 1 })
+	b.expectNothing()
+	if st := e.l.Stats(); st.Peers != 2 || st.PeersGone != 0 {
+		t.Errorf("%d peers, %d gone; want alice's live peer kept", st.Peers, st.PeersGone)
+	}
+}

@@ -143,6 +143,24 @@ func offloadsOn(t *testing.T, ns *testnet.NS, name string) string {
 	return strings.Join(on, " ")
 }
 
+// TestOpenLeavesUDPSegmentationOff: Open asks the kernel whether it
+// knows UDP segmentation offload by turning it on, then turns it off
+// again: the switch does not split the UDP super-frames the host would
+// send through a tap that takes them.
+func TestOpenLeavesUDPSegmentationOff(t *testing.T) {
+	ns := testnet.NewNS(t)
+	name := testnet.UniqueName("tap")
+	d := openIn(t, ns, tap.Config{Name: name})
+	defer d.Close()
+	if !d.Offload() {
+		t.Fatal("no offloads on the tap")
+	}
+	out := ns.Output(t, "ethtool", "-k", name)
+	if !strings.Contains(out, "tx-udp-segmentation: off") {
+		t.Errorf("UDP segmentation not off on a tap the switch opened:\n%s", out)
+	}
+}
+
 // TestOpenNoOffloadClearsLeftovers: a persistent tap whose last user left
 // its offloads on (a tapswitch killed before Close, a VM monitor) has
 // them turned off by Open with NoOffload. They were left on: the switch,

@@ -735,3 +735,23 @@ func TestConfigNotRegularFile(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanMTUBound: --mtu above --max-frame minus the Ethernet header is
+// refused: guests' full-size frames would be dropped as too_long.
+func TestPlanMTUBound(t *testing.T) {
+	if _, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--max-frame", "1514", "--mtu", "1501"); err == nil || !strings.Contains(err.Error(), "--mtu") {
+		t.Errorf("--mtu 1501 with --max-frame 1514: %v, want it refused", err)
+	}
+	if _, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--max-frame", "1514", "--mtu", "1500"); err != nil {
+		t.Errorf("--mtu 1500 with --max-frame 1514: %v", err)
+	}
+}
+
+// TestPlanTapIsBridgedHostIf: a --tap named as the bridged host interface
+// (--host-bridge) is refused when planned, before a reload changes
+// anything, not when the switch opens them.
+func TestPlanTapIsBridgedHostIf(t *testing.T) {
+	if _, err := planFor(t, "linux", "--host-bridge", "br0", "--tap", "tsh1", "--host-ifname", "tsh1"); err == nil || !strings.Contains(err.Error(), "--host-ifname") {
+		t.Errorf("--tap named as the bridged host interface: %v, want it refused", err)
+	}
+}

@@ -381,6 +381,7 @@ func TestLeaseFileErrors(t *testing.T) {
 		{"state", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z offered -\nend 1\n", "f:2: bad state"},
 		{"hostname", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z bound a/b\nend 1\n", "f:2: bad host name"},
 		{"dup", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z bound -\n02:00:00:00:00:01 198.18.0.3 2026-01-02T15:04:05Z bound -\nend 2\n", "f:3: duplicate MAC"},
+		{"dup ip", "tapswitch-leases 1\n02:00:00:00:00:01 198.18.0.2 2026-01-02T15:04:05Z bound -\n02:00:00:00:00:02 198.18.0.2 2026-01-02T15:04:05Z bound -\nend 2\n", "f:3: duplicate IP"},
 		{"count", "tapswitch-leases 1\nend 1\n", "f:2: end line"},
 		{"after end", "tapswitch-leases 1\nend 0\nx\n", "f:3: data after end line"},
 		{"no end", "tapswitch-leases 1\n", "f:2: truncated: no end line"},

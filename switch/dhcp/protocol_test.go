@@ -372,7 +372,10 @@ func TestSwitchNak(t *testing.T) {
 	// RENEWING an address that is not the client's.
 	renew := newMsg(t, dhcpv4.MessageTypeRequest, c2.mac, dhcpv4.WithClientIP(ip1.AsSlice()))
 	c2.send(clientFrame(e.srv.MAC(), c2.mac, ip1, testGW, renew))
-	c2.recvDHCP(dhcpv4.MessageTypeNak)
+	// Broadcast too (RFC 2131 4.1), though the client has an address.
+	if nak := c2.recvDHCP(dhcpv4.MessageTypeNak); nak.dstMAC != broadcastMAC || nak.dst != limitedBroadcast {
+		t.Errorf("NAK to a renewal sent to %v %v, want broadcast", nak.dstMAC, nak.dst)
+	}
 	// INIT-REBOOT for a free pool address with no record is granted (the
 	// lease file was lost, the guest keeps its address).
 	c2.send(bcastFrame(c2.mac, initReboot(c2, ip4("198.18.0.77"))))
@@ -480,9 +483,13 @@ func TestChaddrMustBeSource(t *testing.T) {
 	// A renewal of the victim's binding may come from another MAC: a
 	// guest with two interfaces on the segment sends it out of the one
 	// its route picks. It was dropped, and the lease renewed only at T2.
-	renew := newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.AsSlice()))
+	// It does not rename the victim's lease.
+	renew := newMsg(t, dhcpv4.MessageTypeRequest, victim, dhcpv4.WithClientIP(ip.AsSlice()), dhcpv4.WithOption(dhcpv4.OptHostName("renamed")))
 	if out := exchange(t, srv, clientFrame(srv.MAC(), rogue, ip, testGW, renew)); len(out) != 1 {
 		t.Errorf("a renewal of %v's binding from %v: %d replies, want its ACK", victim, rogue, len(out))
+	}
+	if ls := srv.Leases(); len(ls) != 1 || ls[0].Hostname == "renamed" {
+		t.Errorf("a renewal from another MAC renamed the lease: %+v", ls)
 	}
 	// But not one that also names an address (which the REQUEST would
 	// take instead of ciaddr, moving the victim's binding), nor one
@@ -905,5 +912,28 @@ func TestReplyQueueFull(t *testing.T) {
 	}
 	if r, bad := checkFrame(bufs[0][:sizes[0]]); bad != "" || r.dhcp == nil || r.dhcp.MessageType() != dhcpv4.MessageTypeOffer {
 		t.Errorf("queued reply: %q %v", bad, r.dhcp)
+	}
+}
+
+// TestDeclineForOtherServer: a DECLINE naming another server is that
+// server's business: the binding here stays, and its address is not held
+// out of the pool.
+func TestDeclineForOtherServer(t *testing.T) {
+	srv, err := New(Config{Gateway: testGateway, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := porttest.MAC(1)
+	ip := acquire(t, srv, c)
+	d := newMsg(t, dhcpv4.MessageTypeDecline, c,
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP{198, 18, 0, 254})),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.AsSlice())))
+	exchange(t, srv, bcastFrame(c, d))
+	if ls := srv.Leases(); len(ls) != 1 || ls[0].IP != ip || ls[0].State != LeaseBound {
+		t.Errorf("leases after a DECLINE for another server: %+v, want %v still bound to %v", ls, c, ip)
+	}
+	if st := srv.Stats(); st.Dropped != 1 {
+		t.Errorf("dropped %d, want 1", st.Dropped)
 	}
 }
