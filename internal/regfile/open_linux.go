@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,13 +20,14 @@ func openRegular(path string) (*os.File, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	at := os.NewFile(uintptr(fd), path)
+	defer at.Close()
+	fi, err := at.Stat()
+	if err != nil {
+		return nil, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, notRegular(path, fileType(st.Mode))
+	if !fi.Mode().IsRegular() {
+		return nil, notRegular(path, fi.Mode().Type())
 	}
 	rd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -34,6 +36,7 @@ func openRegular(path string) (*os.File, error) {
 		if rd, err = unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
 			return nil, &os.PathError{Op: "open", Path: path, Err: err}
 		}
+		st := fi.Sys().(*syscall.Stat_t)
 		var again unix.Stat_t
 		if err := unix.Fstat(rd, &again); err != nil || again.Dev != st.Dev || again.Ino != st.Ino {
 			unix.Close(rd)
@@ -41,21 +44,4 @@ func openRegular(path string) (*os.File, error) {
 		}
 	}
 	return os.NewFile(uintptr(rd), path), nil
-}
-
-// fileType returns the type bits of a stat mode as an os.FileMode.
-func fileType(mode uint32) os.FileMode {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		return os.ModeDir
-	case unix.S_IFIFO:
-		return os.ModeNamedPipe
-	case unix.S_IFCHR:
-		return os.ModeDevice | os.ModeCharDevice
-	case unix.S_IFBLK:
-		return os.ModeDevice
-	case unix.S_IFSOCK:
-		return os.ModeSocket
-	}
-	return os.ModeIrregular
 }
