@@ -479,8 +479,8 @@ const loopReason = "every flooded frame would loop between the two ends"
 // both exist (a symlink); for tcp, the same port and the same host name,
 // or an address target may reach (dialledAddrs) that the listener takes:
 // its own (127.0.0.1 for localhost), or a loopback one when it listens on
-// every address (IPv4 only for 0.0.0.0). A listener on port 0 has no port to compare until it is
-// open.
+// every address (IPv4 only for 0.0.0.0). A listener on port 0 has no port
+// to compare until it is open.
 // What the addresses do not tell (another address of this host, a
 // listener added later) is found by stream.Dial once connected.
 func ownListen(listens []listen.Addr, target listen.Addr) (listen.Addr, bool) {
