@@ -119,7 +119,7 @@ RUNDIR/` + defaultStreamSock + `, a datagram listener (QEMU -netdev dgram, vfkit
 vz) at RUNDIR/` + defaultDgramSock + `, the DHCP responder on ` + defaultGateway + `
 and, with CAP_NET_ADMIN, a host interface (` + vmnet.DefaultName + `) holding the gateway
 address; on macOS the host's leg is a vmnet.framework interface in shared
-mode, which serves DHCP itself. RUNDIR is /run/tapswitch as root
+mode, which serves DHCP itself, in place of the responder. RUNDIR is /run/tapswitch as root
 (/var/run/tapswitch on macOS), $XDG_RUNTIME_DIR/tapswitch otherwise
 ($TMPDIR/tapswitch-UID without XDG_RUNTIME_DIR). At start it prints the
 QEMU and vfkit arguments to connect.
@@ -171,13 +171,13 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.maxMACs, "max-macs-per-port", 0, "learn at most this many MAC addresses per VM port (0: no limit)")
 	f.Float64Var(&o.newMACRate, "new-mac-rate", 0, "learn at most this many new MAC addresses per second per VM port (0: no limit)")
 	f.IntVar(&o.maxPorts, "max-ports", 0, "accept at most this many ports in all (0: no limit)")
-	f.VarPF(&o.dhcp, "dhcp", "", "answer DHCP on the segment (on by default in the default setup; --dhcp=false turns it off there)").NoOptDefVal = "true"
+	f.VarPF(&o.dhcp, "dhcp", "", "answer DHCP on the segment (on by default in the default setup on Linux, --dhcp=false turns it off there; on macOS vmnet serves the default setup's DHCP and --dhcp is refused there)").NoOptDefVal = "true"
 	f.StringVar(&o.gateway, "gateway", "", "gateway address and subnet for DHCP, e.g. 198.18.0.1/24 (default: the first IPv4 --host address, else "+defaultGateway+")")
 	f.StringVar(&o.dhcpRange, "dhcp-range", "", "dynamic DHCP pool START-END (default: the whole gateway subnet)")
 	f.StringArrayVar(&o.dhcpStatic, "dhcp-static", nil, "static lease MAC=IP (repeatable)")
 	f.StringArrayVar(&o.dns, "dns", nil, "DNS server offered by DHCP (repeatable)")
 	f.StringVar(&o.domain, "domain", "", "domain name offered by DHCP")
-	f.StringVar(&o.dhcpLeaseFile, "dhcp-lease-file", "", "lease file (default: STATEDIR/dhcp-leases-SUBNET, STATEDIR being $TAPSWITCH_STATE_DIR, else /var/lib/tapswitch as root, else $XDG_STATE_HOME/tapswitch or ~/.local/state/tapswitch)")
+	f.StringVar(&o.dhcpLeaseFile, "dhcp-lease-file", "", "lease file (default: STATEDIR/dhcp-leases-SUBNET, STATEDIR being $TAPSWITCH_STATE_DIR, else /var/lib/tapswitch as root, else $XDG_STATE_HOME/tapswitch or ~/.local/state/tapswitch, else RUNDIR/state)")
 	f.DurationVar(&o.dhcpLeaseTime, "dhcp-lease-time", dhcp.DefaultLeaseTime, "DHCP lease time")
 	f.StringVar(&o.ctl, "ctl", "", "control socket (default RUNDIR/ctl.sock); \"none\" disables the control API")
 	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at this address, e.g. 127.0.0.1:9141")

@@ -805,7 +805,7 @@ func (srv *Server) handleDHCP(src vswitch.MAC, p ipv4Packet, data []byte, now ti
 		if !ok {
 			c.exhausted.Add(1)
 			srv.warn(warnExhausted, now, srv.log.WithFields(logrus.Fields{"mac": mac, "pool": srv.t.poolSize}),
-				"address pool exhausted: no offer (widen --dhcp-range or shorten the lease time)")
+				"address pool exhausted: no offer (widen --dhcp-range, or shorten the lease time: expired bindings from the lease file are reused one previous lease time after the start)")
 			return
 		}
 		srv.queueReply(req, srv.reply(req, dhcpv4.MessageTypeOffer, ip, true), replyOffer)
