@@ -325,18 +325,11 @@ func TestGonePinnedPeersKeepNoDescriptor(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("sends as another user: needs root")
 	}
-	dir := porttest.SocketDir(t)
-	if err := os.Chmod(dir, 0o777); err != nil {
+	e := setup(t, "unixgram", Config{Mode: 0o666})
+	if err := os.Chmod(e.dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	sw := vswitch.New(vswitch.Config{Logger: logger()})
-	defer sw.Close()
-	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: logger(), Mode: 0o666}, sw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	e := &env{t: t, sw: sw, l: l, dir: dir}
+	dir, l := e.dir, e.l
 	first := e.vm("first.sock")
 	first.send(frame(porttest.Broadcast, porttest.MAC(1), "first"))
 	porttest.WaitFor(t, "the first port", func() bool { return e.ports() == 1 })
@@ -365,19 +358,13 @@ func TestProbeClosedPinnedPeer(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("sends as another user: needs root")
 	}
-	dir := porttest.SocketDir(t)
-	if err := os.Chmod(dir, 0o777); err != nil {
+	e := setup(t, "unixgram", Config{Mode: 0o666})
+	if err := os.Chmod(e.dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	sw := vswitch.New(vswitch.Config{Logger: logger()})
-	defer sw.Close()
-	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: logger(), Mode: 0o666}, sw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	dir, l := e.dir, e.l
 	sendAs(t, nobody, filepath.Join(dir, "b.sock"), l.Addr().Address, frame(porttest.Broadcast, porttest.MAC(2), "b"), 1)
-	porttest.WaitFor(t, "the peer's port", func() bool { return len(sw.Ports()) == 1 })
+	porttest.WaitFor(t, "the peer's port", func() bool { return e.ports() == 1 })
 	var p *peer
 	l.mu.Lock()
 	for _, q := range l.peers {

@@ -177,9 +177,10 @@ func TestRemoveLeavesReplacedFile(t *testing.T) {
 	}
 }
 
-func TestListenUnixLongDirFallsBack(t *testing.T) {
-	// A directory deep enough that the private temp directory's path would
-	// exceed the limit while the final path does not.
+// deepDir returns a directory deep enough that the private temp
+// directory's path would exceed the limit while DIR/s does not.
+func deepDir(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	for len(dir) < MaxSocketPath-12 {
 		dir = filepath.Join(dir, "dddddddd")
@@ -187,7 +188,11 @@ func TestListenUnixLongDirFallsBack(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "s")
+	return dir
+}
+
+func TestListenUnixLongDirFallsBack(t *testing.T) {
+	path := filepath.Join(deepDir(t), "s")
 	if len(path) > MaxSocketPath {
 		t.Skipf("temp dir too deep for this test: %d", len(path))
 	}
@@ -208,13 +213,7 @@ func TestListenUnixLongDirFallsBack(t *testing.T) {
 // where the chmod could be made to follow a symlink put in the socket's
 // place; a sticky one (/tmp) is fine.
 func TestListenUnixLongSharedDir(t *testing.T) {
-	dir := t.TempDir()
-	for len(dir) < MaxSocketPath-12 {
-		dir = filepath.Join(dir, "dddddddd")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := deepDir(t)
 	path := filepath.Join(dir, "s")
 	for _, c := range []struct {
 		mode os.FileMode
