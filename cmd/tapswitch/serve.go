@@ -815,6 +815,31 @@ func (c cleanup) run() {
 	}
 }
 
+// serveRun holds what runServe's steps share: the configuration, the
+// switch, the undo steps and the errgroup its goroutines run in, and the
+// servers and listeners later steps use.
+type serveRun struct {
+	cmd *cobra.Command
+	o   *serveOptions
+	p   *plan
+	log *logrus.Logger
+	// undo is run when runServe returns, last step first.
+	undo cleanup
+
+	sw         *vswitch.Switch
+	vmPort     vswitch.PortConfig
+	streamConn stream.ConnConfig
+	dial       stream.DialConfig
+
+	g    *errgroup.Group
+	gctx context.Context
+
+	srv     *dhcp.Server // nil without the DHCP responder
+	streams []*stream.Listener
+	dgrams  []*dgram.Listener
+	dl      *dials
+}
+
 func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err error) {
 	// SIGHUP re-reads --config (see reloader). Caught from the start, as
 	// one during set-up or shutdown would otherwise end the process
@@ -835,14 +860,67 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return err
 		}
 	}
-	var undo cleanup
-	defer func() { undo.run() }()
+	s := &serveRun{cmd: cmd, o: o, p: p, log: log}
+	defer func() { s.undo.run() }()
 
+	if err := s.prepareFiles(); err != nil {
+		return err
+	}
+	if err := s.lockLeaseFile(); err != nil {
+		return err
+	}
+	s.newSwitch()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.g, s.gctx = errgroup.WithContext(ctx)
+
+	// The host interface first: whether it holds the gateway address
+	// decides whether the DHCP responder answers ARP for it.
+	if err := s.openHost(); err != nil {
+		return err
+	}
+	if err := s.startDHCP(); err != nil {
+		return err
+	}
+	for _, name := range o.taps {
+		if err := attachTap(s.sw, name, o, log); err != nil {
+			return fmt.Errorf("--tap: %w", err)
+		}
+	}
+	if err := s.openListeners(); err != nil {
+		return err
+	}
+
+	s.dl = newDials(s.gctx, s.g, s.sw, s.dial)
+	s.dl.connectAll(o.connect)
+
+	if err := s.serveCtl(); err != nil {
+		return err
+	}
+	if err := s.serveMetrics(); err != nil {
+		return err
+	}
+
+	printSummary(cmd, p, s.streams, s.dgrams, s.srv)
+
+	s.reloadOnSIGHUP(hup)
+
+	<-s.gctx.Done()
+	log.Info("shutting down")
+	cancel()
+	return s.g.Wait()
+}
+
+// prepareFiles writes the pidfile and makes the directories of the unix
+// listeners and of the lease file.
+func (s *serveRun) prepareFiles() error {
+	o, p := s.o, s.p
 	if o.pidfile != "" {
 		if err := writePidfile(o.pidfile); err != nil {
 			return err
 		}
-		undo.add(func() { removePidfile(o.pidfile) })
+		s.undo.add(func() { removePidfile(o.pidfile) })
 	}
 	for _, a := range p.listens {
 		if a.IsUnix() {
@@ -856,6 +934,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			return fmt.Errorf("lease file directory: %w (set TAPSWITCH_STATE_DIR, or --dhcp-lease-file)", err)
 		}
 	}
+	return nil
+}
+
+// lockLeaseFile follows the DHCP lease file's links and takes its lock,
+// which the responder holds (p.dhcp.LeaseLock).
+func (s *serveRun) lockLeaseFile() error {
+	p := s.p
 	if p.dhcp != nil && p.dhcp.LeaseFile != "" {
 		// A symlink (to persistent storage, say) leads to the file that is
 		// written: the writes rename a new file over the old, and would
@@ -872,10 +957,16 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		if err != nil {
 			return fmt.Errorf("dhcp server: %w", err)
 		}
-		undo.add(lock.Close)
+		s.undo.add(lock.Close)
 		p.dhcp.LeaseLock = lock
 	}
+	return nil
+}
 
+// newSwitch makes the switch, closed at cleanup, and the configuration of
+// its VM ports.
+func (s *serveRun) newSwitch() {
+	o, log := s.o, s.log
 	sw := vswitch.New(vswitch.Config{
 		Logger:     log,
 		FDBSize:    o.fdbSize,
@@ -890,14 +981,15 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 	vmPort := vswitch.PortConfig{LockMAC: o.lockMAC, MaxMACs: o.maxMACs, NewMACRate: o.newMACRate}
 	streamConn := stream.ConnConfig{MaxFrame: o.maxFrame}
 	dial := stream.DialConfig{Logger: log, Conn: streamConn, Port: vmPort}
-	undo.add(func() { sw.Close() })
+	s.undo.add(func() { sw.Close() })
+	s.sw, s.vmPort, s.streamConn, s.dial = sw, vmPort, streamConn, dial
+}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-
-	// The host interface first: whether it holds the gateway address
-	// decides whether the DHCP responder answers ARP for it.
+// openHost opens the host interface, if the plan has one, and adds it to
+// the switch; in the default setup a missing privilege leaves the switch
+// without it (hostOptional).
+func (s *serveRun) openHost() error {
+	p, o, log, sw, g, gctx := s.p, s.o, s.log, s.sw, s.g, s.gctx
 	if p.host != nil {
 		hc := *p.host
 		hc.Logger = log
@@ -933,8 +1025,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			})
 		}
 	}
+	return nil
+}
 
-	var srv *dhcp.Server
+// startDHCP makes the DHCP responder, if the plan has one, and adds it to
+// the switch.
+func (s *serveRun) startDHCP() error {
+	p, log, sw := s.p, s.log, s.sw
 	if p.dhcp != nil {
 		// The host's own addresses in the subnet (the host interface's, a
 		// bridge's it is enslaved to) are never leased, and the responder
@@ -953,48 +1050,48 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			}
 		}
 		p.dhcp.Logger = log
-		if srv, err = dhcp.New(*p.dhcp); err != nil {
+		srv, err := dhcp.New(*p.dhcp)
+		if err != nil {
 			return err
 		}
 		if _, err := sw.AddPort(srv, vswitch.PortConfig{Kind: api.KindDHCP, DHCPServer: true, DHCPAddr: p.dhcp.Gateway.Addr(), OwnMAC: srv.MAC()}); err != nil {
 			srv.Close()
 			return err
 		}
+		s.srv = srv
 		// Flush lazily kept lease changes before the switch closes the port.
-		undo.add(func() {
+		s.undo.add(func() {
 			if err := srv.Flush(); err != nil {
 				log.WithError(err).Error("flushing DHCP leases")
 			}
 		})
 	}
+	return nil
+}
 
-	for _, name := range o.taps {
-		if err := attachTap(sw, name, o, log); err != nil {
-			return fmt.Errorf("--tap: %w", err)
-		}
-	}
-
-	var streams []*stream.Listener
-	var dgrams []*dgram.Listener
+// openListeners opens the --listen sockets, with the warnings and the
+// group that --allow-uid, --allow-gid and --socket-group call for.
+func (s *serveRun) openListeners() error {
+	o, p, log, sw, gctx := s.o, s.p, s.log, s.sw, s.gctx
 	for _, a := range p.listens {
 		switch a.Kind() {
 		case listen.KindStream:
-			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: streamConn, Port: vmPort,
+			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: s.streamConn, Port: s.vmPort,
 				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", a, err) // the flag first, for configLines.locate
 			}
-			undo.add(func() { l.Close() })
-			streams = append(streams, l)
+			s.undo.add(func() { l.Close() })
+			s.streams = append(s.streams, l)
 			a = l.Addr() // a TCP port of 0 is the one chosen now
 		case listen.KindDgram:
-			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: vmPort,
+			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: s.vmPort,
 				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", a, err)
 			}
-			undo.add(func() { l.Close() })
-			dgrams = append(dgrams, l)
+			s.undo.add(func() { l.Close() })
+			s.dgrams = append(s.dgrams, l)
 			a = l.Addr()
 		}
 		if len(o.allowUID)+len(o.allowGID) > 0 {
@@ -1020,23 +1117,27 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			}
 		}
 	}
+	return nil
+}
 
-	listeners := func() []api.Listener {
-		out := make([]api.Listener, 0, len(streams)+len(dgrams))
-		for _, l := range streams {
-			st := l.Stats()
-			out = append(out, api.Listener{URL: l.String(), Kind: "stream", Ports: len(l.Ports()), Stream: &st})
-		}
-		for _, l := range dgrams {
-			st := l.Stats()
-			out = append(out, api.Listener{URL: l.String(), Kind: "datagram", Ports: st.Peers, Datagram: &st})
-		}
-		return out
+// listeners describes the listeners (GET /v1/listeners, metrics).
+func (s *serveRun) listeners() []api.Listener {
+	out := make([]api.Listener, 0, len(s.streams)+len(s.dgrams))
+	for _, l := range s.streams {
+		st := l.Stats()
+		out = append(out, api.Listener{URL: l.String(), Kind: "stream", Ports: len(l.Ports()), Stream: &st})
 	}
+	for _, l := range s.dgrams {
+		st := l.Stats()
+		out = append(out, api.Listener{URL: l.String(), Kind: "datagram", Ports: st.Peers, Datagram: &st})
+	}
+	return out
+}
 
-	dl := newDials(gctx, g, sw, dial)
-	dl.connectAll(o.connect)
-
+// serveCtl serves the control API on the --ctl socket, unless it is
+// "none".
+func (s *serveRun) serveCtl() error {
+	p, log, sw, srv, g, gctx := s.p, s.log, s.sw, s.srv, s.g, s.gctx
 	if p.ctl != "none" {
 		if err := os.MkdirAll(filepath.Dir(p.ctl), 0o755); err != nil {
 			return fmt.Errorf("--ctl: %w", err)
@@ -1045,33 +1146,42 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		if err != nil {
 			return fmt.Errorf("--ctl: %w", err)
 		}
-		undo.add(func() { sf.Remove() })
-		as := &api.Server{Switch: sw, Logger: log, Listeners: listeners, Dials: dl.list, Attach: func(req api.AttachRequest) error {
-			if req.Tap != "" {
-				return attachTap(sw, req.Tap, o, log)
-			}
-			a, err := listen.Parse(req.Connect)
-			if err != nil {
-				return fmt.Errorf("%w: connect: %w", api.ErrBadRequest, err)
-			}
-			if a.Kind() != listen.KindStream {
-				return fmt.Errorf("%w: connect %q: want unix:///PATH or tcp://HOST:PORT", api.ErrBadRequest, req.Connect)
-			}
-			own := make([]listen.Addr, 0, len(streams))
-			for _, l := range streams {
-				own = append(own, l.Addr())
-			}
-			if l, ok := ownListen(own, a); ok {
-				return fmt.Errorf("%w: connect %s is this switch's own listener %s: %s", api.ErrBadRequest, req.Connect, l, loopReason)
-			}
-			return dl.attach(req.Connect, a)
-		}, StopDial: dl.stop}
+		s.undo.add(func() { sf.Remove() })
+		as := &api.Server{Switch: sw, Logger: log, Listeners: s.listeners, Dials: s.dl.list, Attach: s.attach, StopDial: s.dl.stop}
 		if srv != nil {
 			as.Leases = func() []api.Lease { return apiLeases(srv.Leases()) }
 		}
 		g.Go(func() error { return as.Serve(gctx, ln) })
 	}
+	return nil
+}
 
+// attach attaches a tap or dials a QEMU stream server for ctl attach
+// (api.Server.Attach).
+func (s *serveRun) attach(req api.AttachRequest) error {
+	if req.Tap != "" {
+		return attachTap(s.sw, req.Tap, s.o, s.log)
+	}
+	a, err := listen.Parse(req.Connect)
+	if err != nil {
+		return fmt.Errorf("%w: connect: %w", api.ErrBadRequest, err)
+	}
+	if a.Kind() != listen.KindStream {
+		return fmt.Errorf("%w: connect %q: want unix:///PATH or tcp://HOST:PORT", api.ErrBadRequest, req.Connect)
+	}
+	own := make([]listen.Addr, 0, len(s.streams))
+	for _, l := range s.streams {
+		own = append(own, l.Addr())
+	}
+	if l, ok := ownListen(own, a); ok {
+		return fmt.Errorf("%w: connect %s is this switch's own listener %s: %s", api.ErrBadRequest, req.Connect, l, loopReason)
+	}
+	return s.dl.attach(req.Connect, a)
+}
+
+// serveMetrics serves Prometheus metrics at --metrics, if given.
+func (s *serveRun) serveMetrics() error {
+	o, log, sw, srv, g, gctx := s.o, s.log, s.sw, s.srv, s.g, s.gctx
 	if o.metrics != "" {
 		reg := prometheus.NewRegistry()
 		var ds func() metrics.DHCPStats
@@ -1081,7 +1191,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 				return metrics.DHCPStats{LeasesInUse: st.LeasesInUse, PoolSize: st.PoolSize}
 			}
 		}
-		reg.MustRegister(metrics.New(sw, ds, listeners), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(metrics.New(sw, ds, s.listeners), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		// On 0.0.0.0, IPv4 only, as the VM listeners.
@@ -1097,13 +1207,16 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 		})
 		log.WithField("addr", ln.Addr().String()).Info("serving metrics")
 	}
+	return nil
+}
 
-	printSummary(cmd, p, streams, dgrams, srv)
-
-	// SIGHUP re-reads --config and applies what can change at runtime;
-	// it also writes the lease file.
-	r := &reloader{cmd: cmd, o: o, sw: sw, log: log, taps: append([]string(nil), o.taps...), fileKeys: o.configKeys, dials: dl}
-	g.Go(func() error {
+// reloadOnSIGHUP starts the goroutine that answers each SIGHUP on hup,
+// until the switch stops: it re-reads --config and applies what can change
+// at runtime; it also writes the lease file.
+func (s *serveRun) reloadOnSIGHUP(hup <-chan os.Signal) {
+	log, srv, gctx := s.log, s.srv, s.gctx
+	r := &reloader{cmd: s.cmd, o: s.o, sw: s.sw, log: log, taps: append([]string(nil), s.o.taps...), fileKeys: s.o.configKeys, dials: s.dl}
+	s.g.Go(func() error {
 		for {
 			select {
 			case <-gctx.Done():
@@ -1121,11 +1234,6 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) (err err
 			}
 		}
 	})
-
-	<-gctx.Done()
-	log.Info("shutting down")
-	cancel()
-	return g.Wait()
 }
 
 // hostOptional says whether an error opening the default host interface
