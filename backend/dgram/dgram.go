@@ -131,6 +131,10 @@ type Config struct {
 	// Mode is the permission of a unixgram socket file (default 0660:
 	// listen.DefaultMode).
 	Mode os.FileMode
+	// Group, if not nil, is the group ID a unixgram socket file is given
+	// before it appears at its path; nil leaves the group it is created
+	// with.
+	Group *int
 	// Port is the template of each peer's PortConfig (port security
 	// limits); Kind, Peer and NoReader are set by the listener.
 	Port vswitch.PortConfig
@@ -319,7 +323,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg Config, sw *vswitch.Swit
 	}
 	switch a.Network {
 	case "unixgram":
-		c, f, err := listen.ListenUnixgram(a.Address, cfg.Mode)
+		c, f, err := listen.ListenUnixgram(a.Address, cfg.Mode, cfg.Group)
 		if err != nil {
 			return nil, err
 		}

@@ -135,7 +135,7 @@ func TestPinPeer(t *testing.T) {
 		t.Skip("chowns files to other users: needs root")
 	}
 	dir := porttest.SocketDir(t)
-	self, f, err := listen.ListenUnixgram(filepath.Join(dir, "sw.sock"), 0)
+	self, f, err := listen.ListenUnixgram(filepath.Join(dir, "sw.sock"), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

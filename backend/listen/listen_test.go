@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,7 +83,7 @@ func TestListenUnixModeAndStale(t *testing.T) {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
 
-	l, f, err := ListenUnix(path, 0)
+	l, f, err := ListenUnix(path, 0, nil)
 	if err != nil {
 		t.Fatalf("ListenUnix over stale socket: %v", err)
 	}
@@ -118,10 +119,10 @@ func TestListenUnixModeAndStale(t *testing.T) {
 	c.Close()
 
 	// A live socket is not replaced.
-	if _, _, err := ListenUnix(path, 0); !errors.Is(err, ErrInUse) {
+	if _, _, err := ListenUnix(path, 0, nil); !errors.Is(err, ErrInUse) {
 		t.Fatalf("ListenUnix over live socket: %v, want ErrInUse", err)
 	}
-	if _, _, err := ListenUnixgram(path, 0); !errors.Is(err, ErrInUse) {
+	if _, _, err := ListenUnixgram(path, 0, nil); !errors.Is(err, ErrInUse) {
 		t.Fatalf("ListenUnixgram over live stream socket: %v, want ErrInUse", err)
 	}
 
@@ -145,7 +146,7 @@ func TestListenUnixRefusesNonSocket(t *testing.T) {
 	if err := os.WriteFile(path, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := ListenUnix(path, 0); !errors.Is(err, ErrNotSocket) {
+	if _, _, err := ListenUnix(path, 0, nil); !errors.Is(err, ErrNotSocket) {
 		t.Fatalf("ListenUnix over a regular file: %v, want ErrNotSocket", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "keep me" {
@@ -155,7 +156,7 @@ func TestListenUnixRefusesNonSocket(t *testing.T) {
 
 func TestRemoveLeavesReplacedFile(t *testing.T) {
 	path := filepath.Join(porttest.SocketDir(t), "g.sock")
-	c, f, err := ListenUnixgram(path, 0o600)
+	c, f, err := ListenUnixgram(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestListenUnixLongDirFallsBack(t *testing.T) {
 	if len(path) > MaxSocketPath {
 		t.Skipf("temp dir too deep for this test: %d", len(path))
 	}
-	l, f, err := ListenUnix(path, 0)
+	l, f, err := ListenUnix(path, 0, nil)
 	if err != nil {
 		t.Fatalf("ListenUnix with long path: %v", err)
 	}
@@ -222,7 +223,7 @@ func TestListenUnixLongSharedDir(t *testing.T) {
 		if err := os.Chmod(dir, c.mode); err != nil {
 			t.Fatal(err)
 		}
-		l, f, err := ListenUnix(path, 0)
+		l, f, err := ListenUnix(path, 0, nil)
 		if err == nil {
 			l.Close()
 			f.Remove()
@@ -246,7 +247,7 @@ func TestListenUnixLongSharedDir(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 20 {
-			l, f, err := ListenUnix(filepath.Join(dir, "s.sock"), 0)
+			l, f, err := ListenUnix(filepath.Join(dir, "s.sock"), 0, nil)
 			if err == nil {
 				l.Close()
 				f.Remove()
@@ -274,6 +275,56 @@ func TestListenNetwork(t *testing.T) {
 		}
 		if got := a.ListenNetwork(); got != want {
 			t.Errorf("%s: ListenNetwork %q, want %q", url, got, want)
+		}
+	}
+}
+
+// otherGroup returns a group this process may give its files other than
+// its own: any as root, else a supplementary one.
+func otherGroup(t *testing.T) int {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return 65534
+	}
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if g != os.Getegid() {
+			return g
+		}
+	}
+	t.Skip("not root and in no supplementary group: no other group to give a socket")
+	return 0
+}
+
+// TestListenUnixGroup: the group is given with the mode, in the private
+// directory and in the fallback for long paths, to both kinds of socket.
+func TestListenUnixGroup(t *testing.T) {
+	gid := otherGroup(t)
+	for _, dir := range []string{porttest.SocketDir(t), deepDir(t)} {
+		for _, network := range []string{"unix", "unixgram"} {
+			path := filepath.Join(dir, "s")
+			var (
+				c   interface{ Close() error }
+				f   *SocketFile
+				err error
+			)
+			if network == "unix" {
+				c, f, err = ListenUnix(path, 0o640, &gid)
+			} else {
+				c, f, err = ListenUnixgram(path, 0o640, &gid)
+			}
+			if err != nil {
+				t.Fatalf("%s %s: %v", network, path, err)
+			}
+			var st syscall.Stat_t
+			if err := syscall.Lstat(path, &st); err != nil {
+				t.Fatal(err)
+			}
+			if int(st.Gid) != gid || st.Mode&0o777 != 0o640 {
+				t.Errorf("%s %s: group %d mode %o, want %d and 640", network, path, st.Gid, st.Mode&0o777, gid)
+			}
+			c.Close()
+			f.Remove()
 		}
 	}
 }

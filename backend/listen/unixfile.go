@@ -71,11 +71,12 @@ func (f *SocketFile) Remove() error {
 }
 
 // ListenUnix listens for stream connections on the unix socket path,
-// giving the socket file mode (DefaultMode if zero). See ListenUnixgram for
-// how path is prepared. The listener does not unlink path when closed: call
-// SocketFile.Remove after closing it.
-func ListenUnix(path string, mode os.FileMode) (*net.UnixListener, *SocketFile, error) {
-	c, f, err := bindUnix("unix", path, mode, func(p string) (io.Closer, error) {
+// giving the socket file mode (DefaultMode if zero) and, unless it is nil,
+// the group *group. See ListenUnixgram for how path is prepared. The
+// listener does not unlink path when closed: call SocketFile.Remove after
+// closing it.
+func ListenUnix(path string, mode os.FileMode, group *int) (*net.UnixListener, *SocketFile, error) {
+	c, f, err := bindUnix("unix", path, mode, group, func(p string) (io.Closer, error) {
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 		if err != nil {
 			return nil, err
@@ -90,25 +91,27 @@ func ListenUnix(path string, mode os.FileMode) (*net.UnixListener, *SocketFile, 
 }
 
 // ListenUnixgram binds a datagram socket to the unix socket path, giving
-// the socket file mode (DefaultMode if zero).
+// the socket file mode (DefaultMode if zero) and, unless it is nil, the
+// group *group.
 //
 // A socket file left at path by a process that has gone is replaced. A
 // socket another process still serves (a probe connection succeeds) is
 // refused with ErrInUse, and any other kind of file with ErrNotSocket.
 //
-// The mode is set without a window in which others could connect: the
-// socket is bound inside a fresh private (0700) directory next to path,
-// chmodded there, then renamed into place, which also replaces a stale
-// file atomically. Changing the umask instead would affect every goroutine
-// of the process. The chmod and the rename go through a descriptor of that
+// The mode and group are set without a window in which others could
+// connect, or the group's members could not: the socket is bound inside a
+// fresh private (0700) directory next to path, given its group and mode
+// there, then renamed into place, which also replaces a stale file
+// atomically. Changing the umask instead would affect every goroutine of
+// the process. The chown, chmod and rename go through a descriptor of that
 // directory, which nobody else can write: someone who may write path's
 // directory and renames the private one away cannot make them act on a
-// file of theirs (a symlink). When that directory cannot be made, or its
-// path would exceed the socket path limit, the socket is bound at path
-// directly and chmodded at once, which is refused in a directory others
-// may write.
-func ListenUnixgram(path string, mode os.FileMode) (*net.UnixConn, *SocketFile, error) {
-	c, f, err := bindUnix("unixgram", path, mode, func(p string) (io.Closer, error) {
+// file of theirs (a symlink or a hard link). When that directory cannot be
+// made, or its path would exceed the socket path limit, the socket is
+// bound at path directly and given its group and mode at once, which is
+// refused in a directory others may write.
+func ListenUnixgram(path string, mode os.FileMode, group *int) (*net.UnixConn, *SocketFile, error) {
+	c, f, err := bindUnix("unixgram", path, mode, group, func(p string) (io.Closer, error) {
 		return net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
 	})
 	if err != nil {
@@ -117,7 +120,7 @@ func ListenUnixgram(path string, mode os.FileMode) (*net.UnixConn, *SocketFile, 
 	return c.(*net.UnixConn), f, nil
 }
 
-func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Closer, error)) (io.Closer, *SocketFile, error) {
+func bindUnix(network, path string, mode os.FileMode, group *int, bind func(string) (io.Closer, error)) (io.Closer, *SocketFile, error) {
 	if mode == 0 {
 		mode = DefaultMode
 	}
@@ -132,7 +135,7 @@ func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Clos
 	if dir := filepath.Dir(path); len(filepath.Join(dir, privateDirPattern+"4294967295", "s")) <= MaxSocketPath {
 		if tmp, err := os.MkdirTemp(dir, privateDirPattern); err == nil {
 			defer os.RemoveAll(tmp)
-			return bindPrivate(network, path, tmp, mode, bind)
+			return bindPrivate(network, path, tmp, mode, group, bind)
 		}
 	}
 	if err := sharedDir(filepath.Dir(path)); err != nil {
@@ -144,6 +147,13 @@ func bindUnix(network, path string, mode os.FileMode, bind func(string) (io.Clos
 	c, err := bind(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen %s %s: %w", network, path, err)
+	}
+	if group != nil {
+		if err := os.Lchown(path, -1, *group); err != nil {
+			c.Close()
+			os.Remove(path)
+			return nil, nil, fmt.Errorf("listen %s %s: give it group %d: %w", network, path, *group, err)
+		}
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		c.Close()
@@ -158,7 +168,7 @@ const privateDirPattern = ".tapswitch-"
 
 // bindPrivate binds the socket as tmp/s, tmp being the private directory
 // made for it, and moves it to path.
-func bindPrivate(network, path, tmp string, mode os.FileMode, bind func(string) (io.Closer, error)) (io.Closer, *SocketFile, error) {
+func bindPrivate(network, path, tmp string, mode os.FileMode, group *int, bind func(string) (io.Closer, error)) (io.Closer, *SocketFile, error) {
 	fail := func(what string, err error) (io.Closer, *SocketFile, error) {
 		return nil, nil, fmt.Errorf("listen %s %s: %s%w", network, path, what, err)
 	}
@@ -180,6 +190,12 @@ func bindPrivate(network, path, tmp string, mode os.FileMode, bind func(string) 
 	}
 	// Through dir: if tmp's name now leads elsewhere, "s" is not found
 	// rather than someone else's file changed.
+	if group != nil {
+		if err := unix.Fchownat(dir, "s", -1, *group, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			c.Close()
+			return fail(fmt.Sprintf("give it group %d: ", *group), err)
+		}
+	}
 	if err := unix.Fchmodat(dir, "s", uint32(mode.Perm()), 0); err != nil {
 		c.Close()
 		return fail("chmod: ", err)

@@ -42,6 +42,10 @@ type ListenerConfig struct {
 	// Mode is the permission of a unix socket file (default 0660:
 	// listen.DefaultMode).
 	Mode os.FileMode
+	// Group, if not nil, is the group ID a unix socket file is given
+	// before it appears at its path; nil leaves the group it is created
+	// with.
+	Group *int
 	// AllowUIDs and AllowGIDs, if either is set, admit to a unix socket
 	// only clients whose user ID is in AllowUIDs or whose (primary) group
 	// ID is in AllowGIDs, as SO_PEERCRED/LOCAL_PEERCRED report them;
@@ -152,7 +156,7 @@ func ListenAddr(ctx context.Context, a listen.Addr, cfg ListenerConfig, sw *vswi
 	}
 	switch a.Network {
 	case "unix":
-		ln, f, err := listen.ListenUnix(a.Address, cfg.Mode)
+		ln, f, err := listen.ListenUnix(a.Address, cfg.Mode, cfg.Group)
 		if err != nil {
 			return nil, err
 		}

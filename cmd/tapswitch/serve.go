@@ -1069,15 +1069,19 @@ func (s *serveRun) startDHCP() error {
 	return nil
 }
 
-// openListeners opens the --listen sockets, with the warnings and the
-// group that --allow-uid, --allow-gid and --socket-group call for.
+// openListeners opens the --listen sockets, with the group --socket-group
+// gives them and the warnings --allow-uid and --allow-gid call for.
 func (s *serveRun) openListeners() error {
 	o, p, log, sw, gctx := s.o, s.p, s.log, s.sw, s.gctx
+	var group *int // given to unix socket files before they appear
+	if p.socketGID >= 0 {
+		group = &p.socketGID
+	}
 	for _, a := range p.listens {
 		switch a.Kind() {
 		case listen.KindStream:
 			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: s.streamConn, Port: s.vmPort,
-				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
+				Group: group, AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", a, err) // the flag first, for configLines.locate
 			}
@@ -1086,7 +1090,7 @@ func (s *serveRun) openListeners() error {
 			a = l.Addr() // a TCP port of 0 is the one chosen now
 		case listen.KindDgram:
 			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: s.vmPort,
-				AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
+				Group: group, AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", a, err)
 			}
@@ -1107,13 +1111,6 @@ func (s *serveRun) openListeners() error {
 			case "tcp", "udp":
 				log.WithField("listen", a.String()).Warn("--allow-uid and --allow-gid do not apply to " + a.Network +
 					" sockets: anyone who can reach " + a.Address + " can send frames to the switch")
-			}
-		}
-		if a.IsUnix() && p.socketGID >= 0 {
-			// Lchown: whoever may write the directory could have put a
-			// symlink there by now; chown would follow it.
-			if err := os.Lchown(a.Address, -1, p.socketGID); err != nil {
-				return fmt.Errorf("--socket-group: %w", err)
 			}
 		}
 	}
@@ -1142,7 +1139,7 @@ func (s *serveRun) serveCtl() error {
 		if err := os.MkdirAll(filepath.Dir(p.ctl), 0o755); err != nil {
 			return fmt.Errorf("--ctl: %w", err)
 		}
-		ln, sf, err := listen.ListenUnix(p.ctl, 0o600)
+		ln, sf, err := listen.ListenUnix(p.ctl, 0o600, nil)
 		if err != nil {
 			return fmt.Errorf("--ctl: %w", err)
 		}
