@@ -248,8 +248,36 @@ func (o *serveOptions) plan() (*plan, error) {
 
 func (o *serveOptions) planConfig() (*plan, error) {
 	p := &plan{socketGID: -1, ctl: o.ctl}
+	if err := o.checkLimits(); err != nil {
+		return nil, err
+	}
+	if err := o.checkTaps(); err != nil {
+		return nil, err
+	}
+	p.defaults = len(o.listen) == 0 && len(o.taps) == 0 && len(o.connect) == 0 && len(o.host) == 0 && o.hostBridge == "" && o.hostMode == ""
+	if err := p.planListens(o); err != nil {
+		return nil, err
+	}
+	if err := o.checkConnects(p.listens); err != nil {
+		return nil, err
+	}
+	if err := p.planHostAddrs(o); err != nil {
+		return nil, err
+	}
+	if err := p.planSockets(o); err != nil {
+		return nil, err
+	}
+	if err := p.planHostLeg(o); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// checkLimits checks --max-frame, the switch's and the VM ports' limits,
+// and --mtu against --max-frame.
+func (o *serveOptions) checkLimits() error {
 	if o.maxFrame < 14 || o.maxFrame > 65535 {
-		return nil, fmt.Errorf("--max-frame %d: must be between 14 and 65535", o.maxFrame)
+		return fmt.Errorf("--max-frame %d: must be between 14 and 65535", o.maxFrame)
 	}
 	for _, c := range []struct {
 		flag string
@@ -271,27 +299,38 @@ func (o *serveOptions) planConfig() (*plan, error) {
 		{"max-ports", o.maxPorts, o.maxPorts < 0, "0 (no limit) or more"},
 	} {
 		if c.bad {
-			return nil, fmt.Errorf("--%s %v: must be %s", c.flag, c.val, c.want)
+			return fmt.Errorf("--%s %v: must be %s", c.flag, c.val, c.want)
 		}
 	}
 	if o.mtu != 0 && (o.mtu < 68 || o.mtu > o.maxFrame-14) {
-		return nil, fmt.Errorf("--mtu %d: must be between 68 and --max-frame minus 14 (%d)", o.mtu, o.maxFrame-14)
+		return fmt.Errorf("--mtu %d: must be between 68 and --max-frame minus 14 (%d)", o.mtu, o.maxFrame-14)
 	}
+	return nil
+}
+
+// checkTaps checks the --tap names: each valid, given once, and not the
+// host interface's.
+func (o *serveOptions) checkTaps() error {
 	// Tap names are checked as tap.Open checks them, so that a reload
 	// refuses a bad one before it changes anything (it used to fail at
 	// the tap, after the file's other changes had been made).
 	for i, name := range o.taps {
 		if err := cmp.Or(tap.CheckName(name), api.CheckTapName(name)); err != nil {
-			return nil, fmt.Errorf("--tap: %w", err)
+			return fmt.Errorf("--tap: %w", err)
 		}
 		if slices.Contains(o.taps[:i], name) {
-			return nil, fmt.Errorf("--tap %s: given twice", name)
+			return fmt.Errorf("--tap %s: given twice", name)
 		}
 		if name == o.hostIfname && (len(o.host) > 0 || o.hostBridge != "") {
-			return nil, fmt.Errorf("--tap %s: also the host interface's name (--host-ifname); give one of them another", name)
+			return fmt.Errorf("--tap %s: also the host interface's name (--host-ifname); give one of them another", name)
 		}
 	}
-	p.defaults = len(o.listen) == 0 && len(o.taps) == 0 && len(o.connect) == 0 && len(o.host) == 0 && o.hostBridge == "" && o.hostMode == ""
+	return nil
+}
+
+// planListens plans the listeners: the --listen URLs, or the default
+// setup's two sockets in runDir.
+func (p *plan) planListens(o *serveOptions) error {
 	rawListens := o.listen
 	if p.defaults {
 		rawListens = []string{
@@ -303,54 +342,71 @@ func (o *serveOptions) planConfig() (*plan, error) {
 	for _, u := range rawListens {
 		a, err := listen.Parse(u)
 		if err != nil {
-			return nil, fmt.Errorf("--listen: %w", err)
+			return fmt.Errorf("--listen: %w", err)
 		}
 		if a.IsUnix() && len(a.Address) > listen.MaxSocketPath {
 			// Found here rather than at bind, so that a configuration is
 			// refused before anything is set up. (A path dialled, by
 			// --connect, may be as long as the system allows.)
-			return nil, fmt.Errorf("--listen %s: socket path longer than %d bytes", u, listen.MaxSocketPath)
+			return fmt.Errorf("--listen %s: socket path longer than %d bytes", u, listen.MaxSocketPath)
 		}
 		// (Port 0 asks for a port the system chooses, a new one each time.)
 		anyPort := !a.IsUnix() && strings.HasSuffix(a.Address, ":0")
 		if !anyPort && slices.ContainsFunc(p.listens, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
-			return nil, fmt.Errorf("--listen %s: given twice", u)
+			return fmt.Errorf("--listen %s: given twice", u)
 		}
 		p.listens = append(p.listens, a)
 	}
+	return nil
+}
+
+// checkConnects checks the --connect URLs: stream ones, each given once,
+// and none the switch's own listener among listens.
+func (o *serveOptions) checkConnects(listens []listen.Addr) error {
 	var connects []listen.Addr
 	for _, u := range o.connect {
 		a, err := listen.Parse(u)
 		if err != nil {
-			return nil, fmt.Errorf("--connect: %w", err)
+			return fmt.Errorf("--connect: %w", err)
 		}
 		if a.Kind() != listen.KindStream {
-			return nil, fmt.Errorf("--connect %s: only stream URLs (unix://, tcp://) can be dialled", u)
+			return fmt.Errorf("--connect %s: only stream URLs (unix://, tcp://) can be dialled", u)
 		}
 		if slices.ContainsFunc(connects, func(b listen.Addr) bool { return socketKey(a) == socketKey(b) }) {
-			return nil, fmt.Errorf("--connect %s: given twice", u)
+			return fmt.Errorf("--connect %s: given twice", u)
 		}
-		if l, ok := ownListen(p.listens, a); ok {
-			return nil, fmt.Errorf("--connect %s is this switch's own --listen %s: %s", u, l, loopReason)
+		if l, ok := ownListen(listens, a); ok {
+			return fmt.Errorf("--connect %s is this switch's own --listen %s: %s", u, l, loopReason)
 		}
 		connects = append(connects, a)
 	}
+	return nil
+}
+
+// planHostAddrs parses the --host addresses.
+func (p *plan) planHostAddrs(o *serveOptions) error {
 	for _, h := range o.host {
 		pfx, err := netip.ParsePrefix(h)
 		if err != nil {
-			return nil, fmt.Errorf("--host %q: want an address with prefix length, e.g. 198.18.0.1/24: %w", h, err)
+			return fmt.Errorf("--host %q: want an address with prefix length, e.g. 198.18.0.1/24: %w", h, err)
 		}
 		if pfx.Addr().Is6() && o.mtu != 0 && o.mtu < 1280 {
 			// Linux turns IPv6 off on the interface, and refuses the
 			// address with a bare "invalid argument".
-			return nil, fmt.Errorf("--host %s: IPv6 needs an MTU of 1280 or more, and --mtu is %d", h, o.mtu)
+			return fmt.Errorf("--host %s: IPv6 needs an MTU of 1280 or more, and --mtu is %d", h, o.mtu)
 		}
 		p.hostAddrs = append(p.hostAddrs, pfx)
 	}
+	return nil
+}
+
+// planSockets plans the VM sockets' group (--socket-group) and the
+// control socket's path (--ctl), and checks the --metrics address.
+func (p *plan) planSockets(o *serveOptions) error {
 	if o.socketGroup != "" {
 		g, err := lookupGroup(o.socketGroup)
 		if err != nil {
-			return nil, fmt.Errorf("--socket-group: %w", err)
+			return fmt.Errorf("--socket-group: %w", err)
 		}
 		p.socketGID = g
 	}
@@ -358,7 +414,7 @@ func (o *serveOptions) planConfig() (*plan, error) {
 		p.ctl = defaultCtlPath()
 	}
 	if len(p.ctl) > listen.MaxSocketPath {
-		return nil, fmt.Errorf("--ctl %s: socket path longer than %d bytes", p.ctl, listen.MaxSocketPath)
+		return fmt.Errorf("--ctl %s: socket path longer than %d bytes", p.ctl, listen.MaxSocketPath)
 	}
 	if o.metrics != "" {
 		// Checked here, not only when it is listened on, so that a reload
@@ -368,48 +424,59 @@ func (o *serveOptions) planConfig() (*plan, error) {
 			_, err = net.LookupPort("tcp", port)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("--metrics %s: want HOST:PORT, e.g. 127.0.0.1:9141: %w", o.metrics, err)
+			return fmt.Errorf("--metrics %s: want HOST:PORT, e.g. 127.0.0.1:9141: %w", o.metrics, err)
 		}
 	}
+	return nil
+}
+
+// planHostLeg plans the host's leg on the segment and the DHCP responder:
+// a vmnet.framework interface (planVmnet) with --host-mode or in macOS's
+// default setup, else planHostAndDHCP.
+func (p *plan) planHostLeg(o *serveOptions) error {
 	vmnetMode := o.hostMode
 	if vmnetMode == "" && p.defaults && hostOS == "darwin" {
 		if o.hostNetworkID != "" {
-			return nil, errors.New("--host-network-id: an isolated network needs --host-mode host")
+			return errors.New("--host-network-id: an isolated network needs --host-mode host")
 		}
 		f := o.dhcpOnly(false, false)
 		if o.dhcp.val {
 			f = "--dhcp"
 		}
 		if f != "" {
-			return nil, fmt.Errorf("%s: the default host leg on macOS is vmnet's shared mode, which serves DHCP itself; drop %s, or give --listen for a switch without a host leg, whose guests tapswitch's --dhcp serves", f, f)
+			return fmt.Errorf("%s: the default host leg on macOS is vmnet's shared mode, which serves DHCP itself; drop %s, or give --listen for a switch without a host leg, whose guests tapswitch's --dhcp serves", f, f)
 		}
 		vmnetMode = "shared" // macOS's host leg is vmnet, which serves DHCP
 	}
 	if vmnetMode != "" {
 		if err := p.planVmnet(o, vmnetMode); err != nil {
-			return nil, err
+			return err
 		}
 		if !o.dhcp.val {
-			return p, nil
+			return nil
 		}
 		// An isolated network (planVmnet admits --dhcp only there): macOS
 		// serves no DHCP on it, so tapswitch does.
-		if err := p.planDHCP(o); err != nil {
-			return nil, err
-		}
-		return p, nil
+		return p.planDHCP(o)
 	}
+	return p.planHostAndDHCP(o)
+}
+
+// planHostAndDHCP plans, without vmnet.framework, the host interface
+// (--host, --host-bridge, the default setup's) and the DHCP responder
+// (--dhcp, on by default in the default setup).
+func (p *plan) planHostAndDHCP(o *serveOptions) error {
 	if o.hostInterfaceID != "" || o.hostNetworkID != "" {
-		return nil, errors.New("--host-interface-id and --host-network-id need --host-mode (macOS)")
+		return errors.New("--host-interface-id and --host-network-id need --host-mode (macOS)")
 	}
 	if o.hostBridge != "" && len(o.host) > 0 {
-		return nil, errors.New("--host-bridge and --host exclude each other: a bridged host interface has no address of its own (put it on the bridge)")
+		return errors.New("--host-bridge and --host exclude each other: a bridged host interface has no address of its own (put it on the bridge)")
 	}
 
 	wantDHCP := o.dhcp.val || p.defaults && !o.dhcp.set
 	// (The default setup's host leg takes --gateway's address without DHCP.)
 	if f := o.dhcpOnly(!p.defaults, true); !wantDHCP && f != "" {
-		return nil, needsDHCP(f, "--gateway", "--dhcp-range", "--dhcp-static", "--dns", "--domain", "--dhcp-lease-time", "--dhcp-lease-file")
+		return needsDHCP(f, "--gateway", "--dhcp-range", "--dhcp-static", "--dns", "--domain", "--dhcp-lease-time", "--dhcp-lease-file")
 	}
 	if len(p.hostAddrs) > 0 || o.hostBridge != "" {
 		p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu, Bridge: o.hostBridge}
@@ -420,18 +487,15 @@ func (o *serveOptions) planConfig() (*plan, error) {
 			// holds the gateway address.
 			gw, err := parseGateway(cmp.Or(o.gateway, defaultGateway))
 			if err != nil {
-				return nil, err
+				return err
 			}
 			p.hostAddrs = []netip.Prefix{gw}
 			p.host = &vmnet.Config{Name: o.hostIfname, MTU: o.mtu}
 		}
 		p.setHostAddrs()
-		return p, nil
+		return nil
 	}
-	if err := p.planDHCP(o); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return p.planDHCP(o)
 }
 
 // socketKey names the socket a is: its file for unix sockets, of either
