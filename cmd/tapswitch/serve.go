@@ -1516,6 +1516,41 @@ func (r *reloader) reload(flushed bool) {
 		}
 		return
 	}
+	fo, fresh, lines, err := r.readConfig()
+	if err != nil {
+		r.log.WithError(err).Error("SIGHUP: configuration not reloaded")
+		return
+	}
+	r.fileKeys = len(lines.line)
+	restart := r.restartFlags(fresh)
+	if lv, _ := logrus.ParseLevel(fo.logLevel); lv != r.log.GetLevel() {
+		r.log.SetLevel(lv)
+		r.log.WithField("new_level", lv).Info("SIGHUP: log level changed")
+	}
+	taps, _ := fresh.GetStringArray("tap")
+	attached := map[string]bool{}
+	for _, a := range r.sw.Ports() {
+		attached[a.Name()] = true
+	}
+	failed := r.attachTaps(taps, attached)
+	r.detachTaps(taps)
+	connects, _ := fresh.GetStringArray("connect")
+	r.dials.reload(connects, attached, r.log)
+	if len(restart) > 0 {
+		r.log.WithField("flags", restart).Warn("SIGHUP: these changes take effect after a restart")
+	}
+	if failed > 0 {
+		// The file was fine; the system refused (a tap busy, gone).
+		r.log.WithField("failed_taps", failed).Warn("SIGHUP: configuration reloaded, but taps could not be attached (see above); another SIGHUP retries them")
+		return
+	}
+	r.log.Info("SIGHUP: configuration reloaded")
+}
+
+// readConfig reads the --config file into a fresh flag set (bound to the
+// options returned) over the command line's flags, and checks it as a
+// start does; the error names the file's line where it can.
+func (r *reloader) readConfig() (*serveOptions, *pflag.FlagSet, configLines, error) {
 	// A fresh flag set with the command line's flags, then the file.
 	var fo serveOptions
 	fresh := pflag.NewFlagSet("serve", pflag.ContinueOnError)
@@ -1554,13 +1589,13 @@ func (r *reloader) reload(flushed bool) {
 	if err != nil {
 		err = lines.locate(err)
 	}
-	if err != nil {
-		r.log.WithError(err).Error("SIGHUP: configuration not reloaded")
-		return
-	}
-	r.fileKeys = len(lines.line)
+	return &fo, fresh, lines, err
+}
+
+// restartFlags returns the flags whose change in fresh takes effect only
+// after a restart (all but --tap, --connect, --log-level and --config).
+func (r *reloader) restartFlags(fresh *pflag.FlagSet) []string {
 	var restart []string
-	failed := 0 // taps the file adds that could not be attached
 	fresh.VisitAll(func(fl *pflag.Flag) {
 		old := r.cmd.Flags().Lookup(fl.Name)
 		switch fl.Name {
@@ -1571,15 +1606,14 @@ func (r *reloader) reload(flushed bool) {
 			}
 		}
 	})
-	if lv, _ := logrus.ParseLevel(fo.logLevel); lv != r.log.GetLevel() {
-		r.log.SetLevel(lv)
-		r.log.WithField("new_level", lv).Info("SIGHUP: log level changed")
-	}
-	taps, _ := fresh.GetStringArray("tap")
-	attached := map[string]bool{}
-	for _, a := range r.sw.Ports() {
-		attached[a.Name()] = true
-	}
+	return restart
+}
+
+// attachTaps attaches the taps the reloaded configuration lists that are
+// not attached (attached holds the port names in use), and records them
+// as the configuration's; it returns how many could not be attached.
+func (r *reloader) attachTaps(taps []string, attached map[string]bool) int {
+	failed := 0 // taps the file adds that could not be attached
 	for _, name := range taps {
 		// A tap the file lists is attached again if it was detached
 		// (tapswitch ctl detach) or deleted since.
@@ -1594,6 +1628,12 @@ func (r *reloader) reload(flushed bool) {
 			r.taps = append(r.taps, name)
 		}
 	}
+	return failed
+}
+
+// detachTaps detaches the taps the configuration attached that the
+// reloaded one, taps, no longer lists.
+func (r *reloader) detachTaps(taps []string) {
 	r.taps = slices.DeleteFunc(r.taps, func(name string) bool {
 		if slices.Contains(taps, name) {
 			return false
@@ -1606,15 +1646,4 @@ func (r *reloader) reload(flushed bool) {
 		r.log.WithField("port", name).Info("SIGHUP: tap detached")
 		return true
 	})
-	connects, _ := fresh.GetStringArray("connect")
-	r.dials.reload(connects, attached, r.log)
-	if len(restart) > 0 {
-		r.log.WithField("flags", restart).Warn("SIGHUP: these changes take effect after a restart")
-	}
-	if failed > 0 {
-		// The file was fine; the system refused (a tap busy, gone).
-		r.log.WithField("failed_taps", failed).Warn("SIGHUP: configuration reloaded, but taps could not be attached (see above); another SIGHUP retries them")
-		return
-	}
-	r.log.Info("SIGHUP: configuration reloaded")
 }
