@@ -41,9 +41,6 @@ type SocketFile struct {
 	err  error
 }
 
-// Path returns the socket file's path.
-func (f *SocketFile) Path() string { return f.path }
-
 // SameFile reports whether fi describes the socket file this process
 // created.
 func (f *SocketFile) SameFile(fi os.FileInfo) bool { return os.SameFile(f.fi, fi) }

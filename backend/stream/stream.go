@@ -376,8 +376,3 @@ func (c *Conn) Close() error {
 	})
 	return err
 }
-
-// NetConn returns the underlying connection, for callers that need its
-// addresses or socket options. Reading or writing it directly would break
-// the framing.
-func (c *Conn) NetConn() net.Conn { return c.c }
