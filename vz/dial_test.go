@@ -265,13 +265,13 @@ func TestDialMaxMTUFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	porttest.WaitFor(t, "the VM's frame", func() bool {
-		ps := l.Ports()
+		ps := sw.Ports()
 		return len(ps) == 1 && ps[0].Stats().RxFrames == 1
 	})
 	if st := l.Stats(); st.TooLong != 0 {
 		t.Errorf("listener counted %d datagrams too long", st.TooLong)
 	}
-	if d := l.Ports()[0].Stats().Drops[vswitch.DropTooLong]; d != 0 {
+	if d := sw.Ports()[0].Stats().Drops[vswitch.DropTooLong]; d != 0 {
 		t.Errorf("port counted %d frames too long", d)
 	}
 }

@@ -33,14 +33,14 @@ func TestSwitchRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	porttest.WaitFor(t, "the VM's port on the first switch", func() bool { return len(l1.Ports()) == 1 })
+	porttest.WaitFor(t, "the VM's port on the first switch", func() bool { return len(sw1.Ports()) == 1 })
 	l1.Close()
 	sw1.Close()
 
 	sw2, l2 := listen()
 	defer sw2.Close()
 	defer l2.Close()
-	porttest.WaitFor(t, "the VM's port on the restarted switch", func() bool { return len(l2.Ports()) == 1 })
+	porttest.WaitFor(t, "the VM's port on the restarted switch", func() bool { return len(sw2.Ports()) == 1 })
 	host := porttest.New(porttest.Config{Name: "host"})
 	if _, err := sw2.AddPort(host, vswitch.PortConfig{Kind: "mem"}); err != nil {
 		t.Fatal(err)

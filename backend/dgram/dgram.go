@@ -447,19 +447,6 @@ func (l *Listener) Stats() Stats {
 	}
 }
 
-// Ports returns the attachments of the current peers.
-func (l *Listener) Ports() []*vswitch.Attachment {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]*vswitch.Attachment, 0, len(l.peers))
-	for _, p := range l.peers {
-		if a := p.att.Load(); a != nil {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 // readLoop is the only reader of the socket: it hands each batch read to
 // handle.
 func (l *Listener) readLoop() {
