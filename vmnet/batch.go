@@ -40,7 +40,8 @@ func batchSize(readMax, writeMax uint64) int {
 	return int(max(1, min(n, maxBatch)))
 }
 
-// counters are the per-frame troubles of a port, read by Interface.Counters.
+// counters are the per-frame troubles of a port, read by
+// Interface.BackendCounters.
 type counters struct {
 	bufferExhausted atomic.Uint64
 	tooLong         atomic.Uint64

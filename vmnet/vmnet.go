@@ -124,9 +124,6 @@ type Interface struct {
 
 var _ vswitch.Port = (*Interface)(nil)
 
-// Name returns the interface's name.
-func (i *Interface) Name() string { return i.name }
-
 // MAC returns the interface's hardware address. On Linux it is the source
 // address of the frames the host sends on the segment. On macOS it is the
 // address vmnet allocated to this interface (vmnet_mac_address_key), fixed
@@ -136,15 +133,6 @@ func (i *Interface) MAC() net.HardwareAddr { return i.mac }
 
 // String returns the interface's name.
 func (i *Interface) String() string { return i.name }
-
-// Counters returns the frames the interface dropped one by one rather than
-// failing (all zero on Linux, whose tap reports errors per frame).
-func (i *Interface) Counters() Counters {
-	if i.counters == nil {
-		return Counters{}
-	}
-	return i.counters()
-}
 
 // BackendCounters returns Counters by name, for the switch's port
 // statistics (vswitch.BackendCounter); nil where the interface keeps none
