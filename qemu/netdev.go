@@ -41,13 +41,6 @@ type NetdevOptions struct {
 	Local string
 }
 
-// NetdevArgs returns QEMU's -netdev option, as two arguments, that
-// connects a guest to the switch listener at rawURL under netdev id (""
-// for DefaultID). See Netdev.
-func NetdevArgs(rawURL, id string) ([]string, error) {
-	return Netdev(rawURL, NetdevOptions{ID: id})
-}
-
 // Netdev returns QEMU's -netdev option, as two arguments, that connects a
 // guest to the switch listener at rawURL, for QEMU 7.2 and later:
 //

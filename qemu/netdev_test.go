@@ -61,9 +61,9 @@ func TestNetdev(t *testing.T) {
 			}
 		})
 	}
-	got, err := NetdevArgs("unix:///run/x.sock", "vm7")
+	got, err := Netdev("unix:///run/x.sock", NetdevOptions{ID: "vm7"})
 	if err != nil || got[1] != "stream,id=vm7,addr.type=unix,addr.path=/run/x.sock" {
-		t.Fatalf("NetdevArgs = %q, %v", got, err)
+		t.Fatalf("Netdev with ID vm7 = %q, %v", got, err)
 	}
 }
 

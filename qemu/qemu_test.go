@@ -133,7 +133,7 @@ func realQEMU(t *testing.T, bin, transport string) {
 			exited <- err
 		}()
 	} else {
-		nd, err := NetdevArgs(url, "vm1")
+		nd, err := Netdev(url, NetdevOptions{ID: "vm1"})
 		if err != nil {
 			t.Fatal(err)
 		}
