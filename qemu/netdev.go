@@ -213,7 +213,7 @@ func PrintNetdev(w io.Writer, rawURL string, o NetdevOptions) error {
 	case "unix":
 		// Netdev has checked the path.
 		path, _ := absSocketPath(rawURL, "switch socket", a.Address)
-		fd := SocketFDArgs(o.ID, 3)
+		fd := SocketFDArgs(o.ID, SocketFD)
 		fmt.Fprintf(&b, "# Before QEMU 7.2 (tapswitch connects and passes the socket as fd 3):\ntapswitch qemu --socket %s -- qemu-system-x86_64 ... \\\n  %s %s %s %s\n",
 			shellQuote(path), fd[0], fd[1], dev[0], dev[1])
 	case "tcp":
