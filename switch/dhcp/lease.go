@@ -81,12 +81,6 @@ type Lease struct {
 	State    LeaseState `json:"state"`
 }
 
-// Active reports whether l holds its address for its MAC at now: an
-// unexpired offer or binding.
-func (l Lease) Active(now time.Time) bool {
-	return (l.State == LeaseBound || l.State == LeaseOffered) && l.Expiry.After(now)
-}
-
 // record is a lease table entry.
 type record struct {
 	mac      vswitch.MAC

@@ -141,7 +141,7 @@ func TestLeaseFileCRLF(t *testing.T) {
 	}
 	srv := newFileServer(t, path, newClock())
 	defer srv.Close()
-	if err := srv.LoadError(); err != nil {
+	if err := srv.loadErr; err != nil {
 		t.Errorf("CRLF file reported as corrupt: %v", err)
 	}
 	if ls := srv.Leases(); len(ls) != len(sampleLeases()) {
@@ -191,7 +191,7 @@ func TestLeaseFileTruncatedLoad(t *testing.T) {
 		}
 		clock := newClock()
 		srv := newFileServer(t, path, clock)
-		if srv.LoadError() == nil {
+		if srv.loadErr == nil {
 			t.Fatalf("cut at %d: no load error", n)
 		}
 		aside, err := filepath.Glob(path + ".corrupt-*")
@@ -231,7 +231,7 @@ func TestLeaseFileNULs(t *testing.T) {
 			}
 			srv := newFileServer(t, path, newClock())
 			defer srv.Close()
-			if err := srv.LoadError(); err == nil || !strings.Contains(err.Error(), "NUL bytes") {
+			if err := srv.loadErr; err == nil || !strings.Contains(err.Error(), "NUL bytes") {
 				t.Errorf("load error %v, want one about NUL bytes", err)
 			}
 			if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 {
@@ -336,7 +336,7 @@ func TestLeaseFileGarbageLine(t *testing.T) {
 	srv := newFileServer(t, path, clock)
 	defer srv.Close()
 
-	err := srv.LoadError()
+	err := srv.loadErr
 	if err == nil || !strings.Contains(err.Error(), path+":5: bad IPv4 address") {
 		t.Fatalf("load error %q, want %s:5: bad IPv4 address ...", err, path)
 	}
@@ -411,7 +411,7 @@ func TestLeaseFileVersion1(t *testing.T) {
 	}
 	srv := newFileServer(t, path, newClock())
 	defer srv.Close()
-	if err := srv.LoadError(); err != nil {
+	if err := srv.loadErr; err != nil {
 		t.Errorf("version 1 file reported as corrupt: %v", err)
 	}
 	if !acquire(t, srv, porttest.MAC(9)).IsValid() {
@@ -446,7 +446,7 @@ func TestLeaseFileEmpty(t *testing.T) {
 	}
 	srv := newFileServer(t, path, newClock())
 	defer srv.Close()
-	if err := srv.LoadError(); err != nil {
+	if err := srv.loadErr; err != nil {
 		t.Errorf("load error %v", err)
 	}
 	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
@@ -555,8 +555,8 @@ func TestLeaseFileConflictsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	if srv.LoadError() != nil {
-		t.Errorf("conflicts reported as corruption: %v", srv.LoadError())
+	if srv.loadErr != nil {
+		t.Errorf("conflicts reported as corruption: %v", srv.loadErr)
 	}
 	ls, err := ReadLeaseFile(path)
 	if err != nil || len(ls) != 1 || ls[0].MAC != porttest.MAC(2) {

@@ -880,8 +880,8 @@ func TestFlushAndLeasesJSON(t *testing.T) {
 	if err != nil || !bytes.Contains(b, []byte(`"mac":"02:00:00:00:00:01"`)) || !bytes.Contains(b, []byte(`"state":"bound"`)) {
 		t.Errorf("JSON %s, %v", b, err)
 	}
-	if l := srv.Leases()[0]; !l.Active(clock.Now()) || l.Active(clock.Now().Add(2*time.Hour)) {
-		t.Errorf("Active: %+v", l)
+	if l := srv.Leases()[0]; l.State != LeaseBound || !l.Expiry.Equal(clock.Now().Add(time.Hour)) {
+		t.Errorf("lease %+v, want bound for an hour", l)
 	}
 }
 

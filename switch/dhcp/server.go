@@ -46,7 +46,7 @@ type Server struct {
 	out       chan []byte // replies for ReadFrames
 	closed    chan struct{}
 	closeOnce sync.Once
-	loadErr   error
+	loadErr   error // the lease file problems New logged, which tests check
 	// lock holds the lease file's lock (see LockLeaseFile) until Close.
 	lock *LeaseLock
 
@@ -167,8 +167,7 @@ type rateLimit struct {
 // written fails here rather than at the first ACK. A corrupt or truncated
 // lease file does not fail New: each bad line is logged as "PATH:LINE:
 // reason", the file is kept aside as PATH.corrupt-TIMESTAMP, the server
-// starts with the leases that could be read and LoadError returns the
-// problem. New fails if the file cannot be read, kept aside or rewritten,
+// starts with the leases that could be read. New fails if the file cannot be read, kept aside or rewritten,
 // is not a lease file (its first line is not the header: ErrNotLeaseFile)
 // or is of a newer format (ErrLeaseFileVersion); it leaves such a file as
 // it is. A rewritten file keeps the permission bits of the one it replaces.
@@ -295,10 +294,6 @@ func unjoin(err error) []error {
 	}
 	return []error{err}
 }
-
-// LoadError returns the problems found in the lease file when New loaded
-// it (an error joining *LeaseFileError values), or nil.
-func (srv *Server) LoadError() error { return srv.loadErr }
 
 // MAC returns the responder's Ethernet address.
 func (srv *Server) MAC() vswitch.MAC { return srv.s.MAC }
