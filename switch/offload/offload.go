@@ -114,20 +114,6 @@ func (h Hdr) Encode(b []byte) {
 	ne.PutUint16(b[8:], h.CsumOffset)
 }
 
-// IsZero reports whether h is the all-zero header, which describes an
-// ordinary, fully checksummed frame. It is what a frame from a port without
-// offloads carries, and what should precede a frame written to a tap when
-// there is nothing to say.
-func (h Hdr) IsZero() bool { return h == Hdr{} }
-
-// Offloaded reports whether a frame with header h still carries work that a
-// port without offloads cannot do: a GSO super-frame (see Segment) or a
-// partial checksum (see Checksum). Frames for which it reports false can be
-// sent to any port as they are, the header dropped.
-func (h Hdr) Offloaded() bool {
-	return h.GSOType != GSONone || h.Flags&NeedsCsum != 0
-}
-
 // Errors returned by Segment, SegmentCount and Checksum; test with
 // errors.Is. ErrMalformed and ErrUnsupported come wrapped with the detail.
 // No error is allocated per call.
