@@ -1130,10 +1130,6 @@ func (s *Switch) FDB() []FDBEntry { return s.fdb.entries(s.now()) }
 // FlushFDB forgets every learned address and returns how many there were.
 func (s *Switch) FlushFDB() int { return s.fdb.flush() }
 
-// ExpireFDB deletes the entries that have aged out and returns how many it
-// deleted. The switch does this by itself periodically.
-func (s *Switch) ExpireFDB() int { return s.fdb.sweep(s.now()) }
-
 // Close removes and closes every port and stops the switch, waiting for
 // its goroutines. It is idempotent.
 func (s *Switch) Close() error {
