@@ -43,7 +43,7 @@ func TestSessionNoAllocs(t *testing.T) {
 				defer sw.Close()
 				session := func(window int) *Session {
 					t.Helper()
-					s, err := NewSession(Config{Transport: transport, Path: sw.Path(transport), Size: size, Window: window})
+					s, err := NewSession(Config{Transport: transport, Path: socketPath(sw, transport), Size: size, Window: window})
 					if err != nil {
 						t.Fatal(err)
 					}

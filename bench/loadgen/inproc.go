@@ -51,14 +51,6 @@ func StartSwitch(dir string, cfg vswitch.Config) (*Switch, error) {
 	return s, nil
 }
 
-// Path returns the socket file of the listener for transport.
-func (s *Switch) Path(transport string) string {
-	if transport == Dgram {
-		return s.DgramPath
-	}
-	return s.StreamPath
-}
-
 // Drops returns the frames the switch has dropped, all ports and reasons.
 func (s *Switch) Drops() uint64 {
 	st := s.Switch.Stats()

@@ -163,14 +163,6 @@ func (r Result) FramesPerSec() float64 {
 // length prefixes not), in Gbit/s.
 func (r Result) Gbps() float64 { return r.FramesPerSec() * float64(r.Size) * 8 / 1e9 }
 
-// LossRatio is Lost/Sent.
-func (r Result) LossRatio() float64 {
-	if r.Sent == 0 {
-		return 0
-	}
-	return float64(r.Lost) / float64(r.Sent)
-}
-
 // String formats r on one line.
 func (r Result) String() string {
 	return fmt.Sprintf("%d B: %.0f frames/s %.3f Gbit/s sent=%d received=%d lost=%d late=%d idle_rx=%d cpu=%.2f cores in %v",

@@ -26,7 +26,7 @@ func benchTransport(b *testing.B, transport string) {
 					b.Fatal(err)
 				}
 				defer sw.Close()
-				s, err := NewSession(Config{Transport: transport, Path: sw.Path(transport), Size: size, Idle: idle})
+				s, err := NewSession(Config{Transport: transport, Path: socketPath(sw, transport), Size: size, Idle: idle})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -51,10 +51,18 @@ func benchTransport(b *testing.B, transport string) {
 	}
 }
 
+// socketPath returns the socket file of sw's listener for transport.
+func socketPath(sw *Switch, transport string) string {
+	if transport == Dgram {
+		return sw.DgramPath
+	}
+	return sw.StreamPath
+}
+
 func report(b *testing.B, r Result) {
 	b.ReportMetric(r.FramesPerSec(), "frames/s")
 	b.ReportMetric(r.Gbps(), "Gbit/s")
-	b.ReportMetric(r.LossRatio(), "lost/frame")
+	b.ReportMetric(float64(r.Lost)/float64(max(r.Sent, 1)), "lost/frame")
 	b.ReportMetric(float64(r.IdleReceived)/float64(max(r.Sent, 1)), "idle-rx/frame")
 	b.ReportMetric(r.CPU.Seconds()/max(r.Elapsed.Seconds(), 1e-9), "cpu-cores")
 }
@@ -77,7 +85,7 @@ func TestSession(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sw.Close()
-			s, err := NewSession(Config{Transport: transport, Path: sw.Path(transport), Size: 128, Idle: 3})
+			s, err := NewSession(Config{Transport: transport, Path: socketPath(sw, transport), Size: 128, Idle: 3})
 			if err != nil {
 				t.Fatal(err)
 			}
