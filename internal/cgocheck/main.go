@@ -104,7 +104,6 @@ type listed struct {
 	CgoFiles   []string
 	ImportMap  map[string]string
 	DepOnly    bool
-	Standard   bool
 	Error      *struct{ Err string }
 }
 
@@ -178,7 +177,7 @@ func Check(cfg Config) ([]Diag, error) {
 // dependency order (dependencies first).
 func list(cfg Config) ([]listed, error) {
 	args := []string{"list", "-e", "-deps",
-		"-json=ImportPath,Dir,GoFiles,CgoFiles,ImportMap,DepOnly,Standard,Error"}
+		"-json=ImportPath,Dir,GoFiles,CgoFiles,ImportMap,DepOnly,Error"}
 	if cfg.Tags != "" {
 		args = append(args, "-tags", cfg.Tags)
 	}
