@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	vswitch "github.com/tapswitch/tapswitch/switch"
 	"github.com/tapswitch/tapswitch/switch/porttest"
@@ -81,11 +83,28 @@ func acquire(t testing.TB, srv *Server, m vswitch.MAC) netip.Addr {
 
 func newFileServer(t *testing.T, path string, clock *fakeClock) *Server {
 	t.Helper()
-	srv, err := New(Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now})
+	srv, _ := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now})
+	return srv
+}
+
+// newFileServerLogged makes a server of cfg and returns with it the
+// problems with the lease file that New logged (its error lines), one a
+// line: "" if none.
+func newFileServerLogged(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	log, hook := logtest.NewNullLogger()
+	cfg.Logger = log
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv
+	var lines []string
+	for _, e := range hook.AllEntries() {
+		if e.Level <= logrus.ErrorLevel {
+			lines = append(lines, e.Message)
+		}
+	}
+	return srv, strings.Join(lines, "\n")
 }
 
 func sampleLeases() []Lease {
@@ -139,10 +158,10 @@ func TestLeaseFileCRLF(t *testing.T) {
 	if err := os.WriteFile(path, crlf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv := newFileServer(t, path, newClock())
+	srv, logged := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now})
 	defer srv.Close()
-	if err := srv.loadErr; err != nil {
-		t.Errorf("CRLF file reported as corrupt: %v", err)
+	if logged != "" {
+		t.Errorf("CRLF file reported as corrupt: %q", logged)
 	}
 	if ls := srv.Leases(); len(ls) != len(sampleLeases()) {
 		t.Errorf("loaded %d leases, want %d", len(ls), len(sampleLeases()))
@@ -190,8 +209,8 @@ func TestLeaseFileTruncatedLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		clock := newClock()
-		srv := newFileServer(t, path, clock)
-		if srv.loadErr == nil {
+		srv, logged := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now})
+		if logged == "" {
 			t.Fatalf("cut at %d: no load error", n)
 		}
 		aside, err := filepath.Glob(path + ".corrupt-*")
@@ -229,10 +248,10 @@ func TestLeaseFileNULs(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			srv := newFileServer(t, path, newClock())
+			srv, logged := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now})
 			defer srv.Close()
-			if err := srv.loadErr; err == nil || !strings.Contains(err.Error(), "NUL bytes") {
-				t.Errorf("load error %v, want one about NUL bytes", err)
+			if !strings.Contains(logged, "NUL bytes") {
+				t.Errorf("load error %q, want one about NUL bytes", logged)
 			}
 			if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 {
 				t.Errorf("copies aside %v, want one", aside)
@@ -333,12 +352,10 @@ func TestLeaseFileGarbageLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := newClock()
-	srv := newFileServer(t, path, clock)
+	srv, logged := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: clock.Now})
 	defer srv.Close()
-
-	err := srv.loadErr
-	if err == nil || !strings.Contains(err.Error(), path+":5: bad IPv4 address") {
-		t.Fatalf("load error %q, want %s:5: bad IPv4 address ...", err, path)
+	if !strings.Contains(logged, path+":5: bad IPv4 address") {
+		t.Fatalf("logged %q, want %s:5: bad IPv4 address ...", logged, path)
 	}
 	aside, _ := filepath.Glob(path + ".corrupt-*")
 	if len(aside) != 1 || !strings.HasSuffix(aside[0], ".corrupt-20260102T030405Z") {
@@ -409,10 +426,10 @@ func TestLeaseFileVersion1(t *testing.T) {
 	if err := os.WriteFile(path, v1, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv := newFileServer(t, path, newClock())
+	srv, logged := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now})
 	defer srv.Close()
-	if err := srv.loadErr; err != nil {
-		t.Errorf("version 1 file reported as corrupt: %v", err)
+	if logged != "" {
+		t.Errorf("version 1 file reported as corrupt: %q", logged)
 	}
 	if !acquire(t, srv, porttest.MAC(9)).IsValid() {
 		t.Fatal("no binding")
@@ -444,10 +461,10 @@ func TestLeaseFileEmpty(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := newFileServer(t, path, newClock())
+	srv, logged := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now})
 	defer srv.Close()
-	if err := srv.loadErr; err != nil {
-		t.Errorf("load error %v", err)
+	if logged != "" {
+		t.Errorf("load error %q", logged)
 	}
 	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
 		t.Errorf("copies kept aside: %v", aside)
@@ -548,16 +565,13 @@ func TestLeaseFileConflictsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	// MAC 1 now has a static lease elsewhere; .7 is reserved.
-	srv, err := New(Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now,
+	srv, logged := newFileServerLogged(t, Config{Gateway: testGateway, LeaseFile: path, Now: newClock().Now,
 		Static:   []StaticLease{{MAC: porttest.MAC(1), IP: ip4("198.18.0.100")}},
 		Reserved: []netip.Addr{ip4("198.18.0.7")}})
-	if err != nil {
-		t.Fatal(err)
+	if logged != "" {
+		t.Errorf("conflicts reported as corruption: %v", logged)
 	}
 	defer srv.Close()
-	if srv.loadErr != nil {
-		t.Errorf("conflicts reported as corruption: %v", srv.loadErr)
-	}
 	ls, err := ReadLeaseFile(path)
 	if err != nil || len(ls) != 1 || ls[0].MAC != porttest.MAC(2) {
 		t.Errorf("rewritten file: %+v, %v", ls, err)

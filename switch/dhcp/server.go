@@ -46,7 +46,6 @@ type Server struct {
 	out       chan []byte // replies for ReadFrames
 	closed    chan struct{}
 	closeOnce sync.Once
-	loadErr   error // the lease file problems New logged, which tests check
 	// lock holds the lease file's lock (see LockLeaseFile) until Close.
 	lock *LeaseLock
 
@@ -271,7 +270,6 @@ func (srv *Server) load() error {
 		}
 		srv.log.WithFields(logrus.Fields{"file": path, "copy": aside, "leases": kept}).
 			Error("lease file corrupt or truncated: kept a copy aside, starting with the leases that could be read")
-		srv.loadErr = perr
 	}
 	if len(conflicts) > 0 {
 		srv.log.WithFields(logrus.Fields{"file": path, "leases": conflicts}).
