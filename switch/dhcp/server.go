@@ -161,15 +161,16 @@ type rateLimit struct {
 // New returns a responder for cfg. With a cfg.LeaseFile, New first locks
 // PATH.lock for the server's life, and fails with ErrLeaseFileInUse if
 // another server holds it: two servers writing one file would each drop
-// the other's bindings. If cfg.LeaseFile exists it is loaded;
-// if it does not, it is created at once, so that a path that cannot be
-// written fails here rather than at the first ACK. A corrupt or truncated
-// lease file does not fail New: each bad line is logged as "PATH:LINE:
-// reason", the file is kept aside as PATH.corrupt-TIMESTAMP, the server
-// starts with the leases that could be read. New fails if the file cannot be read, kept aside or rewritten,
-// is not a lease file (its first line is not the header: ErrNotLeaseFile)
-// or is of a newer format (ErrLeaseFileVersion); it leaves such a file as
-// it is. A rewritten file keeps the permission bits of the one it replaces.
+// the other's bindings. If cfg.LeaseFile exists it is loaded; if it does
+// not, it is created at once, so that a path that cannot be written fails
+// here rather than at the first ACK. A corrupt or truncated lease file
+// does not fail New: each bad line is logged as "PATH:LINE: reason", the
+// file is kept aside as PATH.corrupt-TIMESTAMP, and the server starts with
+// the leases that could be read. New fails if the file cannot be read,
+// kept aside or rewritten, is not a lease file (its first line is not the
+// header: ErrNotLeaseFile) or is of a newer format (ErrLeaseFileVersion);
+// it leaves such a file as it is. A rewritten file keeps the permission
+// bits of the one it replaces.
 func New(cfg Config) (_ *Server, err error) {
 	if cfg.LeaseLock != nil {
 		defer func() {
