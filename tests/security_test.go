@@ -447,3 +447,45 @@ func TestAllowUIDWarnings(t *testing.T) {
 		t.Errorf("serve warns that the unixgram socket is not covered; on Linux it is:\n%s", out)
 	}
 }
+
+// TestSocketGroupRefused: a --socket-group the user may not give is
+// refused naming that flag (and its line in --config), and leaves nothing
+// at the socket's path: in the private directory the socket is made in,
+// and bound in place for a directory too long for one.
+func TestSocketGroupRefused(t *testing.T) {
+	ns := testnet.NewNS(t)
+	base, err := os.MkdirTemp("", "tapswitch-group-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{
+		filepath.Join(base, "d"),
+		filepath.Join(base, strings.Repeat("d", 88-len(base)-1)), // over 79 bytes: bound in place
+	} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(dir, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(base, "cfg.yaml")
+		sock := "unix://" + dir + "/vm.sock"
+		writeFile(t, cfg, "listen: ["+sock+"]\nctl: none\nsocket-group: \"4242\"\n")
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		out, err := ns.Exec(ctx, "setpriv", "--reuid", strconv.Itoa(nobody), "--regid", strconv.Itoa(nobody), "--clear-groups",
+			bin, "serve", "--config", cfg).CombinedOutput()
+		cancel()
+		msg := strings.TrimSpace(string(out))
+		want := cfg + ":3: --socket-group 4242: --listen " + sock + ": "
+		if err == nil || !strings.HasPrefix(msg, "tapswitch: "+want) || !strings.HasSuffix(msg, "cannot give the socket file group 4242: operation not permitted") {
+			t.Errorf("directory of %d bytes: %v, output %q, want %q … group 4242: operation not permitted", len(dir), err, msg, want)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("directory of %d bytes: %s left behind", len(dir), entries[0].Name())
+		}
+	}
+}

@@ -26,6 +26,9 @@ var (
 	ErrInUse = errors.New("socket is in use by a live listener")
 	// ErrNotSocket: the path exists and is not a socket; it is left alone.
 	ErrNotSocket = errors.New("file exists and is not a socket")
+	// ErrGroup: the socket file could not be given the group asked for
+	// (not root, and not a member of it); nothing is left at the path.
+	ErrGroup = errors.New("cannot give the socket file group")
 )
 
 // MaxSocketPath is the longest socket path bind accepts on every supported
@@ -146,10 +149,10 @@ func bindUnix(network, path string, mode os.FileMode, group *int, bind func(stri
 		return nil, nil, fmt.Errorf("listen %s %s: %w", network, path, err)
 	}
 	if group != nil {
-		if err := os.Lchown(path, -1, *group); err != nil {
+		if err := unix.Fchownat(unix.AT_FDCWD, path, -1, *group, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			c.Close()
 			os.Remove(path)
-			return nil, nil, fmt.Errorf("listen %s %s: give it group %d: %w", network, path, *group, err)
+			return nil, nil, fmt.Errorf("listen %s %s: %w %d: %w", network, path, ErrGroup, *group, err)
 		}
 	}
 	if err := os.Chmod(path, mode); err != nil {
@@ -190,7 +193,7 @@ func bindPrivate(network, path, tmp string, mode os.FileMode, group *int, bind f
 	if group != nil {
 		if err := unix.Fchownat(dir, "s", -1, *group, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			c.Close()
-			return fail(fmt.Sprintf("give it group %d: ", *group), err)
+			return fail("", fmt.Errorf("%w %d: %w", ErrGroup, *group, err))
 		}
 	}
 	if err := unix.Fchmodat(dir, "s", uint32(mode.Perm()), 0); err != nil {

@@ -1147,7 +1147,7 @@ func (s *serveRun) openListeners() error {
 			l, err := stream.ListenAddr(gctx, a, stream.ListenerConfig{Logger: log, Conn: s.streamConn, Port: s.vmPort,
 				Group: group, AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
-				return fmt.Errorf("--listen %s: %w", a, err) // the flag first, for configLines.locate
+				return listenError(o, a, err)
 			}
 			s.undo.add(func() { l.Close() })
 			s.streams = append(s.streams, l)
@@ -1156,7 +1156,7 @@ func (s *serveRun) openListeners() error {
 			l, err := dgram.ListenAddr(gctx, a, dgram.Config{Logger: log, MaxFrame: o.maxFrame, Port: s.vmPort,
 				Group: group, AllowUIDs: o.allowUID, AllowGIDs: o.allowGID}, sw)
 			if err != nil {
-				return fmt.Errorf("--listen %s: %w", a, err)
+				return listenError(o, a, err)
 			}
 			s.undo.add(func() { l.Close() })
 			s.dgrams = append(s.dgrams, l)
@@ -1179,6 +1179,16 @@ func (s *serveRun) openListeners() error {
 		}
 	}
 	return nil
+}
+
+// listenError names the flag at fault in a listener's error, first (for
+// configLines.locate): --socket-group when the socket could not be given
+// its group, else --listen.
+func listenError(o *serveOptions, a listen.Addr, err error) error {
+	if errors.Is(err, listen.ErrGroup) {
+		return fmt.Errorf("--socket-group %s: --listen %s: %w", o.socketGroup, a, err)
+	}
+	return fmt.Errorf("--listen %s: %w", a, err)
 }
 
 // listeners describes the listeners (GET /v1/listeners, metrics).
