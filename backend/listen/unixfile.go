@@ -27,7 +27,8 @@ var (
 	// ErrNotSocket: the path exists and is not a socket; it is left alone.
 	ErrNotSocket = errors.New("file exists and is not a socket")
 	// ErrGroup: the socket file could not be given the group asked for
-	// (not root, and not a member of it); nothing is left at the path.
+	// (as when not root and not a member of it); nothing is left at the
+	// path.
 	ErrGroup = errors.New("cannot give the socket file group")
 )
 
