@@ -4,10 +4,8 @@ package tests
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os/exec"
@@ -207,57 +205,11 @@ func tcpInCsumErrors(t *testing.T, ns *testnet.NS) uint64 {
 // listener on addr in to, and checks that they arrive intact within 30 s.
 func tcpTransfer(t *testing.T, from, to *testnet.NS, addr string, size int) {
 	t.Helper()
-	var ln net.Listener
-	if err := to.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(addr, "0"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		got <- r
-	}()
 	data := make([]byte, size)
 	rng := rand.NewChaCha8([32]byte{byte(size)})
 	_, _ = rng.Read(data)
-	start := time.Now()
-	var conn net.Conn
-	if err := from.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.Copy(conn, bytes.NewReader(data)); err != nil {
-		conn.Close()
-		t.Fatalf("send to %s: %v", ln.Addr(), err)
-	}
-	conn.Close()
-	r := <-got
-	if r.err != nil || r.n != int64(size) || r.sum != sha256.Sum256(data) {
-		t.Fatalf("to %s: received %d of %d bytes (err %v), intact: %v", ln.Addr(), r.n, size, r.err, r.sum == sha256.Sum256(data))
-	}
-	t.Logf("%d MiB to %s in %v", size>>20, ln.Addr(), time.Since(start).Round(time.Millisecond))
+	took := testnet.TCPTransfer(t, from, to, addr, data, 30*time.Second, nil)
+	t.Logf("%d MiB to %s in %v", size>>20, addr, took.Round(time.Millisecond))
 }
 
 // vlanTCX makes link in ns a VLAN vid endpoint without an 802.1Q device:

@@ -3,15 +3,12 @@ package tap_test
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -587,63 +584,8 @@ func transfer(t *testing.T, sw *vswitch.Switch, from, to *testnet.NS, addr strin
 	t.Helper()
 	data := make([]byte, size)
 	rand.Read(data)
-	want := sha256.Sum256(data)
-
-	var ln net.Listener
-	if err := to.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(addr, "0"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		n   int64
-		sum []byte
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(3 * time.Minute))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		got <- result{n, h.Sum(nil), err}
-	}()
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if control != nil {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var cerr error
-			if err := rc.Control(func(fd uintptr) { cerr = control(fd) }); err != nil {
-				return err
-			}
-			return cerr
-		}
-	}
-	var c net.Conn
-	if err := from.Do(func() (err error) {
-		c, err = d.Dial("tcp", ln.Addr().String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	c.SetDeadline(time.Now().Add(3 * time.Minute))
-	_, werr := c.Write(data)
-	c.Close()
-	r := <-got
-	if werr != nil || r.err != nil {
-		t.Fatalf("transfer: write: %v; read: %v", werr, r.err)
-	}
-	if r.n != int64(size) || !bytes.Equal(r.sum, want[:]) {
-		t.Fatalf("received %d bytes with sha256 %x, sent %d with %x", r.n, r.sum, size, want)
-	}
-	t.Logf("%d MiB over TCP through the switch in %v", size>>20, time.Since(start))
+	took := testnet.TCPTransfer(t, from, to, addr, data, 3*time.Minute, control)
+	t.Logf("%d MiB over TCP through the switch in %v", size>>20, took)
 	// Nothing may be dropped, except writes to a tap that was still down
 	// while the test set its namespace up (the kernel answers EIO).
 	for _, p := range sw.Stats().Ports {
