@@ -41,6 +41,8 @@ var (
 	ErrClosed = errors.New("switch closed")
 	// ErrTooManyPorts: the switch has Config.MaxPorts ports already.
 	ErrTooManyPorts = errors.New("too many ports")
+	// ErrPortGone: ReplacePort's old port is no longer on the switch.
+	ErrPortGone = errors.New("port removed already")
 )
 
 // Config configures a Switch. The zero value is usable.
@@ -305,18 +307,51 @@ type Attachment struct {
 // cfg.NoReader) and transmit goroutine. The switch closes p when the port
 // is removed: by Attachment.Close, when ReadFrames fails, or by Switch.Close.
 func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.add(p, cfg, nil)
+}
+
+// ReplacePort adds p in the place of old, which it removes as
+// Attachment.Close does: in one step, so that on a switch with
+// Config.MaxPorts ports the room old leaves goes to p and not to a port
+// added elsewhere in between. It fails, changing nothing, when AddPort
+// would (MaxPorts aside) or when old is no longer on the switch.
+func (s *Switch) ReplacePort(old *Attachment, p Port, cfg PortConfig) (*Attachment, error) {
+	s.mu.Lock()
+	if old == nil || old.s != s || old.removed.Load() {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("add port %s in the place of %s: %w", p, old.name, ErrPortGone)
+	}
+	a, err := s.add(p, cfg, old)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	old.remove(nil, true)
+	return a, nil
+}
+
+// add is AddPort, called with s.mu held. If replacing is not nil, it is
+// taken off the port list in the same step, marked removed and counted as
+// departing, and what it holds (room under MaxPorts, the DHCP server's
+// place, reserved addresses) is free for p; the caller then finishes its
+// removal.
+func (s *Switch) add(p Port, cfg PortConfig, replacing *Attachment) (*Attachment, error) {
 	if p.BatchSize() < 1 {
 		return nil, fmt.Errorf("add port %s: batch size %d < 1", p, p.BatchSize())
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if n := len(*s.ports.Load()); s.cfg.MaxPorts > 0 && n >= s.cfg.MaxPorts {
+	n := len(*s.ports.Load())
+	if replacing != nil {
+		n--
+	}
+	if s.cfg.MaxPorts > 0 && n >= s.cfg.MaxPorts {
 		return nil, fmt.Errorf("add port %s: %w (%d)", p, ErrTooManyPorts, s.cfg.MaxPorts)
 	}
-	if cfg.DHCPServer && s.dhcp.Load() != nil {
+	if d := s.dhcp.Load(); cfg.DHCPServer && d != nil && d != replacing {
 		return nil, fmt.Errorf("add port %s: a DHCP server port is already attached", p)
 	}
 	s.nextID++
@@ -351,7 +386,7 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		a.locked.Store(macBits(cfg.LockedMAC) | lockedBit)
 	}
 	for _, m := range reserve {
-		if o := s.locks[macBits(m)]; o != nil {
+		if o := s.locks[macBits(m)]; o != nil && o != replacing {
 			return nil, fmt.Errorf("add port %s: address %s is reserved for port %s", p, m, o.name)
 		}
 	}
@@ -362,10 +397,21 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		a.tokens = max(cfg.NewMACRate, 1)
 	}
 	old := *s.ports.Load()
-	ports := make([]*Attachment, len(old), len(old)+1)
-	copy(ports, old)
+	ports := make([]*Attachment, 0, len(old)+1)
+	for _, o := range old {
+		if o != replacing {
+			ports = append(ports, o)
+		}
+	}
 	ports = append(ports, a)
 	s.ports.Store(&ports)
+	if replacing != nil {
+		// The rest of its removal (remove) is the caller's; until then
+		// Stats counts it as departing, and it learns no address.
+		replacing.removed.Store(true)
+		s.departing[replacing] = struct{}{}
+		s.dhcp.CompareAndSwap(replacing, nil)
+	}
 	if cfg.DHCPServer {
 		s.dhcp.Store(a)
 	}
