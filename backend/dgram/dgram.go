@@ -621,37 +621,32 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 		}
 		return nil
 	}
-	if full {
-		if !l.evict(now, false) { // not seen: only this goroutine adds peers
-			l.mu.Unlock()
-			p.discard()
-			l.refuseFull(key)
-			return nil
-		}
-		if l.closed {
-			l.mu.Unlock()
-			p.discard()
-			return nil
-		}
-	}
 	p.lastSeen.Store(now)
 	pc := l.cfg.Port
 	pc.Kind, pc.Peer, pc.NoReader = PortKind, key.String(), true
-	a, err := l.sw.AddPort(p, pc)
-	if errors.Is(err, vswitch.ErrTooManyPorts) && !full && l.evict(now, true) {
+	var a *vswitch.Attachment
+	if full {
+		a, err = l.replace(now, false, p, pc)
+	} else if a, err = l.sw.AddPort(p, pc); errors.Is(err, vswitch.ErrTooManyPorts) {
 		// The switch is full (Config.MaxPorts) before the listener:
 		// room is made the same way, or silent peers would keep every
 		// new port out until they expire.
-		if l.closed {
-			l.mu.Unlock()
-			p.discard()
-			return nil
+		if a2, err2 := l.replace(now, true, p, pc); !errors.Is(err2, errNoneSilent) {
+			a, err = a2, err2
 		}
-		a, err = l.sw.AddPort(p, pc)
+	}
+	if a != nil && l.closed { // while replace let go of mu
+		l.mu.Unlock()
+		a.Close()
+		return nil
 	}
 	if err != nil {
 		l.mu.Unlock()
 		p.discard()
+		if errors.Is(err, errNoneSilent) {
+			l.refuseFull(key)
+			return nil
+		}
 		l.c.refused.Add(1)
 		if ok, s := l.lim.Allow(); ok {
 			l.log.WithError(err).WithFields(logrus.Fields{"peer": key.String(), "suppressed": s}).Warn("cannot add peer")
@@ -693,18 +688,34 @@ func (l *Listener) quietest(now int64) *peer {
 	return victim
 }
 
-// evict removes the peer quietest finds to make room for a new one, and
-// reports whether there was one; the log says whether the switch
-// (switchFull) or the listener was full. The caller holds l.mu, which evict releases while it removes
-// the peer's port and takes again.
-func (l *Listener) evict(now int64, switchFull bool) bool {
+// errNoneSilent: no peer has been silent for EvictAfter (replace).
+var errNoneSilent = errors.New("no peer silent long enough to make room")
+
+// replace adds p, a new peer with port configuration pc, to the switch in
+// the place of the peer quietest finds, which is removed
+// (vswitch.ReplacePort: the room it leaves goes to p, not to a port added
+// elsewhere meanwhile). It fails with errNoneSilent when there is no such
+// peer. switchFull says, for the log, whether the switch (MaxPorts) or
+// the listener (MaxPeers) is full. The caller holds l.mu, which replace
+// releases while the ports change and takes again.
+func (l *Listener) replace(now int64, switchFull bool, p *peer, pc vswitch.PortConfig) (*vswitch.Attachment, error) {
 	victim := l.quietest(now)
 	if victim == nil {
-		return false
+		return nil, errNoneSilent
 	}
 	oldest := victim.lastSeen.Load()
-	delete(l.peers, victim.key)
 	l.mu.Unlock()
+	defer l.mu.Lock()
+	a, err := l.sw.ReplacePort(victim.att.Load(), p, pc)
+	if errors.Is(err, vswitch.ErrPortGone) {
+		// It went meanwhile (a failed send, the janitor): its room is
+		// free, unless another port has taken it.
+		return l.sw.AddPort(p, pc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	victim.kill() // its port is gone already; this marks it dead and forgets it
 	l.c.evicted.Add(1)
 	if ok, s := l.lim.Allow(); ok {
 		e := l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - oldest).Round(time.Second), "suppressed": s})
@@ -714,9 +725,7 @@ func (l *Listener) evict(now int64, switchFull bool) bool {
 			e.WithField("max_peers", l.cfg.MaxPeers).Info("too many peers; removing the one silent longest for a new sender")
 		}
 	}
-	victim.kill()
-	l.mu.Lock()
-	return true
+	return a, nil
 }
 
 // socketOf reports whether path is an absolute path, as this process

@@ -13,6 +13,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -635,6 +637,57 @@ func TestFullSwitchEvictsSilent(t *testing.T) {
 	b.expect(frame(porttest.Broadcast, porttest.MAC(3), "c again"))
 	if st := l.Stats(); st.PeersEvicted != 1 || st.Peers != 2 || st.Refused != 1 || len(sw.Ports()) != 3 {
 		t.Errorf("evicted %d, peers %d, refused %d, switch ports %d; want 1, 2, 1, 3", st.PeersEvicted, st.Peers, st.Refused, len(sw.Ports()))
+	}
+}
+
+// TestEvictionRoomNotTaken: when a new sender takes a silent peer's
+// place on a full switch, a port added elsewhere at that moment (a stream
+// client, a tap) cannot take the room between the two: the silent peer
+// was evicted and the new sender then refused all the same.
+func TestEvictionRoomNotTaken(t *testing.T) {
+	for round := range 20 {
+		sw := vswitch.New(vswitch.Config{Logger: logger(), MaxPorts: 2})
+		if _, err := sw.AddPort(porttest.New(porttest.Config{Name: "other"}), vswitch.PortConfig{Kind: "mem", NoReader: true}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Listen(context.Background(), "udp://127.0.0.1:0", Config{Logger: logger(), EvictAfter: 20 * time.Millisecond}, sw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &env{t: t, sw: sw, l: l}
+		a, c := e.vm("a"), e.vm("c")
+		a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+		porttest.WaitFor(t, "a's port", func() bool { return l.Stats().Peers == 1 })
+		time.Sleep(40 * time.Millisecond) // a silent for EvictAfter
+
+		stop := make(chan struct{})
+		var grabbed atomic.Bool
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			g := porttest.New(porttest.Config{Name: "grabber"})
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := sw.AddPort(g, vswitch.PortConfig{Kind: "mem", NoReader: true}); err == nil {
+					grabbed.Store(true)
+					return
+				}
+			}
+		})
+		c.send(frame(porttest.Broadcast, porttest.MAC(3), "c"))
+		porttest.WaitFor(t, "c added or refused", func() bool { st := l.Stats(); return st.PeersAdded == 2 || st.Refused > 0 })
+		close(stop)
+		wg.Wait()
+		st := l.Stats()
+		l.Close()
+		sw.Close()
+		if st.PeersAdded != 2 || st.PeersEvicted != 1 || st.Refused != 0 || grabbed.Load() {
+			t.Fatalf("round %d: peers added %d, evicted %d, refused %d, another port took the room: %v; want c in a's place",
+				round, st.PeersAdded, st.PeersEvicted, st.Refused, grabbed.Load())
+		}
 	}
 }
 
