@@ -251,3 +251,50 @@ func TestLeasesJSON(t *testing.T) {
 		t.Errorf("GET /v1/leases: %d %s; want one expiry, the bound lease's", code, body)
 	}
 }
+
+// namedTap is a tap-like port whose IsNamed, like a tap's once its
+// descriptor is closed, reports no name; before answering it runs
+// during, which the test uses to detach the port at that moment.
+type namedTap struct {
+	*porttest.Port
+	during func()
+}
+
+func (p *namedTap) IsNamed(string) bool {
+	p.during()
+	return false
+}
+
+// TestAttachRacingDetach: an attach of a tap whose port is being detached
+// at that moment goes on to Attach (which waits for the old port to be
+// gone). The API saw the closing tap answer no name, and refused the
+// attach with 409 "renamed since".
+func TestAttachRacingDetach(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	p := &namedTap{Port: porttest.New(porttest.Config{Name: "t0"})}
+	a, err := sw.AddPort(p, vswitch.PortConfig{Kind: api.KindTap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.during = func() { a.Close() } // the detach ends between the API's two looks
+	var attached []api.AttachRequest
+	sock, stop := serve(t, &api.Server{Switch: sw, Attach: func(req api.AttachRequest) error {
+		attached = append(attached, req)
+		return nil
+	}})
+	defer stop()
+	if code, _, body := rawDo(t, sock, "POST", "/v1/ports", `{"tap":"t0"}`); code != http.StatusCreated || len(attached) != 1 {
+		t.Errorf("attach during a detach: %d %s, attached %v; want 201 and the tap attached", code, body, attached)
+	}
+
+	// A port still on the switch whose tap has another name now is
+	// refused, as before.
+	q := &namedTap{Port: porttest.New(porttest.Config{Name: "t1"}), during: func() {}}
+	if _, err := sw.AddPort(q, vswitch.PortConfig{Kind: api.KindTap}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := rawDo(t, sock, "POST", "/v1/ports", `{"tap":"t1"}`); code != http.StatusConflict || !strings.Contains(body, "renamed") {
+		t.Errorf("attach of a renamed tap's name: %d %s, want 409 renamed", code, body)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -222,6 +223,11 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		if req.Tap != "" && a.Name() == req.Tap {
 			msg := fmt.Sprintf("tap %s is already attached (port %d)", req.Tap, a.ID())
 			if t, ok := a.Port().(interface{ IsNamed(string) bool }); ok && !t.IsNamed(req.Tap) {
+				if !slices.Contains(s.Switch.Ports(), a) {
+					// Detached meanwhile: its tap, closed already, has
+					// no name. Attach waits for it to be gone.
+					continue
+				}
 				// The port keeps the name its tap had when attached.
 				msg = fmt.Sprintf("tap %s: port %d has that name, but its tap has been renamed, or moved to another network namespace, since it was attached: "+
 					"detach port %d first, or give this tap another name", req.Tap, a.ID(), a.ID())
