@@ -312,31 +312,32 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	return s.add(p, cfg, nil)
 }
 
-// ReplacePort adds p in the place of old, which it removes as
-// Attachment.Close does: in one step, so that on a switch with
-// Config.MaxPorts ports the room old leaves goes to p and not to a port
-// added elsewhere in between. It fails, changing nothing, when AddPort
-// would (MaxPorts aside) or when old is no longer on the switch.
+// ReplacePort adds p in the place of old, in one step: on a switch with
+// Config.MaxPorts ports the room old leaves goes to p, not to a port added
+// elsewhere in between. old leaves the switch as by Attachment.Close, but
+// the closing of its Port finishes in the background (old.Done says when),
+// so that the caller may hold a lock its Close takes. ReplacePort fails,
+// changing nothing, when AddPort would (MaxPorts aside) or with
+// ErrPortGone when old is not on the switch (removed already).
 func (s *Switch) ReplacePort(old *Attachment, p Port, cfg PortConfig) (*Attachment, error) {
 	s.mu.Lock()
-	if old == nil || old.s != s || old.removed.Load() {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("add port %s in the place of %s: %w", p, old.name, ErrPortGone)
+	defer s.mu.Unlock()
+	if old == nil || !slices.Contains(*s.ports.Load(), old) {
+		return nil, fmt.Errorf("add port %s in the place of another: %w", p, ErrPortGone)
 	}
 	a, err := s.add(p, cfg, old)
-	s.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	old.remove(nil, true)
+	go old.remove(nil, true)
 	return a, nil
 }
 
 // add is AddPort, called with s.mu held. If replacing is not nil, it is
-// taken off the port list in the same step, marked removed and counted as
+// taken off the port list in the same step, marked removed, counted as
 // departing, and what it holds (room under MaxPorts, the DHCP server's
-// place, reserved addresses) is free for p; the caller then finishes its
-// removal.
+// place, reserved addresses) goes to p; the caller then finishes its
+// removal (remove, which finds these done).
 func (s *Switch) add(p Port, cfg PortConfig, replacing *Attachment) (*Attachment, error) {
 	if p.BatchSize() < 1 {
 		return nil, fmt.Errorf("add port %s: batch size %d < 1", p, p.BatchSize())
@@ -406,11 +407,16 @@ func (s *Switch) add(p Port, cfg PortConfig, replacing *Attachment) (*Attachment
 	ports = append(ports, a)
 	s.ports.Store(&ports)
 	if replacing != nil {
-		// The rest of its removal (remove) is the caller's; until then
-		// Stats counts it as departing, and it learns no address.
+		// Until remove has run, Stats counts it as departing, and it
+		// learns no address.
 		replacing.removed.Store(true)
 		s.departing[replacing] = struct{}{}
 		s.dhcp.CompareAndSwap(replacing, nil)
+		for m, o := range s.locks {
+			if o == replacing {
+				delete(s.locks, m)
+			}
+		}
 	}
 	if cfg.DHCPServer {
 		s.dhcp.Store(a)

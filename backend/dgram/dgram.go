@@ -635,11 +635,6 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 			a, err = a2, err2
 		}
 	}
-	if a != nil && l.closed { // while replace let go of mu
-		l.mu.Unlock()
-		a.Close()
-		return nil
-	}
 	if err != nil {
 		l.mu.Unlock()
 		p.discard()
@@ -696,29 +691,28 @@ var errNoneSilent = errors.New("no peer silent long enough to make room")
 // (vswitch.ReplacePort: the room it leaves goes to p, not to a port added
 // elsewhere meanwhile). It fails with errNoneSilent when there is no such
 // peer. switchFull says, for the log, whether the switch (MaxPorts) or
-// the listener (MaxPeers) is full. The caller holds l.mu, which replace
-// releases while the ports change and takes again.
+// the listener (MaxPeers) is full. The caller holds l.mu.
 func (l *Listener) replace(now int64, switchFull bool, p *peer, pc vswitch.PortConfig) (*vswitch.Attachment, error) {
 	victim := l.quietest(now)
 	if victim == nil {
 		return nil, errNoneSilent
 	}
-	oldest := victim.lastSeen.Load()
-	l.mu.Unlock()
-	defer l.mu.Lock()
 	a, err := l.sw.ReplacePort(victim.att.Load(), p, pc)
 	if errors.Is(err, vswitch.ErrPortGone) {
-		// It went meanwhile (a failed send, the janitor): its room is
-		// free, unless another port has taken it.
+		// It went meanwhile (a send to it failed for good), and so did
+		// its room, unless another port has taken that.
+		delete(l.peers, victim.key)
 		return l.sw.AddPort(p, pc)
 	}
 	if err != nil {
 		return nil, err
 	}
-	victim.kill() // its port is gone already; this marks it dead and forgets it
+	// Its port's Close, under way, finds it gone from the table.
+	delete(l.peers, victim.key)
+	victim.dead.Store(true)
 	l.c.evicted.Add(1)
 	if ok, s := l.lim.Allow(); ok {
-		e := l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - oldest).Round(time.Second), "suppressed": s})
+		e := l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - victim.lastSeen.Load()).Round(time.Second), "suppressed": s})
 		if switchFull {
 			e.Info("the switch has its maximum of ports; removing the peer silent longest for a new sender")
 		} else {

@@ -691,6 +691,82 @@ func TestEvictionRoomNotTaken(t *testing.T) {
 	}
 }
 
+// onLog is a logrus hook that runs fn, once, inside the first entry
+// whose message starts with msg.
+type onLog struct {
+	msg  string
+	once sync.Once
+	fn   func()
+}
+
+func (h *onLog) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *onLog) Fire(e *logrus.Entry) error {
+	if strings.HasPrefix(e.Message, h.msg) {
+		h.once.Do(h.fn)
+	}
+	return nil
+}
+
+// TestSenderGoneWhileReplacing: a new sender whose socket goes away just
+// as it takes an evicted peer's place (a flood to its new port finds it
+// gone) is removed from the listener's table as well as from the switch,
+// so that a VM starting again at its path is heard. A version of
+// ReplacePort's use that let go of the listener's lock around it put the
+// peer in the table after its port had gone: the path was deaf for good,
+// and MaxPeers no longer held.
+func TestSenderGoneWhileReplacing(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{Logger: logger()})
+	defer sw.Close()
+	other := porttest.New(porttest.Config{Name: "other"})
+	if _, err := sw.AddPort(other, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := porttest.SocketDir(t)
+	var c atomic.Pointer[vm] // set before the read loop can log
+	hook := &onLog{msg: "too many peers", fn: func() {
+		// c's VM goes as it gets its port; a flood finds it gone.
+		path := c.Load().c.LocalAddr().String()
+		c.Load().c.Close()
+		os.Remove(path)
+		other.Send(frame(porttest.Broadcast, porttest.MAC(7), "flood"))
+		time.Sleep(50 * time.Millisecond)
+	}}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	log.AddHook(hook)
+	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: log, MaxPeers: 1, EvictAfter: 20 * time.Millisecond}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := &env{t: t, sw: sw, l: l, dir: dir}
+	a := e.vm("a.sock")
+	c.Store(e.vm("c.sock"))
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	if _, ok := other.Recv(5 * time.Second); !ok {
+		t.Fatal("a's frame not forwarded")
+	}
+	time.Sleep(50 * time.Millisecond) // a silent for EvictAfter
+	c.Load().send(frame(porttest.Broadcast, porttest.MAC(3), "c"))
+	porttest.WaitFor(t, "c's peer added", func() bool { return l.Stats().PeersAdded == 2 })
+
+	again := e.vm("c.sock")
+	fr := frame(porttest.Broadcast, porttest.MAC(3), "c again")
+	again.send(fr)
+	for {
+		got, ok := other.Recv(5 * time.Second)
+		if !ok {
+			st := l.Stats()
+			t.Fatalf("the VM at c's path again is not heard: peers %d, ports %d, added %d, gone %d, refused %d",
+				st.Peers, len(sw.Ports()), st.PeersAdded, st.PeersGone, st.Refused)
+		}
+		if bytes.Equal(got, fr) {
+			break
+		}
+	}
+}
+
 func TestSocketFile(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
