@@ -24,12 +24,22 @@ func TestReplacePort(t *testing.T) {
 	r.expect(0, f)
 	before := r.sw.Stats().Totals
 	old := r.atts[v]
+	capture := r.sw.StartCapture(vswitch.CaptureConfig{Port: old.ID()})
 
 	np := porttest.New(porttest.Config{Name: "new"})
 	// The victim's locked address is free for the new port.
 	a, err := r.sw.ReplacePort(old, np, vswitch.PortConfig{Kind: "mem", NoReader: true, LockMAC: true, LockedMAC: porttest.MAC(9)})
 	if err != nil {
 		t.Fatalf("ReplacePort: %v", err)
+	}
+	// Its capture has ended, as Close ends it: a flood now is not
+	// recorded as if it had left through the old port.
+	flood := porttest.Frame(porttest.Broadcast, porttest.MAC(0), 0x88b5, []byte("after"))
+	r.send(0, flood)
+	for cf := range capture.C() {
+		if cf.In == r.atts[0].ID() {
+			t.Error("the replaced port's capture recorded a flood sent after it left")
+		}
 	}
 	if ports := r.sw.Ports(); len(ports) != 2 || ports[0] != r.atts[0] || ports[1] != a {
 		t.Fatalf("ports after ReplacePort: %v, want p0 and new", names(ports))

@@ -314,22 +314,37 @@ func (s *Switch) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 
 // ReplacePort adds p in the place of old, in one step: on a switch with
 // Config.MaxPorts ports the room old leaves goes to p, not to a port added
-// elsewhere in between. old leaves the switch as by Attachment.Close, but
-// the closing of its Port finishes in the background (old.Done says when),
-// so that the caller may hold a lock its Close takes. ReplacePort fails,
-// changing nothing, when AddPort would (MaxPorts aside) or with
-// ErrPortGone when old is not on the switch (removed already).
+// elsewhere in between, and so do old's place as the DHCP server port and
+// the addresses reserved for it. old leaves the switch as by
+// Attachment.Close (its captures end, its addresses are forgotten), but
+// the closing of its Port finishes in the background (old.Done says when;
+// old.Close waits for it), so that the caller may hold a lock the Port's
+// Close takes. ReplacePort fails, changing nothing, when AddPort would for
+// another reason than MaxPorts, or with ErrPortGone when old is not on
+// the switch (removed already).
 func (s *Switch) ReplacePort(old *Attachment, p Port, cfg PortConfig) (*Attachment, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if old == nil || !slices.Contains(*s.ports.Load(), old) {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("add port %s in the place of another: %w", p, ErrPortGone)
 	}
 	a, err := s.add(p, cfg, old)
 	if err != nil {
+		s.mu.Unlock()
 		return nil, err
 	}
-	go old.remove(nil, true)
+	ended := s.capturesOf(old)
+	s.wg.Add(1) // Close waits for the rest of the removal
+	s.mu.Unlock()
+	// What needs no lock of the caller's is done now, as Close does it.
+	for _, c := range ended {
+		c.endPortLeft()
+	}
+	s.fdb.purge(old)
+	go func() {
+		defer s.wg.Done()
+		old.remove(nil, true)
+	}()
 	return a, nil
 }
 
@@ -481,12 +496,7 @@ func (a *Attachment) remove(cause error, detach bool) {
 				delete(s.locks, m)
 			}
 		}
-		var ended []*Capture
-		for _, c := range s.captureList() {
-			if c.cfg.Port == a.id {
-				ended = append(ended, c)
-			}
-		}
+		ended := s.capturesOf(a)
 		s.mu.Unlock()
 		for _, c := range ended {
 			c.endPortLeft() // takes s.mu
@@ -504,6 +514,18 @@ func (a *Attachment) remove(cause error, detach bool) {
 			l.Info("port removed")
 		}
 	})
+}
+
+// capturesOf lists the captures limited to port a, which end when it
+// leaves. The caller holds s.mu.
+func (s *Switch) capturesOf(a *Attachment) []*Capture {
+	var cs []*Capture
+	for _, c := range s.captureList() {
+		if c.cfg.Port == a.id {
+			cs = append(cs, c)
+		}
+	}
+	return cs
 }
 
 const lockedBit = 1 << 48

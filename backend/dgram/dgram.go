@@ -624,15 +624,22 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 	p.lastSeen.Store(now)
 	pc := l.cfg.Port
 	pc.Kind, pc.Peer, pc.NoReader = PortKind, key.String(), true
-	var a *vswitch.Attachment
+	var a, replaced *vswitch.Attachment
+	// The port replaced finishes closing (vswitch.ReplacePort) after
+	// l.mu is let go: here, in the read loop, which Close waits for.
+	defer func() {
+		if replaced != nil {
+			replaced.Close()
+		}
+	}()
 	if full {
-		a, err = l.replace(now, false, p, pc)
+		a, replaced, err = l.replace(now, false, p, pc)
 	} else if a, err = l.sw.AddPort(p, pc); errors.Is(err, vswitch.ErrTooManyPorts) {
 		// The switch is full (Config.MaxPorts) before the listener:
 		// room is made the same way, or silent peers would keep every
 		// new port out until they expire.
-		if a2, err2 := l.replace(now, true, p, pc); !errors.Is(err2, errNoneSilent) {
-			a, err = a2, err2
+		if a2, r2, err2 := l.replace(now, true, p, pc); !errors.Is(err2, errNoneSilent) {
+			a, replaced, err = a2, r2, err2
 		}
 	}
 	if err != nil {
@@ -689,25 +696,29 @@ var errNoneSilent = errors.New("no peer silent long enough to make room")
 // replace adds p, a new peer with port configuration pc, to the switch in
 // the place of the peer quietest finds, which is removed
 // (vswitch.ReplacePort: the room it leaves goes to p, not to a port added
-// elsewhere meanwhile). It fails with errNoneSilent when there is no such
-// peer. switchFull says, for the log, whether the switch (MaxPorts) or
-// the listener (MaxPeers) is full. The caller holds l.mu.
-func (l *Listener) replace(now int64, switchFull bool, p *peer, pc vswitch.PortConfig) (*vswitch.Attachment, error) {
+// elsewhere meanwhile). It returns p's port and the one replaced, which
+// the caller closes once it has let go of l.mu, or fails with
+// errNoneSilent when there is no such peer. switchFull says, for the log,
+// whether the switch (MaxPorts) or the listener (MaxPeers) is full. The
+// caller holds l.mu.
+func (l *Listener) replace(now int64, switchFull bool, p *peer, pc vswitch.PortConfig) (*vswitch.Attachment, *vswitch.Attachment, error) {
 	victim := l.quietest(now)
 	if victim == nil {
-		return nil, errNoneSilent
+		return nil, nil, errNoneSilent
 	}
-	a, err := l.sw.ReplacePort(victim.att.Load(), p, pc)
+	old := victim.att.Load()
+	a, err := l.sw.ReplacePort(old, p, pc)
 	if errors.Is(err, vswitch.ErrPortGone) {
 		// It went meanwhile (a send to it failed for good), and so did
 		// its room, unless another port has taken that.
 		delete(l.peers, victim.key)
-		return l.sw.AddPort(p, pc)
+		a, err = l.sw.AddPort(p, pc)
+		return a, nil, err
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	// Its port's Close, under way, finds it gone from the table.
+	// Its port's Close finds it gone from the table.
 	delete(l.peers, victim.key)
 	victim.dead.Store(true)
 	l.c.evicted.Add(1)
@@ -719,7 +730,7 @@ func (l *Listener) replace(now int64, switchFull bool, p *peer, pc vswitch.PortC
 			e.WithField("max_peers", l.cfg.MaxPeers).Info("too many peers; removing the one silent longest for a new sender")
 		}
 	}
-	return a, nil
+	return a, old, nil
 }
 
 // socketOf reports whether path is an absolute path, as this process
