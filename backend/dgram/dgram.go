@@ -581,10 +581,12 @@ func (l *Listener) peer(src *source, last *peer, now int64, create bool) *peer {
 			delete(l.peers, p.key)
 		}
 		l.mu.Unlock()
-		l.c.gone.Add(1)
-		if ok, s := l.lim.Allow(); ok {
-			l.log.WithFields(logrus.Fields{"port": p.name, "uid": p.uid, "new_uid": src.uid, "suppressed": s}).
-				Info("peer's socket gone and its path another user's now; removing the old peer")
+		if p.leaving() {
+			l.c.gone.Add(1)
+			if ok, s := l.lim.Allow(); ok {
+				l.log.WithFields(logrus.Fields{"port": p.name, "uid": p.uid, "new_uid": src.uid, "suppressed": s}).
+					Info("peer's socket gone and its path another user's now; removing the old peer")
+			}
 		}
 		p.kill()
 		l.mu.Lock()
@@ -720,7 +722,9 @@ func (l *Listener) replace(now int64, switchFull bool, p *peer, pc vswitch.PortC
 	}
 	// Its port's Close finds it gone from the table.
 	delete(l.peers, victim.key)
-	victim.dead.Store(true)
+	if !victim.leaving() {
+		return a, old, nil // gone meanwhile, and counted so
+	}
 	l.c.evicted.Add(1)
 	if ok, s := l.lim.Allow(); ok {
 		e := l.log.WithFields(logrus.Fields{"port": victim.name, "silent": time.Duration(now - victim.lastSeen.Load()).Round(time.Second), "suppressed": s})
@@ -888,8 +892,10 @@ func (l *Listener) janitor() {
 		}
 		l.mu.Unlock()
 		for _, p := range idle {
-			l.c.expired.Add(1)
-			l.log.WithFields(logrus.Fields{"port": p.name, "idle": l.cfg.IdleTimeout}).Info("peer idle; removing")
+			if p.leaving() {
+				l.c.expired.Add(1)
+				l.log.WithFields(logrus.Fields{"port": p.name, "idle": l.cfg.IdleTimeout}).Info("peer idle; removing")
+			}
 			p.kill()
 		}
 	}
@@ -983,6 +989,12 @@ var (
 	_ vswitch.DirectWriter = (*peer)(nil)
 	_ vswitch.Prober       = (*peer)(nil)
 )
+
+// leaving claims the peer's departure for the caller, which counts it
+// (gone, expired or evicted) and logs it: of those that find the peer
+// going at the same time, only the first does, so that each peer is
+// counted once. It marks the peer dead.
+func (p *peer) leaving() bool { return p.dead.CompareAndSwap(false, true) }
 
 // kill removes the peer's port from the switch. If the port is still being
 // added, Listener.peer sees dead and removes it.
@@ -1145,7 +1157,7 @@ func (p *peer) Probe() {
 		return // removed already; its pin, if any, closed
 	default:
 	}
-	if p.dst == "" || !p.socketGone() {
+	if p.dst == "" || !p.socketGone() || !p.leaving() {
 		return
 	}
 	p.l.c.gone.Add(1)
@@ -1196,8 +1208,10 @@ func (p *peer) sendFailed(err error) error {
 	p.l.c.sendErrors.Add(1)
 	err = fmt.Errorf("dgram %s: send: %w", p.name, err)
 	if goneErr(err) {
-		p.l.c.gone.Add(1)
-		p.l.log.WithError(err).WithField("port", p.name).Info("peer gone; removing")
+		if p.leaving() {
+			p.l.c.gone.Add(1)
+			p.l.log.WithError(err).WithField("port", p.name).Info("peer gone; removing")
+		}
 		p.kill()
 	}
 	return err

@@ -767,6 +767,57 @@ func TestSenderGoneWhileReplacing(t *testing.T) {
 	}
 }
 
+// TestPeerCountedOnce: a peer that is found gone (a send to it failed)
+// while a new sender takes its place is counted as gone or as evicted,
+// not as both: expired, evicted and gone add up to the peers that left.
+func TestPeerCountedOnce(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{Logger: logger()})
+	defer sw.Close()
+	other := porttest.New(porttest.Config{Name: "other", Discard: true})
+	if _, err := sw.AddPort(other, vswitch.PortConfig{Kind: "mem"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := porttest.SocketDir(t)
+	var l atomic.Pointer[Listener]
+	var c atomic.Pointer[vm]
+	hook := &onLog{msg: "peer gone", fn: func() {
+		// While the gone peer is being removed, a new sender evicts it.
+		c.Load().send(frame(porttest.Broadcast, porttest.MAC(3), "c"))
+		deadline := time.Now().Add(5 * time.Second)
+		for l.Load().Stats().PeersAdded < 2 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	log.AddHook(hook)
+	ln, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: log, MaxPeers: 1, EvictAfter: 20 * time.Millisecond}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l.Store(ln)
+	e := &env{t: t, sw: sw, l: ln, dir: dir}
+	a := e.vm("a.sock")
+	c.Store(e.vm("c.sock"))
+	a.send(frame(porttest.Broadcast, porttest.MAC(1), "a"))
+	porttest.WaitFor(t, "a's port", func() bool { return ln.Stats().Peers == 1 })
+	time.Sleep(50 * time.Millisecond) // a silent for EvictAfter
+	a.c.Close()
+	os.Remove(filepath.Join(dir, "a.sock"))
+	other.Send(frame(porttest.Broadcast, porttest.MAC(7), "flood")) // finds a gone
+	porttest.WaitFor(t, "c added", func() bool { return ln.Stats().PeersAdded == 2 })
+	porttest.WaitFor(t, "a's departure counted", func() bool {
+		st := ln.Stats()
+		return st.PeersGone+st.PeersEvicted > 0
+	})
+	time.Sleep(50 * time.Millisecond)
+	if st := ln.Stats(); st.PeersExpired+st.PeersEvicted+st.PeersGone != st.PeersAdded-uint64(st.Peers) {
+		t.Errorf("added %d, peers %d, expired %d, evicted %d, gone %d: a peer counted twice",
+			st.PeersAdded, st.Peers, st.PeersExpired, st.PeersEvicted, st.PeersGone)
+	}
+}
+
 func TestSocketFile(t *testing.T) {
 	sw := vswitch.New(vswitch.Config{})
 	defer sw.Close()
