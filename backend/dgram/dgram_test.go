@@ -708,6 +708,21 @@ func (h *onLog) Fire(e *logrus.Entry) error {
 	return nil
 }
 
+// fullListener is a unixgram listener in dir on sw with room for one
+// peer, taken by a new sender from one silent for 20 ms, that logs to
+// hook only.
+func fullListener(t *testing.T, sw *vswitch.Switch, dir string, hook logrus.Hook) *Listener {
+	t.Helper()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	log.AddHook(hook)
+	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: log, MaxPeers: 1, EvictAfter: 20 * time.Millisecond}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // TestSenderGoneWhileReplacing: a new sender whose socket goes away just
 // as it takes an evicted peer's place (a flood to its new port finds it
 // gone) is removed from the listener's table as well as from the switch,
@@ -732,13 +747,7 @@ func TestSenderGoneWhileReplacing(t *testing.T) {
 		other.Send(frame(porttest.Broadcast, porttest.MAC(7), "flood"))
 		time.Sleep(50 * time.Millisecond)
 	}}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	log.AddHook(hook)
-	l, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: log, MaxPeers: 1, EvictAfter: 20 * time.Millisecond}, sw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := fullListener(t, sw, dir, hook)
 	defer l.Close()
 	e := &env{t: t, sw: sw, l: l, dir: dir}
 	a := e.vm("a.sock")
@@ -788,13 +797,7 @@ func TestPeerCountedOnce(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	log.AddHook(hook)
-	ln, err := Listen(context.Background(), "unixgram://"+filepath.Join(dir, "sw.sock"), Config{Logger: log, MaxPeers: 1, EvictAfter: 20 * time.Millisecond}, sw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := fullListener(t, sw, dir, hook)
 	defer ln.Close()
 	l.Store(ln)
 	e := &env{t: t, sw: sw, l: ln, dir: dir}
