@@ -92,8 +92,10 @@ type DirectWriter interface {
 // header, and segments them (completing checksums) for every other port.
 // A frame with a partial checksum goes to one offload port as it is; when
 // it goes to any other port, or is flooded, the switch completes the
-// checksum. Frames written to an offload port
-// always have a valid header: zero for an ordinary frame.
+// checksum. Consecutive TCP segments of one flow in a batch read from any
+// port go to an offload port as one super-frame (see
+// offload.TCPCoalescer). Frames written to an offload port always have a
+// valid header: zero for an ordinary frame.
 type OffloadPort interface {
 	// Offload reports whether the port uses the header. It is constant
 	// for the life of the port.

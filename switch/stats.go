@@ -142,7 +142,8 @@ type PortStats struct {
 	// forwarded without a wakeup. They are part of RxFrames.
 	RxAnswers uint64 `json:"rx_answers"`
 	// TxCoalesced counts frames written to the port merged into UDP
-	// super-frames (see UDPSegmentPort). They are part of TxFrames, which
+	// super-frames (see UDPSegmentPort) or TCP super-frames (to an
+	// OffloadPort, see offload.TCPCoalescer). They are part of TxFrames, which
 	// counts the frames the switch received, not the writes.
 	TxCoalesced uint64 `json:"tx_coalesced"`
 	// LearnedMACs is the number of addresses learned on the port; LearnRefused

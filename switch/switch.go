@@ -262,12 +262,14 @@ type Attachment struct {
 	offload bool
 	segBufs [][]byte
 	segOut  [][]byte
-	// udpGSO: the port takes UDP super-frames (UDPSegmentPort). coal
-	// builds them from the datagrams this port receives, in coalBuf at
-	// Headroom; only the goroutine forwarding them uses it, created at
-	// the first run of two datagrams for such a port.
+	// udpGSO: the port takes UDP super-frames (UDPSegmentPort). coal and
+	// tcpCoal build UDP and TCP super-frames from the datagrams and
+	// segments this port receives, for ports that take them, in coalBuf at
+	// Headroom; only the goroutine forwarding them uses them, created at
+	// the first run of two frames for such a port.
 	udpGSO  bool
 	coal    *offload.Coalescer
+	tcpCoal *offload.TCPCoalescer
 	coalBuf []byte
 
 	// poller is the port's Poller, if it is one. rxmu serialises its reads
@@ -971,9 +973,9 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		}
 		if out != nil {
 			off, count := offset, 1
-			if out.udpGSO && i+1 < len(bufs) {
-				if sb := a.coalesce(h, fr, bufs[i+1:], sizes[i+1:], offset); sb != nil {
-					merged = a.coal.Merged() - 1
+			if out.offload && i+1 < len(bufs) {
+				if sb, n := a.coalesce(out, h, fr, bufs[i+1:], sizes[i+1:], offset); sb != nil {
+					merged = n - 1
 					for _, c := range caps {
 						for j := i + 1; j <= i+merged; j++ {
 							c.offer(wall, bufs[j][offset:offset+sizes[j]], a, out)
@@ -1002,35 +1004,60 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 	a.pollAfter = a.pollAfter[:0]
 }
 
-// coalesce merges the UDP datagram fr, with virtio-net header h, and those
-// of the same flow that follow it in next (frame j at
-// next[j][offset:offset+sizes[j]]) into one super-frame for a port that
-// takes them (UDPSegmentPort). It returns the super-frame in a.coalBuf
-// from its Headroom, header in front, or nil when not even the first of
-// next joined; a.coal.Merged() counts the datagrams in it, fr included.
-func (a *Attachment) coalesce(h offload.Hdr, fr []byte, next [][]byte, sizes []int, offset int) []byte {
-	if !a.offload || h.Flags&offload.NeedsCsum == 0 || h.GSOType != offload.GSONone {
-		return nil // only datagrams with partial checksums merge (offload.Coalescer)
+// coalescer is what offload.Coalescer and offload.TCPCoalescer have in
+// common.
+type coalescer interface {
+	Start(h offload.Hdr, frame []byte) bool
+	Add(h offload.Hdr, frame []byte) bool
+	Merged() int
+	Finish() (offload.Hdr, []byte)
+}
+
+// coalesce merges the frame fr, with virtio-net header h, and those of the
+// same flow that follow it in next (frame j at
+// next[j][offset:offset+sizes[j]]) into one super-frame for out, an offload
+// port: a run of UDP datagrams with partial checksums from an offload port
+// if out takes UDP super-frames (UDPSegmentPort), a run of TCP segments
+// from any port (offload.TCPCoalescer). It returns the super-frame in
+// a.coalBuf from its Headroom, header in front, and the number of frames
+// in it, fr included; nil when not even the first of next joined.
+func (a *Attachment) coalesce(out *Attachment, h offload.Hdr, fr []byte, next [][]byte, sizes []int, offset int) ([]byte, int) {
+	if h.GSOType != offload.GSONone {
+		return nil, 0
 	}
-	if a.coal == nil {
+	if a.coalBuf == nil {
 		a.coalBuf = make([]byte, Headroom+maxGSOFrame)
 		a.coal = offload.NewCoalescer(a.coalBuf[Headroom:])
+		a.tcpCoal = offload.NewTCPCoalescer(a.coalBuf[Headroom:])
 	}
-	if !a.coal.Start(h, fr) {
-		return nil
+	var c coalescer
+	switch {
+	case out.udpGSO && a.offload && a.coal.Start(h, fr):
+		c = a.coal // only datagrams with partial checksums merge
+	case a.tcpCoal.Start(h, fr):
+		c = a.tcpCoal
+	default:
+		return nil, 0
 	}
 	for j, b := range next {
 		b = b[:offset+sizes[j]]
-		if !a.coal.Add(offload.DecodeHdr(b[offset-offload.HdrLen:offset]), b[offset:]) {
+		// The headers of the frames after fr are read only from an
+		// offload port: Input has not zeroed them yet for another.
+		var nh offload.Hdr
+		if a.offload {
+			nh = offload.DecodeHdr(b[offset-offload.HdrLen : offset])
+		}
+		if !c.Add(nh, b[offset:]) {
 			break
 		}
 	}
-	if a.coal.Merged() < 2 {
-		return nil
+	n := c.Merged()
+	if n < 2 {
+		return nil, 0
 	}
-	sh, sf := a.coal.Finish()
+	sh, sf := c.Finish()
 	sh.Encode(a.coalBuf[Headroom-offload.HdrLen : Headroom])
-	return a.coalBuf[:Headroom+len(sf)]
+	return a.coalBuf[:Headroom+len(sf)], n
 }
 
 // segmentsTooLong reports whether the TCP super-frame fr (described by h)

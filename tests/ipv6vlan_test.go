@@ -36,7 +36,8 @@ import (
 //
 // sw2 runs with --tap-offload=false and connects to sw1's stream
 // listener, so frames from a to c are cut by sw1 for the stream port, and
-// frames from c arrive at sw1 as plain segments.
+// frames from c arrive at sw1 as plain segments, which sw1 merges into
+// super-frames again for tapA (untagged; tagged segments go one by one).
 func TestIPv6AndVLAN(t *testing.T) {
 	testnet.RequireRoot(t)
 	sw1, sw2 := testnet.NewNS(t), testnet.NewNS(t)
@@ -76,8 +77,9 @@ func TestIPv6AndVLAN(t *testing.T) {
 		}{
 			{a, b, v6 + "2"}, // offload to offload: super-frames whole
 			{a, c, v6 + "3"}, // cut by sw1 for the stream port
-			{c, a, v6 + "1"}, // from a tap without offloads
+			{c, a, v6 + "1"}, // from a tap without offloads: merged by sw1 for tapA
 			{a, c, v4 + "3"},
+			{c, a, v4 + "1"},
 		} {
 			before := tcpInCsumErrors(t, p.to)
 			tcpTransfer(t, p.from, p.to, p.addr, size)
@@ -104,6 +106,11 @@ func TestIPv6AndVLAN(t *testing.T) {
 		in1 := portCounters(t, d1, tapA)
 		if frames := in1.RxFrames - in0.RxFrames; frames == 0 || (in1.RxBytes-in0.RxBytes)/frames < 3000 {
 			t.Errorf("tap %s: %d frames, %d bytes: no TCP super-frames came from it", tapA, frames, in1.RxBytes-in0.RxBytes)
+		}
+		// The segments from c (2 × 48 MiB, some 70 000) reached tapA
+		// mostly merged into super-frames.
+		if n := in1.TxCoalesced - in0.TxCoalesced; n < 35000 {
+			t.Errorf("tap %s: %d segments from c merged into TCP super-frames, want most of them", tapA, n)
 		}
 	})
 

@@ -62,7 +62,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 		rxAnswers:   d("port_rx_answers_total", "Frames received on the port (a tap) by the goroutine that had just written into it, without a wakeup.", port...),
 		txFrames:    d("port_tx_frames_total", "Frames sent out of the port.", port...),
 		txBytes:     d("port_tx_bytes_total", "Bytes sent out of the port.", port...),
-		txCoalesced: d("port_tx_coalesced_total", "Frames sent out of the port (a tap) merged into UDP segmentation super-frames; part of port_tx_frames_total.", port...),
+		txCoalesced: d("port_tx_coalesced_total", "Frames sent out of the port (a tap) merged into UDP or TCP segmentation super-frames; part of port_tx_frames_total.", port...),
 		drops:       d("port_drops_total", "Frames dropped on the port, by reason.", append(port, "reason")...),
 		backend: d("port_backend_total", "The port's own counters, by name: a stream connection's discarded frames, "+
 			"write timeouts and partial writes; the DHCP responder's messages by type, its drops and lease file writes; the frames vmnet dropped (macOS).", append(port, "counter")...),
