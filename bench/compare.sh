@@ -13,7 +13,8 @@
 #              machine.txt, load.txt (load average before each run),
 #              summary.md
 #   -m MODES   space-separated subset of: bridge bridge-nogso vde tapswitch
-#              tapswitch-nooffload (default: all that can run here)
+#              tapswitch-nooffload vde-cascade tapswitch-cascade (default:
+#              all that can run here)
 #   -r REV     build tapswitch from git revision REV (git archive into the
 #              temporary directory) instead of the work tree, so that edits
 #              in progress do not leak into the numbers
@@ -29,6 +30,13 @@
 # The tapswitch-nooffload mode (taps without IFF_VNET_HDR, so every TCP
 # segment crosses the switch as its own frame) runs only when `serve --help`
 # lists --tap-offload; otherwise it is skipped with a note.
+#
+# The cascade modes put a stream socket between the taps, the path of a VM
+# behind QEMU's -netdev stream: two switches, one tap each, joined by one
+# socket (bench/cascade.sh). tapswitch-cascade runs two `tapswitch serve`,
+# the second connecting to the first's unix stream listener; vde-cascade two
+# vde_switch joined by `dpipe vde_plug = vde_plug`. Their *_sw_cpu columns
+# are the wrapper script's, not the switches'.
 #
 # Rounds are interleaved (A B C D A B C D ...) so that drift and the load of
 # other work on the machine spread over every mode alike. tapbench.sh's BX_*
@@ -117,6 +125,13 @@ report() {
   if echo " $modes " | grep -q ' tapswitch-nooffload '; then
     ratio "TCP Gbit/s tapswitch-nooffload / vde" "$(median tapswitch-nooffload tcp_gbps)" "$(median vde tcp_gbps)" 0 info
   fi
+  if echo " $modes " | grep -q ' tapswitch-cascade ' && echo " $modes " | grep -q ' vde-cascade '; then
+    ratio "TCP Gbit/s tapswitch-cascade / vde-cascade" "$(median tapswitch-cascade tcp_gbps)" "$(median vde-cascade tcp_gbps)" 0 info
+    for u in ${lens:-64}; do
+      ratio "UDP ${u} B pps tapswitch-cascade / vde-cascade" "$(median tapswitch-cascade "udp${u}_pps")" "$(median vde-cascade "udp${u}_pps")" 0 info
+    done
+    ratio "ping RTT tapswitch-cascade / vde-cascade" "$(median tapswitch-cascade rtt_us)" "$(median vde-cascade rtt_us)" 0 info
+  fi
   echo
   echo '```'
   cat "$OUT/machine.txt"
@@ -168,6 +183,7 @@ if [ -z "$MODES" ]; then
   else
     echo "compare: note: serve has no --tap-offload flag; skipping tapswitch-nooffload" >&2
   fi
+  MODES="$MODES vde-cascade tapswitch-cascade"
 fi
 
 # mode -> tapbench arguments (MODE, and BX_NAME for the cmd: modes)
@@ -178,6 +194,8 @@ tb_mode() {
     tapswitch-nooffload)
       [ $have_nooffload = 1 ] || { echo "compare: serve has no --tap-offload" >&2; return 1; }
       echo "cmd:$SERVE --tap-offload=false" ;;
+    vde-cascade) echo "cmd:$HERE/cascade.sh vde" ;;
+    tapswitch-cascade) echo "cmd:$HERE/cascade.sh tapswitch $BIN" ;;
     *) echo "compare: unknown mode $1" >&2; return 1 ;;
   esac
 }
