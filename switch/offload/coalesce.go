@@ -153,24 +153,8 @@ func udpLayout(h Hdr, frame []byte) (l4 int, v6 bool, ok bool) {
 	if len(frame) < ethHdrLen+ipv4MinLen+udpHdrLen {
 		return 0, false, false
 	}
-	ip := frame[ethHdrLen:]
-	var pseudo []byte // the addresses
-	switch be.Uint16(frame[12:]) {
-	case etherTypeIPv4:
-		ihl := int(ip[0]&0x0f) * 4
-		if ip[0]>>4 != 4 || ihl < ipv4MinLen || len(ip) < ihl || ip[9] != protoUDP ||
-			be.Uint16(ip[6:])&(ipv4FlagMF|ipv4FragOffMask) != 0 ||
-			int(be.Uint16(ip[2:])) != len(ip) || sum(ip[:ihl], 0) != 0xffff {
-			return 0, false, false
-		}
-		l4, pseudo = ethHdrLen+ihl, ip[12:20]
-	case etherTypeIPv6:
-		if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 || ip[6] != protoUDP ||
-			int(be.Uint16(ip[4:])) != len(ip)-ipv6HdrLen {
-			return 0, false, false
-		}
-		l4, v6, pseudo = ethHdrLen+ipv6HdrLen, true, ip[8:40]
-	default:
+	l4, v6, pseudo, ok := ipLayout(frame, protoUDP)
+	if !ok {
 		return 0, false, false
 	}
 	if int(h.CsumStart) != l4 || len(frame) <= l4+udpHdrLen {
@@ -182,6 +166,34 @@ func udpLayout(h Hdr, frame []byte) (l4 int, v6 bool, ok bool) {
 		return 0, false, false
 	}
 	return l4, v6, true
+}
+
+// ipLayout checks that frame is an untagged IPv4 or IPv6 packet of protocol
+// proto that a super-frame can carry: no IPv4 fragment, no IPv6 extension
+// header, IP lengths that end where the frame does (no Ethernet padding),
+// a valid IPv4 header checksum. It returns the offset of the L4 header and
+// the addresses of the pseudo-header. frame must hold an Ethernet header
+// and 20 bytes more.
+func ipLayout(frame []byte, proto uint8) (l4 int, v6 bool, pseudo []byte, ok bool) {
+	be := binary.BigEndian
+	ip := frame[ethHdrLen:]
+	switch be.Uint16(frame[12:]) {
+	case etherTypeIPv4:
+		ihl := int(ip[0]&0x0f) * 4
+		if ip[0]>>4 != 4 || ihl < ipv4MinLen || len(ip) < ihl || ip[9] != proto ||
+			be.Uint16(ip[6:])&(ipv4FlagMF|ipv4FragOffMask) != 0 ||
+			int(be.Uint16(ip[2:])) != len(ip) || sum(ip[:ihl], 0) != 0xffff {
+			return 0, false, nil, false
+		}
+		return ethHdrLen + ihl, false, ip[12:20], true
+	case etherTypeIPv6:
+		if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 || ip[6] != proto ||
+			int(be.Uint16(ip[4:])) != len(ip)-ipv6HdrLen {
+			return 0, false, nil, false
+		}
+		return ethHdrLen + ipv6HdrLen, true, ip[8:40], true
+	}
+	return 0, false, nil, false
 }
 
 // sameFlow reports whether the datagrams a and b, both laid out by

@@ -167,24 +167,8 @@ func tcpLayout(h Hdr, frame []byte) (l4, data int, v6 bool, ok bool) {
 		return 0, 0, false, false
 	}
 	be := binary.BigEndian
-	ip := frame[ethHdrLen:]
-	var pseudo []byte // the addresses
-	switch be.Uint16(frame[12:]) {
-	case etherTypeIPv4:
-		ihl := int(ip[0]&0x0f) * 4
-		if ip[0]>>4 != 4 || ihl < ipv4MinLen || len(ip) < ihl || ip[9] != protoTCP ||
-			be.Uint16(ip[6:])&(ipv4FlagMF|ipv4FragOffMask) != 0 ||
-			int(be.Uint16(ip[2:])) != len(ip) || sum(ip[:ihl], 0) != 0xffff {
-			return 0, 0, false, false
-		}
-		l4, pseudo = ethHdrLen+ihl, ip[12:20]
-	case etherTypeIPv6:
-		if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 || ip[6] != protoTCP ||
-			int(be.Uint16(ip[4:])) != len(ip)-ipv6HdrLen {
-			return 0, 0, false, false
-		}
-		l4, v6, pseudo = ethHdrLen+ipv6HdrLen, true, ip[8:40]
-	default:
+	l4, v6, pseudo, ok := ipLayout(frame, protoTCP)
+	if !ok {
 		return 0, 0, false, false
 	}
 	tcp := frame[l4:]
