@@ -3,6 +3,8 @@ package vswitch_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -316,5 +318,146 @@ func TestSegmentsBeyondMaxFrame(t *testing.T) {
 		if mss := offload.DecodeHdr(hb).GSOSize; mss != 1460 || len(f) != 14+20+20+16000 {
 			t.Errorf("the offload port got a %d-byte frame of MSS %d, want only the MSS 1460 super-frame", len(f), mss)
 		}
+	}
+}
+
+// TestSuperFramesQueuedWhole: a super-frame for a port without offloads
+// that is not written to directly (a stream port) takes one entry of its
+// queue and is cut by its transmit goroutine. With the port not reading
+// and a queue of 4, three super-frames of 10 segments each all arrive, in
+// order and checksummed; queued segment by segment, 30 entries, most were
+// queue_full drops.
+func TestSuperFramesQueuedWhole(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{QueueLen: 4})
+	defer sw.Close()
+	in := porttest.New(porttest.Config{Name: "in", Offload: true})
+	slow := porttest.New(porttest.Config{Name: "slow", OutLen: 1, BatchSize: 4})
+	for _, p := range []*porttest.Port{in, slow} {
+		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := porttest.MAC(2)
+	if err := slow.Send(porttest.Frame(porttest.Broadcast, dst, 0x88b5, nil)); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "slow's MAC learned", func() bool { return sw.Stats().FDB.Size == 1 })
+	hdr := make([]byte, offload.HdrLen)
+	var want []byte
+	for k := range 3 {
+		payload := make([]byte, 10*1000)
+		for i := range payload {
+			payload[i] = byte(k*31 + i*7)
+		}
+		h, super := tcpFrame(porttest.MAC(1), payload, 1000)
+		copy(super[0:6], dst[:])
+		h.Encode(hdr)
+		if err := in.SendOffload(hdr, super); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, payload...)
+	}
+	porttest.WaitFor(t, "three super-frames forwarded", func() bool { return sw.Stats().Forwarded == 3 })
+	if d := sw.Stats().Ports[1].Drops[vswitch.DropQueueFull]; d != 0 {
+		t.Fatalf("%d queue_full drops at slow with three super-frames queued", d)
+	}
+	var got []byte
+	for i := range 30 {
+		seg, ok := slow.Recv(wait)
+		if !ok {
+			t.Fatalf("segment %d of 30 not delivered", i)
+		}
+		if len(seg) != 54+1000 || !tcpValid(seg) {
+			t.Fatalf("segment %d: %d bytes, checksum ok %t", i, len(seg), tcpValid(seg))
+		}
+		got = append(got, seg[54:]...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the segments do not carry the three payloads in order")
+	}
+	// Counted once the transmit goroutine's turn is over.
+	porttest.WaitFor(t, "30 segments counted sent", func() bool { return sw.Stats().Ports[1].TxFrames >= 30 })
+	st := sw.Stats().Ports[1]
+	if st.TxFrames != 30 || st.TxBytes != 30*1054 || st.Drops[vswitch.DropQueueFull] != 0 {
+		t.Fatalf("slow: tx %d frames, %d bytes, %d queue_full; want 30, %d, 0", st.TxFrames, st.TxBytes, st.Drops[vswitch.DropQueueFull], 30*1054)
+	}
+}
+
+// failOnce is an in-memory port whose first write that would take it past
+// limit frames writes up to there and fails, like a stream peer whose
+// write timed out; later writes succeed.
+type failOnce struct {
+	*porttest.Port
+	mu      sync.Mutex
+	limit   int
+	written int
+}
+
+func (p *failOnce) WriteFrames(bufs [][]byte, offset int) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.limit >= 0 && p.written+len(bufs) > p.limit {
+		n, _ := p.Port.WriteFrames(bufs[:p.limit-p.written], offset)
+		p.limit = -1
+		return n, errors.New("write timed out")
+	}
+	n, err := p.Port.WriteFrames(bufs, offset)
+	p.written += n
+	return n, err
+}
+
+// TestSuperFrameWriteFails: when a write fails inside a super-frame that
+// a port's transmit goroutine cuts, the segments not written are tx_error
+// drops and the rest of that super-frame is not tried; the next one goes
+// out whole.
+func TestSuperFrameWriteFails(t *testing.T) {
+	sw := vswitch.New(vswitch.Config{})
+	defer sw.Close()
+	in := porttest.New(porttest.Config{Name: "in", Offload: true})
+	out := &failOnce{Port: porttest.New(porttest.Config{Name: "out", BatchSize: 4}), limit: 3}
+	for _, p := range []vswitch.Port{in, out} {
+		if _, err := sw.AddPort(p, vswitch.PortConfig{Kind: "mem"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := porttest.MAC(2)
+	if err := out.Send(porttest.Frame(porttest.Broadcast, dst, 0x88b5, nil)); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitFor(t, "out's MAC learned", func() bool { return sw.Stats().FDB.Size == 1 })
+	hdr := make([]byte, offload.HdrLen)
+	payloads := make([][]byte, 2)
+	for k := range payloads {
+		payloads[k] = bytes.Repeat([]byte{byte(k + 1)}, 10*1000)
+		h, super := tcpFrame(porttest.MAC(1), payloads[k], 1000)
+		copy(super[0:6], dst[:])
+		h.Encode(hdr)
+		if err := in.SendOffload(hdr, super); err != nil {
+			t.Fatal(err)
+		}
+		if k == 0 {
+			porttest.WaitFor(t, "the first super-frame's write failed", func() bool {
+				return sw.Stats().Ports[1].Drops[vswitch.DropTxError] > 0
+			})
+		}
+	}
+	want := append(bytes.Clone(payloads[0][:3000]), payloads[1]...)
+	var got []byte
+	for i := range 13 {
+		seg, ok := out.Recv(wait)
+		if !ok {
+			t.Fatalf("segment %d of 13 not delivered", i)
+		}
+		got = append(got, seg[54:]...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("delivered: not the first 3 segments of the first super-frame and all 10 of the second")
+	}
+	porttest.WaitFor(t, "13 segments counted sent", func() bool { return sw.Stats().Ports[1].TxFrames == 13 })
+	if d := sw.Stats().Ports[1].Drops[vswitch.DropTxError]; d != 7 {
+		t.Fatalf("tx_error %d, want the 7 segments not written", d)
+	}
+	if _, ok := out.Recv(100 * time.Millisecond); ok {
+		t.Fatal("a frame beyond the 13 was delivered")
 	}
 }

@@ -17,11 +17,14 @@ const smallFrame = 1536
 const jumboFrame = 9216
 
 // frame is a queued copy of one frame: the bytes are buf[Headroom:Headroom+n].
-// count is the number of frames received that it carries (see send).
+// count is the number of frames received that it carries (see send);
+// whole marks a TCP super-frame that the port's transmit goroutine cuts
+// (see forwardGSO).
 type frame struct {
 	buf   []byte
 	n     int
 	count int
+	whole bool
 }
 
 // framePool hands out frame buffers in size classes (small, jumbo, the

@@ -256,12 +256,14 @@ type Attachment struct {
 	queued atomic.Int64
 
 	// offload: the port's frames carry a virtio-net header (OffloadPort).
-	// segBufs hold the segments of the super-frame being forwarded, for
-	// ports without offloads, each at Headroom; segOut is the list handed
-	// to offload.Segment. Only the receiving goroutine uses them.
+	// seg cuts the super-frames it receives for ports without offloads
+	// that are written to directly or flooded; only the receiving
+	// goroutine uses it. txSeg cuts those queued to the port whole when
+	// it has no offloads (see forwardGSO); only the transmit goroutine
+	// uses it.
 	offload bool
-	segBufs [][]byte
-	segOut  [][]byte
+	seg     segmenter
+	txSeg   segmenter
 	// udpGSO: the port takes UDP super-frames (UDPSegmentPort). coal and
 	// tcpCoal build UDP and TCP super-frames from the datagrams and
 	// segments this port receives, for ports that take them, in coalBuf at
@@ -757,36 +759,90 @@ func (a *Attachment) txLoop() {
 				break fill
 			}
 		}
-		for i, f := range frames {
-			bufs[i] = f.buf[:Headroom+f.n]
-		}
-		a.wmu.Lock()
-		w, _ := a.port.WriteFrames(bufs[:len(frames)], Headroom)
-		a.wmu.Unlock()
-		a.inflight.Add(-int64(len(frames)))
-		var sent, coalesced, failed, bytes uint64
-		var held int64
-		for i, f := range frames {
-			if i < w {
-				sent += uint64(f.count)
-				bytes += uint64(f.n)
-				if f.count > 1 {
-					coalesced += uint64(f.count)
-				}
-			} else {
-				failed += uint64(f.count)
+		var t txTally
+		for rest := frames; len(rest) > 0; {
+			if rest[0].whole {
+				a.writeCut(rest[0], bufs, &t)
+				rest = rest[1:]
+				continue
 			}
+			k := 1
+			for k < len(rest) && !rest[k].whole {
+				k++
+			}
+			a.write(rest[:k], bufs, &t)
+			rest = rest[k:]
+		}
+		a.inflight.Add(-int64(len(frames)))
+		var held int64
+		for _, f := range frames {
 			held += int64(len(f.buf))
 			s.pool.put(f)
-			bufs[i] = nil
 		}
 		a.queued.Add(-held)
-		a.c.txFrames.Add(sent)
-		a.c.txCoalesced.Add(coalesced)
-		a.c.txBytes.Add(bytes)
-		if failed > 0 {
-			a.c.drops[DropTxError].Add(failed)
+		a.c.txFrames.Add(t.sent)
+		a.c.txCoalesced.Add(t.coalesced)
+		a.c.txBytes.Add(t.bytes)
+		if t.failed > 0 {
+			a.c.drops[DropTxError].Add(t.failed)
 		}
+	}
+}
+
+// txTally sums what one turn of txLoop wrote, in frames as counted by
+// send's count, and what it failed to.
+type txTally struct {
+	sent, coalesced, failed, bytes uint64
+}
+
+// write writes frames, at most a batch, to the port.
+func (a *Attachment) write(frames []*frame, bufs [][]byte, t *txTally) {
+	for i, f := range frames {
+		bufs[i] = f.buf[:Headroom+f.n]
+	}
+	a.wmu.Lock()
+	w, _ := a.port.WriteFrames(bufs[:len(frames)], Headroom)
+	a.wmu.Unlock()
+	clear(bufs[:len(frames)])
+	for i, f := range frames {
+		if i >= w {
+			t.failed += uint64(f.count)
+			continue
+		}
+		t.sent += uint64(f.count)
+		t.bytes += uint64(f.n)
+		if f.count > 1 {
+			t.coalesced += uint64(f.count)
+		}
+	}
+}
+
+// writeCut cuts the super-frame f and writes its segments to the port, a
+// batch at a time; after a failed write the rest are dropped with it.
+// Each segment counts as a frame sent, as when the receiving goroutine
+// cuts a super-frame.
+func (a *Attachment) writeCut(f *frame, bufs [][]byte, t *txTally) {
+	h := offload.DecodeHdr(f.buf[Headroom-offload.HdrLen : Headroom])
+	segs := a.txSeg.cut(h, f.buf[Headroom:Headroom+f.n])
+	if segs == nil { // forwardGSO checked that it can be cut
+		a.c.drops[DropBadOffload].Add(1)
+		return
+	}
+	for len(segs) > 0 {
+		k := copy(bufs, segs)
+		a.wmu.Lock()
+		w, _ := a.port.WriteFrames(bufs[:k], Headroom)
+		a.wmu.Unlock()
+		clear(bufs[:k])
+		for _, seg := range segs[:w] {
+			t.bytes += uint64(len(seg) - Headroom)
+		}
+		t.sent += uint64(w)
+		if w < k {
+			t.failed += uint64(len(segs) - w)
+			return
+		}
+		segs = segs[k:]
 	}
 }
 
@@ -824,7 +880,7 @@ func (a *Attachment) drain() {
 // DirectWriter with nothing queued and free to write, else a copy goes on
 // its transmit queue, or a drop is counted. The caller keeps buf. It
 // reports whether the frame was written directly. count is the number of
-// frames received that buf carries: 1, or more for a UDP super-frame
+// frames received that buf carries: 1, or more for a super-frame
 // coalesced from them; counters move by it.
 func (a *Attachment) send(buf []byte, offset, count int) bool {
 	if a.direct != nil && a.inflight.Load() == 0 && a.wmu.TryLock() {
@@ -847,20 +903,30 @@ func (a *Attachment) send(buf []byte, offset, count int) bool {
 			a.wmu.Unlock()
 		}
 	}
+	a.enqueue(buf, offset, count, false)
+	return false
+}
+
+// enqueue puts a copy of the frame buf[offset:], and of the virtio-net
+// header in front of it, on a's transmit queue, or counts a drop. count is
+// as for send; whole marks a super-frame for the transmit goroutine to
+// cut (a has no offloads).
+func (a *Attachment) enqueue(buf []byte, offset, count int, whole bool) {
 	// A full queue drops before the copy: a port that stopped reading
 	// costs its senders a check, not a buffer.
 	if len(a.queue) == cap(a.queue) {
 		a.c.drops[DropQueueFull].Add(uint64(count))
-		return false
+		return
 	}
 	size := int64(a.s.pool.size(len(buf) - offset))
 	if a.queued.Add(size) > int64(a.s.cfg.QueueBytes) {
 		a.queued.Add(-size)
 		a.c.drops[DropQueueFull].Add(uint64(count))
-		return false
+		return
 	}
 	f := a.s.pool.get(buf, offset)
 	f.count = count
+	f.whole = whole
 	a.inflight.Add(1)
 	select {
 	case a.queue <- f:
@@ -870,7 +936,6 @@ func (a *Attachment) send(buf []byte, offset, count int) bool {
 		a.s.pool.put(f)
 		a.c.drops[DropQueueFull].Add(uint64(count))
 	}
-	return false
 }
 
 // Input forwards frames received on this port: frame i is
@@ -1086,46 +1151,72 @@ const maxSegments = (maxGSOFrame + 87) / 88
 // finer gets its extra buffers for itself.
 const keptSegments = 64
 
-// segment splits the super-frame fr into a.segBufs and returns them, each
-// with the segment at Headroom; nil (and a counted drop) if fr is bad.
-// The result is valid until the next call.
-func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
-	// Input has dropped super-frames whose segments are over MaxFrame.
+// segmentCount returns the number of segments the super-frame fr, with
+// header h, is cut into and the longest's length; ok is false if it cannot
+// be cut or would make more than maxSegments.
+func segmentCount(h offload.Hdr, fr []byte) (n, maxLen int, ok bool) {
 	n, maxLen, err := offload.SegmentCount(h, fr)
-	if err != nil || n > maxSegments {
-		a.c.drops[DropBadOffload].Add(1)
+	return n, maxLen, err == nil && n <= maxSegments
+}
+
+// segmenter cuts TCP super-frames into buffers it keeps between calls.
+// bufs hold the segments of the last super-frame cut, each at Headroom;
+// out is the list handed to offload.Segment. One goroutine uses each.
+type segmenter struct {
+	bufs [][]byte
+	out  [][]byte
+}
+
+// cut splits the super-frame fr, with header h, and returns its segments,
+// each with the segment at Headroom; nil if fr cannot be cut. The result
+// is valid until the next call.
+func (g *segmenter) cut(h offload.Hdr, fr []byte) [][]byte {
+	// Input has dropped super-frames whose segments are over MaxFrame.
+	n, maxLen, ok := segmentCount(h, fr)
+	if !ok {
 		return nil
 	}
-	if len(a.segBufs) > keptSegments {
+	if len(g.bufs) > keptSegments {
 		// Those of the last fine cut, which its caller has done with.
-		clear(a.segBufs[keptSegments:])
-		clear(a.segOut[keptSegments:])
-		a.segBufs, a.segOut = a.segBufs[:keptSegments], a.segOut[:keptSegments]
+		clear(g.bufs[keptSegments:])
+		clear(g.out[keptSegments:])
+		g.bufs, g.out = g.bufs[:keptSegments], g.out[:keptSegments]
 	}
-	for len(a.segBufs) < n {
-		a.segBufs = append(a.segBufs, nil)
-		a.segOut = append(a.segOut, nil)
+	for len(g.bufs) < n {
+		g.bufs = append(g.bufs, nil)
+		g.out = append(g.out, nil)
 	}
 	for i := range n {
-		if len(a.segBufs[i]) < Headroom+maxLen {
-			a.segBufs[i] = make([]byte, Headroom+max(maxLen, smallFrame))
+		if len(g.bufs[i]) < Headroom+maxLen {
+			g.bufs[i] = make([]byte, Headroom+max(maxLen, smallFrame))
 		}
-		a.segOut[i] = a.segBufs[i][Headroom:Headroom]
+		g.out[i] = g.bufs[i][Headroom:Headroom]
 	}
-	k, err := offload.Segment(h, fr, a.segOut[:n])
+	k, err := offload.Segment(h, fr, g.out[:n])
 	if err != nil {
-		a.c.drops[DropBadOffload].Add(1)
 		return nil
 	}
 	for i := range k {
-		a.segOut[i] = a.segBufs[i][:Headroom+len(a.segOut[i])]
+		g.out[i] = g.bufs[i][:Headroom+len(g.out[i])]
 	}
-	return a.segOut[:k]
+	return g.out[:k]
+}
+
+// segment cuts the super-frame fr received on a with a.seg; nil, and a
+// counted drop, if fr is bad.
+func (a *Attachment) segment(h offload.Hdr, fr []byte) [][]byte {
+	segs := a.seg.cut(h, fr)
+	if segs == nil {
+		a.c.drops[DropBadOffload].Add(1)
+	}
+	return segs
 }
 
 // forwardGSO forwards the TCP super-frame b[offset:] with header h, from
 // a: whole to offload ports, segmented for the others (once, shared by all
-// of them). out is the destination port, nil to flood. A frame that
+// of them; a single destination that is not written to directly gets it
+// queued whole, and cuts it as it writes). out is the destination port,
+// nil to flood. A frame that
 // cannot be cut for its one destination is a bad_offload drop only, not
 // forwarded too; a flooded one still reached the offload ports.
 func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attachment, ports []*Attachment) {
@@ -1133,6 +1224,16 @@ func (a *Attachment) forwardGSO(h offload.Hdr, b []byte, offset int, out *Attach
 	case out != nil && out.offload:
 		a.s.forwarded.Add(1)
 		out.send(b, offset, 1)
+		return
+	case out != nil && out.direct == nil:
+		// Queued whole and cut by out's transmit goroutine: one queue
+		// entry and one copy instead of one of each per segment.
+		if _, _, ok := segmentCount(h, b[offset:]); !ok {
+			a.c.drops[DropBadOffload].Add(1)
+			return
+		}
+		a.s.forwarded.Add(1)
+		out.enqueue(b, offset, 1, true)
 		return
 	case out != nil:
 		segs := a.segment(h, b[offset:])
