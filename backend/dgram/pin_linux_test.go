@@ -459,7 +459,9 @@ func TestGoneSenderRefused(t *testing.T) {
 func TestFullLengthPath(t *testing.T) {
 	e := setup(t, "unixgram", Config{})
 	var sa unix.RawSockaddrUnix
-	name := filepath.Join(e.dir, "")
+	// In e.dir, removed at the end (filepath.Join would drop the
+	// separator and leave the socket file next to it in the temp dir).
+	name := e.dir + string(filepath.Separator)
 	name += strings.Repeat("x", len(sa.Path)-len(name))
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
