@@ -168,9 +168,12 @@ type Stats struct {
 	Totals PortStats `json:"totals"`
 	// Forwarded counts frames sent to exactly one port by FDB lookup;
 	// Flooded counts frames sent to every other port.
-	Forwarded uint64   `json:"forwarded"`
-	Flooded   uint64   `json:"flooded"`
-	FDB       FDBStats `json:"fdb"`
+	Forwarded uint64 `json:"forwarded"`
+	Flooded   uint64 `json:"flooded"`
+	// Wakeups counts the timer wakeups Config.WarmInterval scheduled
+	// while traffic was sparse, so that their cost can be seen.
+	Wakeups uint64   `json:"warm_wakeups"`
+	FDB     FDBStats `json:"fdb"`
 	// Limits are the switch's resource bounds in force.
 	Limits Limits `json:"limits"`
 }
