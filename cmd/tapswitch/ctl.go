@@ -129,6 +129,7 @@ func newCtlCmd() *cobra.Command {
 					{"rx frames", t.RxFrames}, {"rx bytes", t.RxBytes},
 					{"tx frames", t.TxFrames}, {"tx bytes", t.TxBytes},
 					{"forwarded", st.Forwarded}, {"flooded", st.Flooded},
+					{"warm wakeups", st.Wakeups},
 					{"drops", t.Drops},
 					{"fdb entries", fmt.Sprintf("%d of %d", st.FDB.Size, st.FDB.Max)},
 					{"fdb learned", st.FDB.Learned}, {"fdb moved", st.FDB.Moved},

@@ -25,11 +25,11 @@ type Collector struct {
 	dhcp      func() DHCPStats
 	listeners func() []api.Listener
 
-	rxFrames, rxBytes, rxAnswers, backend    *prometheus.Desc
-	txFrames, txBytes, txCoalesced, drops    *prometheus.Desc
-	fdbSize, fdbMax, fdbLearned, fdbRefused  *prometheus.Desc
-	fdbExpired, fdbMoved, forwarded, flooded *prometheus.Desc
-	portsByKind, leases, pool                *prometheus.Desc
+	rxFrames, rxBytes, rxAnswers, backend             *prometheus.Desc
+	txFrames, txBytes, txCoalesced, drops             *prometheus.Desc
+	fdbSize, fdbMax, fdbLearned, fdbRefused           *prometheus.Desc
+	fdbExpired, fdbMoved, forwarded, flooded, wakeups *prometheus.Desc
+	portsByKind, leases, pool                         *prometheus.Desc
 	// Switch-wide totals, departed ports included: unlike the sums of the
 	// per-port series, they never go back when a port leaves.
 	totRxFrames, totRxBytes, totTxFrames, totTxBytes, totDrops *prometheus.Desc
@@ -74,6 +74,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 		fdbMoved:    d("fdb_moved_total", "MAC addresses that moved to another port."),
 		forwarded:   d("forwarded_frames_total", "Frames sent to one port by FDB lookup."),
 		flooded:     d("flooded_frames_total", "Frames flooded to every other port."),
+		wakeups:     d("warm_wakeups_total", "Timer wakeups scheduled by --warm-interval while traffic was sparse."),
 		portsByKind: d("ports", "Live ports, by kind.", "kind"),
 		totRxFrames: d("rx_frames_total", "Frames received on every port, departed ports included."),
 		totRxBytes:  d("rx_bytes_total", "Bytes received on every port, departed ports included."),
@@ -101,7 +102,7 @@ func New(sw *vswitch.Switch, dhcp func() DHCPStats, listeners func() []api.Liste
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rxFrames, c.rxBytes, c.rxAnswers, c.txFrames, c.txBytes, c.txCoalesced, c.drops, c.backend,
 		c.fdbSize, c.fdbMax, c.fdbLearned, c.fdbRefused, c.fdbExpired, c.fdbMoved,
-		c.forwarded, c.flooded, c.portsByKind, c.leases, c.pool,
+		c.forwarded, c.flooded, c.wakeups, c.portsByKind, c.leases, c.pool,
 		c.totRxFrames, c.totRxBytes, c.totTxFrames, c.totTxBytes, c.totDrops,
 		c.listenerPorts, c.dgramDatagrams, c.dgramDropped, c.dgramPeersRemoved, c.streamClients} {
 		ch <- d
@@ -158,6 +159,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.fdbMoved, st.FDB.Moved)
 	counter(c.forwarded, st.Forwarded)
 	counter(c.flooded, st.Flooded)
+	counter(c.wakeups, st.Wakeups)
 	if c.dhcp != nil {
 		d := c.dhcp()
 		gauge(c.leases, float64(d.LeasesInUse))
