@@ -13,7 +13,7 @@
 #              machine.txt, load.txt (load average before each run),
 #              summary.md
 #   -m MODES   space-separated subset of: bridge bridge-nogso vde tapswitch
-#              tapswitch-nooffload vde-cascade tapswitch-cascade (default:
+#              tapswitch-nooffload tapswitch-nowarm vde-cascade tapswitch-cascade (default:
 #              all that can run here)
 #   -r REV     build tapswitch from git revision REV (git archive into the
 #              temporary directory) instead of the work tree, so that edits
@@ -30,6 +30,10 @@
 # The tapswitch-nooffload mode (taps without IFF_VNET_HDR, so every TCP
 # segment crosses the switch as its own frame) runs only when `serve --help`
 # lists --tap-offload; otherwise it is skipped with a note.
+#
+# The tapswitch-nowarm mode (`--warm-interval 0`: no timer wakeups while
+# traffic is sparse) runs only when `serve --help` lists --warm-interval;
+# it shows what those wakeups do to the round trip.
 #
 # The cascade modes put a stream socket between the taps, the path of a VM
 # behind QEMU's -netdev stream: two switches, one tap each, joined by one
@@ -125,6 +129,9 @@ report() {
   if echo " $modes " | grep -q ' tapswitch-nooffload '; then
     ratio "TCP Gbit/s tapswitch-nooffload / vde" "$(median tapswitch-nooffload tcp_gbps)" "$(median vde tcp_gbps)" 0 info
   fi
+  if echo " $modes " | grep -q ' tapswitch-nowarm '; then
+    ratio "ping RTT tapswitch-nowarm / vde" "$(median tapswitch-nowarm rtt_us)" "$(median vde rtt_us)" 0 info
+  fi
   if echo " $modes " | grep -q ' tapswitch-cascade ' && echo " $modes " | grep -q ' vde-cascade '; then
     ratio "TCP Gbit/s tapswitch-cascade / vde-cascade" "$(median tapswitch-cascade tcp_gbps)" "$(median vde-cascade tcp_gbps)" 0 info
     for u in ${lens:-64}; do
@@ -174,14 +181,20 @@ echo "compare: building tapswitch from $COMMIT into $BIN" >&2
 (cd "$SRC" && go build -trimpath -o "$BIN" ./cmd/tapswitch)
 SERVE="$BIN serve --tap bxt0 --tap bxt1 --ctl none --log-level warn"
 
-have_nooffload=0
+have_nooffload=0 have_nowarm=0
 if "$BIN" serve --help 2>&1 | grep -q -- '--tap-offload'; then have_nooffload=1; fi
+if "$BIN" serve --help 2>&1 | grep -q -- '--warm-interval'; then have_nowarm=1; fi
 if [ -z "$MODES" ]; then
   MODES="bridge bridge-nogso vde tapswitch"
   if [ $have_nooffload = 1 ]; then
     MODES="$MODES tapswitch-nooffload"
   else
     echo "compare: note: serve has no --tap-offload flag; skipping tapswitch-nooffload" >&2
+  fi
+  if [ $have_nowarm = 1 ]; then
+    MODES="$MODES tapswitch-nowarm"
+  else
+    echo "compare: note: serve has no --warm-interval flag; skipping tapswitch-nowarm" >&2
   fi
   MODES="$MODES vde-cascade tapswitch-cascade"
 fi
@@ -194,6 +207,9 @@ tb_mode() {
     tapswitch-nooffload)
       [ $have_nooffload = 1 ] || { echo "compare: serve has no --tap-offload" >&2; return 1; }
       echo "cmd:$SERVE --tap-offload=false" ;;
+    tapswitch-nowarm)
+      [ $have_nowarm = 1 ] || { echo "compare: serve has no --warm-interval" >&2; return 1; }
+      echo "cmd:$SERVE --warm-interval 0" ;;
     vde-cascade) echo "cmd:$HERE/cascade.sh vde" ;;
     tapswitch-cascade) echo "cmd:$HERE/cascade.sh tapswitch $BIN" ;;
     *) echo "compare: unknown mode $1" >&2; return 1 ;;
