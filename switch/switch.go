@@ -77,7 +77,9 @@ type Config struct {
 	// trip of an idle path at the cost of those wakeups (see Stats.Wakeups).
 	// The wakeups run only while a frame has crossed the switch within the
 	// last WarmFor; after that the switch checks once per WarmFor whether
-	// traffic has resumed. Zero (the default) disables them.
+	// traffic has resumed. Frames less than 50 µs apart keep the process
+	// awake by themselves: while they come, there are none. Zero (the
+	// default) disables them.
 	WarmInterval time.Duration
 	// WarmFor is how long after the last frame WarmInterval's wakeups go
 	// on (default 1 s).
@@ -208,15 +210,22 @@ func (s *Switch) ager() {
 	}
 }
 
+// warmDense is the gap between frames below which traffic keeps the
+// process awake by itself: the warmer's wakeups would add nothing to it but
+// their cost.
+const warmDense = 50 * time.Microsecond
+
 // warmer wakes every cfg.WarmInterval for as long as a frame has been
 // forwarded or flooded within the last cfg.WarmFor, and once per WarmFor
-// otherwise. The wakeup itself is the work: on a machine idle between
+// otherwise; while frames come denser than warmDense, it checks only every
+// WarmFor/10. The wakeup itself is the work: on a machine idle between
 // sparse frames, the CPU the next frame wakes is then out of a long sleep
 // no more than WarmInterval, and the timer's path through the runtime's
 // scheduler (the one a tap's readiness takes too) has run recently.
 func (s *Switch) warmer() {
 	defer s.wg.Done()
-	t := time.NewTimer(s.cfg.WarmFor)
+	wait := s.cfg.WarmFor
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	var seen uint64
 	quiet := s.cfg.WarmFor
@@ -226,14 +235,20 @@ func (s *Switch) warmer() {
 			return
 		case <-t.C:
 		}
+		dense := false
 		if n := s.forwarded.Load() + s.flooded.Load(); n != seen {
+			dense = time.Duration(n-seen)*warmDense > wait
 			seen, quiet = n, 0
 		}
-		wait := s.cfg.WarmFor
-		if quiet < s.cfg.WarmFor {
+		switch {
+		case dense:
+			wait = s.cfg.WarmFor / 10
+		case quiet < s.cfg.WarmFor:
 			wait = s.cfg.WarmInterval
 			quiet += wait
 			s.wakeups.Add(1)
+		default:
+			wait = s.cfg.WarmFor
 		}
 		t.Reset(wait)
 	}

@@ -57,3 +57,39 @@ func TestWarmOff(t *testing.T) {
 		t.Fatalf("%d wakeups without WarmInterval, want 0", n)
 	}
 }
+
+func TestWarmDense(t *testing.T) {
+	const every, window = time.Millisecond, 100 * time.Millisecond
+	sw := vswitch.New(vswitch.Config{WarmInterval: every, WarmFor: window})
+	t.Cleanup(func() { sw.Close() })
+	var in *vswitch.Attachment
+	for _, name := range []string{"p0", "p1"} {
+		a, err := sw.AddPort(porttest.New(porttest.Config{Name: name, Discard: true}),
+			vswitch.PortConfig{Kind: "mem", NoReader: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = a
+	}
+	f := porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x88b5, []byte("dense"))
+	buf := make([]byte, vswitch.Headroom+len(f))
+	copy(buf[vswitch.Headroom:], f)
+	bufs, sizes := [][]byte{buf}, []int{len(f)}
+
+	// Frames far closer than 50 µs apart keep the process awake without
+	// the warmer: it stands aside while they last (a wakeup per
+	// millisecond would be ~300 here).
+	for end := time.Now().Add(3 * window); time.Now().Before(end); {
+		for range 100 {
+			in.Input(bufs, sizes, vswitch.Headroom)
+		}
+	}
+	during := sw.Stats().Wakeups
+	if during > 30 {
+		t.Errorf("%d wakeups during dense traffic, want few", during)
+	}
+	// After the last frame they go on for a window, as for sparse traffic.
+	if n, want := settled(t, sw), during+uint64(window/every); n < want {
+		t.Errorf("%d wakeups after dense traffic stopped, want at least %d", n, want)
+	}
+}
