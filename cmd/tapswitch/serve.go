@@ -55,9 +55,9 @@ const (
 // defaultWarmInterval is --warm-interval's default. On Linux, on the 2-core
 // virtual machines docs/performance.md measures, 2 ms brings a 10 ms ping's
 // round trip through two taps below vde_switch's, for about 2.4 % of a core
-// while the wakeups last (1 ms gained no more for 2.9 %, 5 ms less for 1.5
-// %). Elsewhere (macOS) it is off: not measured there, and a laptop's
-// battery weighs more.
+// while the wakeups last (1 and 5 ms measured within the noise of it, for
+// 2.9 and 1.5 %). Elsewhere (macOS) it is off: not measured there, and a
+// laptop's battery weighs more.
 func defaultWarmInterval() time.Duration {
 	if runtime.GOOS == "linux" {
 		return 2 * time.Millisecond
