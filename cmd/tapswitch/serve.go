@@ -59,7 +59,7 @@ const (
 // 2.9 and 1.5 %). Elsewhere (macOS) it is off: not measured there, and a
 // laptop's battery weighs more.
 func defaultWarmInterval() time.Duration {
-	if runtime.GOOS == "linux" {
+	if hostOS == "linux" {
 		return 2 * time.Millisecond
 	}
 	return 0

@@ -755,3 +755,23 @@ func TestPlanTapIsBridgedHostIf(t *testing.T) {
 		t.Errorf("--tap named as the bridged host interface: %v, want it refused", err)
 	}
 }
+
+// TestWarmIntervalDefault: the timer wakeups are on by default on Linux,
+// where they were measured, and off on macOS; a negative interval is
+// refused.
+func TestWarmIntervalDefault(t *testing.T) {
+	saved := hostOS
+	t.Cleanup(func() { hostOS = saved })
+	for goos, want := range map[string]time.Duration{"linux": 2 * time.Millisecond, "darwin": 0} {
+		hostOS = goos
+		var o serveOptions
+		o.addFlags(pflag.NewFlagSet("serve", pflag.ContinueOnError))
+		if o.warm != want {
+			t.Errorf("%s: --warm-interval defaults to %v, want %v", goos, o.warm, want)
+		}
+	}
+	_, err := planFor(t, "linux", "--listen", "unix:///tmp/t.sock", "--warm-interval", "-1ms")
+	if err == nil || err.Error() != "--warm-interval -1ms: must be 0 (off) or more" {
+		t.Errorf("--warm-interval -1ms: %v, want it refused", err)
+	}
+}
