@@ -178,6 +178,13 @@ log-level: debug
 	if out := d.ctl(t, "stats"); !strings.Contains(out, "fdb entries") || !strings.Contains(out, "queue length") {
 		t.Errorf("ctl stats:\n%s", out)
 	}
+	// The pings started the timer wakeups (--warm-interval, on by default
+	// on Linux), which ctl stats counts.
+	porttest.WaitFor(t, "warm wakeups", func() bool {
+		var st vswitch.Stats
+		mustJSON(t, d.ctl(t, "stats", "--json"), &st)
+		return st.Wakeups > 0
+	})
 
 	// capture -c: a pcap file that tcpdump parses, with the ICMP frames.
 	pcapFile := filepath.Join(dir, "icmp.pcap")
