@@ -8,7 +8,8 @@
 # therefore left in place at exit, since removing it would let a waiter
 # and a newcomer lock different files), a run whose ping lost packets is
 # status=partial with errors=ping_loss (ping exits 0 when any reply came
-# back, and only its exit status was checked), and this header. The lock
+# back, and only its exit status was checked), rtt_p50_us (ping without -q,
+# the median of the replies' times), and this header. The lock
 # (/run/bx-tapbench/lock) and every name are kept, so this copy and the
 # shared one exclude each other. bench/compare.sh runs it; see
 # docs/performance.md.
@@ -38,7 +39,8 @@
 # bxbr in bxsw.
 #
 # Measurements (client in bxa, server in bxb):
-#   ping  -c $BX_PING_COUNT -i $BX_PING_INTERVAL -q     -> rtt_*_us, idle latency
+#   ping  -c $BX_PING_COUNT -i $BX_PING_INTERVAL        -> rtt_*_us, idle latency
+#         (rtt_us is ping's mean; rtt_p50_us the median of the replies' times)
 #   iperf3 TCP, 1 stream, $BX_DURATION s                -> tcp_gbps, tcp_retr
 #   iperf3 UDP, -l $BX_UDP_LEN -b $BX_UDP_RATE, 1 stream -> udp64_pps (received),
 #                 udp64_sent_pps, udp64_loss (%), and from the link counters
@@ -388,14 +390,20 @@ errs=()
 tcp_busy_cores=NA tcp_sw_cpu=NA udp_busy_cores=NA udp_sw_cpu=NA
 
 # ---------------------------------------------------------------- latency (idle)
-rtt_us=NA rtt_min_us=NA rtt_max_us=NA rtt_mdev_us=NA ping_loss=NA
+rtt_us=NA rtt_min_us=NA rtt_max_us=NA rtt_mdev_us=NA rtt_p50_us=NA ping_loss=NA
 log "ping -c $PING_COUNT -i $PING_INTERVAL"
-if bgwait timeout 60 ip netns exec $NS_A ping -q -c "$PING_COUNT" -i "$PING_INTERVAL" $IP_B >"$RAW.ping.txt" 2>&1; then :; else
+if bgwait timeout 60 ip netns exec $NS_A ping -c "$PING_COUNT" -i "$PING_INTERVAL" $IP_B >"$RAW.ping.txt" 2>&1; then :; else
   status=partial; errs+=(ping)
 fi
 read -r rtt_min_us rtt_us rtt_max_us rtt_mdev_us < <(
   awk -F'[=/ ]+' '/^rtt|^round-trip/ {printf "%.1f %.1f %.1f %.1f\n", $6*1000, $7*1000, $8*1000, $9*1000; f=1}
                   END{if(!f) print "NA NA NA NA"}' "$RAW.ping.txt")
+# The median of the replies' times: the mean above moves by 50 µs with one
+# reply delayed 10 ms, which on a virtual machine is the host's doing.
+rtt_p50_us=$(sed -n 's/.* time=\([0-9.]*\) ms.*/\1/p' "$RAW.ping.txt" | sort -n |
+  awk '{ v[NR] = $1 } END { if (!NR) { print "NA"; exit }
+    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.1f\n", m * 1000 }')
 ping_loss=$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' "$RAW.ping.txt"); ping_loss=${ping_loss:-NA}
 # ping exits 0 when any reply came back: a run that lost some is not ok
 # either (compare.sh and summarize.sh count only status=ok runs).
@@ -454,7 +462,7 @@ fi
 if [ -n "${BX_OUTDIR:-}" ] && [ -s "$WORK/switch.log" ]; then cp "$WORK/switch.log" "$RAW.switch.log"; fi
 
 p=${UDP_LEN}
-line="mode=$NAME run=$RUN_LABEL tcp_gbps=$tcp_gbps tcp_retr=$tcp_retr udp${p}_pps=$udp_pps udp${p}_sent_pps=$udp_sent_pps udp${p}_loss=$udp_loss udp${p}_sw_in_pps=$udp_sw_in_pps udp${p}_sw_out_pps=$udp_sw_out_pps udp_offered=$UDP_OFFERED rtt_us=$rtt_us rtt_min_us=$rtt_min_us rtt_max_us=$rtt_max_us rtt_mdev_us=$rtt_mdev_us ping_loss=$ping_loss tcp_sw_cpu=$tcp_sw_cpu tcp_busy_cores=$tcp_busy_cores udp_sw_cpu=$udp_sw_cpu udp_busy_cores=$udp_busy_cores status=$status"
+line="mode=$NAME run=$RUN_LABEL tcp_gbps=$tcp_gbps tcp_retr=$tcp_retr udp${p}_pps=$udp_pps udp${p}_sent_pps=$udp_sent_pps udp${p}_loss=$udp_loss udp${p}_sw_in_pps=$udp_sw_in_pps udp${p}_sw_out_pps=$udp_sw_out_pps udp_offered=$UDP_OFFERED rtt_us=$rtt_us rtt_min_us=$rtt_min_us rtt_max_us=$rtt_max_us rtt_mdev_us=$rtt_mdev_us rtt_p50_us=$rtt_p50_us ping_loss=$ping_loss tcp_sw_cpu=$tcp_sw_cpu tcp_busy_cores=$tcp_busy_cores udp_sw_cpu=$udp_sw_cpu udp_busy_cores=$udp_busy_cores status=$status"
 [ ${#errs[@]} -eq 0 ] || line+=" errors=$(IFS=,; echo "${errs[*]}")"
 echo "$line"
 [ -z "${BX_RESULTS:-}" ] || echo "$(date -u +%FT%TZ) $line" >>"$BX_RESULTS"
