@@ -37,11 +37,18 @@ type rawFile struct {
 	werr    syscall.Errno
 	writeFn func(uintptr) bool
 
-	// tryFn reads into rbuf without waiting (TryRead); waitFn calls ready
-	// (Wait).
-	tryFn  func(uintptr)
-	ready  func() bool
-	waitFn func(uintptr) bool
+	// batchFn reads the frames waiting into bbufs (TryReadBatch); waitFn
+	// calls ready (Wait).
+	bbufs   [][]byte
+	bsizes  []int
+	bfrom   int
+	bmin    int
+	bn      int
+	berr    syscall.Errno
+	beof    bool
+	batchFn func(uintptr)
+	ready   func() bool
+	waitFn  func(uintptr) bool
 }
 
 // newRawFile takes over fd, which must be non-blocking.
@@ -54,7 +61,7 @@ func newRawFile(fd int, name string) (*rawFile, error) {
 	}
 	r := &rawFile{f: f, rc: rc}
 	r.readFn, r.writeFn = r.read, r.write
-	r.tryFn = r.tryRead
+	r.batchFn = r.readBatch
 	r.waitFn = func(uintptr) bool { return r.ready() }
 	return r, nil
 }
@@ -68,16 +75,38 @@ func (r *rawFile) control(fn func(fd int) error) error {
 	return ferr
 }
 
-// tryRead reads once into rbuf, leaving the result in rn and rerr.
-func (r *rawFile) tryRead(fd uintptr) {
+// read reads once into rbuf, leaving the result in rn and rerr, for
+// RawConn.Read: false (wait) when nothing is waiting.
+func (r *rawFile) read(fd uintptr) bool {
 	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rbuf))), uintptr(len(r.rbuf)))
 	r.rn, r.rerr = int(n), e
+	return e != unix.EAGAIN
 }
 
-// read is tryRead for RawConn.Read: false (wait) when nothing is waiting.
-func (r *rawFile) read(fd uintptr) bool {
-	r.tryRead(fd)
-	return r.rerr != unix.EAGAIN
+// readBatch reads frames into bbufs[bn][bfrom:] until the descriptor has
+// none waiting, bbufs are full or a read fails, leaving the count in bn,
+// the lengths in bsizes and the failure in berr or beof (a read of 0
+// bytes). A frame shorter than bmin is dropped and its buffer used again.
+func (r *rawFile) readBatch(fd uintptr) {
+	r.bn, r.berr, r.beof = 0, 0, false
+	for r.bn < len(r.bbufs) {
+		b := r.bbufs[r.bn][r.bfrom:]
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		switch {
+		case e == unix.EAGAIN:
+			return
+		case e != 0:
+			r.berr = e
+			return
+		case n == 0:
+			r.beof = true
+			return
+		case int(n) < r.bmin:
+			continue
+		}
+		r.bsizes[r.bn] = int(n)
+		r.bn++
+	}
 }
 
 func (r *rawFile) write(fd uintptr) bool {
@@ -101,20 +130,28 @@ func (r *rawFile) Read(b []byte) (int, error) {
 	return r.readResult(err)
 }
 
-// TryRead reads one frame into b if one is waiting: ok is false when
-// there is none. The caller must be the only reader at the time.
-func (r *rawFile) TryRead(b []byte) (n int, ok bool, err error) {
-	if len(b) == 0 {
-		return 0, true, nil
+// TryReadBatch reads the frames waiting, without waiting for any, up to
+// len(bufs): each into bufs[i][from:], its length into sizes[i]. A frame
+// shorter than least bytes is dropped. The whole batch is one call into the
+// runtime's descriptor (one reference taken, not one per frame). It
+// returns how many frames it read and the error that ended the batch, if
+// any (io.EOF for a read of 0 bytes); when both are nonzero, the error
+// comes again on the next call. The caller must be the only reader at the
+// time.
+func (r *rawFile) TryReadBatch(bufs [][]byte, sizes []int, from, least int) (int, error) {
+	r.bbufs, r.bsizes, r.bfrom, r.bmin = bufs, sizes, from, least
+	r.bn = 0
+	err := r.rc.Control(r.batchFn)
+	r.bbufs, r.bsizes = nil, nil
+	switch {
+	case err != nil:
+		return r.bn, r.pollError(err)
+	case r.berr != 0:
+		return r.bn, r.berr
+	case r.beof:
+		return r.bn, io.EOF
 	}
-	r.rbuf = b
-	err = r.rc.Control(r.tryFn)
-	r.rbuf = nil
-	if err == nil && r.rerr == unix.EAGAIN {
-		return 0, false, nil
-	}
-	n, err = r.readResult(err)
-	return n, true, err
+	return r.bn, nil
 }
 
 // readResult turns the RawConn error err and the last read's rn and rerr
