@@ -50,10 +50,11 @@ SOAK ?= 10m
 soak:
 	TAPSWITCH_SOAK=$(SOAK) $(GO) test -race -tags soak -run '^TestSoak$$' -count=1 -timeout 30m -v ./tests/
 
-# Go benchmarks: the switch core, the stream transport and the socket
-# load generator (see docs/performance.md).
+# Go benchmarks: the switch core, the stream transport, a tap's read side
+# (root: it makes a namespace and a tap) and the socket load generator
+# (see docs/performance.md).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./switch/... ./backend/stream/ ./bench/loadgen/
+	$(GO) test -run '^$$' -bench . -benchmem ./switch/... ./backend/stream/ ./backend/tap/ ./bench/loadgen/
 
 # Stream and datagram throughput with and without 8 idle clients.
 bench-idle:
