@@ -61,13 +61,18 @@ func (p *echoPort) WriteFrameNow(b []byte, offset int) (bool, error) {
 	}
 	p.requests.Add(1)
 	ans := porttest.Frame(vswitch.MAC(f[6:12]), p.mac, 0x88b5, append([]byte("ans"), f[17:21]...))
-	p.mu.Lock()
-	p.pending = append(p.pending, ans)
-	p.mu.Unlock()
+	p.put(ans)
 	if !p.lazy {
 		p.wake()
 	}
 	return true, nil
+}
+
+// put makes f wait in the port's receive queue, without telling its loop.
+func (p *echoPort) put(f []byte) {
+	p.mu.Lock()
+	p.pending = append(p.pending, f)
+	p.mu.Unlock()
 }
 
 func (p *echoPort) WriteFrames(bufs [][]byte, offset int) (int, error) {
@@ -128,13 +133,15 @@ func request(dst, src vswitch.MAC, seq uint32) []byte {
 	return porttest.Frame(dst, src, 0x88b5, binary.BigEndian.AppendUint32([]byte("req"), seq))
 }
 
-// setupEcho attaches an ordinary in-memory port (station 1) and an
-// echoPort (station 2) and lets the switch learn both.
-func setupEcho(t *testing.T, lazy bool) (*vswitch.Switch, *porttest.Port, *echoPort, *vswitch.Attachment) {
+// setupEcho starts a switch with cfg and attaches an ordinary in-memory
+// port (station 1) and an echoPort (station 2), and lets the switch learn
+// both.
+func setupEcho(t *testing.T, lazy bool, cfg vswitch.Config) (*vswitch.Switch, *porttest.Port, *echoPort, *vswitch.Attachment) {
 	t.Helper()
 	// Queues long enough for every frame of the tests: a drop for a full
 	// queue would read as a lost answer.
-	sw := vswitch.New(vswitch.Config{QueueLen: 8192, QueueBytes: 64 << 20})
+	cfg.QueueLen, cfg.QueueBytes = 8192, 64<<20
+	sw := vswitch.New(cfg)
 	t.Cleanup(func() { sw.Close() })
 	a := porttest.New(porttest.Config{Name: "a", OutLen: 8192})
 	if _, err := sw.AddPort(a, vswitch.PortConfig{}); err != nil {
@@ -149,9 +156,7 @@ func setupEcho(t *testing.T, lazy bool) (*vswitch.Switch, *porttest.Port, *echoP
 	if err := a.Send(porttest.Frame(porttest.Broadcast, porttest.MAC(1), 0x88b5, []byte("hello"))); err != nil {
 		t.Fatal(err)
 	}
-	e.mu.Lock()
-	e.pending = append(e.pending, porttest.Frame(porttest.MAC(1), porttest.MAC(2), 0x88b5, []byte("hi")))
-	e.mu.Unlock()
+	e.put(porttest.Frame(porttest.MAC(1), porttest.MAC(2), 0x88b5, []byte("hi")))
 	e.wake()
 	if _, ok := a.Recv(wait); !ok {
 		t.Fatal("station 2's first frame did not reach station 1")
@@ -172,7 +177,7 @@ func recvAnswers(t *testing.T, p *porttest.Port, n int) {
 }
 
 func TestPollerAnswerTakenByWriter(t *testing.T) {
-	sw, a, _, ea := setupEcho(t, true)
+	sw, a, _, ea := setupEcho(t, true, vswitch.Config{})
 	const n = 50
 	for i := range n {
 		if err := a.Send(request(porttest.MAC(2), porttest.MAC(1), uint32(i))); err != nil {
@@ -205,7 +210,7 @@ func recvAnswer(t *testing.T, p *porttest.Port, i int) {
 // Answers are forwarded in order while the port's own loop and the
 // writers' polls compete for them.
 func TestPollerOrder(t *testing.T) {
-	_, a, e, ea := setupEcho(t, false)
+	_, a, e, ea := setupEcho(t, false, vswitch.Config{})
 	const n = 3000
 	go func() {
 		for i := range n {
@@ -224,7 +229,7 @@ func TestPollerOrder(t *testing.T) {
 // A port that never answers is polled rarely: after k misses in a row the
 // next 2^k-1 writes skip the poll.
 func TestPollerBackoff(t *testing.T) {
-	sw, a, e, ea := setupEcho(t, false)
+	sw, a, e, ea := setupEcho(t, false, vswitch.Config{})
 	const n = 5000
 	before := e.polls.Load()
 	for range n {

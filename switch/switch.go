@@ -78,8 +78,10 @@ type Config struct {
 	// The wakeups run only while a frame has crossed the switch within the
 	// last WarmFor; after that the switch checks once per WarmFor whether
 	// traffic has resumed. Frames less than 50 µs apart keep the process
-	// awake by themselves: while they come, there are none. Zero (the
-	// default) disables them.
+	// awake by themselves: while they come, there are none. Each wakeup
+	// also polls the Poller ports (taps) that received a frame within the
+	// last WarmFor, so that the next frame's way in is cached too. Zero
+	// (the default) disables them.
 	WarmInterval time.Duration
 	// WarmFor is how long after the last frame WarmInterval's wakeups go
 	// on (default 1 s).
@@ -221,7 +223,8 @@ const warmDense = 50 * time.Microsecond
 // WarmFor/10. The wakeup itself is the work: on a machine idle between
 // sparse frames, the CPU the next frame wakes is then out of a long sleep
 // no more than WarmInterval, and the timer's path through the runtime's
-// scheduler (the one a tap's readiness takes too) has run recently.
+// scheduler (the one a tap's readiness takes too) has run recently. Each
+// wakeup also polls the Poller ports that have received lately (rehearse).
 func (s *Switch) warmer() {
 	defer s.wg.Done()
 	wait := s.cfg.WarmFor
@@ -247,6 +250,9 @@ func (s *Switch) warmer() {
 			wait = s.cfg.WarmInterval
 			quiet += wait
 			s.wakeups.Add(1)
+			for _, p := range *s.ports.Load() {
+				p.rehearse(wait)
+			}
 		default:
 			wait = s.cfg.WarmFor
 		}
@@ -354,6 +360,10 @@ type Attachment struct {
 	pollAfter  []*Attachment
 	pollMisses int
 	pollSkip   atomic.Int32
+	// warmSeen and warmQuiet are the warmer's (rehearse): rxFrames when it
+	// last looked, and for how long the count has not moved since.
+	warmSeen  uint64
+	warmQuiet time.Duration
 
 	// locked holds the MAC a LockMAC port is bound to, with bit 48 set
 	// once it is bound; only the port's receiving goroutine sets it.
@@ -795,6 +805,32 @@ func (a *Attachment) pollNow() {
 	case err == nil:
 		a.pollMisses = min(a.pollMisses+1, 10)
 		a.pollSkip.Store(1<<a.pollMisses - 1)
+	}
+	// An error is the receive loop's to act on: it meets it too.
+	a.rxmu.Unlock()
+}
+
+// rehearse is the warmer's turn at a: if a is a Poller port that has
+// received a frame within the last WarmFor, it polls it as pollNow does,
+// and forwards what it finds. Usually it finds nothing; what it is for is
+// that the way in of a's next frame, from the port's read (its system
+// call, for a tap) to the switch's state, then runs with the caches and
+// TLB still holding it. every is the time until the warmer's next turn.
+func (a *Attachment) rehearse(every time.Duration) {
+	if a.poller == nil {
+		return
+	}
+	if n := a.c.rxFrames.Load(); n != a.warmSeen {
+		a.warmSeen, a.warmQuiet = n, 0
+	} else if a.warmQuiet >= a.s.cfg.WarmFor {
+		return
+	}
+	a.warmQuiet += every
+	if a.removed.Load() || !a.rxmu.TryLock() {
+		return
+	}
+	if n, _ := a.poller.PollFrames(a.rxBufs, a.rxSizes, Headroom); n > 0 {
+		a.Input(a.rxBufs[:n], a.rxSizes[:n], Headroom)
 	}
 	// An error is the receive loop's to act on: it meets it too.
 	a.rxmu.Unlock()

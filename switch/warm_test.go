@@ -93,3 +93,59 @@ func TestWarmDense(t *testing.T) {
 		t.Errorf("%d wakeups after dense traffic stopped, want at least %d", n, want)
 	}
 }
+
+// The warmer's wakeups poll a Poller port that has received a frame within
+// the last WarmFor, and forward what they find there; once the port has
+// been quiet that long they leave it alone, while traffic between other
+// ports keeps them going.
+func TestWarmPolls(t *testing.T) {
+	const every, window = time.Millisecond, 300 * time.Millisecond
+	sw, a, e, _ := setupEcho(t, true, vswitch.Config{WarmInterval: every, WarmFor: window})
+	recv := func(p *porttest.Port, what string) {
+		t.Helper()
+		f, ok := p.Recv(wait)
+		if !ok || string(f[14:14+len(what)]) != what {
+			t.Fatalf("%q did not reach station 1 (got %q)", what, f)
+		}
+	}
+
+	// Station 2 sends a frame its loop is told of, then one it is not: only
+	// the warmer's polls can find the second.
+	e.put(porttest.Frame(porttest.MAC(1), porttest.MAC(2), 0x88b5, []byte("told")))
+	e.wake()
+	recv(a, "told")
+	e.put(porttest.Frame(porttest.MAC(1), porttest.MAC(2), 0x88b5, []byte("found")))
+	recv(a, "found")
+
+	// Station 3 on a third port; from here on station 1 talks only to it,
+	// while station 2 stays quiet.
+	c := porttest.New(porttest.Config{Name: "c", Discard: true})
+	if _, err := sw.AddPort(c, vswitch.PortConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(porttest.Frame(porttest.Broadcast, porttest.MAC(3), 0x88b5, []byte("hello"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.Recv(wait); !ok {
+		t.Fatal("station 3's broadcast did not reach station 1")
+	}
+	porttest.WaitFor(t, "station 3 learned", func() bool { return len(sw.FDB()) == 3 })
+	start := time.Now()
+	var polls int64
+	var wakeups uint64
+	for time.Since(start) < 3*window {
+		if err := a.Send(porttest.Frame(porttest.MAC(3), porttest.MAC(1), 0x88b5, []byte("to 3"))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if polls == 0 && time.Since(start) > 3*window/2 {
+			polls, wakeups = e.polls.Load(), sw.Stats().Wakeups
+		}
+	}
+	if n := e.polls.Load(); n != polls {
+		t.Errorf("station 2's port polled %d times after a window of quiet, want 0", n-polls)
+	}
+	if n := sw.Stats().Wakeups; n <= wakeups {
+		t.Errorf("no warm wakeups while station 1 talked to station 3")
+	}
+}
