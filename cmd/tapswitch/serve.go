@@ -203,7 +203,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.maxFrame, "max-frame", vswitch.DefaultMaxFrame, "largest frame accepted, Ethernet header included")
 	f.IntVar(&o.queueLen, "queue-len", vswitch.DefaultQueueLen, "transmit queue length of each port, in frames")
 	f.IntVar(&o.queueBytes, "queue-bytes", vswitch.DefaultQueueBytes, "buffer memory each port's transmit queue may hold, in bytes")
-	f.DurationVar(&o.warm, "warm-interval", defaultWarmInterval(), "while frames have crossed the switch in the last second, wake this often so that the next finds the CPU awake: lower latency for sparse traffic, for a few % of a core (0: off; off by default on macOS)")
+	f.DurationVar(&o.warm, "warm-interval", defaultWarmInterval(), "while frames have crossed the switch in the last second, wake this often (and poll the taps that received) so that the next frame finds the CPU awake and its path cached: lower latency for sparse traffic, for a few % of a core (0: off; off by default on macOS)")
 	f.BoolVar(&o.tapOffload, "tap-offload", true, "open taps (and the Linux host interface) with TCP segmentation and checksum offloads (IFF_VNET_HDR)")
 }
 
