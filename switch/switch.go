@@ -76,12 +76,12 @@ type Config struct {
 	// runtime's scheduler ready rather than asleep: it lowers the round
 	// trip of an idle path at the cost of those wakeups (see Stats.Wakeups).
 	// The wakeups run only while a frame has crossed the switch within the
-	// last WarmFor; after that the switch checks once per WarmFor whether
-	// traffic has resumed. Frames less than 50 µs apart keep the process
-	// awake by themselves: while they come, there are none. Each wakeup
-	// also polls the Poller ports (taps) that received a frame within the
-	// last WarmFor, so that the next frame's way in is cached too. Zero
-	// (the default) disables them.
+	// last WarmFor; after that they start again with the next frame.
+	// Frames less than 50 µs apart keep the process awake by themselves:
+	// while they come, there are none. Each wakeup also polls the Poller
+	// ports (taps) that received a frame within the last WarmFor, so that
+	// the next frame's way in is cached too. Zero (the default) disables
+	// them.
 	WarmInterval time.Duration
 	// WarmFor is how long after the last frame WarmInterval's wakeups go
 	// on (default 1 s).
@@ -151,6 +151,10 @@ type Switch struct {
 
 	forwarded, flooded atomic.Uint64
 	wakeups            atomic.Uint64 // by warmer
+	// warmIdle is set while the warmer waits out a quiet WarmFor: the
+	// next frame forwarded ends the wait through warmKick (kickWarmer).
+	warmIdle atomic.Bool
+	warmKick chan struct{}
 
 	// epoch is Now at New, and epochNanos its Unix nanoseconds: see nanos.
 	epoch      time.Time
@@ -179,6 +183,8 @@ func New(cfg Config) *Switch {
 	s.wg.Add(1)
 	go s.ager()
 	if cfg.WarmInterval > 0 {
+		s.warmKick = make(chan struct{}, 1)
+		s.warmIdle.Store(true)
 		s.wg.Add(1)
 		go s.warmer()
 	}
@@ -218,13 +224,14 @@ func (s *Switch) ager() {
 const warmDense = 50 * time.Microsecond
 
 // warmer wakes every cfg.WarmInterval for as long as a frame has been
-// forwarded or flooded within the last cfg.WarmFor, and once per WarmFor
-// otherwise; while frames come denser than warmDense, it checks only every
-// WarmFor/10. The wakeup itself is the work: on a machine idle between
-// sparse frames, the CPU the next frame wakes is then out of a long sleep
-// no more than WarmInterval, and the timer's path through the runtime's
-// scheduler (the one a tap's readiness takes too) has run recently. Each
-// wakeup also polls the Poller ports that have received lately (rehearse).
+// forwarded or flooded within the last cfg.WarmFor; otherwise it waits for
+// the next frame (kickWarmer), or WarmFor at most. While frames come
+// denser than warmDense, it checks only every WarmFor/10. The wakeup
+// itself is the work: on a machine idle between sparse frames, the CPU the
+// next frame wakes is then out of a long sleep no more than WarmInterval,
+// and the timer's path through the runtime's scheduler (the one a tap's
+// readiness takes too) has run recently. Each wakeup also polls the Poller
+// ports that have received lately (rehearse).
 func (s *Switch) warmer() {
 	defer s.wg.Done()
 	wait := s.cfg.WarmFor
@@ -233,10 +240,13 @@ func (s *Switch) warmer() {
 	var seen uint64
 	quiet := s.cfg.WarmFor
 	for {
+		kicked := false
 		select {
 		case <-s.done:
 			return
 		case <-t.C:
+		case <-s.warmKick:
+			kicked = true
 		}
 		dense := false
 		if n := s.forwarded.Load() + s.flooded.Load(); n != seen {
@@ -253,10 +263,32 @@ func (s *Switch) warmer() {
 			for _, p := range *s.ports.Load() {
 				p.rehearse(wait)
 			}
+		case kicked:
+			// Kicked for frames that all were dropped: the next kick
+			// only after WarmFor, so that a port sending nothing else
+			// wakes the warmer no more often than that.
+			wait = s.cfg.WarmFor
 		default:
 			wait = s.cfg.WarmFor
+			s.warmIdle.Store(true)
+			// A frame counted before the store did not see it.
+			if s.forwarded.Load()+s.flooded.Load() != seen {
+				s.kickWarmer()
+			}
 		}
 		t.Reset(wait)
+	}
+}
+
+// kickWarmer ends the warmer's wait for traffic, if it is waiting: Input
+// calls it after forwarding, so that the wakeups start with the first
+// frame after a quiet spell rather than up to WarmFor later.
+func (s *Switch) kickWarmer() {
+	if s.warmIdle.CompareAndSwap(true, false) {
+		select {
+		case s.warmKick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -1169,6 +1201,9 @@ func (a *Attachment) Input(bufs [][]byte, sizes []int, offset int) {
 		a.pollAfter[i] = nil
 	}
 	a.pollAfter = a.pollAfter[:0]
+	if s.warmIdle.Load() {
+		s.kickWarmer()
+	}
 }
 
 // coalescer is what offload.Coalescer and offload.TCPCoalescer have in

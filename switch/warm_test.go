@@ -47,6 +47,20 @@ func TestWarmWakeups(t *testing.T) {
 	}
 }
 
+// After a quiet spell the wakeups start with the first frame, not at the
+// warmer's next look for traffic (here a minute away).
+func TestWarmKick(t *testing.T) {
+	r := newRig(t, 2, vswitch.Config{WarmInterval: time.Millisecond, WarmFor: time.Minute})
+	time.Sleep(50 * time.Millisecond)
+	if n := r.sw.Stats().Wakeups; n != 0 {
+		t.Fatalf("%d wakeups before any frame, want 0", n)
+	}
+	f := porttest.Frame(porttest.Broadcast, porttest.MAC(0), 0x88b5, []byte("hello"))
+	r.send(0, f)
+	r.expect(1, f)
+	porttest.WaitFor(t, "the wakeups to start", func() bool { return r.sw.Stats().Wakeups >= 10 })
+}
+
 func TestWarmOff(t *testing.T) {
 	r := newRig(t, 2, vswitch.Config{WarmFor: 10 * time.Millisecond})
 	f := porttest.Frame(porttest.Broadcast, porttest.MAC(0), 0x88b5, []byte("hello"))
